@@ -36,11 +36,11 @@ extern "C" {
 /* Error codes. Values are stable; HD_ELAST is never returned. */
 typedef enum hd_err {
   HD_OK = 0,
-  HD_EINVAL,       /* bad argument: malformed message, bad path, mismatch */
-  HD_ENOMEM,       /* out of memory */
-  HD_ENOKEY,       /* no handler under the key (the seed's UnknownHandlerError) */
-  HD_ENOTFOUND,    /* no such handler id / member (the seed's KeyError) */
-  HD_EEXIST,       /* already present (duplicate member, taken name) */
+  HD_EINVAL,    /* bad argument: malformed message, bad path, mismatch */
+  HD_ENOMEM,    /* out of memory */
+  HD_ENOKEY,    /* no handler under the key (the seed's UnknownHandlerError) */
+  HD_ENOTFOUND, /* no such handler id / member (the seed's KeyError) */
+  HD_EEXIST,    /* already present (duplicate member, taken name) */
   HD_EUNSUPPORTED, /* the operation does not apply to this handler kind */
   HD_EHANDLER,     /* a handler's own failure */
   HD_ETIMEOUT,     /* a deadline passed */
@@ -109,7 +109,8 @@ typedef enum hd_topic_type {
   HD_TOPIC_RECORD_V2 = 7
 } hd_topic_type;
 
-/* Unsubscribe reasons, numbered as Diffusion (handlers.v1.UnsubscribeReason). */
+/* Unsubscribe reasons, numbered as Diffusion (handlers.v1.UnsubscribeReason).
+ */
 typedef enum hd_unsubscribe_reason {
   HD_UNSUB_REQUESTED = 0,
   HD_UNSUB_CONTROL = 1,
@@ -144,9 +145,9 @@ typedef struct hd_event {
   const char *key;  /* the registry key */
   const char *name; /* "subscribe", "update", ..., or a custom name */
   hd_args_kind args_kind;
-  struct {          /* SUBSCRIBE, UPDATE, UNSUBSCRIBE */
+  struct { /* SUBSCRIBE, UPDATE, UNSUBSCRIBE */
     const char *path;
-    hd_value value;     /* HD_VALUE_NONE when absent */
+    hd_value value; /* HD_VALUE_NONE when absent */
     int has_spec;
     hd_topic_type type; /* from the spec */
     size_t n_properties;
@@ -183,7 +184,8 @@ hd_err hd_event_validate(const hd_event *ev, char *msg, size_t msg_size);
 hd_args_kind hd_event_expected_args(const char *name, int *known);
 
 /* Deep copy of `ev` in one allocation; free with hd_event_free(). NULL when
- * out of memory. */
+ * out of memory. Only the fields of ev->args_kind are copied; the other
+ * groups and `reserved` are zeroed in the copy. */
 hd_event *hd_event_copy(const hd_event *ev);
 void hd_event_free(hd_event *ev);
 
@@ -191,7 +193,11 @@ void hd_event_free(hd_event *ev);
  * the proto3 JSON mapping: {"topicPath":..,"topicValue":..}), plus "key" and
  * "event". JSON topic values are embedded as JSON, binary as base64, int64 as
  * a string. Returns a malloc'd NUL-terminated string the caller frees, or
- * NULL when out of memory. */
+ * NULL when out of memory. The output is one compact line. The scalar fields
+ * of the event's args kind are always present (defaults included: "reason":
+ * "REQUESTED", "code":0); absent values and specs are omitted. Non-finite
+ * doubles are "NaN"/"Infinity"/"-Infinity"; text that is not UTF-8 has its
+ * bad bytes replaced by U+FFFD. */
 char *hd_event_to_json(const hd_event *ev);
 
 /* ---- results ------------------------------------------------------------ */
@@ -200,10 +206,10 @@ char *hd_event_to_json(const hd_event *ev);
  * strings and value bytes are owned by the result. */
 typedef struct hd_result {
   char handler_id[HD_HANDLER_ID_MAX + 1];
-  hd_err err;      /* HD_OK on success */
-  int grpc_code;   /* status code reported for a failure (0 on success) */
-  char *message;   /* failure message, NULL on success */
-  hd_value value;  /* returned value; owned */
+  hd_err err;     /* HD_OK on success */
+  int grpc_code;  /* status code reported for a failure (0 on success) */
+  char *message;  /* failure message, NULL on success */
+  hd_value value; /* returned value; owned */
   int64_t duration_ns;
   int http_status; /* webhooks: last HTTP status, 0 otherwise */
   int attempts;    /* webhooks: attempts made, 0 otherwise */
@@ -234,7 +240,8 @@ void hd_results_free(hd_results *rs);
 size_t hd_results_count(const hd_results *rs);
 /* The i-th result; valid until the list is changed or freed. */
 hd_result *hd_results_at(const hd_results *rs, size_t i);
-/* Appends a zeroed result and returns it (owned by the list); NULL on ENOMEM. */
+/* Appends a zeroed result and returns it (owned by the list); NULL on ENOMEM.
+ */
 hd_result *hd_results_append(hd_results *rs);
 /* Moves every result of `from` to the end of `to`; `from` is left empty. */
 hd_err hd_results_take(hd_results *to, hd_results *from);
@@ -292,8 +299,7 @@ hd_err hd_handler_remove(hd_handler *h, const char *member_id);
 
 /* Runs `h` on `ev` and waits for its completion on the calling thread.
  * On HD_OK, `*out` is a results list the caller frees. For tests and tools. */
-hd_err hd_handler_run_sync(hd_handler *h, const hd_event *ev,
-                           hd_results **out);
+hd_err hd_handler_run_sync(hd_handler *h, const hd_event *ev, hd_results **out);
 
 /* ---- simple handler ------------------------------------------------------ */
 
@@ -309,7 +315,8 @@ typedef hd_err hd_function_fn(const hd_event *ev, void *user_data,
 hd_err hd_simple_new(hd_function_fn *fn, void *user_data,
                      void (*free_user_data)(void *), hd_handler **out);
 
-/* ---- event-stream handler --------------------------------------------------- */
+/* ---- event-stream handler ---------------------------------------------------
+ */
 
 /* A handler that routes each event name to one sub-handler. An event with no
  * route is logged at debug level and completes with no result. */
@@ -326,7 +333,8 @@ void hd_stream_foreach(hd_handler *h,
                        void *ud);
 /* The stream's remove(): takes an event name, removes that route. */
 
-/* ---- handler set ------------------------------------------------------------ */
+/* ---- handler set ------------------------------------------------------------
+ */
 
 /* A set of handlers (no duplicates) invoked together: handle() starts every
  * member, completes when the last member completed, with the members'
@@ -340,10 +348,11 @@ hd_err hd_set_add(hd_handler *set, hd_handler *member);
 hd_err hd_set_remove(hd_handler *set, const char *member_id);
 size_t hd_set_size(hd_handler *set);
 /* Calls `fn` for each member in insertion order, on a snapshot. */
-void hd_set_foreach(hd_handler *set,
-                    void (*fn)(hd_handler *member, void *ud), void *ud);
+void hd_set_foreach(hd_handler *set, void (*fn)(hd_handler *member, void *ud),
+                    void *ud);
 
-/* ---- registry ------------------------------------------------------------------ */
+/* ---- registry
+ * ------------------------------------------------------------------ */
 
 /* key -> handler set. Reads (dispatch) do not contend with each other. */
 typedef struct hd_registry hd_registry;
@@ -373,7 +382,8 @@ hd_err hd_registry_foreach(hd_registry *reg, const char *key,
                            void *ud);
 size_t hd_registry_key_count(hd_registry *reg);
 
-/* ---- functions (built-ins and plugins) -------------------------------------- */
+/* ---- functions (built-ins and plugins) --------------------------------------
+ */
 
 /* A table of named in-process functions that AddHandler can refer to. */
 typedef struct hd_functions hd_functions;
@@ -390,6 +400,9 @@ typedef struct hd_function_def {
 } hd_function_def;
 
 hd_err hd_functions_new(hd_functions **out);
+/* Frees the table and the built-ins' state (the log file). Handlers made from
+ * its functions may share that state: destroy them (free the registry)
+ * first. */
 void hd_functions_free(hd_functions *fns);
 /* Registers a copy of `def` (the name is copied). HD_EINVAL: empty name or
  * NULL fn. HD_EEXIST: name taken. */
@@ -398,7 +411,8 @@ hd_err hd_functions_register(hd_functions *fns, const hd_function_def *def);
  * function has that name. */
 hd_err hd_functions_make_handler(hd_functions *fns, const char *name,
                                  hd_handler **out);
-/* Calls `fn` with each registered name, in name order. */
+/* Calls `fn` with each registered name, in name order, on a copy of the
+ * names: `fn` may use the table. */
 void hd_functions_foreach(hd_functions *fns,
                           void (*fn)(const char *name, void *ud), void *ud);
 
@@ -406,15 +420,21 @@ void hd_functions_foreach(hd_functions *fns,
  * file `log` appends JSON lines to; NULL means stdout. */
 hd_err hd_builtins_register(hd_functions *fns, const char *log_path);
 
-/* ---- plugins ----------------------------------------------------------------- */
+/* ---- plugins
+ * ----------------------------------------------------------------- */
 
 /* Loads the shared object at `path` with dlopen and calls its entry point
  * (see handlerd/plugin.h) so it can register functions in `fns`. The plugin
  * stays loaded until hd_plugins_unload_all(). On failure writes a message
- * into `msg`. */
+ * into `msg`, removes whatever the plugin's init registered and unloads it;
+ * HD_EINVAL for a bad object (cannot load, missing entry point, other API
+ * version), else the error init returned (HD_EEXIST: a name is taken).
+ * Load plugins before serving: a failed init's functions are removed, which
+ * is only safe while no handler can have been made from them. */
 hd_err hd_plugin_load(hd_functions *fns, const char *path, char *msg,
                       size_t msg_size);
-/* Calls every loaded plugin's cleanup and dlcloses it. */
+/* Calls every loaded plugin's cleanup and dlcloses it, newest first. Every
+ * handler made from a plugin's functions must be gone. */
 void hd_plugins_unload_all(void);
 
 #ifdef __cplusplus

@@ -10,7 +10,8 @@
  *   int  hd_plugin_init(hd_plugin *p, void **plugin_data);
  *        Registers functions with hd_plugin_register_function(p, ...). May set
  *        *plugin_data, which is handed back to cleanup. Returns 0 (HD_OK) on
- *        success; any other hd_err aborts the load (cleanup is not called).
+ *        success; any other hd_err aborts the load (cleanup is not called;
+ *        the functions it registered are removed again).
  *   void hd_plugin_cleanup(void *plugin_data);   (optional)
  *        Called once at shutdown, after every handler using the plugin's
  *        functions is gone.

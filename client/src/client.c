@@ -1,0 +1,835 @@
+/*
+ * handlerctl client: connections, unary calls (Dispatch, AddHandler,
+ * RemoveHandler, ListHandlers, health, raw), errors and status helpers.
+ *
+ * Every unary call runs as one batch on its own pluck completion queue, so
+ * calls on one connection may run from several threads at once.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/time.h>
+
+/* ---- errors and status ----------------------------------------------------
+ */
+
+const char *hc_strerror(hc_err err) {
+  switch (err) {
+  case HC_OK:
+    return "success";
+  case HC_EINVAL:
+    return "invalid argument";
+  case HC_ENOMEM:
+    return "out of memory";
+  case HC_ECONNECT:
+    return "could not connect to the server";
+  case HC_ERPC:
+    return "the call failed with a gRPC error status";
+  case HC_EPROTO:
+    return "malformed reply from the server";
+  case HC_ECLOSED:
+    return "the stream has ended";
+  case HC_EIO:
+    return "local I/O error";
+  case HC_ELAST:
+    break;
+  }
+  return "unknown error";
+}
+
+const char *hc_status_code_name(int code) {
+  static const char *const names[] = {"OK",
+                                      "CANCELLED",
+                                      "UNKNOWN",
+                                      "INVALID_ARGUMENT",
+                                      "DEADLINE_EXCEEDED",
+                                      "NOT_FOUND",
+                                      "ALREADY_EXISTS",
+                                      "PERMISSION_DENIED",
+                                      "RESOURCE_EXHAUSTED",
+                                      "FAILED_PRECONDITION",
+                                      "ABORTED",
+                                      "OUT_OF_RANGE",
+                                      "UNIMPLEMENTED",
+                                      "INTERNAL",
+                                      "UNAVAILABLE",
+                                      "DATA_LOSS",
+                                      "UNAUTHENTICATED"};
+  if (code < 0 || (size_t)code >= sizeof names / sizeof names[0])
+    return "UNRECOGNIZED";
+  return names[code];
+}
+
+void hc__status_set(hc_status *st, int code, const char *fmt, ...) {
+  if (st == NULL)
+    return;
+  st->grpc_code = code;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(st->message, sizeof st->message, fmt, ap);
+  va_end(ap);
+}
+
+hc_err hc__status_from_grpc(hc_status *st, grpc_status_code code,
+                            grpc_slice details) {
+  if (st != NULL) {
+    size_t n = GRPC_SLICE_LENGTH(details);
+    if (n >= sizeof st->message)
+      n = sizeof st->message - 1;
+    st->grpc_code = (int)code;
+    memcpy(st->message, GRPC_SLICE_START_PTR(details), n);
+    st->message[n] = '\0';
+  }
+  return code == GRPC_STATUS_OK ? HC_OK : HC_ERPC;
+}
+
+/* Local failure before any gRPC status: grpc_code -1. */
+static hc_err local_error(hc_status *st, hc_err err) {
+  hc__status_set(st, -1, "%s", hc_strerror(err));
+  return err;
+}
+
+char *hc__strdup(const char *s) {
+  return strdup(s != NULL ? s : "");
+}
+
+void hc_free(void *p) {
+  free(p);
+}
+
+/* ---- byte buffers
+ * ------------------------------------------------------------ */
+
+grpc_byte_buffer *hc__bb_from_bytes(const void *data, size_t len) {
+  grpc_slice slice = grpc_slice_from_copied_buffer(data, len);
+  grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&slice, 1);
+  grpc_slice_unref(slice);
+  return bb;
+}
+
+hc_err hc__bb_to_bytes(grpc_byte_buffer *bb, uint8_t **out, size_t *len) {
+  grpc_byte_buffer_reader reader;
+  *out = NULL;
+  *len = 0;
+  if (!grpc_byte_buffer_reader_init(&reader, bb))
+    return HC_EPROTO;
+  grpc_slice all = grpc_byte_buffer_reader_readall(&reader);
+  grpc_byte_buffer_reader_destroy(&reader);
+  size_t n = GRPC_SLICE_LENGTH(all);
+  hc_err err = HC_OK;
+  if (n > 0) {
+    *out = malloc(n);
+    if (*out == NULL)
+      err = HC_ENOMEM;
+    else {
+      memcpy(*out, GRPC_SLICE_START_PTR(all), n);
+      *len = n;
+    }
+  }
+  grpc_slice_unref(all);
+  return err;
+}
+
+/* ---- connections
+ * ---------------------------------------------------------------- */
+
+gpr_timespec hc__deadline(const hc_conn *c, int ms) {
+  if (ms == 0)
+    ms = c->default_deadline_ms;
+  if (ms < 0)
+    return gpr_inf_future(GPR_CLOCK_MONOTONIC);
+  return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                      gpr_time_from_millis(ms, GPR_TIMESPAN));
+}
+
+/* Reads a whole file into a NUL-terminated malloc'd string. */
+static hc_err read_file(const char *path, char **out) {
+  FILE *f = fopen(path, "rb");
+  if (f == NULL)
+    return HC_EIO;
+  size_t cap = 4096, len = 0;
+  char *buf = malloc(cap);
+  hc_err err = HC_OK;
+  while (buf != NULL) {
+    if (cap - len < 2) {
+      char *grown = realloc(buf, cap * 2);
+      if (grown == NULL) {
+        free(buf);
+        buf = NULL;
+        break;
+      }
+      buf = grown;
+      cap *= 2;
+    }
+    size_t n = fread(buf + len, 1, cap - len - 1, f);
+    len += n;
+    if (n == 0) {
+      if (ferror(f))
+        err = HC_EIO;
+      break;
+    }
+  }
+  fclose(f);
+  if (buf == NULL)
+    return HC_ENOMEM;
+  if (err != HC_OK) {
+    free(buf);
+    return err;
+  }
+  buf[len] = '\0';
+  *out = buf;
+  return HC_OK;
+}
+
+/* Waits until the channel is READY; fails on TRANSIENT_FAILURE, SHUTDOWN or
+ * at the deadline. */
+static hc_err wait_connected(grpc_channel *ch, gpr_timespec deadline) {
+  grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
+  hc_err err = HC_ECONNECT;
+  grpc_connectivity_state state = grpc_channel_check_connectivity_state(ch, 1);
+  for (;;) {
+    if (state == GRPC_CHANNEL_READY) {
+      err = HC_OK;
+      break;
+    }
+    if (state == GRPC_CHANNEL_TRANSIENT_FAILURE ||
+        state == GRPC_CHANNEL_SHUTDOWN)
+      break;
+    grpc_channel_watch_connectivity_state(ch, state, deadline, cq, cq);
+    grpc_event ev = grpc_completion_queue_pluck(
+        cq, cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+    if (ev.type != GRPC_OP_COMPLETE || !ev.success)
+      break; /* deadline */
+    state = grpc_channel_check_connectivity_state(ch, 1);
+  }
+  grpc_completion_queue_shutdown(cq);
+  while (grpc_completion_queue_pluck(cq, NULL,
+                                     gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL)
+             .type != GRPC_QUEUE_SHUTDOWN)
+    ;
+  grpc_completion_queue_destroy(cq);
+  return err;
+}
+
+hc_err hc_connect(const char *addr, const hc_options *opts, hc_conn **out) {
+  if (out != NULL)
+    *out = NULL;
+  if (addr == NULL || *addr == '\0' || out == NULL)
+    return HC_EINVAL;
+  hc_options none = {0};
+  if (opts == NULL)
+    opts = &none;
+  if (opts->default_deadline_ms < 0)
+    return HC_EINVAL;
+
+  char *pem = NULL;
+  if (opts->tls_ca_pem != NULL) {
+    hc_err err = read_file(opts->tls_ca_pem, &pem);
+    if (err != HC_OK)
+      return err;
+  }
+  hc_conn *c = calloc(1, sizeof *c);
+  char *auth = NULL;
+  if (c == NULL)
+    goto nomem;
+  c->default_deadline_ms = opts->default_deadline_ms > 0
+                               ? opts->default_deadline_ms
+                               : HC_DEFAULT_DEADLINE_MS;
+  if (opts->bearer_token != NULL) {
+    if (asprintf(&auth, "Bearer %s", opts->bearer_token) < 0) {
+      auth = NULL;
+      goto nomem;
+    }
+  }
+
+  grpc_init();
+  grpc_arg args[2];
+  size_t nargs = 0;
+  args[nargs].type = GRPC_ARG_INTEGER;
+  args[nargs].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+  args[nargs].value.integer = 64 * 1024 * 1024;
+  nargs++;
+  if (pem != NULL && opts->tls_server_name != NULL) {
+    args[nargs].type = GRPC_ARG_STRING;
+    args[nargs].key = (char *)GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;
+    args[nargs].value.string = (char *)opts->tls_server_name;
+    nargs++;
+  }
+  grpc_channel_args chargs = {nargs, args};
+  grpc_channel_credentials *creds =
+      pem != NULL ? grpc_ssl_credentials_create(pem, NULL, NULL, NULL)
+                  : grpc_insecure_credentials_create();
+  free(pem);
+  pem = NULL;
+  if (creds == NULL) {
+    grpc_shutdown();
+    free(auth);
+    free(c);
+    return HC_ECONNECT;
+  }
+  c->channel = grpc_channel_create(addr, creds, &chargs);
+  grpc_channel_credentials_release(creds);
+  if (c->channel == NULL) {
+    grpc_shutdown();
+    free(auth);
+    free(c);
+    return HC_ECONNECT;
+  }
+  if (auth != NULL) {
+    c->has_auth = 1;
+    c->auth.key = grpc_slice_from_static_string("authorization");
+    c->auth.value = grpc_slice_from_copied_string(auth);
+    free(auth);
+  }
+  if (!opts->lazy_connect) {
+    hc_err err = wait_connected(c->channel, hc__deadline(c, 0));
+    if (err != HC_OK) {
+      hc_close(c);
+      return err;
+    }
+  }
+  *out = c;
+  return HC_OK;
+
+nomem:
+  free(pem);
+  free(auth);
+  free(c);
+  return HC_ENOMEM;
+}
+
+void hc_close(hc_conn *c) {
+  if (c == NULL)
+    return;
+  grpc_channel_destroy(c->channel);
+  if (c->has_auth) {
+    grpc_slice_unref(c->auth.key);
+    grpc_slice_unref(c->auth.value);
+  }
+  free(c);
+  grpc_shutdown();
+}
+
+/* ---- unary calls
+ * ------------------------------------------------------------------ */
+
+hc_err hc_call_raw(hc_conn *c, const char *method, const void *req, size_t len,
+                   void **reply, size_t *reply_len, int deadline_ms,
+                   hc_status *st) {
+  if (reply != NULL)
+    *reply = NULL;
+  if (reply_len != NULL)
+    *reply_len = 0;
+  if (c == NULL || method == NULL || (req == NULL && len > 0))
+    return local_error(st, HC_EINVAL);
+
+  grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
+  grpc_slice method_slice = grpc_slice_from_copied_string(method);
+  grpc_call *call = grpc_channel_create_call(
+      c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq, method_slice, NULL,
+      hc__deadline(c, deadline_ms), NULL);
+  grpc_slice_unref(method_slice);
+  grpc_byte_buffer *send = hc__bb_from_bytes(req != NULL ? req : "", len);
+  grpc_byte_buffer *recv = NULL;
+  grpc_metadata_array md_in, md_trailing;
+  grpc_metadata_array_init(&md_in);
+  grpc_metadata_array_init(&md_trailing);
+  grpc_status_code code = GRPC_STATUS_UNKNOWN;
+  grpc_slice details = grpc_empty_slice();
+  grpc_metadata auth = c->auth; /* a private copy: grpc scribbles on it */
+
+  grpc_op ops[6];
+  memset(ops, 0, sizeof ops);
+  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+  ops[0].data.send_initial_metadata.count = c->has_auth ? 1 : 0;
+  ops[0].data.send_initial_metadata.metadata = c->has_auth ? &auth : NULL;
+  ops[1].op = GRPC_OP_SEND_MESSAGE;
+  ops[1].data.send_message.send_message = send;
+  ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+  ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+  ops[3].data.recv_initial_metadata.recv_initial_metadata = &md_in;
+  ops[4].op = GRPC_OP_RECV_MESSAGE;
+  ops[4].data.recv_message.recv_message = &recv;
+  ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+  ops[5].data.recv_status_on_client.trailing_metadata = &md_trailing;
+  ops[5].data.recv_status_on_client.status = &code;
+  ops[5].data.recv_status_on_client.status_details = &details;
+
+  hc_err err;
+  grpc_call_error ce = call != NULL && send != NULL
+                           ? grpc_call_start_batch(call, ops, 6, call, NULL)
+                           : GRPC_CALL_ERROR;
+  if (ce != GRPC_CALL_OK) {
+    err = send == NULL ? HC_ENOMEM : HC_ECONNECT;
+    hc__status_set(st, -1, "cannot start the call: %s",
+                   grpc_call_error_to_string(ce));
+  } else {
+    grpc_event ev = grpc_completion_queue_pluck(
+        cq, call, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+    (void)ev; /* RECV_STATUS_ON_CLIENT always succeeds: see `code` */
+    err = hc__status_from_grpc(st, code, details);
+    if (err == HC_OK && recv == NULL) {
+      err = HC_EPROTO;
+      hc__status_set(st, 0, "the server sent no reply message");
+    } else if (err == HC_OK) {
+      uint8_t *bytes;
+      size_t n;
+      err = hc__bb_to_bytes(recv, &bytes, &n);
+      if (err != HC_OK) {
+        hc__status_set(st, 0, "unreadable reply message");
+      } else {
+        if (reply != NULL)
+          *reply = bytes;
+        else
+          free(bytes);
+        if (reply_len != NULL)
+          *reply_len = n;
+      }
+    }
+  }
+
+  if (recv != NULL)
+    grpc_byte_buffer_destroy(recv);
+  if (send != NULL)
+    grpc_byte_buffer_destroy(send);
+  grpc_slice_unref(details);
+  grpc_metadata_array_destroy(&md_in);
+  grpc_metadata_array_destroy(&md_trailing);
+  if (call != NULL)
+    grpc_call_unref(call);
+  grpc_completion_queue_shutdown(cq);
+  while (grpc_completion_queue_pluck(cq, NULL,
+                                     gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL)
+             .type != GRPC_QUEUE_SHUTDOWN)
+    ;
+  grpc_completion_queue_destroy(cq);
+  return err;
+}
+
+/* Packs `msg`, calls `method`, unpacks the reply with `desc`. */
+static hc_err call_pb(hc_conn *c, const char *method,
+                      const ProtobufCMessage *msg,
+                      const ProtobufCMessageDescriptor *desc, int deadline_ms,
+                      ProtobufCMessage **reply, hc_status *st) {
+  size_t len = protobuf_c_message_get_packed_size(msg);
+  uint8_t *buf = malloc(len > 0 ? len : 1);
+  if (buf == NULL)
+    return local_error(st, HC_ENOMEM);
+  protobuf_c_message_pack(msg, buf);
+  void *out = NULL;
+  size_t out_len = 0;
+  hc_err err =
+      hc_call_raw(c, method, buf, len, &out, &out_len, deadline_ms, st);
+  free(buf);
+  if (err != HC_OK)
+    return err;
+  *reply = protobuf_c_message_unpack(desc, NULL, out_len, out);
+  free(out);
+  if (*reply == NULL) {
+    hc__status_set(st, 0, "cannot parse the %s reply", desc->name);
+    return HC_EPROTO;
+  }
+  return HC_OK;
+}
+
+hc_err hc_dispatch(hc_conn *c, const hc_event *ev, int deadline_ms,
+                   hc_results **out, hc_status *st) {
+  if (out != NULL)
+    *out = NULL;
+  if (c == NULL || ev == NULL || out == NULL)
+    return local_error(st, HC_EINVAL);
+  uint8_t *buf;
+  size_t len;
+  hc_err err = hc__encode_event(ev, &buf, &len);
+  if (err != HC_OK)
+    return local_error(st, err);
+  void *raw = NULL;
+  size_t raw_len = 0;
+  err = hc_call_raw(c, HC_METHOD_DISPATCH, buf, len, &raw, &raw_len,
+                    deadline_ms, st);
+  free(buf);
+  if (err != HC_OK)
+    return err;
+  Handlers__V1__DispatchReply *reply =
+      handlers__v1__dispatch_reply__unpack(NULL, raw_len, raw);
+  free(raw);
+  if (reply == NULL) {
+    hc__status_set(st, 0, "cannot parse the DispatchReply");
+    return HC_EPROTO;
+  }
+  hc_results *r = calloc(1, sizeof *r);
+  err = r == NULL ? HC_ENOMEM
+                  : hc__results_from_pb(reply->results, reply->n_results, r);
+  handlers__v1__dispatch_reply__free_unpacked(reply, NULL);
+  if (err != HC_OK) {
+    free(r);
+    return local_error(st, err);
+  }
+  *out = r;
+  return HC_OK;
+}
+
+/* ---- handler administration
+ * ---------------------------------------------------- */
+
+/* Storage for one protobuf Target built from an hc_target. */
+typedef struct pb_target {
+  Handlers__V1__Target target;
+  Handlers__V1__Webhook webhook;
+  Handlers__V1__Webhook__HeadersEntry *entries;
+  Handlers__V1__Webhook__HeadersEntry **headers;
+} pb_target;
+
+/* Fills `t` from `in`; returns 0 when `in` names no target, 1 when it does,
+ * -1 on ENOMEM. Free with pb_target_clear. */
+static int pb_target_init(pb_target *t, const hc_target *in) {
+  memset(t, 0, sizeof *t);
+  handlers__v1__target__init(&t->target);
+  if (in->local != NULL) {
+    t->target.kind_case = HANDLERS__V1__TARGET__KIND_LOCAL;
+    t->target.local = (char *)in->local;
+    return 1;
+  }
+  if (in->webhook == NULL)
+    return 0;
+  const hc_webhook *w = in->webhook;
+  handlers__v1__webhook__init(&t->webhook);
+  t->webhook.url = (char *)(w->url != NULL ? w->url : "");
+  t->webhook.secret = (char *)(w->secret != NULL ? w->secret : "");
+  t->webhook.new_secret = w->new_secret != 0;
+  t->webhook.timeout_ms = w->timeout_ms;
+  t->webhook.max_attempts = w->max_attempts;
+  t->webhook.binary_mode = w->binary_mode != 0;
+  if (w->n_headers > 0) {
+    t->entries = calloc(w->n_headers, sizeof *t->entries);
+    t->headers = calloc(w->n_headers, sizeof *t->headers);
+    if (t->entries == NULL || t->headers == NULL)
+      return -1;
+    for (size_t i = 0; i < w->n_headers; i++) {
+      handlers__v1__webhook__headers_entry__init(&t->entries[i]);
+      t->entries[i].key =
+          (char *)(w->headers[i].name ? w->headers[i].name : "");
+      t->entries[i].value =
+          (char *)(w->headers[i].value ? w->headers[i].value : "");
+      t->headers[i] = &t->entries[i];
+    }
+    t->webhook.n_headers = w->n_headers;
+    t->webhook.headers = t->headers;
+  }
+  t->target.kind_case = HANDLERS__V1__TARGET__KIND_WEBHOOK;
+  t->target.webhook = &t->webhook;
+  return 1;
+}
+
+static void pb_target_clear(pb_target *t) {
+  free(t->entries);
+  free(t->headers);
+}
+
+hc_err hc_add_handler(hc_conn *c, const hc_handler_spec *spec, int deadline_ms,
+                      char **id_out, char **secret_out, hc_status *st) {
+  if (id_out != NULL)
+    *id_out = NULL;
+  if (secret_out != NULL)
+    *secret_out = NULL;
+  if (c == NULL || spec == NULL || id_out == NULL ||
+      (spec->n_routes > 0 && spec->routes == NULL) ||
+      (spec->n_events > 0 && spec->events == NULL))
+    return local_error(st, HC_EINVAL);
+
+  Handlers__V1__AddHandlerRequest req = HANDLERS__V1__ADD_HANDLER_REQUEST__INIT;
+  req.key = (char *)(spec->key != NULL ? spec->key : "");
+  req.n_events = spec->n_events;
+  req.events = (char **)spec->events;
+
+  hc_err err = HC_OK;
+  pb_target target;
+  pb_target *routes = NULL;
+  Handlers__V1__AddHandlerRequest__RoutesEntry *entries = NULL;
+  Handlers__V1__AddHandlerRequest__RoutesEntry **entry_ptrs = NULL;
+  size_t routes_done = 0;
+
+  int has = pb_target_init(&target, &spec->target);
+  if (has < 0)
+    err = HC_ENOMEM;
+  else if (has > 0)
+    req.target = &target.target;
+  if (err == HC_OK && spec->n_routes > 0) {
+    routes = calloc(spec->n_routes, sizeof *routes);
+    entries = calloc(spec->n_routes, sizeof *entries);
+    entry_ptrs = calloc(spec->n_routes, sizeof *entry_ptrs);
+    if (routes == NULL || entries == NULL || entry_ptrs == NULL)
+      err = HC_ENOMEM;
+    for (size_t i = 0; err == HC_OK && i < spec->n_routes; i++) {
+      const hc_route *r = &spec->routes[i];
+      int rhas = pb_target_init(&routes[i], &r->target);
+      routes_done = i + 1;
+      if (rhas < 0) {
+        err = HC_ENOMEM;
+        break;
+      }
+      handlers__v1__add_handler_request__routes_entry__init(&entries[i]);
+      entries[i].key = (char *)(r->event != NULL ? r->event : "");
+      entries[i].value = &routes[i].target; /* an empty Target if none */
+      entry_ptrs[i] = &entries[i];
+    }
+    req.n_routes = spec->n_routes;
+    req.routes = entry_ptrs;
+  }
+
+  Handlers__V1__AddHandlerReply *reply = NULL;
+  if (err == HC_OK)
+    err = call_pb(c, HC_METHOD_ADD, &req.base,
+                  &handlers__v1__add_handler_reply__descriptor, deadline_ms,
+                  (ProtobufCMessage **)&reply, st);
+  else
+    local_error(st, err);
+
+  pb_target_clear(&target);
+  for (size_t i = 0; i < routes_done; i++)
+    pb_target_clear(&routes[i]);
+  free(routes);
+  free(entries);
+  free(entry_ptrs);
+  if (err != HC_OK)
+    return err;
+
+  char *id = hc__strdup(reply->handler_id);
+  char *secret = NULL;
+  if (secret_out != NULL && reply->secret != NULL && *reply->secret != '\0')
+    secret = strdup(reply->secret);
+  int secret_nomem = secret_out != NULL && reply->secret != NULL &&
+                     *reply->secret != '\0' && secret == NULL;
+  handlers__v1__add_handler_reply__free_unpacked(reply, NULL);
+  if (id == NULL || secret_nomem) {
+    free(id);
+    free(secret);
+    return local_error(st, HC_ENOMEM);
+  }
+  *id_out = id;
+  if (secret_out != NULL)
+    *secret_out = secret;
+  return HC_OK;
+}
+
+hc_err hc_add_local(hc_conn *c, const char *key, const char *function,
+                    int deadline_ms, char **id_out, hc_status *st) {
+  if (function == NULL)
+    return local_error(st, HC_EINVAL);
+  hc_handler_spec spec = {.key = key, .target = {.local = function}};
+  return hc_add_handler(c, &spec, deadline_ms, id_out, NULL, st);
+}
+
+hc_err hc_remove_handler(hc_conn *c, const char *key, const char *id,
+                         int deadline_ms, hc_status *st) {
+  if (c == NULL)
+    return local_error(st, HC_EINVAL);
+  Handlers__V1__RemoveHandlerRequest req =
+      HANDLERS__V1__REMOVE_HANDLER_REQUEST__INIT;
+  req.key = (char *)(key != NULL ? key : "");
+  req.handler_id = (char *)(id != NULL ? id : "");
+  Handlers__V1__RemoveHandlerReply *reply = NULL;
+  hc_err err = call_pb(c, HC_METHOD_REMOVE, &req.base,
+                       &handlers__v1__remove_handler_reply__descriptor,
+                       deadline_ms, (ProtobufCMessage **)&reply, st);
+  if (err == HC_OK)
+    handlers__v1__remove_handler_reply__free_unpacked(reply, NULL);
+  return err;
+}
+
+static void handler_info_clear(hc_handler_info *h) {
+  free(h->key);
+  free(h->handler_id);
+  free(h->target);
+  for (size_t i = 0; i < h->n_routes; i++) {
+    free(h->routes[i].event);
+    free(h->routes[i].target);
+  }
+  free(h->routes);
+  for (size_t i = 0; i < h->n_events; i++)
+    free(h->events[i]);
+  free(h->events);
+}
+
+void hc_handler_list_free(hc_handler_list *l) {
+  if (l == NULL)
+    return;
+  for (size_t i = 0; i < l->count; i++)
+    handler_info_clear(&l->items[i]);
+  free(l->items);
+  free(l);
+}
+
+/* Converts one HandlerInfo; on failure what was allocated stays in `h` for
+ * handler_info_clear. */
+static hc_err handler_info_from_pb(const Handlers__V1__HandlerInfo *pb,
+                                   hc_handler_info *h) {
+  h->kind = (hc_handler_kind)pb->kind;
+  h->secret_set = pb->secret_set != 0;
+  h->key = hc__strdup(pb->key);
+  h->handler_id = hc__strdup(pb->handler_id);
+  h->target = hc__strdup(pb->target);
+  if (h->key == NULL || h->handler_id == NULL || h->target == NULL)
+    return HC_ENOMEM;
+  if (pb->n_routes > 0) {
+    h->routes = calloc(pb->n_routes, sizeof *h->routes);
+    if (h->routes == NULL)
+      return HC_ENOMEM;
+    for (size_t i = 0; i < pb->n_routes; i++) {
+      h->n_routes = i + 1;
+      h->routes[i].event = hc__strdup(pb->routes[i]->key);
+      h->routes[i].target = hc__strdup(pb->routes[i]->value);
+      if (h->routes[i].event == NULL || h->routes[i].target == NULL)
+        return HC_ENOMEM;
+    }
+  }
+  if (pb->n_events > 0) {
+    h->events = calloc(pb->n_events, sizeof *h->events);
+    if (h->events == NULL)
+      return HC_ENOMEM;
+    for (size_t i = 0; i < pb->n_events; i++) {
+      h->n_events = i + 1;
+      h->events[i] = hc__strdup(pb->events[i]);
+      if (h->events[i] == NULL)
+        return HC_ENOMEM;
+    }
+  }
+  return HC_OK;
+}
+
+hc_err hc_list_handlers(hc_conn *c, const char *key, int deadline_ms,
+                        hc_handler_list **out, hc_status *st) {
+  if (out != NULL)
+    *out = NULL;
+  if (c == NULL || out == NULL)
+    return local_error(st, HC_EINVAL);
+  Handlers__V1__ListHandlersRequest req =
+      HANDLERS__V1__LIST_HANDLERS_REQUEST__INIT;
+  req.key = (char *)(key != NULL ? key : "");
+  Handlers__V1__ListHandlersReply *reply = NULL;
+  hc_err err = call_pb(c, HC_METHOD_LIST, &req.base,
+                       &handlers__v1__list_handlers_reply__descriptor,
+                       deadline_ms, (ProtobufCMessage **)&reply, st);
+  if (err != HC_OK)
+    return err;
+  hc_handler_list *l = calloc(1, sizeof *l);
+  if (l != NULL && reply->n_handlers > 0) {
+    l->items = calloc(reply->n_handlers, sizeof *l->items);
+    if (l->items == NULL) {
+      free(l);
+      l = NULL;
+    }
+  }
+  err = l == NULL ? HC_ENOMEM : HC_OK;
+  for (size_t i = 0; err == HC_OK && i < reply->n_handlers; i++) {
+    l->count = i + 1;
+    err = handler_info_from_pb(reply->handlers[i], &l->items[i]);
+  }
+  handlers__v1__list_handlers_reply__free_unpacked(reply, NULL);
+  if (err != HC_OK) {
+    hc_handler_list_free(l);
+    return local_error(st, err);
+  }
+  *out = l;
+  return HC_OK;
+}
+
+/* ---- health
+ * ----------------------------------------------------------------------- */
+
+/* Reads a base-128 varint; returns the bytes used, 0 when malformed. */
+static size_t read_varint(const uint8_t *p, size_t len, uint64_t *v) {
+  *v = 0;
+  for (size_t i = 0; i < len && i < 10; i++) {
+    *v |= (uint64_t)(p[i] & 0x7f) << (7 * i);
+    if ((p[i] & 0x80) == 0)
+      return i + 1;
+  }
+  return 0;
+}
+
+hc_err hc_health_check(hc_conn *c, const char *service, int deadline_ms,
+                       hc_serving_status *status_out, hc_status *st) {
+  if (status_out != NULL)
+    *status_out = HC_HEALTH_UNKNOWN;
+  if (c == NULL)
+    return local_error(st, HC_EINVAL);
+  /* HealthCheckRequest { string service = 1; } */
+  size_t slen = service != NULL ? strlen(service) : 0;
+  uint8_t *req = malloc(slen + 11);
+  if (req == NULL)
+    return local_error(st, HC_ENOMEM);
+  size_t len = 0;
+  if (slen > 0) {
+    req[len++] = 0x0a; /* field 1, length-delimited */
+    for (size_t v = slen;; v >>= 7) {
+      req[len++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+      if (v <= 0x7f)
+        break;
+    }
+    memcpy(req + len, service, slen);
+    len += slen;
+  }
+  void *raw = NULL;
+  size_t raw_len = 0;
+  hc_err err = hc_call_raw(c, HC_METHOD_HEALTH, req, len, &raw, &raw_len,
+                           deadline_ms, st);
+  free(req);
+  if (err != HC_OK)
+    return err;
+  /* HealthCheckResponse { ServingStatus status = 1; }: skip other fields. */
+  const uint8_t *p = raw;
+  uint64_t status = 0;
+  size_t i = 0;
+  while (err == HC_OK && i < raw_len) {
+    uint64_t tag, v;
+    size_t n = read_varint(p + i, raw_len - i, &tag);
+    if (n == 0) {
+      err = HC_EPROTO;
+      break;
+    }
+    i += n;
+    switch (tag & 7) {
+    case 0: /* varint */
+      n = read_varint(p + i, raw_len - i, &v);
+      if (n == 0)
+        err = HC_EPROTO;
+      else if (tag >> 3 == 1)
+        status = v;
+      i += n;
+      break;
+    case 1: /* 64-bit */
+      i += 8;
+      break;
+    case 2: /* length-delimited */
+      n = read_varint(p + i, raw_len - i, &v);
+      if (n == 0 || v > raw_len - i - n)
+        err = HC_EPROTO;
+      i += n + v;
+      break;
+    case 5: /* 32-bit */
+      i += 4;
+      break;
+    default:
+      err = HC_EPROTO;
+    }
+    if (i > raw_len)
+      err = HC_EPROTO;
+  }
+  free(raw);
+  if (err != HC_OK) {
+    hc__status_set(st, 0, "cannot parse the HealthCheckResponse");
+    return err;
+  }
+  if (status_out != NULL)
+    *status_out = (hc_serving_status)status;
+  return HC_OK;
+}

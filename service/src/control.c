@@ -1,0 +1,626 @@
+#include "control.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* How a registered handler was made: what ListHandlers shows. */
+typedef struct record {
+  char id[HD_HANDLER_ID_MAX + 1];
+  char *key;
+  int kind; /* HANDLERS__V1__HANDLER_KIND__* */
+  char *target;
+  size_t n_routes;
+  char **route_events, **route_targets;
+  size_t n_events;
+  char **events;
+  int secret_set;
+} record;
+
+struct hd_control {
+  hd_registry *reg;
+  hd_functions *fns;
+  hd_store *store;
+  hd_webhook_factory_fn *webhook_factory;
+  void *webhook_ud;
+  pthread_mutex_t lock;
+  record **recs; /* sorted by id */
+  size_t n_recs, cap_recs;
+};
+
+static void record_free(record *r) {
+  if (!r)
+    return;
+  free(r->key);
+  free(r->target);
+  for (size_t i = 0; i < r->n_routes; i++) {
+    free(r->route_events[i]);
+    free(r->route_targets[i]);
+  }
+  free(r->route_events);
+  free(r->route_targets);
+  for (size_t i = 0; i < r->n_events; i++)
+    free(r->events[i]);
+  free(r->events);
+  free(r);
+}
+
+hd_err hd_control_new(hd_registry *reg, hd_functions *fns, hd_control **out) {
+  hd_control *c = calloc(1, sizeof(*c));
+  if (!c)
+    return HD_ENOMEM;
+  c->reg = reg;
+  c->fns = fns;
+  pthread_mutex_init(&c->lock, NULL);
+  *out = c;
+  return HD_OK;
+}
+
+void hd_control_free(hd_control *c) {
+  if (!c)
+    return;
+  for (size_t i = 0; i < c->n_recs; i++)
+    record_free(c->recs[i]);
+  free(c->recs);
+  pthread_mutex_destroy(&c->lock);
+  free(c);
+}
+
+void hd_control_set_store(hd_control *c, hd_store *store) {
+  c->store = store;
+}
+
+void hd_control_set_webhook_factory(hd_control *c, hd_webhook_factory_fn *fn,
+                                    void *ud) {
+  c->webhook_factory = fn;
+  c->webhook_ud = ud;
+}
+
+/* Index of `id` in the sorted records, or where it would go. */
+static size_t find_rec(hd_control *c, const char *id, int *found) {
+  size_t lo = 0, hi = c->n_recs;
+  while (lo < hi) {
+    size_t mid = (lo + hi) / 2;
+    int cmp = strcmp(c->recs[mid]->id, id);
+    if (cmp == 0) {
+      *found = 1;
+      return mid;
+    }
+    if (cmp < 0)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  *found = 0;
+  return lo;
+}
+
+static hd_err insert_rec(hd_control *c, record *r) {
+  int found;
+  pthread_mutex_lock(&c->lock);
+  size_t at = find_rec(c, r->id, &found);
+  if (c->n_recs == c->cap_recs) {
+    size_t cap = c->cap_recs ? c->cap_recs * 2 : 16;
+    record **n = realloc(c->recs, cap * sizeof(*n));
+    if (!n) {
+      pthread_mutex_unlock(&c->lock);
+      return HD_ENOMEM;
+    }
+    c->recs = n;
+    c->cap_recs = cap;
+  }
+  memmove(&c->recs[at + 1], &c->recs[at], (c->n_recs - at) * sizeof(*c->recs));
+  c->recs[at] = r;
+  c->n_recs++;
+  pthread_mutex_unlock(&c->lock);
+  return HD_OK;
+}
+
+static void drop_rec(hd_control *c, const char *id) {
+  int found;
+  pthread_mutex_lock(&c->lock);
+  size_t at = find_rec(c, id, &found);
+  if (found) {
+    record_free(c->recs[at]);
+    memmove(&c->recs[at], &c->recs[at + 1],
+            (c->n_recs - at - 1) * sizeof(*c->recs));
+    c->n_recs--;
+  }
+  pthread_mutex_unlock(&c->lock);
+}
+
+static char *describe(const Handlers__V1__Target *t) {
+  char *s = NULL;
+  if (t->kind_case == HANDLERS__V1__TARGET__KIND_LOCAL) {
+    if (asprintf(&s, "local:%s", t->local) < 0)
+      return NULL;
+  } else if (t->kind_case == HANDLERS__V1__TARGET__KIND_WEBHOOK) {
+    if (asprintf(&s, "webhook:%s", t->webhook->url) < 0)
+      return NULL;
+  }
+  return s;
+}
+
+/* Builds the handler for one target. `what` names it in messages. */
+static hd_err make_target(hd_control *c, const char *key,
+                          const Handlers__V1__Target *t, const char *what,
+                          hd_handler **out, char **secret, int *secret_set,
+                          char *msg, size_t msg_size) {
+  switch (t ? t->kind_case : HANDLERS__V1__TARGET__KIND__NOT_SET) {
+  case HANDLERS__V1__TARGET__KIND_LOCAL: {
+    hd_err err = hd_functions_make_handler(c->fns, t->local, out);
+    if (err == HD_ENOTFOUND) {
+      snprintf(msg, msg_size, "%s: no local function named '%s'", what,
+               t->local);
+      return HD_EINVAL;
+    }
+    return err;
+  }
+  case HANDLERS__V1__TARGET__KIND_WEBHOOK:
+    if (!c->webhook_factory) {
+      snprintf(msg, msg_size, "%s: webhook targets are not supported", what);
+      return HD_EUNSUPPORTED;
+    }
+    if (t->webhook->new_secret && *secret) {
+      snprintf(msg, msg_size,
+               "%s: new_secret may be asked for one webhook "
+               "per request",
+               what);
+      return HD_EINVAL;
+    }
+    *secret_set = t->webhook->new_secret || t->webhook->secret[0] != '\0';
+    return c->webhook_factory(c->webhook_ud, key, t->webhook, out, secret, msg,
+                              msg_size);
+  default:
+    snprintf(msg, msg_size, "%s: target has neither local nor webhook set",
+             what);
+    return HD_EINVAL;
+  }
+}
+
+static hd_err check_request(const Handlers__V1__AddHandlerRequest *req,
+                            char *msg, size_t msg_size) {
+  size_t klen = strlen(req->key);
+  if (klen == 0) {
+    snprintf(msg, msg_size, "key is empty");
+    return HD_EINVAL;
+  }
+  if (klen > HD_KEY_MAX) {
+    snprintf(msg, msg_size, "key is %zu bytes, the limit is %d", klen,
+             HD_KEY_MAX);
+    return HD_EINVAL;
+  }
+  if (!req->target == !req->n_routes) {
+    snprintf(msg, msg_size,
+             req->target ? "give either target or routes, not both"
+                         : "give a target or routes");
+    return HD_EINVAL;
+  }
+  if (req->n_routes && req->n_events) {
+    snprintf(msg, msg_size,
+             "events filters a simple handler; routes already "
+             "name their events");
+    return HD_EINVAL;
+  }
+  for (size_t i = 0; i < req->n_routes; i++) {
+    size_t n = strlen(req->routes[i]->key);
+    if (n == 0 || n > HD_EVENT_NAME_MAX) {
+      snprintf(msg, msg_size, "route event name must be 1 to %d bytes",
+               HD_EVENT_NAME_MAX);
+      return HD_EINVAL;
+    }
+  }
+  for (size_t i = 0; i < req->n_events; i++) {
+    size_t n = strlen(req->events[i]);
+    if (n == 0 || n > HD_EVENT_NAME_MAX) {
+      snprintf(msg, msg_size, "events[%zu] must be 1 to %d bytes", i,
+               HD_EVENT_NAME_MAX);
+      return HD_EINVAL;
+    }
+  }
+  return HD_OK;
+}
+
+/* A simple handler, or an event-stream for a filtered or routed one. The
+ * sub-handlers carry the registered id so results name what the caller
+ * registered. */
+static hd_err build(hd_control *c, const Handlers__V1__AddHandlerRequest *req,
+                    record *rec, hd_handler **out, char **secret, char *msg,
+                    size_t msg_size) {
+  hd_err err;
+  hd_handler *h = NULL;
+  if (req->target) {
+    hd_handler *simple = NULL;
+    err = make_target(c, req->key, req->target, "target", &simple, secret,
+                      &rec->secret_set, msg, msg_size);
+    if (err != HD_OK)
+      return err;
+    if (req->n_events == 0) {
+      *out = simple;
+      return HD_OK;
+    }
+    if ((err = hd_stream_new(&h)) == HD_OK)
+      err = hd_handler_set_id(simple, hd_handler_id(h));
+    for (size_t i = 0; err == HD_OK && i < req->n_events; i++)
+      err = hd_stream_route(h, req->events[i], simple);
+    hd_handler_unref(simple);
+  } else {
+    err = hd_stream_new(&h);
+    for (size_t i = 0; err == HD_OK && i < req->n_routes; i++) {
+      hd_handler *sub = NULL;
+      char what[HD_EVENT_NAME_MAX + 16];
+      snprintf(what, sizeof(what), "route '%s'", req->routes[i]->key);
+      err = make_target(c, req->key, req->routes[i]->value, what, &sub, secret,
+                        &rec->secret_set, msg, msg_size);
+      if (err == HD_OK)
+        err = hd_handler_set_id(sub, hd_handler_id(h));
+      if (err == HD_OK)
+        err = hd_stream_route(h, req->routes[i]->key, sub);
+      hd_handler_unref(sub);
+    }
+  }
+  if (err != HD_OK) {
+    hd_handler_unref(h);
+    return err;
+  }
+  *out = h;
+  return HD_OK;
+}
+
+static hd_err fill_record(record *rec,
+                          const Handlers__V1__AddHandlerRequest *req) {
+  rec->key = strdup(req->key);
+  if (!rec->key)
+    return HD_ENOMEM;
+  if (req->target) {
+    rec->kind = HANDLERS__V1__HANDLER_KIND__SIMPLE;
+    if (!(rec->target = describe(req->target)))
+      return HD_ENOMEM;
+    if (req->n_events) {
+      rec->events = calloc(req->n_events, sizeof(char *));
+      if (!rec->events)
+        return HD_ENOMEM;
+      for (; rec->n_events < req->n_events; rec->n_events++)
+        if (!(rec->events[rec->n_events] = strdup(req->events[rec->n_events])))
+          return HD_ENOMEM;
+    }
+    return HD_OK;
+  }
+  rec->kind = HANDLERS__V1__HANDLER_KIND__EVENT_STREAM;
+  rec->route_events = calloc(req->n_routes, sizeof(char *));
+  rec->route_targets = calloc(req->n_routes, sizeof(char *));
+  if (!rec->route_events || !rec->route_targets)
+    return HD_ENOMEM;
+  for (; rec->n_routes < req->n_routes; rec->n_routes++) {
+    size_t i = rec->n_routes;
+    rec->route_events[i] = strdup(req->routes[i]->key);
+    rec->route_targets[i] = describe(req->routes[i]->value);
+    if (!rec->route_events[i] || !rec->route_targets[i]) {
+      rec->n_routes++;
+      return HD_ENOMEM;
+    }
+  }
+  return HD_OK;
+}
+
+/* The request as it must be replayed: a generated secret replaces the
+ * new_secret flag, so a restart keeps signing with the same secret. */
+static hd_err pack_for_store(const Handlers__V1__AddHandlerRequest *req,
+                             char *secret, uint8_t **out, size_t *len) {
+  Handlers__V1__AddHandlerRequest copy = *req;
+  Handlers__V1__Target target;
+  Handlers__V1__Webhook webhook;
+  Handlers__V1__AddHandlerRequest__RoutesEntry **routes = NULL;
+  Handlers__V1__AddHandlerRequest__RoutesEntry entry;
+  const Handlers__V1__Target *t = NULL;
+  if (req->target)
+    t = req->target;
+  for (size_t i = 0; !t && i < req->n_routes; i++)
+    if (req->routes[i]->value &&
+        req->routes[i]->value->kind_case ==
+            HANDLERS__V1__TARGET__KIND_WEBHOOK &&
+        req->routes[i]->value->webhook->new_secret) {
+      routes = malloc(req->n_routes * sizeof(*routes));
+      if (!routes)
+        return HD_ENOMEM;
+      memcpy(routes, req->routes, req->n_routes * sizeof(*routes));
+      entry = *req->routes[i];
+      routes[i] = &entry;
+      copy.routes = routes;
+      t = req->routes[i]->value;
+    }
+  if (secret && t && t->kind_case == HANDLERS__V1__TARGET__KIND_WEBHOOK &&
+      t->webhook->new_secret) {
+    target = *t;
+    webhook = *t->webhook;
+    webhook.secret = secret;
+    webhook.new_secret = 0;
+    target.webhook = &webhook;
+    if (routes) {
+      for (size_t i = 0; i < req->n_routes; i++)
+        if (routes[i] == &entry)
+          entry.value = &target;
+    } else {
+      copy.target = &target;
+    }
+  }
+  *len = protobuf_c_message_get_packed_size(&copy.base);
+  *out = malloc(*len ? *len : 1);
+  if (*out)
+    protobuf_c_message_pack(&copy.base, *out);
+  free(routes);
+  return *out ? HD_OK : HD_ENOMEM;
+}
+
+static hd_err persist(hd_control *c, const Handlers__V1__AddHandlerRequest *req,
+                      const char *id, char *secret, char *msg,
+                      size_t msg_size) {
+  if (!c->store)
+    return HD_OK;
+  uint8_t *bytes = NULL;
+  size_t len = 0;
+  hd_err err = pack_for_store(req, secret, &bytes, &len);
+  if (err == HD_OK)
+    err = hd_store_put(c->store, id, req->key, bytes, len);
+  if (bytes) {
+    memset(bytes, 0, len); /* may hold a secret */
+    free(bytes);
+  }
+  if (err != HD_OK) {
+    snprintf(msg, msg_size, "cannot save the registration: %s",
+             hd_strerror(err));
+    hd_log(HD_LOG_ERROR, "store: cannot save handler %s: %s", id,
+           hd_strerror(err));
+    return HD_EIO;
+  }
+  return HD_OK;
+}
+
+static hd_err add(hd_control *c, hd_arena *a,
+                  const Handlers__V1__AddHandlerRequest *req, const char *id,
+                  int save, Handlers__V1__AddHandlerReply *reply, char *msg,
+                  size_t msg_size) {
+  hd_err err = check_request(req, msg, msg_size);
+  if (err != HD_OK)
+    return err;
+  record *rec = calloc(1, sizeof(*rec));
+  if (!rec)
+    return HD_ENOMEM;
+  hd_handler *h = NULL;
+  char *secret = NULL;
+  int saved = 0;
+  err = build(c, req, rec, &h, &secret, msg, msg_size);
+  if (err == HD_OK && id)
+    err = hd_handler_set_id(h, id);
+  if (err == HD_OK)
+    err = fill_record(rec, req);
+  if (err == HD_OK && save) {
+    err = persist(c, req, hd_handler_id(h), secret, msg, msg_size);
+    saved = err == HD_OK;
+  }
+  if (err == HD_OK) {
+    snprintf(rec->id, sizeof(rec->id), "%s", hd_handler_id(h));
+    err = insert_rec(c, rec);
+    if (err == HD_OK) {
+      err = hd_registry_add(c->reg, req->key, h);
+      if (err != HD_OK) {
+        drop_rec(c, rec->id); /* frees rec */
+        if (err == HD_EEXIST)
+          snprintf(msg, msg_size, "handler '%s' is already registered",
+                   hd_handler_id(h));
+      }
+      rec = NULL;
+    }
+  }
+  if (err == HD_ENOMEM)
+    snprintf(msg, msg_size, "out of memory");
+  if (err != HD_OK && saved)
+    hd_store_del(c->store, hd_handler_id(h));
+  if (err == HD_OK && reply) {
+    reply->handler_id = hd_arena_strdup(a, hd_handler_id(h));
+    reply->secret = hd_arena_strdup(a, secret ? secret : "");
+    if (!reply->handler_id || !reply->secret)
+      err = HD_ENOMEM;
+  }
+  record_free(rec);
+  if (secret) {
+    /* A generated secret is shown once: wipe our copy. */
+    memset(secret, 0, strlen(secret));
+    free(secret);
+  }
+  hd_handler_unref(h);
+  return err;
+}
+
+hd_err hd_control_add(hd_control *c, hd_arena *a,
+                      const Handlers__V1__AddHandlerRequest *req,
+                      const char *id, Handlers__V1__AddHandlerReply *reply,
+                      char *msg, size_t msg_size) {
+  return add(c, a, req, id, 1, reply, msg, msg_size);
+}
+
+typedef struct load_ctx {
+  hd_control *c;
+  size_t loaded;
+} load_ctx;
+
+static hd_err load_one(const char *id, const char *key, const void *bytes,
+                       size_t len, void *ud) {
+  load_ctx *lc = ud;
+  char msg[512] = "";
+  hd_arena *a = hd_arena_new(4096);
+  if (!a)
+    return HD_ENOMEM;
+  Handlers__V1__AddHandlerRequest *req =
+      handlers__v1__add_handler_request__unpack(hd_arena_pb_allocator(a), len,
+                                                bytes);
+  hd_err err =
+      req ? add(lc->c, a, req, id, 0, NULL, msg, sizeof(msg)) : HD_EINVAL;
+  if (err == HD_OK)
+    lc->loaded++;
+  else
+    hd_log(HD_LOG_ERROR, "store: cannot restore handler %s under key '%s': %s",
+           id, key, msg[0] ? msg : hd_strerror(err));
+  hd_arena_free(a);
+  return err == HD_ENOMEM ? err : HD_OK;
+}
+
+hd_err hd_control_load(hd_control *c, size_t *loaded, char *msg,
+                       size_t msg_size) {
+  load_ctx lc = {c, 0};
+  *loaded = 0;
+  if (!c->store)
+    return HD_OK;
+  hd_err err = hd_store_load(c->store, load_one, &lc);
+  if (err != HD_OK)
+    snprintf(msg, msg_size, "cannot load registrations: %s", hd_strerror(err));
+  *loaded = lc.loaded;
+  return err;
+}
+
+/* HD_OK when `id` is registered under `key`, else which of the two is
+ * missing. */
+static hd_err lookup(hd_control *c, const char *key, const char *id) {
+  int found;
+  pthread_mutex_lock(&c->lock);
+  size_t at = find_rec(c, id, &found);
+  int same_key = found && strcmp(c->recs[at]->key, key) == 0;
+  pthread_mutex_unlock(&c->lock);
+  if (same_key)
+    return HD_OK;
+  hd_handler *set = NULL;
+  if (hd_registry_get(c->reg, key, &set) != HD_OK)
+    return HD_ENOKEY;
+  hd_handler_unref(set);
+  return HD_ENOTFOUND;
+}
+
+hd_err hd_control_remove(hd_control *c, const char *key, const char *id,
+                         char *msg, size_t msg_size) {
+  hd_err err = lookup(c, key, id);
+  /* Forget it durably first: a crash between the two steps must not bring
+   * back a handler whose removal was acknowledged. */
+  if (err == HD_OK && c->store && (err = hd_store_del(c->store, id)) != HD_OK &&
+      err != HD_ENOTFOUND) {
+    snprintf(msg, msg_size, "cannot delete the registration: %s",
+             hd_strerror(err));
+    return HD_EIO;
+  }
+  if (err == HD_OK || err == HD_ENOTFOUND)
+    err = hd_registry_remove(c->reg, key, id);
+  if (err == HD_ENOKEY)
+    snprintf(msg, msg_size, "no handler registered for key '%s'", key);
+  else if (err == HD_ENOTFOUND)
+    snprintf(msg, msg_size, "no handler '%s' under key '%s'", id, key);
+  else if (err == HD_OK)
+    drop_rec(c, id);
+  return err;
+}
+
+typedef struct list_ctx {
+  hd_control *c;
+  hd_arena *a;
+  Handlers__V1__HandlerInfo **items;
+  size_t n, cap;
+  hd_err err;
+} list_ctx;
+
+static Handlers__V1__HandlerInfo *info_from(hd_arena *a, const record *r) {
+  Handlers__V1__HandlerInfo *hi = hd_arena_alloc(a, sizeof(*hi));
+  if (!hi)
+    return NULL;
+  handlers__v1__handler_info__init(hi);
+  hi->key = r->key;
+  hi->handler_id = (char *)r->id;
+  hi->kind = r->kind;
+  hi->target = r->target ? r->target : (char *)"";
+  hi->secret_set = r->secret_set != 0;
+  hi->events = r->events;
+  hi->n_events = r->n_events;
+  if (r->n_routes) {
+    hi->routes = hd_arena_calloc(a, r->n_routes, sizeof(*hi->routes));
+    if (!hi->routes)
+      return NULL;
+    for (size_t i = 0; i < r->n_routes; i++) {
+      Handlers__V1__HandlerInfo__RoutesEntry *e = hd_arena_alloc(a, sizeof(*e));
+      if (!e)
+        return NULL;
+      handlers__v1__handler_info__routes_entry__init(e);
+      e->key = r->route_events[i];
+      e->value = r->route_targets[i];
+      hi->routes[i] = e;
+    }
+    hi->n_routes = r->n_routes;
+  }
+  return hi;
+}
+
+static void list_one(const char *key, hd_handler *member, void *ud) {
+  list_ctx *lc = ud;
+  (void)key;
+  if (lc->err != HD_OK)
+    return;
+  int found;
+  /* The record's strings are copied into the arena below: the lock only
+   * has to cover the lookup and the copy. */
+  pthread_mutex_lock(&lc->c->lock);
+  size_t at = find_rec(lc->c, hd_handler_id(member), &found);
+  Handlers__V1__HandlerInfo *hi = NULL;
+  if (found) {
+    record copy = *lc->c->recs[at];
+    hi = info_from(lc->a, &copy);
+    if (hi) {
+      hi->key = hd_arena_strdup(lc->a, copy.key);
+      hi->handler_id = hd_arena_strdup(lc->a, copy.id);
+      hi->target = hd_arena_strdup(lc->a, hi->target);
+      for (size_t i = 0; hi->key && i < hi->n_routes; i++) {
+        hi->routes[i]->key = hd_arena_strdup(lc->a, hi->routes[i]->key);
+        hi->routes[i]->value = hd_arena_strdup(lc->a, hi->routes[i]->value);
+      }
+      if (hi->n_events) {
+        char **ev = hd_arena_calloc(lc->a, hi->n_events, sizeof(char *));
+        for (size_t i = 0; ev && i < hi->n_events; i++)
+          ev[i] = hd_arena_strdup(lc->a, copy.events[i]);
+        hi->events = ev;
+      }
+    }
+  }
+  pthread_mutex_unlock(&lc->c->lock);
+  if (!found)
+    return; /* removed while listing */
+  if (!hi || !hi->key) {
+    lc->err = HD_ENOMEM;
+    return;
+  }
+  if (lc->n == lc->cap) {
+    size_t cap = lc->cap ? lc->cap * 2 : 16;
+    Handlers__V1__HandlerInfo **n = hd_arena_alloc(lc->a, cap * sizeof(*n));
+    if (!n) {
+      lc->err = HD_ENOMEM;
+      return;
+    }
+    if (lc->n)
+      memcpy(n, lc->items, lc->n * sizeof(*n));
+    lc->items = n;
+    lc->cap = cap;
+  }
+  lc->items[lc->n++] = hi;
+}
+
+hd_err hd_control_list(hd_control *c, hd_arena *a, const char *key,
+                       Handlers__V1__ListHandlersReply *reply, char *msg,
+                       size_t msg_size) {
+  list_ctx lc = {.c = c, .a = a, .err = HD_OK};
+  hd_err err =
+      hd_registry_foreach(c->reg, key && *key ? key : NULL, list_one, &lc);
+  if (err == HD_ENOKEY) {
+    snprintf(msg, msg_size, "no handler registered for key '%s'", key);
+    return err;
+  }
+  if (err == HD_OK)
+    err = lc.err;
+  reply->handlers = lc.items;
+  reply->n_handlers = lc.n;
+  return err;
+}

@@ -1,0 +1,60 @@
+/*
+ * The control plane behind AddHandler, RemoveHandler and ListHandlers: turns
+ * a registration request into a handler in the registry and remembers how
+ * it was made, so ListHandlers can describe it (and a store can replay it).
+ */
+#ifndef HD_CONTROL_H
+#define HD_CONTROL_H
+
+#include "arena.h"
+#include "handlerd/handlerd.h"
+#include "store.h"
+#include "handlers/v1/handlers.pb-c.h"
+
+typedef struct hd_control hd_control;
+
+/* Makes the handler for a webhook target. Installed by the webhook module;
+ * without it, webhook targets are HD_EUNSUPPORTED. On HD_EINVAL writes a
+ * message. `secret_out` receives a generated secret (malloc'd) when the
+ * webhook asks for one. */
+typedef hd_err hd_webhook_factory_fn(void *ud, const char *key,
+                                     const Handlers__V1__Webhook *wh,
+                                     hd_handler **out, char **secret_out,
+                                     char *msg, size_t msg_size);
+
+/* Borrows `reg` and `fns`, which must outlive the control. */
+hd_err hd_control_new(hd_registry *reg, hd_functions *fns, hd_control **out);
+void hd_control_free(hd_control *c);
+void hd_control_set_webhook_factory(hd_control *c, hd_webhook_factory_fn *fn,
+                                    void *ud);
+
+/* Makes every change durable in `store` (borrowed; NULL: memory only)
+ * before it is acknowledged. Set before serving. */
+void hd_control_set_store(hd_control *c, hd_store *store);
+
+/* Replays the store's registrations into the registry, keeping their ids
+ * and order. A registration that no longer builds (e.g. its plugin is gone)
+ * is logged and skipped, and stays in the store. Returns how many loaded. */
+hd_err hd_control_load(hd_control *c, size_t *loaded, char *msg,
+                       size_t msg_size);
+
+/* AddHandler. Fills `reply` (strings in the arena). `id` (may be NULL) forces
+ * the handler id, for replaying saved registrations. HD_EINVAL (bad key,
+ * neither or both of target/routes, unknown function, bad URL) with a message
+ * in `msg`. */
+hd_err hd_control_add(hd_control *c, hd_arena *a,
+                      const Handlers__V1__AddHandlerRequest *req,
+                      const char *id, Handlers__V1__AddHandlerReply *reply,
+                      char *msg, size_t msg_size);
+
+/* RemoveHandler. HD_ENOKEY / HD_ENOTFOUND with a message. */
+hd_err hd_control_remove(hd_control *c, const char *key, const char *id,
+                         char *msg, size_t msg_size);
+
+/* ListHandlers: fills `reply` in the arena. HD_ENOKEY when `key` is non-empty
+ * and unknown. */
+hd_err hd_control_list(hd_control *c, hd_arena *a, const char *key,
+                       Handlers__V1__ListHandlersReply *reply, char *msg,
+                       size_t msg_size);
+
+#endif

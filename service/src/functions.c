@@ -1,0 +1,192 @@
+/*
+ * The function table: named in-process functions (built-ins, plugins) that
+ * AddHandler refers to by name, and the simple handlers made from them.
+ *
+ * Entries are kept sorted by name in an array: the table is small, written at
+ * startup and read when a handler is added, so a binary search is plenty.
+ */
+#include "handlerd/handlerd.h"
+
+#include "functions_internal.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct entry {
+  char *name; /* own allocation: stays put when the array moves */
+  hd_function_def def;
+  void (*free_user_data)(void *);
+};
+
+struct hd_functions {
+  pthread_mutex_t mu;
+  struct entry *v;
+  size_t n, cap;
+};
+
+hd_err hd_functions_new(hd_functions **out) {
+  hd_functions *fns = calloc(1, sizeof *fns);
+  if (!fns)
+    return HD_ENOMEM;
+  pthread_mutex_init(&fns->mu, NULL);
+  *out = fns;
+  return HD_OK;
+}
+
+void hd_functions_free(hd_functions *fns) {
+  if (!fns)
+    return;
+  for (size_t i = 0; i < fns->n; i++) {
+    if (fns->v[i].free_user_data)
+      fns->v[i].free_user_data(fns->v[i].def.user_data);
+    free(fns->v[i].name);
+  }
+  free(fns->v);
+  pthread_mutex_destroy(&fns->mu);
+  free(fns);
+}
+
+/* Index of `name`, or where it would go; *found tells which. Locked. */
+static size_t find(const hd_functions *fns, const char *name, int *found) {
+  size_t lo = 0, hi = fns->n;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    int c = strcmp(name, fns->v[mid].name);
+    if (c == 0) {
+      *found = 1;
+      return mid;
+    }
+    if (c < 0)
+      hi = mid;
+    else
+      lo = mid + 1;
+  }
+  *found = 0;
+  return lo;
+}
+
+hd_err hd_functions_register_owned(hd_functions *fns,
+                                   const hd_function_def *def,
+                                   void (*free_user_data)(void *)) {
+  if (!fns || !def || !def->name || !def->name[0] || !def->fn)
+    return HD_EINVAL;
+  char *name = strdup(def->name);
+  if (!name)
+    return HD_ENOMEM;
+
+  hd_err err = HD_OK;
+  pthread_mutex_lock(&fns->mu);
+  int found;
+  size_t at = find(fns, name, &found);
+  if (found) {
+    err = HD_EEXIST;
+    goto out;
+  }
+  if (fns->n == fns->cap) {
+    size_t cap = fns->cap ? fns->cap * 2 : 8;
+    struct entry *v = realloc(fns->v, cap * sizeof *v);
+    if (!v) {
+      err = HD_ENOMEM;
+      goto out;
+    }
+    fns->v = v;
+    fns->cap = cap;
+  }
+  memmove(&fns->v[at + 1], &fns->v[at], (fns->n - at) * sizeof *fns->v);
+  fns->v[at] = (struct entry){name, *def, free_user_data};
+  fns->v[at].def.name = name; /* the caller's string may go away */
+  fns->n++;
+  name = NULL;
+out:
+  pthread_mutex_unlock(&fns->mu);
+  free(name);
+  return err;
+}
+
+hd_err hd_functions_register(hd_functions *fns, const hd_function_def *def) {
+  return hd_functions_register_owned(fns, def, NULL);
+}
+
+hd_err hd_functions_unregister(hd_functions *fns, const char *name) {
+  if (!fns || !name)
+    return HD_EINVAL;
+  pthread_mutex_lock(&fns->mu);
+  int found;
+  size_t at = find(fns, name, &found);
+  if (!found) {
+    pthread_mutex_unlock(&fns->mu);
+    return HD_ENOTFOUND;
+  }
+  struct entry e = fns->v[at];
+  memmove(&fns->v[at], &fns->v[at + 1], (fns->n - at - 1) * sizeof *fns->v);
+  fns->n--;
+  pthread_mutex_unlock(&fns->mu);
+
+  /* Outside the lock: user code. */
+  if (e.free_user_data)
+    e.free_user_data(e.def.user_data);
+  free(e.name);
+  return HD_OK;
+}
+
+hd_err hd_functions_make_handler(hd_functions *fns, const char *name,
+                                 hd_handler **out) {
+  if (!fns || !name || !out)
+    return HD_EINVAL;
+
+  /* Copy the definition and let go of the lock before running user code. */
+  pthread_mutex_lock(&fns->mu);
+  int found;
+  size_t at = find(fns, name, &found);
+  hd_function_def def = {0};
+  if (found)
+    def = fns->v[at].def;
+  pthread_mutex_unlock(&fns->mu);
+  if (!found)
+    return HD_ENOTFOUND;
+
+  if (!def.instance_new)
+    return hd_simple_new(def.fn, def.user_data, NULL, out);
+
+  void *instance = NULL;
+  hd_err err = def.instance_new(def.user_data, &instance);
+  if (err != HD_OK)
+    return err;
+  /* From here the handler owns the instance: instance_free runs when it is
+   * destroyed. */
+  err = hd_simple_new(def.fn, instance, def.instance_free, out);
+  if (err != HD_OK && def.instance_free)
+    def.instance_free(instance);
+  return err;
+}
+
+void hd_functions_foreach(hd_functions *fns,
+                          void (*fn)(const char *name, void *ud), void *ud) {
+  if (!fns || !fn)
+    return;
+  /* Call back on a copy of the names, not under the lock, so that `fn` may
+   * use the table. Out of memory, the listing stops short: it has no way to
+   * fail. */
+  pthread_mutex_lock(&fns->mu);
+  size_t n = fns->n;
+  char **names = n ? malloc(n * sizeof *names) : NULL;
+  if (names) {
+    for (size_t i = 0; i < n; i++) {
+      names[i] = strdup(fns->v[i].name);
+      if (!names[i]) {
+        n = i;
+        break;
+      }
+    }
+  } else {
+    n = 0;
+  }
+  pthread_mutex_unlock(&fns->mu);
+
+  for (size_t i = 0; i < n; i++) {
+    fn(names[i], ud);
+    free(names[i]);
+  }
+  free(names);
+}

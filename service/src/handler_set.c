@@ -1,0 +1,315 @@
+/*
+ * handler_set.c - the "set" kind: every member handles the event and the
+ * set completes once, with the members' results in insertion order (the
+ * seed's HandlerSet).
+ *
+ * Members may complete on any thread, in any order, even before their
+ * handle() returns. Each gets its own slot, so completions never contend;
+ * an atomic countdown decides who is last, and the last one - a member's
+ * completion or handle() itself - assembles the results and completes.
+ */
+#include "handlerd/handlerd.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct set {
+  pthread_mutex_t lock;
+  hd_handler **members; /* insertion order; each holds a reference */
+  size_t count;
+  size_t cap;
+};
+
+static const hd_handler_ops set_ops;
+
+static struct set *set_of(hd_handler *h) {
+  if (h == NULL || hd_handler_ops_of(h) != &set_ops)
+    return NULL;
+  return hd_handler_user_data(h);
+}
+
+/* Copies the members under the lock, taking a reference on each, so they
+ * can be used unlocked. Returns the count, or (size_t)-1 when out of memory;
+ * `*out` is NULL for an empty set. */
+static size_t snapshot(struct set *s, hd_handler ***out) {
+  hd_handler **snap = NULL;
+  size_t n;
+
+  pthread_mutex_lock(&s->lock);
+  n = s->count;
+  if (n > 0) {
+    snap = malloc(n * sizeof(*snap));
+    if (snap == NULL) {
+      pthread_mutex_unlock(&s->lock);
+      return (size_t)-1;
+    }
+    for (size_t i = 0; i < n; i++)
+      snap[i] = hd_handler_ref(s->members[i]);
+  }
+  pthread_mutex_unlock(&s->lock);
+  *out = snap;
+  return n;
+}
+
+/* ---- handle ------------------------------------------------------------- */
+
+struct gather;
+
+struct slot {
+  struct gather *g;
+  hd_handler *member; /* reference dropped when the member completes */
+  hd_results *results;
+};
+
+struct gather {
+  atomic_size_t remaining; /* members not done yet, +1 for handle() itself */
+  hd_done_fn *done;
+  void *done_data;
+  hd_results *out; /* allocated up front: assembling must not fail */
+  char set_id[HD_HANDLER_ID_MAX + 1]; /* for log messages */
+  size_t count;
+  struct slot slots[];
+};
+
+/* Drops one count; the caller that drops the last assembles and completes. */
+static void gather_release(struct gather *g) {
+  /* acq_rel: the last thread must see every slot the others filled. */
+  if (atomic_fetch_sub_explicit(&g->remaining, 1, memory_order_acq_rel) != 1)
+    return;
+  for (size_t i = 0; i < g->count; i++) {
+    hd_results *rs = g->slots[i].results;
+    if (rs != NULL && hd_results_take(g->out, rs) != HD_OK)
+      hd_log(HD_LOG_ERROR, "set %s: out of memory: %zu results dropped",
+             g->set_id, hd_results_count(rs));
+    hd_results_free(rs);
+  }
+  g->done(g->out, g->done_data);
+  free(g);
+}
+
+static void member_done(hd_results *results, void *data) {
+  struct slot *slot = data;
+
+  slot->results = results;
+  hd_handler_unref(slot->member);
+  slot->member = NULL;
+  gather_release(slot->g);
+}
+
+static int64_t mono_ns(void) {
+  struct timespec ts;
+
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* A member that could not start still answers, as a failed result, so one
+ * broken member does not fail its siblings. */
+static void member_failed(struct slot *slot, hd_err err, int64_t start) {
+  hd_handler *m = slot->member;
+  hd_results *rs = hd_results_new();
+  hd_result *r = rs ? hd_results_append(rs) : NULL;
+
+  if (r == NULL) {
+    hd_log(HD_LOG_ERROR, "set: handler %s failed (%s) and out of memory",
+           hd_handler_id(m), hd_strerror(err));
+    hd_results_free(rs);
+    rs = NULL;
+  } else {
+    strcpy(r->handler_id, hd_handler_id(m));
+    hd_result_set_error(r, err, "handler %s (%s) failed: %s", hd_handler_id(m),
+                        hd_handler_kind(m), hd_strerror(err));
+    r->duration_ns = mono_ns() - start;
+    if (r->duration_ns <= 0)
+      r->duration_ns = 1;
+  }
+  slot->results = rs;
+  slot->member = NULL;
+  hd_handler_unref(m);
+}
+
+static hd_err set_handle(hd_handler *h, const hd_event *ev, hd_done_fn *done,
+                         void *done_data) {
+  struct set *s = hd_handler_user_data(h);
+  hd_handler **members;
+  struct gather *g;
+  size_t n = snapshot(s, &members);
+
+  if (n == (size_t)-1)
+    return HD_ENOMEM;
+  if (n == 0) {
+    hd_results *none = hd_results_new();
+    if (none == NULL)
+      return HD_ENOMEM;
+    done(none, done_data);
+    return HD_OK;
+  }
+
+  g = malloc(sizeof(*g) + n * sizeof(g->slots[0]));
+  if (g != NULL && (g->out = hd_results_new()) == NULL) {
+    free(g);
+    g = NULL;
+  }
+  if (g == NULL) {
+    for (size_t i = 0; i < n; i++)
+      hd_handler_unref(members[i]);
+    free(members);
+    return HD_ENOMEM;
+  }
+  atomic_init(&g->remaining, n + 1);
+  g->done = done;
+  g->done_data = done_data;
+  strcpy(g->set_id, hd_handler_id(h));
+  g->count = n;
+  for (size_t i = 0; i < n; i++) {
+    g->slots[i].g = g;
+    g->slots[i].member = members[i]; /* the snapshot's reference moves here */
+    g->slots[i].results = NULL;
+  }
+  free(members);
+
+  /* The extra count keeps `g` alive through this loop however fast the
+   * members complete. A slot is not read here after its member started. */
+  for (size_t i = 0; i < n; i++) {
+    struct slot *slot = &g->slots[i];
+    int64_t start = mono_ns();
+    hd_err err = hd_handler_handle(slot->member, ev, member_done, slot);
+    if (err != HD_OK) {
+      member_failed(slot, err, start);
+      gather_release(g);
+    }
+  }
+  gather_release(g);
+  return HD_OK;
+}
+
+/* ---- membership
+ * -------------------------------------------------------------- */
+
+hd_err hd_set_add(hd_handler *set, hd_handler *member) {
+  struct set *s = set_of(set);
+  const char *id;
+
+  /* A set inside itself would recurse on every event. */
+  if (s == NULL || member == NULL || member == set)
+    return HD_EINVAL;
+  id = hd_handler_id(member);
+  pthread_mutex_lock(&s->lock);
+  for (size_t i = 0; i < s->count; i++) {
+    if (s->members[i] == member ||
+        strcmp(hd_handler_id(s->members[i]), id) == 0) {
+      pthread_mutex_unlock(&s->lock);
+      return HD_EEXIST;
+    }
+  }
+  if (s->count == s->cap) {
+    size_t cap = s->cap ? s->cap * 2 : 4;
+    hd_handler **members = realloc(s->members, cap * sizeof(*members));
+    if (members == NULL) {
+      pthread_mutex_unlock(&s->lock);
+      return HD_ENOMEM;
+    }
+    s->members = members;
+    s->cap = cap;
+  }
+  s->members[s->count++] = hd_handler_ref(member);
+  pthread_mutex_unlock(&s->lock);
+  return HD_OK;
+}
+
+hd_err hd_set_remove(hd_handler *set, const char *member_id) {
+  struct set *s = set_of(set);
+  hd_handler *gone = NULL;
+
+  if (s == NULL || member_id == NULL)
+    return HD_EINVAL;
+  pthread_mutex_lock(&s->lock);
+  for (size_t i = 0; i < s->count; i++) {
+    if (strcmp(hd_handler_id(s->members[i]), member_id) == 0) {
+      gone = s->members[i];
+      memmove(&s->members[i], &s->members[i + 1],
+              (s->count - i - 1) * sizeof(*s->members));
+      s->count--;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&s->lock);
+  if (gone == NULL)
+    return HD_ENOTFOUND;
+  hd_handler_unref(gone); /* outside the lock: may run a destroy */
+  return HD_OK;
+}
+
+size_t hd_set_size(hd_handler *set) {
+  struct set *s = set_of(set);
+  size_t n;
+
+  if (s == NULL)
+    return 0;
+  pthread_mutex_lock(&s->lock);
+  n = s->count;
+  pthread_mutex_unlock(&s->lock);
+  return n;
+}
+
+void hd_set_foreach(hd_handler *set, void (*fn)(hd_handler *member, void *ud),
+                    void *ud) {
+  struct set *s = set_of(set);
+  hd_handler **members;
+  size_t n;
+
+  if (s == NULL || fn == NULL)
+    return;
+  n = snapshot(s, &members);
+  if (n == (size_t)-1) {
+    hd_log(HD_LOG_ERROR, "set %s: out of memory listing members",
+           hd_handler_id(set));
+    return;
+  }
+  for (size_t i = 0; i < n; i++)
+    fn(members[i], ud);
+  for (size_t i = 0; i < n; i++)
+    hd_handler_unref(members[i]);
+  free(members);
+}
+
+/* ---- lifetime
+ * ------------------------------------------------------------------ */
+
+static void set_destroy(hd_handler *h) {
+  struct set *s = hd_handler_user_data(h);
+
+  for (size_t i = 0; i < s->count; i++)
+    hd_handler_unref(s->members[i]);
+  free(s->members);
+  pthread_mutex_destroy(&s->lock);
+  free(s);
+}
+
+static const hd_handler_ops set_ops = {
+    .kind = "set",
+    .handle = set_handle,
+    .remove = hd_set_remove,
+    .destroy = set_destroy,
+};
+
+hd_err hd_set_new(hd_handler **out) {
+  struct set *s;
+  hd_err err;
+
+  if (out == NULL)
+    return HD_EINVAL;
+  s = calloc(1, sizeof(*s));
+  if (s == NULL)
+    return HD_ENOMEM;
+  pthread_mutex_init(&s->lock, NULL);
+  err = hd_handler_new(&set_ops, s, out);
+  if (err != HD_OK) {
+    pthread_mutex_destroy(&s->lock);
+    free(s);
+  }
+  return err;
+}

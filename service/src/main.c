@@ -1,0 +1,371 @@
+/*
+ * handlerd: the daemon. Flags win over HANDLERD_* environment variables,
+ * which win over defaults. SIGINT/SIGTERM start a clean shutdown: stop
+ * accepting calls, let calls in flight finish (--drain-timeout-ms), free
+ * everything, exit 0.
+ */
+#include "control.h"
+#include "handlerd/handlerd.h"
+#include "server.h"
+#include "store.h"
+#include "webhook.h"
+#define HD_WIRING_PENDING 1
+
+#include <errno.h>
+#include <getopt.h>
+#include <grpc/grpc.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_PLUGINS 32
+
+typedef struct options {
+  hd_server_config server;
+  const char *ready_file;
+  const char *event_log;
+  const char *plugins[MAX_PLUGINS];
+  int n_plugins;
+  char *plugins_env; /* owned copy of HANDLERD_PLUGINS, split in place */
+  int drain_ms;
+  hd_log_level level;
+  const char *state_dir;
+  hd_webhook_engine_config webhook;
+} options;
+
+static void usage(FILE *to) {
+  fprintf(
+      to,
+      "usage: handlerd [options]\n"
+      "  -l, --listen ADDR          address to serve gRPC on "
+      "(HANDLERD_LISTEN, default 127.0.0.1:50051;\n"
+      "                             port 0 picks a free port)\n"
+      "  -p, --plugin PATH.so       load a plugin (repeatable; "
+      "HANDLERD_PLUGINS, ':'-separated)\n"
+      "      --event-log PATH       file the `log` built-in appends to "
+      "(HANDLERD_EVENT_LOG, default stdout)\n"
+      "      --log-level LEVEL      error|warn|info|debug "
+      "(HANDLERD_LOG_LEVEL, default info)\n"
+      "      --threads N            completion-queue threads "
+      "(HANDLERD_THREADS, default: one per core)\n"
+      "      --max-calls N          calls in flight before "
+      "RESOURCE_EXHAUSTED (HANDLERD_MAX_CALLS, default 10000)\n"
+      "      --max-message-bytes N  largest request accepted "
+      "(HANDLERD_MAX_MESSAGE_BYTES, default 4194304)\n"
+      "      --drain-timeout-ms N   how long shutdown waits for calls in "
+      "flight (HANDLERD_DRAIN_TIMEOUT_MS, default 5000)\n"
+      "  -s, --state-dir DIR        keep registrations in DIR/handlerd.db "
+      "(HANDLERD_STATE_DIR;\n"
+      "                             default: in memory only)\n"
+      "      --webhook-deny-private refuse webhooks to loopback and private "
+      "addresses\n"
+      "                             (HANDLERD_WEBHOOK_DENY_PRIVATE=1)\n"
+      "      --instance NAME        names this handlerd in CloudEvents "
+      "source (HANDLERD_INSTANCE,\n"
+      "                             default: the host name)\n"
+      "      --ready-file PATH      write the bound address to PATH once "
+      "serving\n"
+      "  -h, --help                 show this help\n"
+      "  -V, --version              show the version\n");
+}
+
+static int parse_int(const char *name, const char *s, int min, int *out) {
+  char *end;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (errno || *end || end == s || v < min || v > 1000000000) {
+    fprintf(stderr, "handlerd: %s: '%s' is not a number >= %d\n", name, s, min);
+    return -1;
+  }
+  *out = (int)v;
+  return 0;
+}
+
+static int from_env(options *o) {
+  const char *v;
+  if ((v = getenv("HANDLERD_LISTEN")) && *v)
+    o->server.listen = v;
+  if ((v = getenv("HANDLERD_STATE_DIR")) && *v)
+    o->state_dir = v;
+  if ((v = getenv("HANDLERD_INSTANCE")) && *v)
+    o->webhook.instance = v;
+  if ((v = getenv("HANDLERD_WEBHOOK_DENY_PRIVATE")) && *v)
+    o->webhook.deny_private = strcmp(v, "0") != 0 && strcmp(v, "false") != 0;
+  if ((v = getenv("HANDLERD_EVENT_LOG")) && *v)
+    o->event_log = v;
+  if ((v = getenv("HANDLERD_LOG_LEVEL")) && *v &&
+      hd_log_level_parse(v, &o->level) != HD_OK) {
+    fprintf(stderr, "handlerd: HANDLERD_LOG_LEVEL: unknown level '%s'\n", v);
+    return -1;
+  }
+  if ((v = getenv("HANDLERD_THREADS")) && *v &&
+      parse_int("HANDLERD_THREADS", v, 1, &o->server.threads))
+    return -1;
+  if ((v = getenv("HANDLERD_MAX_CALLS")) && *v &&
+      parse_int("HANDLERD_MAX_CALLS", v, 1, &o->server.max_calls))
+    return -1;
+  if ((v = getenv("HANDLERD_MAX_MESSAGE_BYTES")) && *v &&
+      parse_int("HANDLERD_MAX_MESSAGE_BYTES", v, 1024,
+                &o->server.max_message_bytes))
+    return -1;
+  if ((v = getenv("HANDLERD_DRAIN_TIMEOUT_MS")) && *v &&
+      parse_int("HANDLERD_DRAIN_TIMEOUT_MS", v, 0, &o->drain_ms))
+    return -1;
+  if ((v = getenv("HANDLERD_PLUGINS")) && *v) {
+    o->plugins_env = strdup(v);
+    char *save = NULL;
+    for (char *p = strtok_r(o->plugins_env, ":", &save); p;
+         p = strtok_r(NULL, ":", &save)) {
+      if (o->n_plugins == MAX_PLUGINS) {
+        fprintf(stderr, "handlerd: at most %d plugins\n", MAX_PLUGINS);
+        return -1;
+      }
+      o->plugins[o->n_plugins++] = p;
+    }
+  }
+  return 0;
+}
+
+/* Returns 0 to run, 1 to exit 0 (help/version), -1 on a usage error. */
+static int parse_args(int argc, char **argv, options *o) {
+  enum {
+    OPT_EVENT_LOG = 256,
+    OPT_LOG_LEVEL,
+    OPT_THREADS,
+    OPT_MAX_CALLS,
+    OPT_MAX_MSG,
+    OPT_DRAIN,
+    OPT_READY,
+    OPT_DENY_PRIVATE,
+    OPT_INSTANCE
+  };
+  static const struct option longopts[] = {
+      {"listen", required_argument, NULL, 'l'},
+      {"plugin", required_argument, NULL, 'p'},
+      {"event-log", required_argument, NULL, OPT_EVENT_LOG},
+      {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+      {"threads", required_argument, NULL, OPT_THREADS},
+      {"max-calls", required_argument, NULL, OPT_MAX_CALLS},
+      {"max-message-bytes", required_argument, NULL, OPT_MAX_MSG},
+      {"drain-timeout-ms", required_argument, NULL, OPT_DRAIN},
+      {"ready-file", required_argument, NULL, OPT_READY},
+      {"state-dir", required_argument, NULL, 's'},
+      {"webhook-deny-private", no_argument, NULL, OPT_DENY_PRIVATE},
+      {"instance", required_argument, NULL, OPT_INSTANCE},
+      {"help", no_argument, NULL, 'h'},
+      {"version", no_argument, NULL, 'V'},
+      {NULL, 0, NULL, 0}};
+  int opt;
+  int cli_plugins = 0;
+  while ((opt = getopt_long(argc, argv, "l:p:s:hV", longopts, NULL)) != -1) {
+    switch (opt) {
+    case 'l':
+      o->server.listen = optarg;
+      break;
+    case 'p':
+      if (!cli_plugins++)
+        o->n_plugins = 0; /* --plugin replaces HANDLERD_PLUGINS */
+      if (o->n_plugins == MAX_PLUGINS) {
+        fprintf(stderr, "handlerd: at most %d plugins\n", MAX_PLUGINS);
+        return -1;
+      }
+      o->plugins[o->n_plugins++] = optarg;
+      break;
+    case OPT_EVENT_LOG:
+      o->event_log = optarg;
+      break;
+    case OPT_LOG_LEVEL:
+      if (hd_log_level_parse(optarg, &o->level) != HD_OK) {
+        fprintf(stderr, "handlerd: --log-level: unknown level '%s'\n", optarg);
+        return -1;
+      }
+      break;
+    case OPT_THREADS:
+      if (parse_int("--threads", optarg, 1, &o->server.threads))
+        return -1;
+      break;
+    case OPT_MAX_CALLS:
+      if (parse_int("--max-calls", optarg, 1, &o->server.max_calls))
+        return -1;
+      break;
+    case OPT_MAX_MSG:
+      if (parse_int("--max-message-bytes", optarg, 1024,
+                    &o->server.max_message_bytes))
+        return -1;
+      break;
+    case OPT_DRAIN:
+      if (parse_int("--drain-timeout-ms", optarg, 0, &o->drain_ms))
+        return -1;
+      break;
+    case OPT_READY:
+      o->ready_file = optarg;
+      break;
+    case 's':
+      o->state_dir = optarg;
+      break;
+    case OPT_DENY_PRIVATE:
+      o->webhook.deny_private = 1;
+      break;
+    case OPT_INSTANCE:
+      o->webhook.instance = optarg;
+      break;
+    case 'h':
+      usage(stdout);
+      return 1;
+    case 'V':
+      printf("handlerd %s\n", HD_VERSION);
+      return 1;
+    default:
+      usage(stderr);
+      return -1;
+    }
+  }
+  if (optind < argc) {
+    fprintf(stderr, "handlerd: unexpected argument '%s'\n", argv[optind]);
+    return -1;
+  }
+  return 0;
+}
+
+/* Writes "host:port" via a rename, so a reader never sees half a line. */
+static int write_ready_file(const char *path, const char *listen, int port) {
+  char tmp[4096];
+  snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+  FILE *f = fopen(tmp, "w");
+  if (!f)
+    return -1;
+  const char *colon = strrchr(listen, ':');
+  int host_len = colon ? (int)(colon - listen) : (int)strlen(listen);
+  fprintf(f, "%.*s:%d\n", host_len, listen, port);
+  if (fclose(f) != 0)
+    return -1;
+  return rename(tmp, path);
+}
+
+static int run(options *o) {
+  int rc = 1;
+  char msg[512] = "";
+  hd_registry *reg = NULL;
+  hd_functions *fns = NULL;
+  hd_control *ctl = NULL;
+  hd_server *srv = NULL;
+  hd_webhook_engine *engine = NULL;
+  (void)engine;
+  hd_store *store = NULL;
+
+  if (hd_registry_new(&reg) || hd_functions_new(&fns) ||
+      hd_builtins_register(fns, o->event_log) ||
+      hd_control_new(reg, fns, &ctl)) {
+    hd_log(HD_LOG_ERROR,
+           "cannot initialise (out of memory or event log '%s' "
+           "not writable)",
+           o->event_log ? o->event_log : "stdout");
+    goto out;
+  }
+  for (int i = 0; i < o->n_plugins; i++) {
+    if (hd_plugin_load(fns, o->plugins[i], msg, sizeof(msg)) != HD_OK) {
+      hd_log(HD_LOG_ERROR, "plugin %s: %s", o->plugins[i], msg);
+      goto out;
+    }
+    hd_log(HD_LOG_INFO, "loaded plugin %s", o->plugins[i]);
+  }
+#ifndef HD_WIRING_PENDING
+  if (hd_webhook_engine_start(&o->webhook, &engine) != HD_OK) {
+    hd_log(HD_LOG_ERROR, "cannot start the webhook engine");
+    goto out;
+  }
+  hd_control_set_webhook_factory(ctl, hd_webhook_factory, engine);
+  if (o->state_dir) {
+    size_t loaded = 0;
+    if (hd_store_sqlite_open(o->state_dir, &store, msg, sizeof(msg)) != HD_OK) {
+      hd_log(HD_LOG_ERROR, "state dir %s: %s", o->state_dir, msg);
+      goto out;
+    }
+    hd_control_set_store(ctl, store);
+    if (hd_control_load(ctl, &loaded, msg, sizeof(msg)) != HD_OK) {
+      hd_log(HD_LOG_ERROR, "state dir %s: %s", o->state_dir, msg);
+      goto out;
+    }
+    hd_log(HD_LOG_INFO, "state dir %s: %zu registrations loaded", o->state_dir,
+           loaded);
+  } else {
+    hd_log(HD_LOG_WARN, "no --state-dir: registrations are kept in memory "
+                        "only and are lost on restart");
+  }
+#endif
+  if (hd_server_start(&o->server, reg, ctl, &srv, msg, sizeof(msg)) != HD_OK) {
+    hd_log(HD_LOG_ERROR, "%s", msg[0] ? msg : "cannot start the gRPC server");
+    goto out;
+  }
+  hd_log(HD_LOG_INFO, "handlerd %s listening on %s (port %d)", HD_VERSION,
+         o->server.listen, hd_server_port(srv));
+  if (o->ready_file &&
+      write_ready_file(o->ready_file, o->server.listen, hd_server_port(srv))) {
+    hd_log(HD_LOG_ERROR, "cannot write ready file %s: %s", o->ready_file,
+           strerror(errno));
+    goto out;
+  }
+
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGINT);
+  sigaddset(&stop, SIGTERM);
+  int sig = 0;
+  sigwait(&stop, &sig);
+  hd_log(HD_LOG_INFO, "%s received: shutting down", strsignal(sig));
+  rc = 0;
+
+out:
+  if (srv)
+    hd_server_shutdown(srv, o->drain_ms);
+  hd_server_free(srv);
+  /* After the server (no new deliveries), before the registry (which owns
+   * the webhook handlers the engine completes). */
+#ifndef HD_WIRING_PENDING
+  hd_webhook_engine_stop(engine);
+#endif
+  hd_control_free(ctl);
+  hd_store_close(store);
+  hd_registry_free(reg);
+  hd_functions_free(fns);
+  hd_plugins_unload_all();
+  if (rc == 0)
+    hd_log(HD_LOG_INFO, "stopped");
+  return rc;
+}
+
+int main(int argc, char **argv) {
+  options o;
+  memset(&o, 0, sizeof(o));
+  hd_server_config_init(&o.server);
+#ifndef HD_WIRING_PENDING
+  hd_webhook_engine_config_init(&o.webhook);
+#endif
+  o.drain_ms = 5000;
+  o.level = HD_LOG_INFO;
+
+  int pr = from_env(&o);
+  if (pr == 0)
+    pr = parse_args(argc, argv, &o);
+  if (pr != 0) {
+    free(o.plugins_env);
+    return pr > 0 ? 0 : 2;
+  }
+  hd_log_set_level(o.level);
+
+  /* Block the stop signals in every thread; main takes them with sigwait. */
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGINT);
+  sigaddset(&stop, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop, NULL);
+  signal(SIGPIPE, SIG_IGN);
+
+  grpc_init();
+  int rc = run(&o);
+  grpc_shutdown();
+  free(o.plugins_env);
+  return rc;
+}

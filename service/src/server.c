@@ -1,0 +1,835 @@
+/*
+ * gRPC front on the C core.
+ *
+ * One completion queue per thread; every call is a `call` struct whose
+ * operations complete as tags {fn, owner} on its queue. A call holds one
+ * reference per batch in flight and one per dispatch in flight; the last
+ * unref releases the grpc_call and the call's arena. Dispatch completions may
+ * arrive from other threads (webhooks): grpc_call_start_batch is legal from
+ * any thread, and stream state is guarded by the call's mutex.
+ */
+#include "server.h"
+
+#include "arena.h"
+#include "proto_event.h"
+
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/time.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define CALLS_REQUESTED_PER_CQ 16
+#define MSG_MAX 512
+
+typedef void tag_fn(void *owner, int ok);
+typedef struct tag {
+  tag_fn *fn;
+  void *owner;
+} tag;
+
+typedef enum method {
+  M_UNKNOWN,
+  M_DISPATCH,
+  M_STREAM,
+  M_ADD,
+  M_REMOVE,
+  M_LIST
+} method;
+
+static const struct {
+  const char *path;
+  method m;
+} methods[] = {
+    {"/handlers.v1.Handlers/Dispatch", M_DISPATCH},
+    {"/handlers.v1.Handlers/DispatchStream", M_STREAM},
+    {"/handlers.v1.Handlers/AddHandler", M_ADD},
+    {"/handlers.v1.Handlers/RemoveHandler", M_REMOVE},
+    {"/handlers.v1.Handlers/ListHandlers", M_LIST},
+};
+
+typedef struct call call;
+
+/* One request of a DispatchStream, queued until its reply can be sent. */
+typedef struct stream_item {
+  struct stream_item *next;
+  call *c;
+  uint64_t seq;
+  hd_arena *arena;
+  hd_event ev;
+  int ready;
+  grpc_byte_buffer *reply;
+} stream_item;
+
+struct call {
+  hd_server *srv;
+  grpc_completion_queue *cq;
+  grpc_call *call;
+  grpc_call_details details;
+  grpc_metadata_array md;
+  method m;
+  atomic_int refs;
+  int counted; /* included in srv->in_flight */
+  int md_sent;
+  int cancelled;
+  tag t_new, t_recv, t_send, t_close, t_status;
+  grpc_byte_buffer *recv_buf, *send_buf;
+  hd_arena *arena; /* unary: request and reply */
+  hd_event ev;
+  /* DispatchStream */
+  pthread_mutex_t lock;
+  stream_item *head, *tail;
+  size_t pending;
+  uint64_t next_seq;
+  int read_done, send_busy, status_sent, recv_paused, broken;
+};
+
+struct hd_server {
+  grpc_server *server;
+  int n_cq;
+  grpc_completion_queue **cqs;
+  pthread_t *threads;
+  hd_registry *reg;
+  hd_control *ctl;
+  hd_server_config cfg;
+  int port;
+  atomic_int in_flight;
+  atomic_int shutting_down;
+  atomic_int stopped;
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  int shutdown_done;
+  tag t_shutdown;
+};
+
+void hd_server_config_init(hd_server_config *cfg) {
+  cfg->listen = "127.0.0.1:50051";
+  cfg->threads = 0;
+  cfg->max_calls = 10000;
+  cfg->max_message_bytes = 4 * 1024 * 1024;
+  cfg->stream_window = 64;
+}
+
+/* ---- call lifetime ---------------------------------------------------------
+ */
+
+static void call_free(call *c) {
+  if (c->call)
+    grpc_call_unref(c->call);
+  grpc_call_details_destroy(&c->details);
+  grpc_metadata_array_destroy(&c->md);
+  if (c->recv_buf)
+    grpc_byte_buffer_destroy(c->recv_buf);
+  if (c->send_buf)
+    grpc_byte_buffer_destroy(c->send_buf);
+  hd_arena_free(c->arena);
+  if (c->counted)
+    atomic_fetch_sub(&c->srv->in_flight, 1);
+  pthread_mutex_destroy(&c->lock);
+  free(c);
+}
+
+static void call_ref(call *c) {
+  atomic_fetch_add(&c->refs, 1);
+}
+
+static void call_unref(call *c) {
+  if (atomic_fetch_sub(&c->refs, 1) == 1)
+    call_free(c);
+}
+
+/* Starts a batch holding a reference; drops it again if the batch is
+ * refused (the call is gone), so the caller never has to. */
+static int start_batch(call *c, const grpc_op *ops, size_t n, tag *t) {
+  call_ref(c);
+  if (grpc_call_start_batch(c->call, ops, n, t, NULL) != GRPC_CALL_OK) {
+    hd_log(HD_LOG_WARN, "grpc_call_start_batch refused a batch");
+    call_unref(c);
+    return -1;
+  }
+  return 0;
+}
+
+static void on_batch_done(void *owner, int ok) {
+  (void)ok;
+  call_unref(owner);
+}
+
+static void on_send_done(void *owner, int ok) {
+  call *c = owner;
+  (void)ok;
+  grpc_byte_buffer_destroy(c->send_buf);
+  c->send_buf = NULL;
+  call_unref(c);
+}
+
+static void add_initial_metadata(call *c, grpc_op *ops, size_t *n) {
+  if (c->md_sent)
+    return;
+  c->md_sent = 1;
+  memset(&ops[*n], 0, sizeof(ops[*n]));
+  ops[*n].op = GRPC_OP_SEND_INITIAL_METADATA;
+  (*n)++;
+}
+
+/* Ends the call with a non-OK status (or OK with no message). */
+static void finish_status(call *c, grpc_status_code code, const char *fmt,
+                          ...) {
+  char msg[MSG_MAX];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  grpc_slice details = grpc_slice_from_copied_string(msg);
+  grpc_op ops[2];
+  size_t n = 0;
+  add_initial_metadata(c, ops, &n);
+  memset(&ops[n], 0, sizeof(ops[n]));
+  ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+  ops[n].data.send_status_from_server.status = code;
+  ops[n].data.send_status_from_server.status_details = &details;
+  n++;
+  c->t_status = (tag){on_batch_done, c};
+  start_batch(c, ops, n, &c->t_status);
+  grpc_slice_unref(details);
+  if (code != GRPC_STATUS_OK)
+    hd_log(HD_LOG_DEBUG, "call ended with status %d: %s", code, msg);
+}
+
+static grpc_byte_buffer *pack(const ProtobufCMessage *msg) {
+  size_t len = protobuf_c_message_get_packed_size(msg);
+  grpc_slice s = grpc_slice_malloc(len);
+  protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(s));
+  grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
+  grpc_slice_unref(s);
+  return bb;
+}
+
+/* Sends a unary reply and an OK status in one batch. */
+static void send_reply(call *c, const ProtobufCMessage *msg) {
+  grpc_op ops[3];
+  size_t n = 0;
+  c->send_buf = pack(msg);
+  add_initial_metadata(c, ops, &n);
+  memset(&ops[n], 0, 2 * sizeof(ops[0]));
+  ops[n].op = GRPC_OP_SEND_MESSAGE;
+  ops[n++].data.send_message.send_message = c->send_buf;
+  ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+  ops[n++].data.send_status_from_server.status = GRPC_STATUS_OK;
+  c->t_send = (tag){on_send_done, c};
+  if (start_batch(c, ops, n, &c->t_send) != 0) {
+    grpc_byte_buffer_destroy(c->send_buf);
+    c->send_buf = NULL;
+  }
+}
+
+static grpc_slice read_all(grpc_byte_buffer *bb) {
+  grpc_byte_buffer_reader r;
+  if (!grpc_byte_buffer_reader_init(&r, bb))
+    return grpc_empty_slice();
+  grpc_slice s = grpc_byte_buffer_reader_readall(&r);
+  grpc_byte_buffer_reader_destroy(&r);
+  return s;
+}
+
+/* The caller's deadline as CLOCK_REALTIME ns; 0 when there is none. */
+static int64_t deadline_ns(const call *c) {
+  gpr_timespec d =
+      gpr_convert_clock_type(c->details.deadline, GPR_CLOCK_REALTIME);
+  if (gpr_time_cmp(d, gpr_inf_future(GPR_CLOCK_REALTIME)) == 0)
+    return 0;
+  return (int64_t)d.tv_sec * 1000000000 + d.tv_nsec;
+}
+
+static int64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* ---- unary methods
+ * ------------------------------------------------------------ */
+
+static void dispatch_done(hd_results *rs, void *ud) {
+  call *c = ud;
+  Handlers__V1__DispatchReply reply = HANDLERS__V1__DISPATCH_REPLY__INIT;
+  if (hd_proto_from_results(c->arena, rs, &reply.results, &reply.n_results) !=
+      HD_OK)
+    finish_status(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+  else
+    send_reply(c, &reply.base);
+  hd_results_free(rs);
+  call_unref(c);
+}
+
+/* Decodes and starts one dispatch. On failure returns the status to send
+ * with a message in `msg`; on success `done(…, done_data)` will run. */
+static grpc_status_code start_dispatch(hd_server *srv, hd_arena *a,
+                                       grpc_slice body, int64_t deadline,
+                                       hd_event *ev, hd_done_fn *done,
+                                       void *done_data, char *msg,
+                                       size_t msg_size) {
+  Handlers__V1__DispatchRequest *req;
+  hd_err err =
+      hd_proto_decode_dispatch(a, GRPC_SLICE_START_PTR(body),
+                               GRPC_SLICE_LENGTH(body), &req, msg, msg_size);
+  if (err == HD_OK)
+    err = hd_proto_to_event(a, req, ev, msg, msg_size);
+  if (err != HD_OK)
+    return hd_proto_status_of(err);
+  if (deadline && deadline <= now_ns()) {
+    snprintf(msg, msg_size, "deadline passed before dispatch");
+    return GRPC_STATUS_DEADLINE_EXCEEDED;
+  }
+  ev->deadline_ns = deadline;
+  err = hd_registry_dispatch(srv->reg, ev, done, done_data);
+  if (err == HD_ENOKEY)
+    snprintf(msg, msg_size, "no handler registered for key '%s'", ev->key);
+  else if (err != HD_OK)
+    snprintf(msg, msg_size, "dispatch failed: %s", hd_strerror(err));
+  return hd_proto_status_of(err);
+}
+
+static void handle_dispatch(call *c, grpc_slice body) {
+  char msg[MSG_MAX];
+  call_ref(c); /* held by the dispatch until dispatch_done */
+  grpc_status_code st =
+      start_dispatch(c->srv, c->arena, body, deadline_ns(c), &c->ev,
+                     dispatch_done, c, msg, sizeof(msg));
+  if (st != GRPC_STATUS_OK) {
+    finish_status(c, st, "%s", msg);
+    call_unref(c);
+  }
+}
+
+static void handle_add(call *c, grpc_slice body) {
+  char msg[MSG_MAX] = "";
+  Handlers__V1__AddHandlerRequest *req =
+      handlers__v1__add_handler_request__unpack(hd_arena_pb_allocator(c->arena),
+                                                GRPC_SLICE_LENGTH(body),
+                                                GRPC_SLICE_START_PTR(body));
+  if (!req) {
+    finish_status(c, GRPC_STATUS_INVALID_ARGUMENT,
+                  "request is not a valid handlers.v1.AddHandlerRequest");
+    return;
+  }
+  Handlers__V1__AddHandlerReply reply = HANDLERS__V1__ADD_HANDLER_REPLY__INIT;
+  hd_err err = hd_control_add(c->srv->ctl, c->arena, req, NULL, &reply, msg,
+                              sizeof(msg));
+  if (err != HD_OK) {
+    finish_status(c, hd_proto_status_of(err), "%s",
+                  msg[0] ? msg : hd_strerror(err));
+    return;
+  }
+  hd_log(HD_LOG_INFO, "added handler %s under key '%s'", reply.handler_id,
+         req->key);
+  send_reply(c, &reply.base);
+}
+
+static void handle_remove(call *c, grpc_slice body) {
+  char msg[MSG_MAX] = "";
+  Handlers__V1__RemoveHandlerRequest *req =
+      handlers__v1__remove_handler_request__unpack(
+          hd_arena_pb_allocator(c->arena), GRPC_SLICE_LENGTH(body),
+          GRPC_SLICE_START_PTR(body));
+  if (!req) {
+    finish_status(c, GRPC_STATUS_INVALID_ARGUMENT,
+                  "request is not a valid handlers.v1.RemoveHandlerRequest");
+    return;
+  }
+  if (!req->key[0] || !req->handler_id[0]) {
+    finish_status(c, GRPC_STATUS_INVALID_ARGUMENT, "%s is empty",
+                  req->key[0] ? "handler_id" : "key");
+    return;
+  }
+  hd_err err = hd_control_remove(c->srv->ctl, req->key, req->handler_id, msg,
+                                 sizeof(msg));
+  if (err != HD_OK) {
+    finish_status(c, hd_proto_status_of(err), "%s",
+                  msg[0] ? msg : hd_strerror(err));
+    return;
+  }
+  hd_log(HD_LOG_INFO, "removed handler %s from key '%s'", req->handler_id,
+         req->key);
+  Handlers__V1__RemoveHandlerReply reply =
+      HANDLERS__V1__REMOVE_HANDLER_REPLY__INIT;
+  send_reply(c, &reply.base);
+}
+
+static void handle_list(call *c, grpc_slice body) {
+  char msg[MSG_MAX] = "";
+  Handlers__V1__ListHandlersRequest *req =
+      handlers__v1__list_handlers_request__unpack(
+          hd_arena_pb_allocator(c->arena), GRPC_SLICE_LENGTH(body),
+          GRPC_SLICE_START_PTR(body));
+  if (!req) {
+    finish_status(c, GRPC_STATUS_INVALID_ARGUMENT,
+                  "request is not a valid handlers.v1.ListHandlersRequest");
+    return;
+  }
+  Handlers__V1__ListHandlersReply reply =
+      HANDLERS__V1__LIST_HANDLERS_REPLY__INIT;
+  hd_err err = hd_control_list(c->srv->ctl, c->arena, req->key, &reply, msg,
+                               sizeof(msg));
+  if (err != HD_OK) {
+    finish_status(c, hd_proto_status_of(err), "%s",
+                  msg[0] ? msg : hd_strerror(err));
+    return;
+  }
+  send_reply(c, &reply.base);
+}
+
+static void on_unary_recv(void *owner, int ok) {
+  call *c = owner;
+  if (!ok) { /* cancelled or broken: nothing to answer */
+    call_unref(c);
+    return;
+  }
+  if (!c->recv_buf) {
+    finish_status(c, GRPC_STATUS_INVALID_ARGUMENT,
+                  "the client sent no request message");
+    call_unref(c);
+    return;
+  }
+  grpc_slice body = read_all(c->recv_buf);
+  grpc_byte_buffer_destroy(c->recv_buf);
+  c->recv_buf = NULL;
+  c->arena = hd_arena_new(4096);
+  if (!c->arena) {
+    finish_status(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+  } else {
+    switch (c->m) {
+    case M_DISPATCH:
+      handle_dispatch(c, body);
+      break;
+    case M_ADD:
+      handle_add(c, body);
+      break;
+    case M_REMOVE:
+      handle_remove(c, body);
+      break;
+    case M_LIST:
+      handle_list(c, body);
+      break;
+    default:
+      finish_status(c, GRPC_STATUS_INTERNAL, "bad method state");
+    }
+  }
+  grpc_slice_unref(body);
+  call_unref(c);
+}
+
+/* ---- DispatchStream
+ * ------------------------------------------------------------ */
+
+static void stream_recv_next(call *c);
+static void on_stream_sent(void *owner, int ok);
+
+static void item_free(stream_item *it) {
+  if (it->reply)
+    grpc_byte_buffer_destroy(it->reply);
+  hd_arena_free(it->arena);
+  free(it);
+}
+
+static void item_set_reply(stream_item *it, int code, const char *msg,
+                           const hd_results *rs) {
+  Handlers__V1__DispatchStreamReply r =
+      HANDLERS__V1__DISPATCH_STREAM_REPLY__INIT;
+  r.sequence = it->seq;
+  r.code = code;
+  r.message = (char *)(msg ? msg : "");
+  if (rs && hd_proto_from_results(it->arena, rs, &r.results, &r.n_results)) {
+    r.code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+    r.message = (char *)"out of memory";
+    r.n_results = 0;
+  }
+  it->reply = pack(&r.base);
+}
+
+/* Sends what can be sent, in request order; ends the stream when the client
+ * has half-closed and every reply is out. Called with c->lock held. */
+static void stream_pump(call *c) {
+  while (c->broken && c->head && c->head->ready) {
+    stream_item *it = c->head;
+    c->head = it->next;
+    c->pending--;
+    item_free(it);
+  }
+  if (!c->head)
+    c->tail = NULL;
+  if (!c->broken && !c->send_busy && c->head && c->head->ready) {
+    stream_item *it = c->head;
+    c->head = it->next;
+    if (!c->head)
+      c->tail = NULL;
+    c->pending--;
+    c->send_buf = it->reply;
+    it->reply = NULL;
+    item_free(it);
+    grpc_op op;
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_SEND_MESSAGE;
+    op.data.send_message.send_message = c->send_buf;
+    c->send_busy = 1;
+    c->t_send = (tag){on_stream_sent, c};
+    if (start_batch(c, &op, 1, &c->t_send) != 0) {
+      c->send_busy = 0;
+      c->broken = 1;
+      grpc_byte_buffer_destroy(c->send_buf);
+      c->send_buf = NULL;
+    }
+  }
+  if (c->recv_paused && !c->read_done && !c->broken &&
+      c->pending < (size_t)c->srv->cfg.stream_window) {
+    c->recv_paused = 0;
+    stream_recv_next(c);
+  }
+  if (c->read_done && !c->head && !c->send_busy && !c->status_sent) {
+    c->status_sent = 1;
+    if (!c->broken)
+      finish_status(c, GRPC_STATUS_OK, "");
+  }
+}
+
+static void on_stream_sent(void *owner, int ok) {
+  call *c = owner;
+  pthread_mutex_lock(&c->lock);
+  grpc_byte_buffer_destroy(c->send_buf);
+  c->send_buf = NULL;
+  c->send_busy = 0;
+  if (!ok)
+    c->broken = 1;
+  stream_pump(c);
+  pthread_mutex_unlock(&c->lock);
+  call_unref(c);
+}
+
+static void stream_dispatch_done(hd_results *rs, void *ud) {
+  stream_item *it = ud;
+  call *c = it->c;
+  item_set_reply(it, GRPC_STATUS_OK, NULL, rs);
+  hd_results_free(rs);
+  pthread_mutex_lock(&c->lock);
+  it->ready = 1;
+  stream_pump(c);
+  pthread_mutex_unlock(&c->lock);
+  call_unref(c);
+}
+
+static void on_stream_recv(void *owner, int ok) {
+  call *c = owner;
+  if (!ok || !c->recv_buf) {
+    pthread_mutex_lock(&c->lock);
+    c->read_done = 1;
+    if (!ok)
+      c->broken = 1;
+    stream_pump(c);
+    pthread_mutex_unlock(&c->lock);
+    call_unref(c);
+    return;
+  }
+  grpc_slice body = read_all(c->recv_buf);
+  grpc_byte_buffer_destroy(c->recv_buf);
+  c->recv_buf = NULL;
+
+  stream_item *it = calloc(1, sizeof(*it));
+  if (it)
+    it->arena = hd_arena_new(2048);
+  if (!it || !it->arena) {
+    free(it);
+    grpc_slice_unref(body);
+    pthread_mutex_lock(&c->lock);
+    c->read_done = c->broken = 1;
+    pthread_mutex_unlock(&c->lock);
+    grpc_call_cancel_with_status(c->call, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                                 "out of memory", NULL);
+    call_unref(c);
+    return;
+  }
+  it->c = c;
+  pthread_mutex_lock(&c->lock);
+  it->seq = c->next_seq++;
+  if (c->tail)
+    c->tail->next = it;
+  else
+    c->head = it;
+  c->tail = it;
+  c->pending++;
+  pthread_mutex_unlock(&c->lock);
+
+  /* Outside the lock: a local handler completes before this returns. */
+  char msg[MSG_MAX];
+  call_ref(c);
+  grpc_status_code st =
+      start_dispatch(c->srv, it->arena, body, deadline_ns(c), &it->ev,
+                     stream_dispatch_done, it, msg, sizeof(msg));
+  grpc_slice_unref(body);
+  pthread_mutex_lock(&c->lock);
+  if (st != GRPC_STATUS_OK) {
+    call_unref(c); /* the dispatch never started: refs stay > 0 (recv) */
+    item_set_reply(it, st, msg, NULL);
+    it->ready = 1;
+  }
+  if (c->pending < (size_t)c->srv->cfg.stream_window && !c->broken)
+    stream_recv_next(c);
+  else
+    c->recv_paused = 1;
+  stream_pump(c);
+  pthread_mutex_unlock(&c->lock);
+  call_unref(c);
+}
+
+/* Reads the next stream message. Called with c->lock held (or before the
+ * call is shared). */
+static void stream_recv_next(call *c) {
+  grpc_op ops[2];
+  size_t n = 0;
+  add_initial_metadata(c, ops, &n);
+  memset(&ops[n], 0, sizeof(ops[n]));
+  ops[n].op = GRPC_OP_RECV_MESSAGE;
+  ops[n++].data.recv_message.recv_message = &c->recv_buf;
+  c->t_recv = (tag){on_stream_recv, c};
+  if (start_batch(c, ops, n, &c->t_recv) != 0) {
+    c->read_done = 1;
+    c->broken = 1;
+  }
+}
+
+/* ---- accepting calls
+ * ---------------------------------------------------------- */
+
+static void request_call(hd_server *srv, grpc_completion_queue *cq);
+
+static method method_of(grpc_slice path) {
+  for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
+    if (grpc_slice_str_cmp(path, methods[i].path) == 0)
+      return methods[i].m;
+  return M_UNKNOWN;
+}
+
+static void on_new_call(void *owner, int ok) {
+  call *c = owner;
+  hd_server *srv = c->srv;
+  if (!ok) { /* the server is shutting down */
+    call_free(c);
+    return;
+  }
+  if (!atomic_load(&srv->shutting_down))
+    request_call(srv, c->cq);
+
+  atomic_store(&c->refs, 1); /* this function's own reference */
+  c->counted = 1;
+  int in_flight = atomic_fetch_add(&srv->in_flight, 1) + 1;
+
+  grpc_op close_op;
+  memset(&close_op, 0, sizeof(close_op));
+  close_op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+  close_op.data.recv_close_on_server.cancelled = &c->cancelled;
+  c->t_close = (tag){on_batch_done, c};
+  start_batch(c, &close_op, 1, &c->t_close);
+
+  c->m = method_of(c->details.method);
+  if (c->m == M_UNKNOWN) {
+    char *path = grpc_slice_to_c_string(c->details.method);
+    finish_status(c, GRPC_STATUS_UNIMPLEMENTED, "unknown method %s", path);
+    gpr_free(path);
+  } else if (in_flight > srv->cfg.max_calls) {
+    finish_status(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                  "too many calls in flight (limit %d)", srv->cfg.max_calls);
+  } else if (atomic_load(&srv->shutting_down)) {
+    finish_status(c, GRPC_STATUS_UNAVAILABLE, "handlerd is shutting down");
+  } else if (c->m == M_STREAM) {
+    pthread_mutex_lock(&c->lock);
+    stream_recv_next(c);
+    pthread_mutex_unlock(&c->lock);
+  } else {
+    grpc_op ops[2];
+    size_t n = 0;
+    add_initial_metadata(c, ops, &n);
+    memset(&ops[n], 0, sizeof(ops[n]));
+    ops[n].op = GRPC_OP_RECV_MESSAGE;
+    ops[n++].data.recv_message.recv_message = &c->recv_buf;
+    c->t_recv = (tag){on_unary_recv, c};
+    start_batch(c, ops, n, &c->t_recv);
+  }
+  call_unref(c);
+}
+
+static void request_call(hd_server *srv, grpc_completion_queue *cq) {
+  call *c = calloc(1, sizeof(*c));
+  if (!c) {
+    hd_log(HD_LOG_ERROR, "out of memory accepting a call");
+    return;
+  }
+  c->srv = srv;
+  c->cq = cq;
+  pthread_mutex_init(&c->lock, NULL);
+  grpc_call_details_init(&c->details);
+  grpc_metadata_array_init(&c->md);
+  c->t_new = (tag){on_new_call, c};
+  if (grpc_server_request_call(srv->server, &c->call, &c->details, &c->md, cq,
+                               cq, &c->t_new) != GRPC_CALL_OK) {
+    hd_log(HD_LOG_ERROR, "grpc_server_request_call failed");
+    call_free(c);
+  }
+}
+
+/* ---- threads and lifecycle
+ * -------------------------------------------------------- */
+
+static void on_shutdown_done(void *owner, int ok) {
+  hd_server *srv = owner;
+  (void)ok;
+  pthread_mutex_lock(&srv->lock);
+  srv->shutdown_done = 1;
+  pthread_cond_broadcast(&srv->cond);
+  pthread_mutex_unlock(&srv->lock);
+}
+
+static void *cq_thread(void *arg) {
+  grpc_completion_queue *cq = arg;
+  for (;;) {
+    grpc_event ev = grpc_completion_queue_next(
+        cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    if (ev.type == GRPC_QUEUE_SHUTDOWN)
+      break;
+    if (ev.type == GRPC_OP_COMPLETE) {
+      tag *t = ev.tag;
+      t->fn(t->owner, ev.success);
+    }
+  }
+  return NULL;
+}
+
+hd_err hd_server_start(const hd_server_config *cfg, hd_registry *reg,
+                       hd_control *ctl, hd_server **out, char *msg,
+                       size_t msg_size) {
+  hd_server *srv = calloc(1, sizeof(*srv));
+  if (!srv)
+    return HD_ENOMEM;
+  srv->cfg = *cfg;
+  srv->reg = reg;
+  srv->ctl = ctl;
+  srv->n_cq =
+      cfg->threads > 0 ? cfg->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+  if (srv->n_cq < 1)
+    srv->n_cq = 1;
+  if (srv->cfg.stream_window < 1)
+    srv->cfg.stream_window = 1;
+  pthread_mutex_init(&srv->lock, NULL);
+  pthread_cond_init(&srv->cond, NULL);
+  srv->t_shutdown = (tag){on_shutdown_done, srv};
+
+  grpc_arg args[2];
+  args[0].type = GRPC_ARG_INTEGER;
+  args[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+  args[0].value.integer = cfg->max_message_bytes;
+  /* Two daemons on one port would split traffic silently: refuse instead. */
+  args[1].type = GRPC_ARG_INTEGER;
+  args[1].key = (char *)GRPC_ARG_ALLOW_REUSEPORT;
+  args[1].value.integer = 0;
+  grpc_channel_args ch_args = {2, args};
+  srv->server = grpc_server_create(&ch_args, NULL);
+  srv->cqs = calloc(srv->n_cq, sizeof(*srv->cqs));
+  srv->threads = calloc(srv->n_cq, sizeof(*srv->threads));
+  if (!srv->server || !srv->cqs || !srv->threads) {
+    hd_server_free(srv);
+    return HD_ENOMEM;
+  }
+  for (int i = 0; i < srv->n_cq; i++) {
+    srv->cqs[i] = grpc_completion_queue_create_for_next(NULL);
+    grpc_server_register_completion_queue(srv->server, srv->cqs[i], NULL);
+  }
+  grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+  srv->port = grpc_server_add_http2_port(srv->server, cfg->listen, creds);
+  grpc_server_credentials_release(creds);
+  if (srv->port == 0) {
+    snprintf(msg, msg_size, "cannot listen on %s (address in use or invalid)",
+             cfg->listen);
+    atomic_store(&srv->stopped, 1); /* never started: nothing to drain */
+    hd_server_free(srv);
+    return HD_EIO;
+  }
+  grpc_server_start(srv->server);
+  for (int i = 0; i < srv->n_cq; i++) {
+    for (int k = 0; k < CALLS_REQUESTED_PER_CQ; k++)
+      request_call(srv, srv->cqs[i]);
+    pthread_create(&srv->threads[i], NULL, cq_thread, srv->cqs[i]);
+  }
+  *out = srv;
+  return HD_OK;
+}
+
+int hd_server_port(const hd_server *s) {
+  return s->port;
+}
+
+void hd_server_shutdown(hd_server *s, int drain_ms) {
+  if (atomic_exchange(&s->stopped, 1))
+    return;
+  atomic_store(&s->shutting_down, 1);
+  grpc_server_shutdown_and_notify(s->server, s->cqs[0], &s->t_shutdown);
+
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += drain_ms / 1000;
+  until.tv_nsec += (long)(drain_ms % 1000) * 1000000L;
+  if (until.tv_nsec >= 1000000000L) {
+    until.tv_sec++;
+    until.tv_nsec -= 1000000000L;
+  }
+  pthread_mutex_lock(&s->lock);
+  while (!s->shutdown_done &&
+         pthread_cond_timedwait(&s->cond, &s->lock, &until) == 0)
+    ;
+  if (!s->shutdown_done) {
+    pthread_mutex_unlock(&s->lock);
+    hd_log(HD_LOG_WARN, "calls still running after %d ms: cancelling them",
+           drain_ms);
+    grpc_server_cancel_all_calls(s->server);
+    pthread_mutex_lock(&s->lock);
+    while (!s->shutdown_done)
+      pthread_cond_wait(&s->cond, &s->lock);
+  }
+  pthread_mutex_unlock(&s->lock);
+  for (int i = 0; i < s->n_cq; i++)
+    grpc_completion_queue_shutdown(s->cqs[i]);
+  for (int i = 0; i < s->n_cq; i++)
+    pthread_join(s->threads[i], NULL);
+}
+
+void hd_server_free(hd_server *s) {
+  if (!s)
+    return;
+  if (s->threads && s->cqs && !atomic_load(&s->stopped))
+    hd_server_shutdown(s, 5000);
+  if (s->server)
+    grpc_server_destroy(s->server);
+  for (int i = 0; s->cqs && i < s->n_cq; i++) {
+    if (!s->cqs[i])
+      continue;
+    if (atomic_load(&s->stopped) && !s->shutdown_done) {
+      /* Never started: drain the queue ourselves. */
+      grpc_completion_queue_shutdown(s->cqs[i]);
+      while (grpc_completion_queue_next(
+                 s->cqs[i], gpr_inf_future(GPR_CLOCK_REALTIME), NULL)
+                 .type != GRPC_QUEUE_SHUTDOWN)
+        ;
+    }
+    grpc_completion_queue_destroy(s->cqs[i]);
+  }
+  free(s->cqs);
+  free(s->threads);
+  pthread_cond_destroy(&s->cond);
+  pthread_mutex_destroy(&s->lock);
+  free(s);
+}

@@ -1,0 +1,37 @@
+/*
+ * The gRPC front on the C core: completion-queue threads, one small state
+ * machine per call, protobuf-c messages, hd_err -> gRPC status mapping.
+ */
+#ifndef HD_SERVER_H
+#define HD_SERVER_H
+
+#include "control.h"
+#include "handlerd/handlerd.h"
+
+typedef struct hd_server hd_server;
+
+typedef struct hd_server_config {
+  const char *listen;    /* "127.0.0.1:50051"; port 0 picks a free one */
+  int threads;           /* completion-queue threads; 0: one per core */
+  int max_calls;         /* calls in flight before RESOURCE_EXHAUSTED */
+  int max_message_bytes; /* largest request accepted */
+  int stream_window;     /* stream requests handled ahead of replies */
+} hd_server_config;
+
+/* Fills `cfg` with the defaults. */
+void hd_server_config_init(hd_server_config *cfg);
+
+/* Binds and starts serving. Borrows `reg` and `ctl` until hd_server_free.
+ * HD_EIO with a message when the address cannot be bound. */
+hd_err hd_server_start(const hd_server_config *cfg, hd_registry *reg,
+                       hd_control *ctl, hd_server **out, char *msg,
+                       size_t msg_size);
+/* The bound port (useful with port 0). */
+int hd_server_port(const hd_server *s);
+/* Stops accepting calls, lets calls in flight finish for up to `drain_ms`,
+ * cancels the rest, stops the threads. Idempotent. */
+void hd_server_shutdown(hd_server *s, int drain_ms);
+/* Shuts down if needed and frees everything. */
+void hd_server_free(hd_server *s);
+
+#endif

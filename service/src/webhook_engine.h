@@ -1,0 +1,59 @@
+/*
+ * The webhook delivery engine's inner interface, between the handler kind
+ * (webhook.c) and the engine (webhook_engine.c).
+ *
+ * webhook.c builds one job per event (URL, body, the headers that stay the
+ * same on every attempt, signing key, limits, completion) and submits it;
+ * the engine owns it from then on: it adds webhook-timestamp and
+ * webhook-signature per attempt, retries, and completes the job exactly
+ * once with one result, from the engine thread (or from the submitting
+ * thread when the engine is stopping).
+ */
+#ifndef HD_WEBHOOK_ENGINE_H
+#define HD_WEBHOOK_ENGINE_H
+
+#include "handlerd/handlerd.h"
+#include "webhook.h"
+#include "webhook_sign.h"
+
+typedef struct hd_webhook_job {
+  char *url;          /* owned */
+  char **headers;     /* owned "name: value" lines, sent on every attempt */
+  size_t n_headers;
+  char *body;         /* owned request body */
+  size_t body_len;
+  char msg_id[37];    /* webhook-id: the CloudEvent id */
+  unsigned char key[HD_SECRET_MAX_BYTES]; /* signing key; wiped on free */
+  size_t key_len;     /* 0: requests are not signed */
+  long timeout_ms;    /* per attempt, > 0 */
+  int max_attempts;   /* >= 1 */
+  int64_t deadline_ns; /* CLOCK_REALTIME ns; 0: none */
+  char handler_id[HD_HANDLER_ID_MAX + 1]; /* the result's handler_id */
+  hd_done_fn *done;   /* called once with one result */
+  void *done_data;
+} hd_webhook_job;
+
+/* A zeroed job (with room for the engine's own state), or NULL on ENOMEM. */
+hd_webhook_job *hd_webhook_job_new(void);
+
+/* Frees a job that was never submitted, with everything it owns (the key
+ * is wiped). NULL is fine. */
+void hd_webhook_job_free(hd_webhook_job *job);
+
+/* Hands `job` to the engine, which owns it from now on and calls
+ * job->done exactly once: from the engine thread when the delivery ends,
+ * or before this returns when the engine is stopping or stopped. */
+void hd_webhook_engine_submit(hd_webhook_engine *e, hd_webhook_job *job);
+
+/* The engine is reference counted so that handlers may outlive
+ * hd_webhook_engine_stop (which drops the starter's reference): the memory
+ * goes with the last reference, a stopped engine fails every submission. */
+hd_webhook_engine *hd_webhook_engine_ref(hd_webhook_engine *e);
+void hd_webhook_engine_unref(hd_webhook_engine *e);
+
+/* The configuration the engine was started with, defaults filled in
+ * (instance is never NULL). Valid while a reference is held. */
+const hd_webhook_engine_config *
+hd_webhook_engine_config_of(const hd_webhook_engine *e);
+
+#endif

@@ -1,0 +1,28 @@
+/*
+ * Which webhook URLs and addresses handlerd will send to. Only http and
+ * https. Link-local (169.254.0.0/16, fe80::/10: cloud metadata lives there)
+ * is always refused; with deny_private also loopback (127/8, ::1), private
+ * (10/8, 172.16/12, 192.168/16, fc00::/7), unspecified (0.0.0.0, ::) and
+ * IPv4-mapped forms of all of these. Addresses are checked after DNS
+ * resolution, at connect time, so a name that resolves somewhere forbidden
+ * never gets a connection.
+ */
+#ifndef HD_WEBHOOK_URL_H
+#define HD_WEBHOOK_URL_H
+
+#include "handlerd/handlerd.h"
+
+#include <sys/socket.h>
+
+/* Validates `url` at registration time: parses it (libcurl's URL API),
+ * scheme http/https, a host, no user:password, at most 2048 bytes; when the
+ * host is an IP literal it must pass hd_addr_allowed; with deny_private a
+ * host name is resolved (getaddrinfo) and every address must pass. HD_EINVAL
+ * with a message naming the problem. */
+hd_err hd_webhook_url_check(const char *url, int deny_private, char *msg,
+                            size_t msg_size);
+
+/* 1 when handlerd may connect to `sa` (AF_INET or AF_INET6), else 0. */
+int hd_addr_allowed(const struct sockaddr *sa, int deny_private);
+
+#endif

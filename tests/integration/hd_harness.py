@@ -1,0 +1,178 @@
+"""Process harness for handlerd's Python integration tests.
+
+Starts the real handlerd binary (HANDLERD_BIN) on a loopback port chosen by
+the kernel, waits for its ready file, and stops it with SIGTERM, checking that
+it exits with status 0. Also loads the protoc-generated modules from
+HD_PY_GEN. Standard library only; run with Debian's /usr/bin/python3.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+READY_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 10.0
+
+
+class HarnessError(RuntimeError):
+    """The environment or the handlerd process is not usable."""
+
+
+def require_env(name):
+    """The value of environment variable `name`; HarnessError when unset."""
+    value = os.environ.get(name)
+    if not value:
+        raise HarnessError(
+            "environment variable %s is not set: run this test through CTest "
+            "(ctest -R integration.py) or set HANDLERD_BIN, HD_PY_GEN and "
+            "HD_EXAMPLE_PLUGIN by hand" % name)
+    return value
+
+
+def load_generated():
+    """Imports and returns (handlers_pb2, handlers_pb2_grpc) from HD_PY_GEN.
+
+    The generated grpc module does `from handlers.v1 import handlers_pb2`, so
+    HD_PY_GEN goes on sys.path; handlers/ and handlers/v1/ are namespace
+    packages (no __init__.py)."""
+    gen = require_env("HD_PY_GEN")
+    pb2_path = os.path.join(gen, "handlers", "v1", "handlers_pb2.py")
+    if not os.path.isfile(pb2_path):
+        raise HarnessError("HD_PY_GEN=%s has no handlers/v1/handlers_pb2.py; "
+                           "build the hd_python_gen target first" % gen)
+    if gen not in sys.path:
+        sys.path.insert(0, gen)
+    from handlers.v1 import handlers_pb2, handlers_pb2_grpc  # noqa: E402
+    return handlers_pb2, handlers_pb2_grpc
+
+
+class Handlerd:
+    """One handlerd process.
+
+    h = Handlerd(["--plugin", path]); h.start(); ... h.address ...; h.stop()
+    """
+
+    def __init__(self, extra_args=()):
+        self.binary = require_env("HANDLERD_BIN")
+        if not os.access(self.binary, os.X_OK):
+            raise HarnessError("HANDLERD_BIN=%s is not an executable file"
+                               % self.binary)
+        self.extra_args = list(extra_args)
+        self.tmpdir = None
+        self.proc = None
+        self.address = None
+        self._stderr = None
+
+    # -- helpers ---------------------------------------------------------
+
+    def stderr_text(self, limit=20000):
+        """The process's stderr so far (the last `limit` characters)."""
+        if self._stderr is None:
+            return ""
+        try:
+            self._stderr.flush()
+            with open(self._stderr.name, "r", errors="replace") as f:
+                text = f.read()
+        except OSError as e:
+            return "<stderr unavailable: %s>" % e
+        if len(text) > limit:
+            text = "...\n" + text[-limit:]
+        return text
+
+    def _describe(self, what):
+        return "%s\ncommand: %s\n--- handlerd stderr ---\n%s--- end ---" % (
+            what, " ".join(self.argv), self.stderr_text())
+
+    # -- lifecycle -------------------------------------------------------
+
+    def start(self):
+        self.tmpdir = tempfile.mkdtemp(prefix="hd-py-it-")
+        ready = os.path.join(self.tmpdir, "ready")
+        self._stderr = open(os.path.join(self.tmpdir, "stderr"), "w+b")
+        self.argv = [self.binary, "--listen", "127.0.0.1:0",
+                     "--ready-file", ready] + self.extra_args
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
+                                     stdout=self._stderr, stderr=self._stderr,
+                                     cwd=self.tmpdir)
+        try:
+            self._wait_ready(ready)
+        except BaseException:
+            self._kill()
+            self._cleanup()
+            self.proc = None
+            raise
+        return self
+
+    def _wait_ready(self, ready):
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            rc = self.proc.poll()
+            if rc is not None:
+                raise HarnessError(self._describe(
+                    "handlerd exited with status %d before it was ready" % rc))
+            if os.path.exists(ready):
+                with open(ready) as f:
+                    text = f.read()
+                if text.endswith("\n"):
+                    self.address = self._parse_address(text)
+                    return
+            if time.monotonic() > deadline:
+                self._kill()
+                raise HarnessError(self._describe(
+                    "handlerd wrote no ready file within %.0f s"
+                    % READY_TIMEOUT_S))
+            time.sleep(0.02)
+
+    def _parse_address(self, text):
+        line = text.strip()
+        host, sep, port = line.rpartition(":")
+        if not sep or host != "127.0.0.1" or not port.isdigit() \
+                or not 0 < int(port) < 65536:
+            self._kill()
+            raise HarnessError(self._describe(
+                "ready file holds %r, expected '127.0.0.1:PORT\\n'" % text))
+        return line
+
+    def _kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self):
+        """SIGTERM; raises AssertionError unless handlerd exits with status 0
+        within STOP_TIMEOUT_S (it is killed after that)."""
+        if self.proc is None:
+            return
+        try:
+            if self.proc.poll() is not None:
+                raise AssertionError(self._describe(
+                    "handlerd had already exited (status %d) before stop()"
+                    % self.proc.returncode))
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                rc = self.proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self._kill()
+                raise AssertionError(self._describe(
+                    "handlerd did not exit within %.0f s of SIGTERM (killed)"
+                    % STOP_TIMEOUT_S))
+            if rc != 0:
+                raise AssertionError(self._describe(
+                    "handlerd exited with status %d after SIGTERM, expected 0"
+                    % rc))
+        finally:
+            self._kill()
+            self.proc = None
+            self._cleanup()
+
+    def _cleanup(self):
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+        if self.tmpdir is not None and not os.environ.get("HD_KEEP_TMP"):
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+        self.tmpdir = None

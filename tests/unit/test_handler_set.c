@@ -1,0 +1,406 @@
+/*
+ * Unit tests: the "set" kind, including members that complete later on
+ * another thread.
+ */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "handlerd/handlerd.h"
+
+static const hd_event update_ev = {.key = "k", .name = "update"};
+
+static hd_err say(const hd_event *ev, void *ud, hd_result *out) {
+  (void)ev;
+  return hd_result_set_string(out, ud);
+}
+
+static atomic_int destroyed;
+static void count_destroy(void *p) {
+  (void)p;
+  atomic_fetch_add(&destroyed, 1);
+}
+
+static hd_handler *sayer(const char *word) {
+  hd_handler *h = NULL;
+
+  assert_int_equal(hd_simple_new(say, (void *)word, count_destroy, &h), HD_OK);
+  return h;
+}
+
+/* ---- a test-only asynchronous kind ----------------------------------------
+ * handle() starts a thread and returns; the thread waits until the test
+ * opens the gate, then completes with one string result. */
+
+struct async {
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  int open;
+  const char *word;
+  pthread_t threads[64];
+  int n_threads;
+};
+
+struct async_job {
+  hd_handler *h;
+  struct async *a;
+  hd_done_fn *done;
+  void *done_data;
+};
+
+static void *async_thread(void *arg) {
+  struct async_job job = *(struct async_job *)arg;
+  hd_results *rs;
+  hd_result *r;
+
+  free(arg);
+  pthread_mutex_lock(&job.a->lock);
+  while (!job.a->open)
+    pthread_cond_wait(&job.a->cond, &job.a->lock);
+  pthread_mutex_unlock(&job.a->lock);
+  rs = hd_results_new();
+  r = hd_results_append(rs);
+  strcpy(r->handler_id, hd_handler_id(job.h));
+  hd_result_set_string(r, job.a->word);
+  job.done(rs, job.done_data);
+  return NULL;
+}
+
+static hd_err async_handle(hd_handler *h, const hd_event *ev, hd_done_fn *done,
+                           void *done_data) {
+  struct async *a = hd_handler_user_data(h);
+  struct async_job *job = malloc(sizeof(*job));
+
+  (void)ev;
+  assert_non_null(job);
+  *job = (struct async_job){h, a, done, done_data};
+  pthread_mutex_lock(&a->lock);
+  assert_true(a->n_threads < 64);
+  assert_int_equal(
+      pthread_create(&a->threads[a->n_threads++], NULL, async_thread, job), 0);
+  pthread_mutex_unlock(&a->lock);
+  return HD_OK;
+}
+
+static void async_destroy(hd_handler *h) {
+  (void)h;
+  atomic_fetch_add(&destroyed, 1);
+}
+
+static const hd_handler_ops async_ops = {
+    .kind = "async", .handle = async_handle, .destroy = async_destroy};
+
+static hd_handler *async_new(struct async *a, const char *word, int open) {
+  hd_handler *h = NULL;
+
+  memset(a, 0, sizeof(*a));
+  pthread_mutex_init(&a->lock, NULL);
+  pthread_cond_init(&a->cond, NULL);
+  a->word = word;
+  a->open = open;
+  assert_int_equal(hd_handler_new(&async_ops, a, &h), HD_OK);
+  return h;
+}
+
+static void async_open(struct async *a) {
+  pthread_mutex_lock(&a->lock);
+  a->open = 1;
+  pthread_cond_broadcast(&a->cond);
+  pthread_mutex_unlock(&a->lock);
+}
+
+/* Waits for every thread started so far. */
+static void async_join(struct async *a) {
+  for (int i = 0; i < a->n_threads; i++)
+    pthread_join(a->threads[i], NULL);
+  a->n_threads = 0;
+}
+
+static void async_finish(struct async *a) {
+  async_join(a);
+  pthread_cond_destroy(&a->cond);
+  pthread_mutex_destroy(&a->lock);
+}
+
+/* A completion the test can wait on. */
+struct waiter {
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  int calls;
+  hd_results *results;
+};
+
+static void waiter_done(hd_results *rs, void *ud) {
+  struct waiter *w = ud;
+
+  pthread_mutex_lock(&w->lock);
+  w->calls++;
+  w->results = rs;
+  pthread_cond_broadcast(&w->cond);
+  pthread_mutex_unlock(&w->lock);
+}
+
+static int waiter_calls(struct waiter *w) {
+  int n;
+
+  pthread_mutex_lock(&w->lock);
+  n = w->calls;
+  pthread_mutex_unlock(&w->lock);
+  return n;
+}
+
+static hd_results *waiter_wait(struct waiter *w) {
+  pthread_mutex_lock(&w->lock);
+  while (w->calls == 0)
+    pthread_cond_wait(&w->cond, &w->lock);
+  pthread_mutex_unlock(&w->lock);
+  return w->results;
+}
+
+/* ---- tests ------------------------------------------------------------------
+ */
+
+static void test_set_empty_completes_with_no_results(void **state) {
+  hd_handler *set;
+  hd_results *rs = NULL;
+
+  (void)state;
+  assert_int_equal(hd_set_new(&set), HD_OK);
+  assert_string_equal(hd_handler_kind(set), "set");
+  assert_int_equal(hd_set_size(set), 0);
+  assert_int_equal(hd_handler_run_sync(set, &update_ev, &rs), HD_OK);
+  assert_int_equal(hd_results_count(rs), 0);
+  hd_results_free(rs);
+  hd_handler_unref(set);
+}
+
+static void test_set_aggregates_results_in_member_order(void **state) {
+  const char *words[] = {"one", "two", "three", "four", "five"};
+  hd_handler *set, *m[5];
+  hd_results *rs = NULL;
+
+  (void)state;
+  assert_int_equal(hd_set_new(&set), HD_OK);
+  for (int i = 0; i < 5; i++) {
+    m[i] = sayer(words[i]);
+    assert_int_equal(hd_set_add(set, m[i]), HD_OK);
+  }
+  assert_int_equal(hd_set_size(set), 5);
+  assert_int_equal(hd_handler_run_sync(set, &update_ev, &rs), HD_OK);
+  assert_int_equal(hd_results_count(rs), 5);
+  for (int i = 0; i < 5; i++) {
+    hd_result *r = hd_results_at(rs, (size_t)i);
+    assert_string_equal(r->value.u.bytes.data, words[i]);
+    assert_string_equal(r->handler_id, hd_handler_id(m[i]));
+    assert_true(r->duration_ns > 0);
+  }
+  hd_results_free(rs);
+  for (int i = 0; i < 5; i++)
+    hd_handler_unref(m[i]);
+  hd_handler_unref(set);
+}
+
+static void test_set_duplicate_member_rejected(void **state) {
+  hd_handler *set, *a = sayer("a"), *twin = sayer("twin");
+
+  (void)state;
+  assert_int_equal(hd_set_new(&set), HD_OK);
+  assert_int_equal(hd_set_add(set, a), HD_OK);
+  assert_int_equal(hd_set_add(set, a), HD_EEXIST);
+  assert_int_equal(hd_handler_set_id(twin, hd_handler_id(a)), HD_OK);
+  assert_int_equal(hd_set_add(set, twin), HD_EEXIST);
+  assert_int_equal(hd_set_add(set, set), HD_EINVAL);
+  assert_int_equal(hd_set_add(a, twin), HD_EINVAL); /* not a set */
+  assert_int_equal(hd_set_size(set), 1);
+  hd_handler_unref(a);
+  hd_handler_unref(twin);
+  hd_handler_unref(set);
+}
+
+static void test_set_remove_unknown_member_fails(void **state) {
+  hd_handler *set, *a = sayer("a");
+
+  (void)state;
+  assert_int_equal(hd_set_new(&set), HD_OK);
+  assert_int_equal(hd_set_add(set, a), HD_OK);
+  assert_int_equal(hd_set_remove(set, "h-000000000000"), HD_ENOTFOUND);
+  assert_int_equal(hd_handler_remove(set, "nope"), HD_ENOTFOUND);
+  assert_int_equal(hd_set_size(set), 1);
+  hd_handler_unref(a);
+  hd_handler_unref(set);
+}
+
+static void test_set_removed_member_is_released_and_not_called(void **state) {
+  hd_handler *set, *a = sayer("a"), *b = sayer("b");
+  hd_results *rs = NULL;
+
+  (void)state;
+  atomic_store(&destroyed, 0);
+  assert_int_equal(hd_set_new(&set), HD_OK);
+  assert_int_equal(hd_set_add(set, a), HD_OK);
+  assert_int_equal(hd_set_add(set, b), HD_OK);
+  hd_handler_unref(a);
+  assert_int_equal(hd_handler_remove(set, hd_handler_id(a)), HD_OK);
+  assert_int_equal(atomic_load(&destroyed), 1);
+  assert_int_equal(hd_set_size(set), 1);
+  assert_int_equal(hd_handler_run_sync(set, &update_ev, &rs), HD_OK);
+  assert_int_equal(hd_results_count(rs), 1);
+  assert_string_equal(hd_results_at(rs, 0)->value.u.bytes.data, "b");
+  hd_results_free(rs);
+  hd_handler_unref(b);
+  hd_handler_unref(set);
+  assert_int_equal(atomic_load(&destroyed), 2);
+}
+
+static hd_err refusing_handle(hd_handler *h, const hd_event *ev,
+                              hd_done_fn *done, void *done_data) {
+  (void)h;
+  (void)ev;
+  (void)done;
+  (void)done_data;
+  return HD_EBUSY;
+}
+
+static void test_set_member_handle_error_becomes_failed_result(void **state) {
+  static const hd_handler_ops refusing_ops = {.kind = "refusing",
+                                              .handle = refusing_handle};
+  hd_handler *set, *a = sayer("a"), *bad, *c = sayer("c");
+  hd_results *rs = NULL;
+  hd_result *r;
+
+  (void)state;
+  assert_int_equal(hd_handler_new(&refusing_ops, NULL, &bad), HD_OK);
+  assert_int_equal(hd_set_new(&set), HD_OK);
+  assert_int_equal(hd_set_add(set, a), HD_OK);
+  assert_int_equal(hd_set_add(set, bad), HD_OK);
+  assert_int_equal(hd_set_add(set, c), HD_OK);
+  assert_int_equal(hd_handler_run_sync(set, &update_ev, &rs), HD_OK);
+  assert_int_equal(hd_results_count(rs), 3);
+  assert_int_equal(hd_results_at(rs, 0)->err, HD_OK);
+  r = hd_results_at(rs, 1);
+  assert_int_equal(r->err, HD_EBUSY);
+  assert_string_equal(r->handler_id, hd_handler_id(bad));
+  assert_non_null(r->message);
+  assert_non_null(strstr(r->message, hd_handler_id(bad)));
+  assert_int_equal(hd_results_at(rs, 2)->err, HD_OK);
+  assert_string_equal(hd_results_at(rs, 2)->value.u.bytes.data, "c");
+  hd_results_free(rs);
+  hd_handler_unref(a);
+  hd_handler_unref(bad);
+  hd_handler_unref(c);
+  hd_handler_unref(set);
+}
+
+static void test_set_completes_when_async_member_completes_later(void **state) {
+  struct async a;
+  struct waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0,
+                     NULL};
+  hd_handler *set, *slow = async_new(&a, "slow", 0), *fast = sayer("fast");
+  hd_results *rs;
+
+  (void)state;
+  assert_int_equal(hd_set_new(&set), HD_OK);
+  assert_int_equal(hd_set_add(set, slow), HD_OK);
+  assert_int_equal(hd_set_add(set, fast), HD_OK);
+  assert_int_equal(hd_handler_handle(set, &update_ev, waiter_done, &w), HD_OK);
+  /* handle() returned while the slow member is still held at its gate. */
+  assert_int_equal(waiter_calls(&w), 0);
+  async_open(&a);
+  rs = waiter_wait(&w);
+  async_finish(&a);
+  assert_int_equal(waiter_calls(&w), 1);
+  assert_int_equal(hd_results_count(rs), 2);
+  /* Insertion order, not completion order. */
+  assert_string_equal(hd_results_at(rs, 0)->value.u.bytes.data, "slow");
+  assert_string_equal(hd_results_at(rs, 0)->handler_id, hd_handler_id(slow));
+  assert_string_equal(hd_results_at(rs, 1)->value.u.bytes.data, "fast");
+  hd_results_free(rs);
+  hd_handler_unref(slow);
+  hd_handler_unref(fast);
+  hd_handler_unref(set);
+}
+
+/* Many members completing at once from their own threads, some before the
+ * set's handle() returns: exactly one completion with every result. */
+static void test_set_concurrent_completions_complete_once(void **state) {
+  enum { MEMBERS = 6, ROUNDS = 40 };
+  struct async a[MEMBERS];
+  hd_handler *set, *m[MEMBERS];
+
+  (void)state;
+  atomic_store(&destroyed, 0);
+  assert_int_equal(hd_set_new(&set), HD_OK);
+  for (int i = 0; i < MEMBERS; i++) {
+    m[i] = async_new(&a[i], "x", 1); /* gate open: race the loop */
+    assert_int_equal(hd_set_add(set, m[i]), HD_OK);
+  }
+  for (int round = 0; round < ROUNDS; round++) {
+    struct waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0,
+                       NULL};
+    hd_results *rs;
+
+    assert_int_equal(hd_handler_handle(set, &update_ev, waiter_done, &w),
+                     HD_OK);
+    rs = waiter_wait(&w);
+    assert_int_equal(hd_results_count(rs), MEMBERS);
+    for (int i = 0; i < MEMBERS; i++)
+      assert_string_equal(hd_results_at(rs, (size_t)i)->handler_id,
+                          hd_handler_id(m[i]));
+    hd_results_free(rs);
+    for (int i = 0; i < MEMBERS; i++)
+      async_join(&a[i]);
+    assert_int_equal(waiter_calls(&w), 1);
+  }
+  hd_handler_unref(set);
+  assert_int_equal(atomic_load(&destroyed), 0); /* we still hold them */
+  for (int i = 0; i < MEMBERS; i++) {
+    hd_handler_unref(m[i]);
+    async_finish(&a[i]);
+  }
+  assert_int_equal(atomic_load(&destroyed), MEMBERS);
+}
+
+static void collect(hd_handler *member, void *ud) {
+  hd_handler ***out = ud;
+
+  *(*out)++ = member;
+}
+
+static void test_set_foreach_in_insertion_order(void **state) {
+  hd_handler *set, *m[3] = {sayer("z"), sayer("a"), sayer("m")};
+  hd_handler *seen[3] = {NULL, NULL, NULL}, **cursor = seen;
+
+  (void)state;
+  assert_int_equal(hd_set_new(&set), HD_OK);
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(hd_set_add(set, m[i]), HD_OK);
+  hd_set_foreach(set, collect, &cursor);
+  assert_int_equal(cursor - seen, 3);
+  for (int i = 0; i < 3; i++) {
+    assert_ptr_equal(seen[i], m[i]);
+    hd_handler_unref(m[i]);
+  }
+  hd_handler_unref(set);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_set_empty_completes_with_no_results),
+      cmocka_unit_test(test_set_aggregates_results_in_member_order),
+      cmocka_unit_test(test_set_duplicate_member_rejected),
+      cmocka_unit_test(test_set_remove_unknown_member_fails),
+      cmocka_unit_test(test_set_removed_member_is_released_and_not_called),
+      cmocka_unit_test(test_set_member_handle_error_becomes_failed_result),
+      cmocka_unit_test(test_set_completes_when_async_member_completes_later),
+      cmocka_unit_test(test_set_concurrent_completions_complete_once),
+      cmocka_unit_test(test_set_foreach_in_insertion_order),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
