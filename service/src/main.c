@@ -32,6 +32,7 @@ typedef struct options {
   int drain_ms;
   hd_log_level level;
   const char *state_dir;
+  const char *token_file, *tls_cert, *tls_key, *tls_client_ca;
   hd_webhook_engine_config webhook;
 } options;
 
@@ -87,6 +88,16 @@ static int from_env(options *o) {
   const char *v;
   if ((v = getenv("HANDLERD_LISTEN")) && *v)
     o->server.listen = v;
+  if ((v = getenv("HANDLERD_TOKEN_FILE")) && *v)
+    o->token_file = v;
+  if ((v = getenv("HANDLERD_AUTH_DISPATCH")) && *v)
+    o->server.auth_dispatch = strcmp(v, "0") != 0 && strcmp(v, "false") != 0;
+  if ((v = getenv("HANDLERD_TLS_CERT")) && *v)
+    o->tls_cert = v;
+  if ((v = getenv("HANDLERD_TLS_KEY")) && *v)
+    o->tls_key = v;
+  if ((v = getenv("HANDLERD_TLS_CLIENT_CA")) && *v)
+    o->tls_client_ca = v;
   if ((v = getenv("HANDLERD_STATE_DIR")) && *v)
     o->state_dir = v;
   if ((v = getenv("HANDLERD_INSTANCE")) && *v)
@@ -139,7 +150,12 @@ static int parse_args(int argc, char **argv, options *o) {
     OPT_DRAIN,
     OPT_READY,
     OPT_DENY_PRIVATE,
-    OPT_INSTANCE
+    OPT_INSTANCE,
+    OPT_TOKEN_FILE,
+    OPT_AUTH_DISPATCH,
+    OPT_TLS_CERT,
+    OPT_TLS_KEY,
+    OPT_TLS_CLIENT_CA
   };
   static const struct option longopts[] = {
       {"listen", required_argument, NULL, 'l'},
@@ -154,6 +170,11 @@ static int parse_args(int argc, char **argv, options *o) {
       {"state-dir", required_argument, NULL, 's'},
       {"webhook-deny-private", no_argument, NULL, OPT_DENY_PRIVATE},
       {"instance", required_argument, NULL, OPT_INSTANCE},
+      {"token-file", required_argument, NULL, OPT_TOKEN_FILE},
+      {"auth-dispatch", no_argument, NULL, OPT_AUTH_DISPATCH},
+      {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+      {"tls-key", required_argument, NULL, OPT_TLS_KEY},
+      {"tls-client-ca", required_argument, NULL, OPT_TLS_CLIENT_CA},
       {"help", no_argument, NULL, 'h'},
       {"version", no_argument, NULL, 'V'},
       {NULL, 0, NULL, 0}};
@@ -211,6 +232,21 @@ static int parse_args(int argc, char **argv, options *o) {
     case OPT_INSTANCE:
       o->webhook.instance = optarg;
       break;
+    case OPT_TOKEN_FILE:
+      o->token_file = optarg;
+      break;
+    case OPT_AUTH_DISPATCH:
+      o->server.auth_dispatch = 1;
+      break;
+    case OPT_TLS_CERT:
+      o->tls_cert = optarg;
+      break;
+    case OPT_TLS_KEY:
+      o->tls_key = optarg;
+      break;
+    case OPT_TLS_CLIENT_CA:
+      o->tls_client_ca = optarg;
+      break;
     case 'h':
       usage(stdout);
       return 1;
@@ -222,9 +258,93 @@ static int parse_args(int argc, char **argv, options *o) {
       return -1;
     }
   }
+  if (!o->tls_cert != !o->tls_key) {
+    fprintf(stderr, "handlerd: --tls-cert and --tls-key go together\n");
+    return -1;
+  }
+  if (o->tls_client_ca && !o->tls_cert) {
+    fprintf(stderr, "handlerd: --tls-client-ca needs --tls-cert/--tls-key\n");
+    return -1;
+  }
+  if (o->server.auth_dispatch && !o->token_file) {
+    fprintf(stderr, "handlerd: --auth-dispatch needs --token-file\n");
+    return -1;
+  }
   if (optind < argc) {
     fprintf(stderr, "handlerd: unexpected argument '%s'\n", argv[optind]);
     return -1;
+  }
+  return 0;
+}
+
+/* Reads a whole (small) file; NULL with errno set on failure. */
+static char *read_file(const char *path) {
+  FILE *f = fopen(path, "re");
+  if (!f)
+    return NULL;
+  size_t cap = 4096, len = 0;
+  char *buf = malloc(cap);
+  while (buf) {
+    size_t n = fread(buf + len, 1, cap - len - 1, f);
+    len += n;
+    if (n == 0)
+      break;
+    if (len + 1 == cap) {
+      char *nb = cap < (1u << 20) ? realloc(buf, cap *= 2) : NULL;
+      if (!nb) {
+        free(buf);
+        buf = NULL;
+        errno = EFBIG;
+      }
+      buf = nb;
+    }
+  }
+  fclose(f);
+  if (buf)
+    buf[len] = '\0';
+  return buf;
+}
+
+/* The token is the file's first line; surrounding whitespace is dropped. */
+static char *read_token(const char *path) {
+  char *t = read_file(path);
+  if (!t)
+    return NULL;
+  size_t start = strspn(t, " \t\r\n");
+  size_t len = strcspn(t + start, "\r\n");
+  while (len && (t[start + len - 1] == ' ' || t[start + len - 1] == '\t'))
+    len--;
+  memmove(t, t + start, len);
+  t[len] = '\0';
+  if (len == 0) {
+    free(t);
+    errno = ENODATA;
+    return NULL;
+  }
+  return t;
+}
+
+/* Loads the token and TLS files named by the options into `o->server`. */
+static int load_secrets(options *o, char **owned, size_t n_owned) {
+  struct {
+    const char *path;
+    const char **dst;
+    int token;
+  } files[] = {{o->token_file, &o->server.token, 1},
+               {o->tls_cert, &o->server.tls_cert_pem, 0},
+               {o->tls_key, &o->server.tls_key_pem, 0},
+               {o->tls_client_ca, &o->server.tls_client_ca_pem, 0}};
+  for (size_t i = 0; i < sizeof(files) / sizeof(files[0]) && i < n_owned; i++) {
+    if (!files[i].path)
+      continue;
+    owned[i] =
+        files[i].token ? read_token(files[i].path) : read_file(files[i].path);
+    if (!owned[i]) {
+      hd_log(HD_LOG_ERROR, "cannot read %s: %s", files[i].path,
+             errno == ENODATA ? "the file is empty" : strerror(errno));
+      return -1;
+    }
+    *files[i].dst = owned[i];
   }
   return 0;
 }
@@ -252,6 +372,7 @@ static int run(options *o) {
   hd_control *ctl = NULL;
   hd_server *srv = NULL;
   hd_webhook_engine *engine = NULL;
+  char *secrets[4] = {NULL, NULL, NULL, NULL};
   (void)engine;
   hd_store *store = NULL;
 
@@ -295,12 +416,24 @@ static int run(options *o) {
                         "only and are lost on restart");
   }
 #endif
+  if (load_secrets(o, secrets, 4) != 0)
+    goto out;
   if (hd_server_start(&o->server, reg, ctl, &srv, msg, sizeof(msg)) != HD_OK) {
     hd_log(HD_LOG_ERROR, "%s", msg[0] ? msg : "cannot start the gRPC server");
     goto out;
   }
-  hd_log(HD_LOG_INFO, "handlerd %s listening on %s (port %d)", HD_VERSION,
-         o->server.listen, hd_server_port(srv));
+  for (int i = 0; i < 4; i++) {
+    if (secrets[i]) /* the server keeps what it needs; wipe the rest */
+      memset(secrets[i], 0, strlen(secrets[i]));
+    free(secrets[i]);
+    secrets[i] = NULL;
+  }
+  hd_log(HD_LOG_INFO, "handlerd %s listening on %s (port %d, %s%s)", HD_VERSION,
+         o->server.listen, hd_server_port(srv),
+         o->tls_cert ? (o->tls_client_ca ? "mTLS" : "TLS") : "plaintext",
+         o->token_file ? (o->server.auth_dispatch ? ", token on every RPC"
+                                                  : ", token on control RPCs")
+                       : "");
   if (o->ready_file &&
       write_ready_file(o->ready_file, o->server.listen, hd_server_port(srv))) {
     hd_log(HD_LOG_ERROR, "cannot write ready file %s: %s", o->ready_file,
@@ -318,6 +451,8 @@ static int run(options *o) {
   rc = 0;
 
 out:
+  for (int i = 0; i < 4; i++)
+    free(secrets[i]);
   if (srv)
     hd_server_shutdown(srv, o->drain_ms);
   hd_server_free(srv);

@@ -11,6 +11,7 @@
 #include "server.h"
 
 #include "arena.h"
+#include "grpc/health/v1/health.pb-c.h"
 #include "proto_event.h"
 
 #include <grpc/byte_buffer_reader.h>
@@ -18,12 +19,15 @@
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -42,7 +46,9 @@ typedef enum method {
   M_STREAM,
   M_ADD,
   M_REMOVE,
-  M_LIST
+  M_LIST,
+  M_HEALTH_CHECK,
+  M_HEALTH_WATCH
 } method;
 
 static const struct {
@@ -54,6 +60,8 @@ static const struct {
     {"/handlers.v1.Handlers/AddHandler", M_ADD},
     {"/handlers.v1.Handlers/RemoveHandler", M_REMOVE},
     {"/handlers.v1.Handlers/ListHandlers", M_LIST},
+    {"/grpc.health.v1.Health/Check", M_HEALTH_CHECK},
+    {"/grpc.health.v1.Health/Watch", M_HEALTH_WATCH},
 };
 
 typedef struct call call;
@@ -90,6 +98,9 @@ struct call {
   size_t pending;
   uint64_t next_seq;
   int read_done, send_busy, status_sent, recv_paused, broken;
+  /* Health Watch: linked into srv->watchers until it ends */
+  call *watch_next;
+  int watching, watch_final;
 };
 
 struct hd_server {
@@ -108,6 +119,10 @@ struct hd_server {
   pthread_cond_t cond;
   int shutdown_done;
   tag t_shutdown;
+  int have_token;
+  unsigned char token_digest[SHA256_DIGEST_LENGTH];
+  pthread_mutex_t watch_lock;
+  call *watchers;
 };
 
 void hd_server_config_init(hd_server_config *cfg) {
@@ -118,8 +133,7 @@ void hd_server_config_init(hd_server_config *cfg) {
   cfg->stream_window = 64;
 }
 
-/* ---- call lifetime ---------------------------------------------------------
- */
+/* ---- call lifetime ---- */
 
 static void call_free(call *c) {
   if (c->call)
@@ -255,8 +269,7 @@ static int64_t now_ns(void) {
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* ---- unary methods
- * ------------------------------------------------------------ */
+/* ---- unary methods ---- */
 
 static void dispatch_done(hd_results *rs, void *ud) {
   call *c = ud;
@@ -387,6 +400,9 @@ static void handle_list(call *c, grpc_slice body) {
   send_reply(c, &reply.base);
 }
 
+static void handle_health_check(call *c, grpc_slice body);
+static void handle_health_watch(call *c, grpc_slice body);
+
 static void on_unary_recv(void *owner, int ok) {
   call *c = owner;
   if (!ok) { /* cancelled or broken: nothing to answer */
@@ -419,6 +435,12 @@ static void on_unary_recv(void *owner, int ok) {
     case M_LIST:
       handle_list(c, body);
       break;
+    case M_HEALTH_CHECK:
+      handle_health_check(c, body);
+      break;
+    case M_HEALTH_WATCH:
+      handle_health_watch(c, body);
+      break;
     default:
       finish_status(c, GRPC_STATUS_INTERNAL, "bad method state");
     }
@@ -427,8 +449,187 @@ static void on_unary_recv(void *owner, int ok) {
   call_unref(c);
 }
 
-/* ---- DispatchStream
- * ------------------------------------------------------------ */
+/* ---- grpc.health.v1 ---- */
+
+static int known_service(const char *name) {
+  return name[0] == '\0' || strcmp(name, "handlers.v1.Handlers") == 0;
+}
+
+static Grpc__Health__V1__HealthCheckRequest *unpack_health(call *c,
+                                                           grpc_slice body) {
+  return grpc__health__v1__health_check_request__unpack(
+      hd_arena_pb_allocator(c->arena), GRPC_SLICE_LENGTH(body),
+      GRPC_SLICE_START_PTR(body));
+}
+
+#define HEALTH_SERVING                                                         \
+  GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
+#define HEALTH_NOT_SERVING                                                     \
+  GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
+#define HEALTH_SERVICE_UNKNOWN                                                 \
+  GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN
+
+static void handle_health_check(call *c, grpc_slice body) {
+  Grpc__Health__V1__HealthCheckRequest *req = unpack_health(c, body);
+  if (!req) {
+    finish_status(c, GRPC_STATUS_INVALID_ARGUMENT,
+                  "request is not a valid grpc.health.v1.HealthCheckRequest");
+    return;
+  }
+  if (!known_service(req->service)) {
+    finish_status(c, GRPC_STATUS_NOT_FOUND, "unknown service '%s'",
+                  req->service);
+    return;
+  }
+  Grpc__Health__V1__HealthCheckResponse reply =
+      GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+  reply.status =
+      atomic_load(&c->srv->shutting_down) ? HEALTH_NOT_SERVING : HEALTH_SERVING;
+  send_reply(c, &reply.base);
+}
+
+static void watch_send(call *c, int status, int final);
+
+static void on_watch_sent(void *owner, int ok) {
+  call *c = owner;
+  pthread_mutex_lock(&c->lock);
+  grpc_byte_buffer_destroy(c->send_buf);
+  c->send_buf = NULL;
+  c->send_busy = 0;
+  if (ok && c->watch_final && !c->status_sent)
+    watch_send(c, HEALTH_NOT_SERVING, 1);
+  pthread_mutex_unlock(&c->lock);
+  call_unref(c);
+}
+
+/* Sends one status; `final` also ends the call. Called with c->lock held;
+ * a send still in flight defers the final message to on_watch_sent. */
+static void watch_send(call *c, int status, int final) {
+  if (c->send_busy) {
+    c->watch_final |= final;
+    return;
+  }
+  Grpc__Health__V1__HealthCheckResponse msg =
+      GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+  msg.status = status;
+  grpc_op ops[3];
+  size_t n = 0;
+  c->send_buf = pack(&msg.base);
+  add_initial_metadata(c, ops, &n);
+  memset(&ops[n], 0, 2 * sizeof(ops[0]));
+  ops[n].op = GRPC_OP_SEND_MESSAGE;
+  ops[n++].data.send_message.send_message = c->send_buf;
+  if (final) {
+    ops[n++].op = GRPC_OP_SEND_STATUS_FROM_SERVER; /* OK, no details */
+    c->status_sent = 1;
+  }
+  c->send_busy = 1;
+  c->t_send = (tag){on_watch_sent, c};
+  if (start_batch(c, ops, n, &c->t_send) != 0) {
+    c->send_busy = 0;
+    grpc_byte_buffer_destroy(c->send_buf);
+    c->send_buf = NULL;
+  }
+}
+
+/* Drops `c` from the watchers, and the reference the list held. */
+static void watch_forget(call *c) {
+  hd_server *srv = c->srv;
+  int found = 0;
+  pthread_mutex_lock(&srv->watch_lock);
+  for (call **p = &srv->watchers; *p; p = &(*p)->watch_next)
+    if (*p == c) {
+      *p = c->watch_next;
+      found = 1;
+      break;
+    }
+  pthread_mutex_unlock(&srv->watch_lock);
+  if (found)
+    call_unref(c);
+}
+
+static void on_watch_closed(void *owner, int ok) {
+  (void)ok;
+  watch_forget(owner);
+  call_unref(owner);
+}
+
+static void handle_health_watch(call *c, grpc_slice body) {
+  Grpc__Health__V1__HealthCheckRequest *req = unpack_health(c, body);
+  if (!req) {
+    finish_status(c, GRPC_STATUS_INVALID_ARGUMENT,
+                  "request is not a valid grpc.health.v1.HealthCheckRequest");
+    return;
+  }
+  hd_server *srv = c->srv;
+  int status =
+      known_service(req->service) ? HEALTH_SERVING : HEALTH_SERVICE_UNKNOWN;
+  pthread_mutex_lock(&srv->watch_lock);
+  int stopping = atomic_load(&srv->shutting_down);
+  if (!stopping) {
+    call_ref(c); /* held by the watcher list */
+    c->watch_next = srv->watchers;
+    srv->watchers = c;
+  }
+  pthread_mutex_unlock(&srv->watch_lock);
+  pthread_mutex_lock(&c->lock);
+  watch_send(c, stopping ? HEALTH_NOT_SERVING : status, stopping);
+  pthread_mutex_unlock(&c->lock);
+}
+
+/* Shutdown started: every watcher hears NOT_SERVING and its call ends. */
+static void watchers_not_serving(hd_server *srv) {
+  pthread_mutex_lock(&srv->watch_lock);
+  call *list = srv->watchers;
+  srv->watchers = NULL;
+  pthread_mutex_unlock(&srv->watch_lock);
+  while (list) {
+    call *c = list;
+    list = c->watch_next;
+    pthread_mutex_lock(&c->lock);
+    watch_send(c, HEALTH_NOT_SERVING, 1);
+    pthread_mutex_unlock(&c->lock);
+    call_unref(c);
+  }
+}
+
+/* ---- authentication ---- */
+
+static int needs_token(const hd_server *srv, method m) {
+  if (!srv->have_token)
+    return 0;
+  switch (m) {
+  case M_ADD:
+  case M_REMOVE:
+  case M_LIST:
+    return 1;
+  case M_DISPATCH:
+  case M_STREAM:
+    return srv->cfg.auth_dispatch;
+  default:
+    return 0;
+  }
+}
+
+/* Compares digests so the time taken says nothing about the token. */
+static int token_ok(const hd_server *srv, const grpc_metadata_array *md) {
+  static const char prefix[] = "Bearer ";
+  const size_t plen = sizeof(prefix) - 1;
+  for (size_t i = 0; i < md->count; i++) {
+    if (grpc_slice_str_cmp(md->metadata[i].key, "authorization") != 0)
+      continue;
+    const unsigned char *v = GRPC_SLICE_START_PTR(md->metadata[i].value);
+    size_t len = GRPC_SLICE_LENGTH(md->metadata[i].value);
+    if (len < plen || strncasecmp((const char *)v, prefix, plen) != 0)
+      return 0;
+    unsigned char digest[SHA256_DIGEST_LENGTH];
+    SHA256(v + plen, len - plen, digest);
+    return CRYPTO_memcmp(digest, srv->token_digest, sizeof(digest)) == 0;
+  }
+  return 0;
+}
+
+/* ---- DispatchStream ---- */
 
 static void stream_recv_next(call *c);
 static void on_stream_sent(void *owner, int ok);
@@ -604,8 +805,7 @@ static void stream_recv_next(call *c) {
   }
 }
 
-/* ---- accepting calls
- * ---------------------------------------------------------- */
+/* ---- accepting calls ---- */
 
 static void request_call(hd_server *srv, grpc_completion_queue *cq);
 
@@ -634,10 +834,11 @@ static void on_new_call(void *owner, int ok) {
   memset(&close_op, 0, sizeof(close_op));
   close_op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
   close_op.data.recv_close_on_server.cancelled = &c->cancelled;
-  c->t_close = (tag){on_batch_done, c};
+  c->m = method_of(c->details.method);
+  c->t_close =
+      (tag){c->m == M_HEALTH_WATCH ? on_watch_closed : on_batch_done, c};
   start_batch(c, &close_op, 1, &c->t_close);
 
-  c->m = method_of(c->details.method);
   if (c->m == M_UNKNOWN) {
     char *path = grpc_slice_to_c_string(c->details.method);
     finish_status(c, GRPC_STATUS_UNIMPLEMENTED, "unknown method %s", path);
@@ -645,6 +846,11 @@ static void on_new_call(void *owner, int ok) {
   } else if (in_flight > srv->cfg.max_calls) {
     finish_status(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
                   "too many calls in flight (limit %d)", srv->cfg.max_calls);
+  } else if (needs_token(srv, c->m) && !token_ok(srv, &c->md)) {
+    /* Never log the token or the header's value. */
+    finish_status(c, GRPC_STATUS_UNAUTHENTICATED,
+                  "missing or invalid bearer token (authorization: Bearer "
+                  "<token>)");
   } else if (atomic_load(&srv->shutting_down)) {
     finish_status(c, GRPC_STATUS_UNAVAILABLE, "handlerd is shutting down");
   } else if (c->m == M_STREAM) {
@@ -683,8 +889,7 @@ static void request_call(hd_server *srv, grpc_completion_queue *cq) {
   }
 }
 
-/* ---- threads and lifecycle
- * -------------------------------------------------------- */
+/* ---- threads and lifecycle ---- */
 
 static void on_shutdown_done(void *owner, int ok) {
   hd_server *srv = owner;
@@ -727,6 +932,13 @@ hd_err hd_server_start(const hd_server_config *cfg, hd_registry *reg,
     srv->cfg.stream_window = 1;
   pthread_mutex_init(&srv->lock, NULL);
   pthread_cond_init(&srv->cond, NULL);
+  pthread_mutex_init(&srv->watch_lock, NULL);
+  if (cfg->token) {
+    srv->have_token = 1;
+    SHA256((const unsigned char *)cfg->token, strlen(cfg->token),
+           srv->token_digest);
+  }
+  srv->cfg.token = NULL; /* only the digest is kept */
   srv->t_shutdown = (tag){on_shutdown_done, srv};
 
   grpc_arg args[2];
@@ -749,7 +961,18 @@ hd_err hd_server_start(const hd_server_config *cfg, hd_registry *reg,
     srv->cqs[i] = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(srv->server, srv->cqs[i], NULL);
   }
-  grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+  grpc_server_credentials *creds;
+  if (cfg->tls_cert_pem && cfg->tls_key_pem) {
+    grpc_ssl_pem_key_cert_pair pair = {cfg->tls_key_pem, cfg->tls_cert_pem};
+    creds = grpc_ssl_server_credentials_create_ex(
+        cfg->tls_client_ca_pem, &pair, 1,
+        cfg->tls_client_ca_pem
+            ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+            : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE,
+        NULL);
+  } else {
+    creds = grpc_insecure_server_credentials_create();
+  }
   srv->port = grpc_server_add_http2_port(srv->server, cfg->listen, creds);
   grpc_server_credentials_release(creds);
   if (srv->port == 0) {
@@ -776,7 +999,10 @@ int hd_server_port(const hd_server *s) {
 void hd_server_shutdown(hd_server *s, int drain_ms) {
   if (atomic_exchange(&s->stopped, 1))
     return;
+  pthread_mutex_lock(&s->watch_lock);
   atomic_store(&s->shutting_down, 1);
+  pthread_mutex_unlock(&s->watch_lock);
+  watchers_not_serving(s);
   grpc_server_shutdown_and_notify(s->server, s->cqs[0], &s->t_shutdown);
 
   struct timespec until;
@@ -831,5 +1057,6 @@ void hd_server_free(hd_server *s) {
   free(s->threads);
   pthread_cond_destroy(&s->cond);
   pthread_mutex_destroy(&s->lock);
+  pthread_mutex_destroy(&s->watch_lock);
   free(s);
 }

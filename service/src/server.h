@@ -16,6 +16,13 @@ typedef struct hd_server_config {
   int max_calls;         /* calls in flight before RESOURCE_EXHAUSTED */
   int max_message_bytes; /* largest request accepted */
   int stream_window;     /* stream requests handled ahead of replies */
+  /* Bearer token for the control RPCs (AddHandler, RemoveHandler,
+   * ListHandlers); NULL: no authentication. Only a digest is kept. */
+  const char *token;
+  int auth_dispatch; /* the token also guards Dispatch(Stream) */
+  /* TLS: PEM contents (not paths); cert+key NULL: plaintext. With
+   * tls_client_ca_pem, clients must present a certificate it signed. */
+  const char *tls_cert_pem, *tls_key_pem, *tls_client_ca_pem;
 } hd_server_config;
 
 /* Fills `cfg` with the defaults. */
