@@ -25,7 +25,10 @@ void hd_ce_type(const hd_event *ev, char *out, size_t out_size);
 void hd_ce_time(int64_t time_ns, char *out, size_t out_size);
 
 /* Structured mode: the whole event as one JSON object (content-type
- * application/cloudevents+json). malloc'd, caller frees; NULL on ENOMEM. */
+ * application/cloudevents+json). malloc'd, caller frees; NULL on ENOMEM (or
+ * when meta->id/source is not UTF-8: event text is repaired, meta is not).
+ * "subject": topic.path for topic events, response.path for responses,
+ * omitted when that is NULL/empty and for other args kinds. */
 char *hd_ce_structured(const hd_event *ev, const hd_ce_meta *meta);
 
 /* Binary mode: only the data (content-type application/json); the
@@ -33,7 +36,8 @@ char *hd_ce_structured(const hd_event *ev, const hd_ce_meta *meta);
  * hd_ce_type/hd_ce_time and `meta`. malloc'd; NULL on ENOMEM. */
 char *hd_ce_binary_data(const hd_event *ev);
 
-/* Fills `out` with a random UUIDv4 string (37 bytes incl. NUL). */
+/* Fills `out` with a random UUIDv4 string (37 bytes incl. NUL), lowercase.
+ * Thread-safe. */
 void hd_ce_new_id(char out[37]);
 
 #endif

@@ -4,6 +4,47 @@
  * own thread (curl_multi_poll + curl_multi_wakeup), keep-alive and HTTP/2
  * reuse, a cap on connections per host, retries with backoff inside the
  * caller's deadline. The endpoint's answer becomes the handler's result.
+ *
+ * Requests: POST of the CloudEvent; structured mode sends content-type
+ * application/cloudevents+json, binary mode application/json plus
+ * ce-specversion/id/source/type/subject/time (percent-encoded as the
+ * CloudEvents HTTP binding says). Always user-agent "handlerd/<version>",
+ * webhook-id (the CloudEvent id, the same on every retry), webhook-timestamp
+ * (unix seconds of the attempt) and, with a secret, webhook-signature
+ * (Standard Webhooks, recomputed per attempt), then the custom headers.
+ * Redirects are not followed; environment proxies are not used; addresses
+ * are checked with hd_addr_allowed() at connect time.
+ *
+ * Result of a 2xx answer: ok, http_status and attempts set, and the value
+ *   - none for an empty body;
+ *   - HD_VALUE_JSON (the body text) when the whole body parses as JSON;
+ *   - else HD_VALUE_STRING when the body is UTF-8 without NUL bytes;
+ *   - else HD_VALUE_BINARY (the bytes).
+ * A body over HD_WEBHOOK_MAX_RESPONSE bytes is cut there and truncated=1;
+ * it is never JSON (a cut character at the end is dropped for STRING).
+ *
+ * Retries: connection errors, timeouts, 408, 429 and 5xx (hd_retry_should),
+ * up to max_attempts, after hd_retry_backoff_ms or Retry-After if longer.
+ * A Retry-After over 60 s, or a retry that would start less than
+ * 50 ms before the event's deadline, ends the delivery now (the message
+ * says why). Each attempt's timeout is min(timeout_ms, time to deadline).
+ *
+ * Failures: hd_result err / grpc_code, message "<what> after N attempt(s)":
+ *   timeout (per-attempt or deadline)   HD_ETIMEOUT   4 DEADLINE_EXCEEDED
+ *   connection refused/reset, DNS, TLS  HD_EHANDLER  14 UNAVAILABLE
+ *   address refused by the policy       HD_EHANDLER   7 PERMISSION_DENIED
+ *   engine shutting down                HD_EHANDLER  14 UNAVAILABLE
+ *   out of memory                       HD_ENOMEM    13 INTERNAL
+ *   final HTTP status ("HTTP 404 after 1 attempt"), err HD_EHANDLER:
+ *     400 -> 3 INVALID_ARGUMENT      401 -> 16 UNAUTHENTICATED
+ *     403 -> 7 PERMISSION_DENIED     404, 410 -> 5 NOT_FOUND
+ *     408, 504 -> 4 DEADLINE_EXCEEDED 409 -> 10 ABORTED
+ *     429 -> 8 RESOURCE_EXHAUSTED    501 -> 12 UNIMPLEMENTED
+ *     502, 503 -> 14 UNAVAILABLE     other 5xx -> 13 INTERNAL
+ *     3xx (not followed), other 4xx -> 9 FAILED_PRECONDITION
+ *     anything else -> 2 UNKNOWN
+ * http_status is the last HTTP status seen (0: none), attempts the number
+ * of attempts started, duration_ns the time from handle() to completion.
  */
 #ifndef HD_WEBHOOK_H
 #define HD_WEBHOOK_H
@@ -39,7 +80,18 @@ void hd_webhook_engine_stop(hd_webhook_engine *e);
 
 /* The control plane's webhook factory (hd_webhook_factory_fn, `ud` is the
  * engine): validates the webhook (URL, secret, headers, limits) and makes a
- * handler. With new_secret, generates one into *secret_out. */
+ * handler of kind "webhook" that holds a reference on the engine (handlers
+ * may outlive hd_webhook_engine_stop; they then fail every event with
+ * "handlerd is shutting down"). Defaults: timeout_ms 5000 (limit 60000),
+ * max_attempts 5 (limit HD_WEBHOOK_MAX_ATTEMPTS). Custom headers must have
+ * token names, no control characters in values, and may not set
+ * content-type, content-length, transfer-encoding, host, connection,
+ * keep-alive, te, trailer, upgrade, expect, user-agent, proxy-*, webhook-*
+ * or ce-*. With new_secret, generates a secret, signs with it and returns
+ * it in *secret_out (malloc'd, the caller wipes and frees it); new_secret
+ * with a NULL secret_out, or together with secret, is HD_EINVAL. Errors:
+ * HD_EINVAL with a message naming the field ("webhook.max_attempts: 50 is
+ * over the limit of 20"), HD_ENOMEM, HD_EIO (no randomness). */
 hd_err hd_webhook_factory(void *engine, const char *key,
                           const Handlers__V1__Webhook *wh, hd_handler **out,
                           char **secret_out, char *msg, size_t msg_size);

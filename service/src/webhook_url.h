@@ -18,11 +18,17 @@
  * scheme http/https, a host, no user:password, at most 2048 bytes; when the
  * host is an IP literal it must pass hd_addr_allowed; with deny_private a
  * host name is resolved (getaddrinfo) and every address must pass. HD_EINVAL
- * with a message naming the problem. */
+ * with a message naming the problem.
+ * Also: IP literals in any form inet_aton takes ("2852039166") count as
+ * literals; with deny_private, "localhost"/"*.localhost" are refused without
+ * a lookup and a name that does not resolve is refused. The lookup blocks:
+ * call it off the event loop. HD_ENOMEM when libcurl cannot allocate. */
 hd_err hd_webhook_url_check(const char *url, int deny_private, char *msg,
                             size_t msg_size);
 
-/* 1 when handlerd may connect to `sa` (AF_INET or AF_INET6), else 0. */
+/* 1 when handlerd may connect to `sa` (AF_INET or AF_INET6), else 0.
+ * Other families and NULL: 0. NAT64 (64:ff9b::/96) addresses get the rules
+ * of the IPv4 address they embed, like IPv4-mapped ones. */
 int hd_addr_allowed(const struct sockaddr *sa, int deny_private);
 
 #endif

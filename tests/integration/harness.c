@@ -85,10 +85,30 @@ static int read_ready(it_handlerd *h) {
   return 1;
 }
 
-/* Child side of the fork: never returns. */
+/* The environment without HANDLERD_* variables (handlerd reads its defaults
+ * from them), so a developer's settings cannot leak into the tests. The
+ * array is malloc'd, the strings are environ's. */
+extern char **environ;
+static char **clean_environment(void) {
+  size_t n = 0;
+  while (environ[n] != NULL)
+    n++;
+  char **env = calloc(n + 1, sizeof *env);
+  if (env == NULL)
+    return NULL;
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++)
+    if (strncmp(environ[i], "HANDLERD_", 9) != 0)
+      env[k++] = environ[i];
+  env[k] = NULL;
+  return env;
+}
+
+/* Child side of the fork: never returns. The test process has gRPC threads,
+ * so this only makes async-signal-safe calls (no malloc) until exec. */
 static void exec_handlerd(const char *bin, const it_handlerd *h,
-                          const char *const *extra, char *wrapper,
-                          pid_t parent) {
+                          const char *const *extra, char *wrapper, pid_t parent,
+                          char **env) {
   /* A test that fails between start and stop must not leave handlerd
    * running: it dies with the test process. */
   prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -99,7 +119,7 @@ static void exec_handlerd(const char *bin, const it_handlerd *h,
     dup2(fd, STDOUT_FILENO);
     dup2(fd, STDERR_FILENO);
   }
-  int devnull = open("/dev/null", O_RDONLY);
+  int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (devnull >= 0)
     dup2(devnull, STDIN_FILENO);
 
@@ -119,8 +139,10 @@ static void exec_handlerd(const char *bin, const it_handlerd *h,
   for (int i = 0; extra != NULL && extra[i] != NULL && argc < IT_MAX_ARGS; i++)
     argv[argc++] = extra[i];
   argv[argc] = NULL;
-  execvp(argv[0], (char *const *)argv);
-  fprintf(stderr, "harness: cannot execute %s: %s\n", argv[0], strerror(errno));
+  execvpe(argv[0], (char *const *)argv, env);
+  static const char msg[] = "harness: cannot execute handlerd\n";
+  if (write(STDERR_FILENO, msg, sizeof msg - 1) < 0)
+    _exit(127);
   _exit(127);
 }
 
@@ -156,18 +178,27 @@ int it_handlerd_start(const char *const *extra_args, it_handlerd **out) {
     h->wrapped = 1;
   }
 
+  char **env = clean_environment();
+  if (env == NULL) {
+    free(wrapper);
+    remove_dir(h);
+    free(h);
+    return -1;
+  }
   fflush(NULL);
   pid_t parent = getpid();
   h->pid = fork();
   if (h->pid < 0) {
     fprintf(stderr, "harness: fork: %s\n", strerror(errno));
+    free(env);
     free(wrapper);
     remove_dir(h);
     free(h);
     return -1;
   }
   if (h->pid == 0)
-    exec_handlerd(bin, h, extra_args, wrapper, parent);
+    exec_handlerd(bin, h, extra_args, wrapper, parent, env);
+  free(env);
   free(wrapper);
 
   long long deadline = now_ms() + (h->wrapped ? IT_READY_TIMEOUT_WRAPPED_MS

@@ -8,7 +8,8 @@
  * it with SIGTERM. handlerd's stdout and stderr go to <tmpdir>/handlerd.log,
  * which is printed whenever something goes wrong. handlerd gets SIGKILL if
  * the test process dies first (PR_SET_PDEATHSIG), so a failed test leaves no
- * process behind.
+ * process behind. HANDLERD_* variables are removed from handlerd's
+ * environment, so only the arguments configure it.
  *
  * HD_IT_WRAPPER (optional, space-separated) is put in front of the command,
  * e.g. HD_IT_WRAPPER="valgrind --error-exitcode=99" (then allow for slower

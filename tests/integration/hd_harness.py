@@ -14,8 +14,11 @@ import sys
 import tempfile
 import time
 
-READY_TIMEOUT_S = 10.0
-STOP_TIMEOUT_S = 10.0
+# HD_IT_WRAPPER (e.g. "valgrind --error-exitcode=99 ...") runs handlerd under
+# a wrapper; a wrapper's non-zero exit then fails stop()'s exit-0 check.
+WRAPPER = os.environ.get("HD_IT_WRAPPER", "").split()
+READY_TIMEOUT_S = 60.0 if WRAPPER else 10.0
+STOP_TIMEOUT_S = 60.0 if WRAPPER else 10.0
 
 
 class HarnessError(RuntimeError):
@@ -93,7 +96,7 @@ class Handlerd:
         self.tmpdir = tempfile.mkdtemp(prefix="hd-py-it-")
         ready = os.path.join(self.tmpdir, "ready")
         self._stderr = open(os.path.join(self.tmpdir, "stderr"), "w+b")
-        self.argv = [self.binary, "--listen", "127.0.0.1:0",
+        self.argv = WRAPPER + [self.binary, "--listen", "127.0.0.1:0",
                      "--ready-file", ready] + self.extra_args
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
                                      stdout=self._stderr, stderr=self._stderr,

@@ -480,17 +480,52 @@ static void test_stream_bad_request_gets_error_reply_and_goes_on(void **state) {
   hc_free(count);
 }
 
+static void test_stream_freed_unfinished_is_cancelled(void **state) {
+  hc_conn *c = conn_of(state);
+  char *count = add_local(c, "it-stream-cancel", "count");
+  hc_stream *s = NULL;
+  assert_int_equal(hc_stream_open(c, 0, &s), HC_OK);
+  for (int i = 0; i < 3; i++) {
+    hc_event ev = update_event("it-stream-cancel", "p", hc_value_json("1"));
+    assert_int_equal(hc_stream_send(s, &ev), HC_OK);
+  }
+  hc_stream_reply *rep = NULL;
+  assert_int_equal(hc_stream_recv(s, &rep), HC_OK);
+  assert_int_equal(rep->sequence, 0);
+  hc_stream_reply_free(rep);
+  hc_stream_free(s); /* neither half-closed nor finished: cancels */
+
+  /* The server is still fine: the three events were counted or dropped,
+   * never more. */
+  hc_event ev = update_event("it-stream-cancel", "p", hc_value_json("1"));
+  hc_results *r = dispatch_ok(c, &ev);
+  assert_int_equal(r->count, 1);
+  assert_true(r->items[0].ok);
+  assert_int_equal(r->items[0].value.type, HC_VALUE_INT64);
+  assert_true(r->items[0].value.i64 >= 2 && r->items[0].value.i64 <= 4);
+  hc_results_free(r);
+  hc_free(count);
+}
+
 /* ---- health and connections
  * --------------------------------------------------------- */
 
 static void test_health_check_serving_or_unimplemented(void **state) {
   hc_serving_status hs = HC_HEALTH_UNKNOWN;
   hc_status st;
-  hc_err err = hc_health_check(conn_of(state), NULL, 0, &hs, &st);
-  if (err == HC_OK)
-    assert_int_equal(hs, HC_HEALTH_SERVING);
-  else
+  hc_conn *c = conn_of(state);
+  hc_err err = hc_health_check(c, NULL, 0, &hs, &st);
+  if (err != HC_OK) { /* a server without grpc.health.v1 */
     assert_rpc_code(err, &st, CODE_UNIMPLEMENTED, "health");
+    return;
+  }
+  assert_int_equal(hs, HC_HEALTH_SERVING);
+  hs = HC_HEALTH_UNKNOWN;
+  err = hc_health_check(c, "handlers.v1.Handlers", 0, &hs, &st);
+  assert_ok(err, &st, "health handlers.v1.Handlers");
+  assert_int_equal(hs, HC_HEALTH_SERVING);
+  err = hc_health_check(c, "no.such.Service", 0, &hs, &st);
+  assert_rpc_code(err, &st, CODE_NOT_FOUND, "health unknown service");
 }
 
 static void test_connect_to_closed_port_fails(void **state) {
@@ -622,6 +657,7 @@ int main(void) {
       cmocka_unit_test(test_event_stream_routes_skip_unrouted_events),
       cmocka_unit_test(test_stream_10000_updates_reply_in_order),
       cmocka_unit_test(test_stream_bad_request_gets_error_reply_and_goes_on),
+      cmocka_unit_test(test_stream_freed_unfinished_is_cancelled),
       cmocka_unit_test(test_health_check_serving_or_unimplemented),
       cmocka_unit_test(test_connect_to_closed_port_fails),
       cmocka_unit_test_setup_teardown(test_plugin_function_doubles_int64,

@@ -421,8 +421,9 @@ void hc_stream_reply_free(hc_stream_reply *r);
 
 /* Starts a DispatchStream call; `deadline_ms` covers the whole stream. On
  * HC_OK *out is the stream (free with hc_stream_free; `c` must outlive it).
- * Errors: HC_EINVAL, HC_ENOMEM, HC_ECLOSED (the call failed at once:
- * hc_stream_finish has the status). */
+ * Errors: HC_EINVAL, HC_ENOMEM (*out is NULL), HC_ECLOSED (the call failed
+ * at once; *out is still set: hc_stream_finish gives the status, then
+ * hc_stream_free). */
 hc_err hc_stream_open(hc_conn *c, int deadline_ms, hc_stream **out);
 
 /* Sends one event (borrowed for the call). Blocks until the message passed
