@@ -75,6 +75,44 @@ static hd_err invalid(char *msg, size_t msg_size, const char *fmt, ...) {
   return HD_EINVAL;
 }
 
+/* Proto3 strings must be UTF-8, but protobuf-c does not check: a C client
+ * could send anything. Rejects overlong forms, surrogates, > U+10FFFF. */
+static int utf8_valid(const unsigned char *s, size_t len) {
+  size_t i = 0;
+  while (i < len) {
+    unsigned char c = s[i];
+    size_t n;
+    uint32_t cp;
+    if (c < 0x80) {
+      i++;
+      continue;
+    } else if ((c & 0xE0) == 0xC0) {
+      n = 1;
+      cp = c & 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+      n = 2;
+      cp = c & 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+      n = 3;
+      cp = c & 0x07;
+    } else {
+      return 0;
+    }
+    if (n >= len - i) /* truncated sequence */
+      return 0;
+    for (size_t k = 1; k <= n; k++) {
+      if ((s[i + k] & 0xC0) != 0x80)
+        return 0;
+      cp = (cp << 6) | (s[i + k] & 0x3F);
+    }
+    static const uint32_t min_cp[4] = {0, 0x80, 0x800, 0x10000};
+    if (cp < min_cp[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+      return 0;
+    i += n + 1;
+  }
+  return 1;
+}
+
 /* A required string of 1 to `max` bytes. strnlen so that an over-long (or
  * unterminated) string is not scanned further than needed. */
 static hd_err check_length(const char *field, const char *s, size_t max,
@@ -87,6 +125,8 @@ static hd_err check_length(const char *field, const char *s, size_t max,
     return invalid(msg, msg_size, "%s is %zu bytes, the limit is %zu", field,
                    len, max);
   }
+  if (!utf8_valid((const unsigned char *)s, len))
+    return invalid(msg, msg_size, "%s is not valid UTF-8", field);
   return HD_OK;
 }
 
@@ -108,6 +148,9 @@ static hd_err check_value(const char *field, const hd_value *v, char *msg,
   }
   if (!v->u.bytes.data && v->u.bytes.len > 0)
     return invalid(msg, msg_size, "%s has a length but no data", field);
+  if (v->type == HD_VALUE_STRING &&
+      !utf8_valid((const unsigned char *)v->u.bytes.data, v->u.bytes.len))
+    return invalid(msg, msg_size, "%s is not valid UTF-8", field);
   if (v->type != HD_VALUE_JSON)
     return HD_OK;
 

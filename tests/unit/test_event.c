@@ -233,6 +233,29 @@ static void test_validate_rejects_bad_unsubscribe_reason(void **state) {
   assert_invalid(&ev, "reason -1 is not an unsubscribe reason (0 to 6)");
 }
 
+static void test_validate_rejects_invalid_utf8(void **state) {
+  (void)state;
+  hd_event ev =
+      topic_event("update", HD_ARGS_UPDATE, "caf\xc3\xa9/\xe2\x82\xac");
+  assert_valid(&ev); /* well-formed 2- and 3-byte sequences */
+  ev.topic.path = "a/\xff";
+  assert_invalid(&ev, "topic_path is not valid UTF-8");
+  ev.topic.path = "a/\xc0\xaf"; /* overlong "/" */
+  assert_invalid(&ev, "topic_path is not valid UTF-8");
+  ev.topic.path = "a/\xed\xa0\x80"; /* a surrogate */
+  assert_invalid(&ev, "topic_path is not valid UTF-8");
+  ev.topic.path = "a/\xe2\x82"; /* truncated */
+  assert_invalid(&ev, "topic_path is not valid UTF-8");
+  ev.topic.path = "a";
+  ev.key = "k\x80";
+  assert_invalid(&ev, "key is not valid UTF-8");
+  ev.key = "k";
+  ev.topic.value.type = HD_VALUE_STRING;
+  ev.topic.value.u.bytes.data = "\xf4\x90\x80\x80"; /* > U+10FFFF */
+  ev.topic.value.u.bytes.len = 4;
+  assert_invalid(&ev, "topic_value is not valid UTF-8");
+}
+
 static void test_validate_accepts_null_message_buffer(void **state) {
   (void)state;
   hd_event ev = {.key = "", .name = "x"};
@@ -480,6 +503,7 @@ int main(void) {
       cmocka_unit_test(test_validate_accepts_json_scalars),
       cmocka_unit_test(test_validate_rejects_old_value_and_response_not_json),
       cmocka_unit_test(test_validate_rejects_bad_unsubscribe_reason),
+      cmocka_unit_test(test_validate_rejects_invalid_utf8),
       cmocka_unit_test(test_validate_accepts_null_message_buffer),
       cmocka_unit_test(test_copy_survives_changes_to_the_original),
       cmocka_unit_test(test_copy_keeps_binary_bytes_with_nuls),

@@ -1,0 +1,164 @@
+"""Limits and lifecycle through a real client: over-size messages, too many
+calls in flight, a bad message in the middle of a unary flood, and clean
+shutdown with calls in flight.
+
+Run by CTest with /usr/bin/python3 (see CMakeLists.txt).
+"""
+
+import os
+import signal
+import sys
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import hd_harness  # noqa: E402
+
+try:
+    import grpc  # noqa: E402
+    pb, pb_grpc = hd_harness.load_generated()
+except (hd_harness.HarnessError, ImportError) as _e:
+    sys.stderr.write("test_limits: cannot run: %s\n" % _e)
+    sys.exit(2)
+
+TIMEOUT = 10.0
+
+
+def update(key, path="t/p", json_value='{"v":1}'):
+    return pb.DispatchRequest(key=key, event="update", update=pb.UpdateArgs(
+        topic_path=path, topic_value=pb.TopicValue(json_value=json_value)))
+
+
+class Server:
+    def __init__(self, *args):
+        self.h = hd_harness.Handlerd(list(args))
+
+    def __enter__(self):
+        self.h.start()
+        self.channel = grpc.insecure_channel(
+            self.h.address,
+            options=[("grpc.max_send_message_length", 64 << 20)])
+        grpc.channel_ready_future(self.channel).result(timeout=TIMEOUT)
+        self.stub = pb_grpc.HandlersStub(self.channel)
+        return self
+
+    def __exit__(self, *exc):
+        self.channel.close()
+        if self.h.proc is not None and self.h.proc.poll() is not None:
+            # The test stopped handlerd itself and checked its exit status.
+            self.h.proc = None
+            self.h._cleanup()
+        else:
+            self.h.stop()
+
+
+class TestLimits(unittest.TestCase):
+    def test_message_over_limit_is_resource_exhausted(self):
+        with Server("--max-message-bytes", "65536") as s:
+            s.stub.AddHandler(pb.AddHandlerRequest(
+                key="k", target=pb.Target(local="count")), timeout=TIMEOUT)
+            big = '"' + "x" * 100000 + '"'
+            with self.assertRaises(grpc.RpcError) as cm:
+                s.stub.Dispatch(update("k", json_value=big), timeout=TIMEOUT)
+            self.assertEqual(cm.exception.code(),
+                             grpc.StatusCode.RESOURCE_EXHAUSTED)
+            # A message under the limit still works afterwards.
+            r = s.stub.Dispatch(update("k"), timeout=TIMEOUT)
+            self.assertEqual(r.results[0].value.int64_value, 1)
+
+    def test_calls_over_max_calls_are_resource_exhausted(self):
+        with Server("--max-calls", "2") as s:
+            s.stub.AddHandler(pb.AddHandlerRequest(
+                key="k", target=pb.Target(local="count")), timeout=TIMEOUT)
+            # Two open streams hold both slots...
+            gates = [threading.Event(), threading.Event()]
+
+            def held(gate):
+                yield update("k")
+                gate.wait(TIMEOUT)
+
+            streams = [s.stub.DispatchStream(held(g), timeout=TIMEOUT)
+                       for g in gates]
+            for st in streams:  # both are being served
+                self.assertEqual(next(st).code, 0)
+            # ...so a third call is refused with a message naming the limit.
+            with self.assertRaises(grpc.RpcError) as cm:
+                s.stub.Dispatch(update("k"), timeout=TIMEOUT)
+            self.assertEqual(cm.exception.code(),
+                             grpc.StatusCode.RESOURCE_EXHAUSTED)
+            self.assertIn("limit 2", cm.exception.details())
+            for g in gates:
+                g.set()
+            for st in streams:
+                self.assertEqual(list(st), [])
+            # Slots come back once the streams end.
+            deadline = time.time() + TIMEOUT
+            while True:
+                try:
+                    s.stub.Dispatch(update("k"), timeout=TIMEOUT)
+                    break
+                except grpc.RpcError as e:
+                    if (e.code() != grpc.StatusCode.RESOURCE_EXHAUSTED
+                            or time.time() > deadline):
+                        raise
+                    time.sleep(0.05)
+
+    def test_concurrent_unary_calls_all_answered(self):
+        with Server() as s:
+            s.stub.AddHandler(pb.AddHandlerRequest(
+                key="k", target=pb.Target(local="count")), timeout=TIMEOUT)
+            futures = [s.stub.Dispatch.future(update("k"), timeout=30)
+                       for _ in range(2000)]
+            counts = sorted(f.result().results[0].value.int64_value
+                            for f in futures)
+            # Every call ran exactly once: the counts are 1..2000.
+            self.assertEqual(counts, list(range(1, 2001)))
+
+    def test_sigterm_lets_stream_in_flight_finish(self):
+        with Server("--drain-timeout-ms", "5000") as s:
+            s.stub.AddHandler(pb.AddHandlerRequest(
+                key="k", target=pb.Target(local="count")), timeout=TIMEOUT)
+            gate = threading.Event()
+
+            def slow():
+                yield update("k")
+                gate.wait(TIMEOUT)
+                yield update("k")
+
+            stream = s.stub.DispatchStream(slow(), timeout=TIMEOUT)
+            self.assertEqual(next(stream).results[0].value.int64_value, 1)
+            os.kill(s.h.proc.pid, signal.SIGTERM)
+            time.sleep(0.3)
+            self.assertIsNone(s.h.proc.poll(), "exited with a call in flight")
+            gate.set()
+            second = next(stream)
+            self.assertEqual(second.results[0].value.int64_value, 2)
+            self.assertEqual(list(stream), [])
+            self.assertEqual(s.h.proc.wait(TIMEOUT), 0)
+
+    def test_sigterm_cancels_calls_after_drain_timeout(self):
+        with Server("--drain-timeout-ms", "300") as s:
+            s.stub.AddHandler(pb.AddHandlerRequest(
+                key="k", target=pb.Target(local="count")), timeout=TIMEOUT)
+            gate = threading.Event()
+
+            def stuck():
+                yield update("k")
+                gate.wait(TIMEOUT)
+
+            stream = s.stub.DispatchStream(stuck(), timeout=TIMEOUT)
+            next(stream)
+            started = time.time()
+            os.kill(s.h.proc.pid, signal.SIGTERM)
+            self.assertEqual(s.h.proc.wait(TIMEOUT), 0)
+            self.assertLess(time.time() - started, 5)
+            with self.assertRaises(grpc.RpcError) as cm:
+                list(stream)
+            self.assertIn(cm.exception.code(), (grpc.StatusCode.CANCELLED,
+                                                grpc.StatusCode.UNAVAILABLE))
+            gate.set()
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
