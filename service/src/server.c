@@ -323,41 +323,51 @@ static void handle_dispatch(call *c, grpc_slice body) {
   }
 }
 
+/* Unpacks the request into the call's arena, or ends the call with
+ * INVALID_ARGUMENT naming the expected message and returns NULL. */
+static void *unpack_request(call *c, grpc_slice body,
+                            const ProtobufCMessageDescriptor *desc) {
+  void *req = protobuf_c_message_unpack(desc, hd_arena_pb_allocator(c->arena),
+                                        GRPC_SLICE_LENGTH(body),
+                                        GRPC_SLICE_START_PTR(body));
+  if (!req)
+    finish_status(c, GRPC_STATUS_INVALID_ARGUMENT,
+                  "request is not a valid %s (%zu bytes)", desc->name,
+                  (size_t)GRPC_SLICE_LENGTH(body));
+  return req;
+}
+
+/* Sends `reply`, or the status for `err` with the control plane's message. */
+static void answer(call *c, hd_err err, const char *msg,
+                   const ProtobufCMessage *reply) {
+  if (err != HD_OK)
+    finish_status(c, hd_proto_status_of(err), "%s",
+                  msg[0] ? msg : hd_strerror(err));
+  else
+    send_reply(c, reply);
+}
+
 static void handle_add(call *c, grpc_slice body) {
   char msg[MSG_MAX] = "";
   Handlers__V1__AddHandlerRequest *req =
-      handlers__v1__add_handler_request__unpack(hd_arena_pb_allocator(c->arena),
-                                                GRPC_SLICE_LENGTH(body),
-                                                GRPC_SLICE_START_PTR(body));
-  if (!req) {
-    finish_status(c, GRPC_STATUS_INVALID_ARGUMENT,
-                  "request is not a valid handlers.v1.AddHandlerRequest");
+      unpack_request(c, body, &handlers__v1__add_handler_request__descriptor);
+  if (!req)
     return;
-  }
   Handlers__V1__AddHandlerReply reply = HANDLERS__V1__ADD_HANDLER_REPLY__INIT;
   hd_err err = hd_control_add(c->srv->ctl, c->arena, req, NULL, &reply, msg,
                               sizeof(msg));
-  if (err != HD_OK) {
-    finish_status(c, hd_proto_status_of(err), "%s",
-                  msg[0] ? msg : hd_strerror(err));
-    return;
-  }
-  hd_log(HD_LOG_INFO, "added handler %s under key '%s'", reply.handler_id,
-         req->key);
-  send_reply(c, &reply.base);
+  if (err == HD_OK)
+    hd_log(HD_LOG_INFO, "added handler %s under key '%s'", reply.handler_id,
+           req->key);
+  answer(c, err, msg, &reply.base);
 }
 
 static void handle_remove(call *c, grpc_slice body) {
   char msg[MSG_MAX] = "";
-  Handlers__V1__RemoveHandlerRequest *req =
-      handlers__v1__remove_handler_request__unpack(
-          hd_arena_pb_allocator(c->arena), GRPC_SLICE_LENGTH(body),
-          GRPC_SLICE_START_PTR(body));
-  if (!req) {
-    finish_status(c, GRPC_STATUS_INVALID_ARGUMENT,
-                  "request is not a valid handlers.v1.RemoveHandlerRequest");
+  Handlers__V1__RemoveHandlerRequest *req = unpack_request(
+      c, body, &handlers__v1__remove_handler_request__descriptor);
+  if (!req)
     return;
-  }
   if (!req->key[0] || !req->handler_id[0]) {
     finish_status(c, GRPC_STATUS_INVALID_ARGUMENT, "%s is empty",
                   req->key[0] ? "handler_id" : "key");
@@ -365,39 +375,25 @@ static void handle_remove(call *c, grpc_slice body) {
   }
   hd_err err = hd_control_remove(c->srv->ctl, req->key, req->handler_id, msg,
                                  sizeof(msg));
-  if (err != HD_OK) {
-    finish_status(c, hd_proto_status_of(err), "%s",
-                  msg[0] ? msg : hd_strerror(err));
-    return;
-  }
-  hd_log(HD_LOG_INFO, "removed handler %s from key '%s'", req->handler_id,
-         req->key);
+  if (err == HD_OK)
+    hd_log(HD_LOG_INFO, "removed handler %s from key '%s'", req->handler_id,
+           req->key);
   Handlers__V1__RemoveHandlerReply reply =
       HANDLERS__V1__REMOVE_HANDLER_REPLY__INIT;
-  send_reply(c, &reply.base);
+  answer(c, err, msg, &reply.base);
 }
 
 static void handle_list(call *c, grpc_slice body) {
   char msg[MSG_MAX] = "";
   Handlers__V1__ListHandlersRequest *req =
-      handlers__v1__list_handlers_request__unpack(
-          hd_arena_pb_allocator(c->arena), GRPC_SLICE_LENGTH(body),
-          GRPC_SLICE_START_PTR(body));
-  if (!req) {
-    finish_status(c, GRPC_STATUS_INVALID_ARGUMENT,
-                  "request is not a valid handlers.v1.ListHandlersRequest");
+      unpack_request(c, body, &handlers__v1__list_handlers_request__descriptor);
+  if (!req)
     return;
-  }
   Handlers__V1__ListHandlersReply reply =
       HANDLERS__V1__LIST_HANDLERS_REPLY__INIT;
   hd_err err = hd_control_list(c->srv->ctl, c->arena, req->key, &reply, msg,
                                sizeof(msg));
-  if (err != HD_OK) {
-    finish_status(c, hd_proto_status_of(err), "%s",
-                  msg[0] ? msg : hd_strerror(err));
-    return;
-  }
-  send_reply(c, &reply.base);
+  answer(c, err, msg, &reply.base);
 }
 
 static void handle_health_check(call *c, grpc_slice body);
@@ -457,9 +453,8 @@ static int known_service(const char *name) {
 
 static Grpc__Health__V1__HealthCheckRequest *unpack_health(call *c,
                                                            grpc_slice body) {
-  return grpc__health__v1__health_check_request__unpack(
-      hd_arena_pb_allocator(c->arena), GRPC_SLICE_LENGTH(body),
-      GRPC_SLICE_START_PTR(body));
+  return unpack_request(c, body,
+                        &grpc__health__v1__health_check_request__descriptor);
 }
 
 #define HEALTH_SERVING                                                         \
@@ -471,11 +466,8 @@ static Grpc__Health__V1__HealthCheckRequest *unpack_health(call *c,
 
 static void handle_health_check(call *c, grpc_slice body) {
   Grpc__Health__V1__HealthCheckRequest *req = unpack_health(c, body);
-  if (!req) {
-    finish_status(c, GRPC_STATUS_INVALID_ARGUMENT,
-                  "request is not a valid grpc.health.v1.HealthCheckRequest");
+  if (!req)
     return;
-  }
   if (!known_service(req->service)) {
     finish_status(c, GRPC_STATUS_NOT_FOUND, "unknown service '%s'",
                   req->service);
@@ -556,11 +548,8 @@ static void on_watch_closed(void *owner, int ok) {
 
 static void handle_health_watch(call *c, grpc_slice body) {
   Grpc__Health__V1__HealthCheckRequest *req = unpack_health(c, body);
-  if (!req) {
-    finish_status(c, GRPC_STATUS_INVALID_ARGUMENT,
-                  "request is not a valid grpc.health.v1.HealthCheckRequest");
+  if (!req)
     return;
-  }
   hd_server *srv = c->srv;
   int status =
       known_service(req->service) ? HEALTH_SERVING : HEALTH_SERVICE_UNKNOWN;
