@@ -9,7 +9,6 @@
 #include "server.h"
 #include "store.h"
 #include "webhook.h"
-#define HD_WIRING_PENDING 1
 
 #include <errno.h>
 #include <getopt.h>
@@ -373,7 +372,6 @@ static int run(options *o) {
   hd_server *srv = NULL;
   hd_webhook_engine *engine = NULL;
   char *secrets[4] = {NULL, NULL, NULL, NULL};
-  (void)engine;
   hd_store *store = NULL;
 
   if (hd_registry_new(&reg) || hd_functions_new(&fns) ||
@@ -392,7 +390,6 @@ static int run(options *o) {
     }
     hd_log(HD_LOG_INFO, "loaded plugin %s", o->plugins[i]);
   }
-#ifndef HD_WIRING_PENDING
   if (hd_webhook_engine_start(&o->webhook, &engine) != HD_OK) {
     hd_log(HD_LOG_ERROR, "cannot start the webhook engine");
     goto out;
@@ -415,7 +412,6 @@ static int run(options *o) {
     hd_log(HD_LOG_WARN, "no --state-dir: registrations are kept in memory "
                         "only and are lost on restart");
   }
-#endif
   if (load_secrets(o, secrets, 4) != 0)
     goto out;
   if (hd_server_start(&o->server, reg, ctl, &srv, msg, sizeof(msg)) != HD_OK) {
@@ -458,9 +454,7 @@ out:
   hd_server_free(srv);
   /* After the server (no new deliveries), before the registry (which owns
    * the webhook handlers the engine completes). */
-#ifndef HD_WIRING_PENDING
   hd_webhook_engine_stop(engine);
-#endif
   hd_control_free(ctl);
   hd_store_close(store);
   hd_registry_free(reg);
@@ -475,9 +469,7 @@ int main(int argc, char **argv) {
   options o;
   memset(&o, 0, sizeof(o));
   hd_server_config_init(&o.server);
-#ifndef HD_WIRING_PENDING
   hd_webhook_engine_config_init(&o.webhook);
-#endif
   o.drain_ms = 5000;
   o.level = HD_LOG_INFO;
 

@@ -17,19 +17,19 @@
 #include "webhook_sign.h"
 
 typedef struct hd_webhook_job {
-  char *url;          /* owned */
-  char **headers;     /* owned "name: value" lines, sent on every attempt */
+  char *url;      /* owned */
+  char **headers; /* owned "name: value" lines, sent on every attempt */
   size_t n_headers;
-  char *body;         /* owned request body */
+  char *body; /* owned request body */
   size_t body_len;
-  char msg_id[37];    /* webhook-id: the CloudEvent id */
+  char msg_id[37];                        /* webhook-id: the CloudEvent id */
   unsigned char key[HD_SECRET_MAX_BYTES]; /* signing key; wiped on free */
-  size_t key_len;     /* 0: requests are not signed */
-  long timeout_ms;    /* per attempt, > 0 */
-  int max_attempts;   /* >= 1 */
-  int64_t deadline_ns; /* CLOCK_REALTIME ns; 0: none */
+  size_t key_len;                         /* 0: requests are not signed */
+  long timeout_ms;                        /* per attempt, > 0 */
+  int max_attempts;                       /* >= 1 */
+  int64_t deadline_ns;                    /* CLOCK_REALTIME ns; 0: none */
   char handler_id[HD_HANDLER_ID_MAX + 1]; /* the result's handler_id */
-  hd_done_fn *done;   /* called once with one result */
+  hd_done_fn *done;                       /* called once with one result */
   void *done_data;
 } hd_webhook_job;
 

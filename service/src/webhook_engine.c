@@ -1,0 +1,879 @@
+/*
+ * webhook_engine.c - delivers webhook jobs: one libcurl multi handle driven
+ * by one thread.
+ *
+ * Threads: hd_webhook_engine_submit() runs on any thread; it only appends
+ * the job to a queue under `lock` and wakes the loop (curl_multi_wakeup).
+ * Everything else - the multi handle, the easy handles, the job list, the
+ * retry timers - belongs to the engine thread until it has been joined,
+ * and then to hd_webhook_engine_stop(). No lock is held during a transfer,
+ * and every transfer is non-blocking inside the multi handle, so one slow
+ * receiver only ever delays itself.
+ *
+ * A job lives in the thread's list from the moment the thread takes it off
+ * the queue until it completes: either waiting for its next attempt
+ * (easy == NULL, next_ns set) or in flight (easy != NULL).
+ */
+#include "webhook_engine.h"
+#include "webhook_retry.h"
+#include "webhook_sign.h"
+#include "webhook_url.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Idle easy handles kept for reuse. */
+#define POOL_MAX 8
+/* Longest sleep in curl_multi_poll. */
+#define POLL_MAX_MS 1000
+/* A retry needs this much time before the deadline. */
+#define MIN_ATTEMPT_MS 50
+/* A longer Retry-After ends the delivery. */
+#define RETRY_AFTER_MAX_MS 60000
+#define DEFAULT_MAX_HOST_CONNECTIONS 16
+#define DEFAULT_BACKOFF_BASE_MS 100
+#define DEFAULT_BACKOFF_MAX_MS 10000
+
+typedef struct delivery {
+  hd_webhook_job job;           /* first: a job pointer is a delivery pointer */
+  struct delivery *prev, *next; /* the queue (next only) or the thread's list */
+  hd_results *results;          /* allocated up front: completion cannot fail */
+  int deny_private;
+  int64_t start_ns;    /* CLOCK_MONOTONIC at submission */
+  int64_t deadline_ns; /* CLOCK_MONOTONIC; 0: none */
+  int64_t next_ns;     /* CLOCK_MONOTONIC time of the next attempt */
+  int attempts;        /* attempts started */
+
+  /* The attempt in flight (easy != NULL) or the last one. */
+  CURL *easy;
+  struct curl_slist *req_headers;
+  long attempt_timeout_ms;
+  int deadline_cut; /* this attempt's timeout was cut to the deadline */
+  char *resp;       /* response body, at most HD_WEBHOOK_MAX_RESPONSE bytes */
+  size_t resp_len, resp_cap;
+  int truncated;
+  int write_failed;       /* out of memory while storing the body */
+  int64_t retry_after_ms; /* -1: no usable Retry-After */
+  int addr_refused;
+  char refused_addr[INET6_ADDRSTRLEN];
+  char errbuf[CURL_ERROR_SIZE];
+} delivery;
+
+struct hd_webhook_engine {
+  atomic_uint refs;
+  hd_webhook_engine_config cfg;
+  char *instance; /* cfg.instance points here */
+
+  pthread_mutex_t lock; /* guards queue and stopping */
+  delivery *queue_head, *queue_tail;
+  int stopping;
+
+  /* The engine thread's (then hd_webhook_engine_stop's). */
+  pthread_t thread;
+  CURLM *multi;
+  delivery *jobs;
+  CURL *pool[POOL_MAX];
+  int n_pool;
+  uint64_t rng;
+};
+
+static int64_t mono_ns(void) {
+  struct timespec ts;
+
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int64_t real_ns(void) {
+  struct timespec ts;
+
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* ---- jobs -----------------------------------------------------------------
+ */
+
+hd_webhook_job *hd_webhook_job_new(void) {
+  delivery *d = calloc(1, sizeof(*d));
+
+  if (d == NULL)
+    return NULL;
+  d->results = hd_results_new();
+  if (d->results == NULL || hd_results_append(d->results) == NULL) {
+    hd_results_free(d->results);
+    free(d);
+    return NULL;
+  }
+  d->retry_after_ms = -1;
+  return &d->job;
+}
+
+void hd_webhook_job_free(hd_webhook_job *job) {
+  delivery *d = (delivery *)job;
+
+  if (d == NULL)
+    return;
+  free(job->url);
+  for (size_t i = 0; i < job->n_headers; i++)
+    free(job->headers[i]);
+  free(job->headers);
+  free(job->body);
+  explicit_bzero(job->key, sizeof(job->key));
+  curl_slist_free_all(d->req_headers);
+  free(d->resp);
+  hd_results_free(d->results);
+  free(d);
+}
+
+/* Calls the job's completion with its result and frees the job. */
+static void complete(delivery *d) {
+  hd_result *r = hd_results_at(d->results, 0);
+  hd_results *rs = d->results;
+  int64_t took = mono_ns() - d->start_ns;
+
+  memcpy(r->handler_id, d->job.handler_id, sizeof(r->handler_id));
+  r->attempts = d->attempts;
+  r->duration_ns = took > 0 ? took : 1;
+  d->results = NULL;
+  d->job.done(rs, d->job.done_data);
+  hd_webhook_job_free(&d->job);
+}
+
+static void complete_error(delivery *d, hd_err err, int grpc_code,
+                           const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void complete_error(delivery *d, hd_err err, int grpc_code,
+                           const char *fmt, ...) {
+  hd_result *r = hd_results_at(d->results, 0);
+  char msg[512];
+  va_list ap;
+
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  hd_result_set_error(r, err, "%s", msg);
+  r->grpc_code = grpc_code;
+  complete(d);
+}
+
+static void complete_shutdown(delivery *d) {
+  complete_error(d, HD_EHANDLER, 14, "handlerd is shutting down");
+}
+
+/* ---- response handling ------------------------------------------------------
+ */
+
+/* Length of the longest prefix of `s` that is well-formed UTF-8 without NUL
+ * bytes. */
+static size_t utf8_prefix(const unsigned char *s, size_t len) {
+  size_t i = 0;
+
+  while (i < len) {
+    unsigned char c = s[i];
+    size_t n;
+    uint32_t cp;
+
+    if (c == 0)
+      break;
+    if (c < 0x80) {
+      i++;
+      continue;
+    }
+    if (c >= 0xc2 && c <= 0xdf) {
+      n = 1;
+      cp = c & 0x1f;
+    } else if (c >= 0xe0 && c <= 0xef) {
+      n = 2;
+      cp = c & 0x0f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+      n = 3;
+      cp = c & 0x07;
+    } else {
+      break;
+    }
+    if (i + n >= len)
+      break;
+    size_t k;
+    for (k = 1; k <= n; k++) {
+      if ((s[i + k] & 0xc0) != 0x80)
+        break;
+      cp = cp << 6 | (s[i + k] & 0x3f);
+    }
+    if (k <= n)
+      break;
+    /* Overlong forms, surrogates and values past U+10FFFF. */
+    if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10ffff ||
+        (cp >= 0xd800 && cp <= 0xdfff))
+      break;
+    i += n + 1;
+  }
+  return i;
+}
+
+/* 1 when `s` (1 to 3 bytes) is the start of a UTF-8 sequence that was cut
+ * short: a lead byte followed by fewer continuation bytes than it needs. */
+static int incomplete_char(const unsigned char *s, size_t len) {
+  size_t need;
+
+  if (s[0] >= 0xc2 && s[0] <= 0xdf)
+    need = 2;
+  else if (s[0] >= 0xe0 && s[0] <= 0xef)
+    need = 3;
+  else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+    need = 4;
+  else
+    return 0;
+  if (len >= need)
+    return 0;
+  for (size_t i = 1; i < len; i++) {
+    if ((s[i] & 0xc0) != 0x80)
+      return 0;
+  }
+  return 1;
+}
+
+/* The value of a 2xx answer (see webhook.h): nothing for an empty body,
+ * JSON when the whole body parses, else text when it is UTF-8, else bytes.
+ * A truncated body is never JSON; a character cut in two at the limit is
+ * dropped so that the rest can still be text. */
+static hd_err set_value(hd_result *r, const char *body, size_t len,
+                        int truncated) {
+  const unsigned char *u = (const unsigned char *)body;
+  size_t text;
+
+  if (len == 0)
+    return HD_OK;
+  if (!truncated) {
+    json_t *j = json_loadb(body, len, JSON_DECODE_ANY, NULL);
+    if (j != NULL) {
+      json_decref(j);
+      return hd_result_set_bytes(r, HD_VALUE_JSON, body, len);
+    }
+  }
+  text = utf8_prefix(u, len);
+  if (text == len ||
+      (truncated && len - text < 4 && incomplete_char(u + text, len - text)))
+    return hd_result_set_bytes(r, HD_VALUE_STRING, body, text);
+  return hd_result_set_bytes(r, HD_VALUE_BINARY, body, len);
+}
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *ud) {
+  delivery *d = ud;
+  size_t len = size * nmemb;
+  size_t room = HD_WEBHOOK_MAX_RESPONSE - d->resp_len;
+  size_t keep = len < room ? len : room;
+
+  if (keep < len)
+    d->truncated = 1; /* keep reading (and dropping) the rest */
+  if (keep == 0)
+    return len;
+  if (d->resp_len + keep + 1 > d->resp_cap) {
+    size_t cap = d->resp_cap ? d->resp_cap : 1024;
+    char *p;
+    while (cap < d->resp_len + keep + 1)
+      cap *= 2;
+    if (cap > HD_WEBHOOK_MAX_RESPONSE + 1)
+      cap = HD_WEBHOOK_MAX_RESPONSE + 1;
+    p = realloc(d->resp, cap);
+    if (p == NULL) {
+      d->write_failed = 1;
+      return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
+    }
+    d->resp = p;
+    d->resp_cap = cap;
+  }
+  memcpy(d->resp + d->resp_len, data, keep);
+  d->resp_len += keep;
+  d->resp[d->resp_len] = '\0';
+  return len;
+}
+
+static size_t on_header(char *data, size_t size, size_t nmemb, void *ud) {
+  static const char name[] = "retry-after:";
+  delivery *d = ud;
+  size_t len = size * nmemb;
+
+  /* A status line starts a new response (after a 1xx): forget the last
+   * one's headers. */
+  if (len >= 5 && memcmp(data, "HTTP/", 5) == 0) {
+    d->retry_after_ms = -1;
+  } else if (len > sizeof(name) - 1 &&
+             strncasecmp(data, name, sizeof(name) - 1) == 0) {
+    char value[128];
+    size_t n = len - (sizeof(name) - 1);
+    const char *v = data + sizeof(name) - 1;
+
+    while (n > 0 && (*v == ' ' || *v == '\t')) {
+      v++;
+      n--;
+    }
+    while (n > 0 && isspace((unsigned char)v[n - 1]))
+      n--;
+    if (n < sizeof(value)) {
+      memcpy(value, v, n);
+      value[n] = '\0';
+      d->retry_after_ms = hd_retry_after_ms(value, time(NULL));
+    }
+  }
+  return len;
+}
+
+/* Refuses connections to addresses the policy forbids; the name was
+ * resolved by now, so this catches names that point somewhere forbidden. */
+static curl_socket_t open_socket(void *ud, curlsocktype purpose,
+                                 struct curl_sockaddr *a) {
+  delivery *d = ud;
+
+  if (purpose == CURLSOCKTYPE_IPCXN &&
+      !hd_addr_allowed(&a->addr, d->deny_private)) {
+    const void *src = NULL;
+
+    d->addr_refused = 1;
+    if (a->family == AF_INET)
+      src = &((const struct sockaddr_in *)(const void *)&a->addr)->sin_addr;
+    else if (a->family == AF_INET6)
+      src = &((const struct sockaddr_in6 *)(const void *)&a->addr)->sin6_addr;
+    if (src == NULL || inet_ntop(a->family, src, d->refused_addr,
+                                 sizeof(d->refused_addr)) == NULL)
+      snprintf(d->refused_addr, sizeof(d->refused_addr), "?");
+    return CURL_SOCKET_BAD;
+  }
+  return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+}
+
+/* ---- outcome
+ * ----------------------------------------------------------------- */
+
+/* The gRPC code for a final HTTP status; the table is in webhook.h. */
+static int grpc_code_for_http(long status) {
+  switch (status) {
+  case 400:
+    return 3; /* INVALID_ARGUMENT */
+  case 401:
+    return 16; /* UNAUTHENTICATED */
+  case 403:
+    return 7; /* PERMISSION_DENIED */
+  case 404:
+  case 410:
+    return 5; /* NOT_FOUND */
+  case 408:
+  case 504:
+    return 4; /* DEADLINE_EXCEEDED */
+  case 409:
+    return 10; /* ABORTED */
+  case 429:
+    return 8; /* RESOURCE_EXHAUSTED */
+  case 501:
+    return 12; /* UNIMPLEMENTED */
+  case 502:
+  case 503:
+    return 14; /* UNAVAILABLE */
+  default:
+    break;
+  }
+  if (status >= 300 && status < 500)
+    return 9; /* FAILED_PRECONDITION: redirects and other 4xx */
+  if (status >= 500 && status < 600)
+    return 13; /* INTERNAL */
+  return 2;    /* UNKNOWN */
+}
+
+/* "connection refused" from "Connection refused": messages continue a
+ * sentence, so lower the first letter of an ordinary word. */
+static void lower_first(char *s) {
+  if (s[0] != '\0' && isupper((unsigned char)s[0]) &&
+      islower((unsigned char)s[1]))
+    s[0] = (char)tolower((unsigned char)s[0]);
+}
+
+/* Fails the job with what the last attempt ran into. `why_stop` (may be
+ * NULL) says why there were fewer attempts than allowed. */
+static void complete_failure(delivery *d, CURLcode code, long status,
+                             long os_errno, const char *why_stop) {
+  hd_result *r = hd_results_at(d->results, 0);
+  const char *plural = d->attempts == 1 ? "" : "s";
+  char reason[CURL_ERROR_SIZE + 64];
+  char note[160] = "";
+
+  r->http_status = (int)status;
+  if (why_stop != NULL)
+    snprintf(note, sizeof(note), " (%s)", why_stop);
+  if (d->addr_refused && code != CURLE_OK) {
+    complete_error(d, HD_EHANDLER, 7,
+                   "address refused: %s is not an allowed address, after %d "
+                   "attempt%s%s",
+                   d->refused_addr, d->attempts, plural, note);
+    return;
+  }
+  if (code == CURLE_OPERATION_TIMEDOUT) {
+    if (d->deadline_cut)
+      complete_error(d, HD_ETIMEOUT, 4, "deadline exceeded after %d attempt%s",
+                     d->attempts, plural);
+    else
+      complete_error(d, HD_ETIMEOUT, 4, "timeout (%ld ms) after %d attempt%s%s",
+                     d->attempt_timeout_ms, d->attempts, plural, note);
+    return;
+  }
+  if (code == CURLE_OK) {
+    complete_error(d, HD_EHANDLER, grpc_code_for_http(status),
+                   "HTTP %ld after %d attempt%s%s", status, d->attempts, plural,
+                   note);
+    return;
+  }
+  if (code == CURLE_OUT_OF_MEMORY || d->write_failed) {
+    complete_error(d, HD_ENOMEM, 13, "out of memory after %d attempt%s",
+                   d->attempts, plural);
+    return;
+  }
+  if (code == CURLE_COULDNT_CONNECT && os_errno != 0)
+    snprintf(reason, sizeof(reason), "%s", strerror((int)os_errno));
+  else if (code == CURLE_COULDNT_RESOLVE_HOST)
+    snprintf(reason, sizeof(reason), "cannot resolve host");
+  else if (d->errbuf[0] != '\0')
+    snprintf(reason, sizeof(reason), "%s", d->errbuf);
+  else
+    snprintf(reason, sizeof(reason), "%s", curl_easy_strerror(code));
+  lower_first(reason);
+  complete_error(d, HD_EHANDLER, 14, "%s after %d attempt%s%s", reason,
+                 d->attempts, plural, note);
+}
+
+static void complete_ok(delivery *d, long status) {
+  hd_result *r = hd_results_at(d->results, 0);
+
+  r->http_status = (int)status;
+  if (set_value(r, d->resp, d->resp_len, d->truncated) != HD_OK) {
+    complete_error(d, HD_ENOMEM, 13, "out of memory storing the response");
+    return;
+  }
+  r->truncated = d->truncated;
+  complete(d);
+}
+
+/* ---- attempts
+ * ------------------------------------------------------------------ */
+
+static void list_unlink(hd_webhook_engine *e, delivery *d) {
+  if (d->prev != NULL)
+    d->prev->next = d->next;
+  else
+    e->jobs = d->next;
+  if (d->next != NULL)
+    d->next->prev = d->prev;
+  d->prev = d->next = NULL;
+}
+
+static CURL *pool_get(hd_webhook_engine *e) {
+  if (e->n_pool > 0)
+    return e->pool[--e->n_pool];
+  return curl_easy_init();
+}
+
+/* Takes the easy handle off the job and keeps it for the next attempt (its
+ * connection stays in the multi handle's cache either way). */
+static void release_easy(hd_webhook_engine *e, delivery *d) {
+  if (d->easy == NULL)
+    return;
+  curl_multi_remove_handle(e->multi, d->easy);
+  if (e->n_pool < POOL_MAX) {
+    curl_easy_reset(d->easy);
+    e->pool[e->n_pool++] = d->easy;
+  } else {
+    curl_easy_cleanup(d->easy);
+  }
+  d->easy = NULL;
+  curl_slist_free_all(d->req_headers);
+  d->req_headers = NULL;
+}
+
+/* This attempt's header list: the job's fixed headers, then the timestamp
+ * and the signature, which change with every attempt. NULL on ENOMEM. */
+static struct curl_slist *attempt_headers(delivery *d) {
+  struct curl_slist *list = NULL, *l;
+  int64_t ts = real_ns() / 1000000000;
+  char line[64 + HD_SIGNATURE_MAX];
+  char sig[HD_SIGNATURE_MAX];
+
+  for (size_t i = 0; i < d->job.n_headers; i++) {
+    if ((l = curl_slist_append(list, d->job.headers[i])) == NULL)
+      goto fail;
+    list = l;
+  }
+  snprintf(line, sizeof(line), "webhook-timestamp: %" PRId64, ts);
+  if ((l = curl_slist_append(list, line)) == NULL)
+    goto fail;
+  list = l;
+  if (d->job.key_len > 0) {
+    if (hd_webhook_sign(d->job.key, d->job.key_len, d->job.msg_id, ts,
+                        d->job.body, d->job.body_len, sig,
+                        sizeof(sig)) != HD_OK)
+      goto fail;
+    snprintf(line, sizeof(line), "webhook-signature: %s", sig);
+    if ((l = curl_slist_append(list, line)) == NULL)
+      goto fail;
+    list = l;
+  }
+  /* No "Expect: 100-continue" round trip before larger bodies. */
+  if ((l = curl_slist_append(list, "Expect:")) == NULL)
+    goto fail;
+  return l;
+fail:
+  curl_slist_free_all(list);
+  return NULL;
+}
+
+/* Starts the next attempt, or completes the job when it cannot start. */
+static void attempt_start(hd_webhook_engine *e, delivery *d, int64_t now) {
+  long timeout = d->job.timeout_ms;
+  CURLcode rc = CURLE_OK;
+  CURL *h;
+
+  d->deadline_cut = 0;
+  if (d->deadline_ns != 0) {
+    int64_t left_ms = (d->deadline_ns - now) / 1000000;
+    if (left_ms < 1) {
+      list_unlink(e, d);
+      complete_error(d, HD_ETIMEOUT, 4, "deadline exceeded after %d attempt%s",
+                     d->attempts, d->attempts == 1 ? "" : "s");
+      return;
+    }
+    if (left_ms < timeout) {
+      timeout = (long)left_ms;
+      d->deadline_cut = 1;
+    }
+  }
+  d->attempt_timeout_ms = timeout;
+  d->resp_len = 0;
+  d->truncated = 0;
+  d->write_failed = 0;
+  d->retry_after_ms = -1;
+  d->addr_refused = 0;
+  d->errbuf[0] = '\0';
+  d->req_headers = attempt_headers(d);
+  h = pool_get(e);
+  if (d->req_headers == NULL || h == NULL) {
+    if (h != NULL)
+      curl_easy_cleanup(h);
+    list_unlink(e, d);
+    complete_error(d, HD_ENOMEM, 13, "out of memory starting an attempt");
+    return;
+  }
+  rc |= curl_easy_setopt(h, CURLOPT_URL, d->job.url);
+  rc |= curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+  rc |= curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  rc |= curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+  rc |= curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+  /* The environment's proxy would take the connection past the address
+   * policy: webhooks always go direct. */
+  rc |= curl_easy_setopt(h, CURLOPT_PROXY, "");
+  rc |= curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout);
+  rc |= curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+  rc |= curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, d);
+  rc |= curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+  rc |= curl_easy_setopt(h, CURLOPT_PIPEWAIT, 1L);
+  rc |= curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+  rc |= curl_easy_setopt(h, CURLOPT_POST, 1L);
+  rc |= curl_easy_setopt(h, CURLOPT_POSTFIELDS, d->job.body);
+  rc |= curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE,
+                         (curl_off_t)d->job.body_len);
+  rc |= curl_easy_setopt(h, CURLOPT_HTTPHEADER, d->req_headers);
+  rc |= curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+  rc |= curl_easy_setopt(h, CURLOPT_WRITEDATA, d);
+  rc |= curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+  rc |= curl_easy_setopt(h, CURLOPT_HEADERDATA, d);
+  rc |= curl_easy_setopt(h, CURLOPT_ERRORBUFFER, d->errbuf);
+  rc |= curl_easy_setopt(h, CURLOPT_PRIVATE, d);
+  d->easy = h;
+  if (rc != CURLE_OK || curl_multi_add_handle(e->multi, h) != CURLM_OK) {
+    curl_easy_cleanup(h);
+    d->easy = NULL;
+    curl_slist_free_all(d->req_headers);
+    d->req_headers = NULL;
+    list_unlink(e, d);
+    complete_error(d, HD_EIO, 13, "cannot start a transfer (libcurl setup)");
+    return;
+  }
+  d->attempts++;
+}
+
+/* An attempt ended: complete the job or schedule its next attempt. */
+static void attempt_done(hd_webhook_engine *e, delivery *d, CURLcode code) {
+  long status = 0, os_errno = 0;
+  const char *why_stop = NULL;
+  int64_t now, delay_ms;
+
+  curl_easy_getinfo(d->easy, CURLINFO_RESPONSE_CODE, &status);
+  curl_easy_getinfo(d->easy, CURLINFO_OS_ERRNO, &os_errno);
+  release_easy(e, d);
+  if (code == CURLE_OK && status >= 200 && status < 300) {
+    list_unlink(e, d);
+    complete_ok(d, status);
+    return;
+  }
+  /* A refused address will be refused again; a timeout cut to the deadline
+   * leaves no time; the rest is the retry policy's call. */
+  if (d->addr_refused || d->write_failed ||
+      (code == CURLE_OPERATION_TIMEDOUT && d->deadline_cut) ||
+      !hd_retry_should((int)code, status) || d->attempts >= d->job.max_attempts)
+    goto fail;
+  delay_ms = hd_retry_backoff_ms(d->attempts + 1, e->cfg.backoff_base_ms,
+                                 e->cfg.backoff_max_ms, &e->rng);
+  if (d->retry_after_ms > RETRY_AFTER_MAX_MS) {
+    why_stop = "Retry-After is more than 60 s away";
+    goto fail;
+  }
+  if (d->retry_after_ms > delay_ms)
+    delay_ms = d->retry_after_ms;
+  now = mono_ns();
+  if (d->deadline_ns != 0 &&
+      now + (delay_ms + MIN_ATTEMPT_MS) * 1000000 > d->deadline_ns) {
+    why_stop = "no time left for another attempt before the deadline";
+    goto fail;
+  }
+  d->next_ns = now + delay_ms * 1000000;
+  hd_log(HD_LOG_DEBUG,
+         "webhook %s: attempt %d failed (curl %d, HTTP %ld), "
+         "retrying in %" PRId64 " ms",
+         d->job.handler_id, d->attempts, (int)code, status, delay_ms);
+  return;
+fail:
+  list_unlink(e, d);
+  complete_failure(d, code, status, os_errno, why_stop);
+}
+
+/* ---- the thread
+ * ------------------------------------------------------------------ */
+
+static void *engine_thread(void *arg) {
+  hd_webhook_engine *e = arg;
+
+  for (;;) {
+    delivery *got, *d, *next;
+    int64_t now, wait_ns = (int64_t)POLL_MAX_MS * 1000000;
+    CURLMsg *msg;
+    int running, left;
+
+    pthread_mutex_lock(&e->lock);
+    if (e->stopping) {
+      pthread_mutex_unlock(&e->lock);
+      break;
+    }
+    got = e->queue_head;
+    e->queue_head = e->queue_tail = NULL;
+    pthread_mutex_unlock(&e->lock);
+    for (d = got; d != NULL; d = next) {
+      next = d->next;
+      d->prev = NULL;
+      d->next = e->jobs;
+      if (e->jobs != NULL)
+        e->jobs->prev = d;
+      e->jobs = d;
+    }
+
+    now = mono_ns();
+    for (d = e->jobs; d != NULL; d = next) {
+      next = d->next;
+      if (d->easy == NULL && d->next_ns <= now)
+        attempt_start(e, d, now);
+    }
+
+    curl_multi_perform(e->multi, &running);
+    while ((msg = curl_multi_info_read(e->multi, &left)) != NULL) {
+      if (msg->msg != CURLMSG_DONE)
+        continue;
+      CURL *h = msg->easy_handle;
+      CURLcode code = msg->data.result;
+      char *priv = NULL;
+      curl_easy_getinfo(h, CURLINFO_PRIVATE, &priv);
+      attempt_done(e, (delivery *)(void *)priv, code);
+    }
+
+    /* Sleep until libcurl has work (it lowers the timeout to its own
+     * timers), a retry is due, or a submission wakes us. */
+    now = mono_ns();
+    for (d = e->jobs; d != NULL; d = d->next) {
+      if (d->easy == NULL && d->next_ns - now < wait_ns)
+        wait_ns = d->next_ns - now;
+    }
+    if (wait_ns < 0)
+      wait_ns = 0;
+    curl_multi_poll(e->multi, NULL, 0, (int)((wait_ns + 999999) / 1000000),
+                    NULL);
+  }
+  return NULL;
+}
+
+/* ---- the engine
+ * ------------------------------------------------------------------- */
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static CURLcode curl_init_rc;
+
+static void curl_init(void) {
+  curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+void hd_webhook_engine_config_init(hd_webhook_engine_config *cfg) {
+  memset(cfg, 0, sizeof(*cfg));
+  cfg->max_host_connections = DEFAULT_MAX_HOST_CONNECTIONS;
+  cfg->backoff_base_ms = DEFAULT_BACKOFF_BASE_MS;
+  cfg->backoff_max_ms = DEFAULT_BACKOFF_MAX_MS;
+}
+
+static void engine_free(hd_webhook_engine *e) {
+  pthread_mutex_destroy(&e->lock);
+  free(e->instance);
+  free(e);
+}
+
+hd_err hd_webhook_engine_start(const hd_webhook_engine_config *cfg,
+                               hd_webhook_engine **out) {
+  hd_webhook_engine *e;
+  char host[256];
+
+  if (cfg == NULL || out == NULL)
+    return HD_EINVAL;
+  pthread_once(&curl_once, curl_init);
+  if (curl_init_rc != CURLE_OK)
+    return HD_EIO;
+  e = calloc(1, sizeof(*e));
+  if (e == NULL)
+    return HD_ENOMEM;
+  atomic_init(&e->refs, 1);
+  e->cfg = *cfg;
+  if (e->cfg.max_host_connections <= 0)
+    e->cfg.max_host_connections = DEFAULT_MAX_HOST_CONNECTIONS;
+  if (e->cfg.backoff_base_ms <= 0)
+    e->cfg.backoff_base_ms = DEFAULT_BACKOFF_BASE_MS;
+  if (e->cfg.backoff_max_ms < e->cfg.backoff_base_ms)
+    e->cfg.backoff_max_ms = e->cfg.backoff_base_ms > DEFAULT_BACKOFF_MAX_MS
+                                ? e->cfg.backoff_base_ms
+                                : DEFAULT_BACKOFF_MAX_MS;
+  if (cfg->instance != NULL && cfg->instance[0] != '\0') {
+    e->instance = strdup(cfg->instance);
+  } else {
+    if (gethostname(host, sizeof(host)) != 0 || host[0] == '\0')
+      snprintf(host, sizeof(host), "handlerd");
+    host[sizeof(host) - 1] = '\0';
+    e->instance = strdup(host);
+  }
+  if (e->instance == NULL) {
+    free(e);
+    return HD_ENOMEM;
+  }
+  e->cfg.instance = e->instance;
+  if (getrandom(&e->rng, sizeof(e->rng), 0) != (ssize_t)sizeof(e->rng) ||
+      e->rng == 0)
+    e->rng = (uint64_t)mono_ns() | 1;
+  pthread_mutex_init(&e->lock, NULL);
+  e->multi = curl_multi_init();
+  if (e->multi == NULL) {
+    engine_free(e);
+    return HD_ENOMEM;
+  }
+  curl_multi_setopt(e->multi, CURLMOPT_MAX_HOST_CONNECTIONS,
+                    e->cfg.max_host_connections);
+  curl_multi_setopt(e->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+  if (pthread_create(&e->thread, NULL, engine_thread, e) != 0) {
+    curl_multi_cleanup(e->multi);
+    engine_free(e);
+    return HD_EIO;
+  }
+  *out = e;
+  return HD_OK;
+}
+
+void hd_webhook_engine_stop(hd_webhook_engine *e) {
+  delivery *d, *next;
+
+  if (e == NULL)
+    return;
+  pthread_mutex_lock(&e->lock);
+  e->stopping = 1;
+  curl_multi_wakeup(e->multi);
+  pthread_mutex_unlock(&e->lock);
+  pthread_join(e->thread, NULL);
+
+  /* The thread is gone: its jobs and the queue are ours. Nothing is
+   * appended to the queue once `stopping` is set. */
+  for (d = e->jobs; d != NULL; d = next) {
+    next = d->next;
+    release_easy(e, d);
+    list_unlink(e, d);
+    complete_shutdown(d);
+  }
+  for (d = e->queue_head; d != NULL; d = next) {
+    next = d->next;
+    complete_shutdown(d);
+  }
+  e->queue_head = e->queue_tail = NULL;
+  while (e->n_pool > 0)
+    curl_easy_cleanup(e->pool[--e->n_pool]);
+  curl_multi_cleanup(e->multi);
+  e->multi = NULL;
+  hd_webhook_engine_unref(e);
+}
+
+void hd_webhook_engine_submit(hd_webhook_engine *e, hd_webhook_job *job) {
+  delivery *d = (delivery *)job;
+  int64_t now = mono_ns();
+
+  d->start_ns = now;
+  d->next_ns = now;
+  d->deny_private = e->cfg.deny_private;
+  if (job->deadline_ns != 0) {
+    int64_t left = job->deadline_ns - real_ns();
+    d->deadline_ns = now + (left > 0 ? left : 0);
+    if (d->deadline_ns == 0)
+      d->deadline_ns = 1; /* 0 means "none" */
+  }
+  d->next = NULL;
+  pthread_mutex_lock(&e->lock);
+  if (e->stopping) {
+    pthread_mutex_unlock(&e->lock);
+    complete_shutdown(d);
+    return;
+  }
+  if (e->queue_tail != NULL)
+    e->queue_tail->next = d;
+  else
+    e->queue_head = d;
+  e->queue_tail = d;
+  /* Under the lock: stop() cannot free the multi handle meanwhile. */
+  curl_multi_wakeup(e->multi);
+  pthread_mutex_unlock(&e->lock);
+}
+
+hd_webhook_engine *hd_webhook_engine_ref(hd_webhook_engine *e) {
+  if (e != NULL)
+    atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
+  return e;
+}
+
+void hd_webhook_engine_unref(hd_webhook_engine *e) {
+  if (e == NULL)
+    return;
+  if (atomic_fetch_sub_explicit(&e->refs, 1, memory_order_acq_rel) == 1)
+    engine_free(e);
+}
+
+const hd_webhook_engine_config *
+hd_webhook_engine_config_of(const hd_webhook_engine *e) {
+  return &e->cfg;
+}

@@ -1,0 +1,977 @@
+/*
+ * Unit tests: webhook handlers and the delivery engine, against a real HTTP
+ * receiver (libmicrohttpd on 127.0.0.1) that records what it gets and
+ * answers from a script. Only loopback traffic.
+ */
+#include <arpa/inet.h>
+#include <jansson.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "handlerd/handlerd.h"
+#include "webhook.h"
+#include "webhook_sign.h"
+
+/* ---- time ------------------------------------------------------------------
+ */
+
+static int64_t mono_ms(void) {
+  struct timespec ts;
+
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t real_ns(void) {
+  struct timespec ts;
+
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* ---- the receiver
+ * ------------------------------------------------------------ */
+
+#define RX_MAX_REQS 64
+#define RX_MAX_HEADERS 64
+#define RX_MAX_STEPS 8
+
+typedef struct rx_step {
+  int status;
+  int delay_ms; /* before answering; cut short when the receiver stops */
+  const char *body;
+  size_t body_len;
+  const char *retry_after; /* Retry-After header, or NULL */
+} rx_step;
+
+typedef struct rx_req {
+  char method[16];
+  int n_headers;
+  char *names[RX_MAX_HEADERS];
+  char *values[RX_MAX_HEADERS];
+  char *body;
+  size_t body_len;
+} rx_req;
+
+typedef struct rx {
+  struct MHD_Daemon *daemon;
+  int port;
+  char url[64];
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  int quitting;
+  rx_step steps[RX_MAX_STEPS]; /* request i gets step min(i, n_steps - 1) */
+  int n_steps;
+  rx_req reqs[RX_MAX_REQS];
+  int n_reqs;
+} rx;
+
+struct upload {
+  char *body;
+  size_t len;
+};
+
+static enum MHD_Result rx_collect(void *cls, enum MHD_ValueKind kind,
+                                  const char *key, const char *value) {
+  rx_req *q = cls;
+
+  (void)kind;
+  if (q->n_headers < RX_MAX_HEADERS) {
+    q->names[q->n_headers] = strdup(key);
+    q->values[q->n_headers] = strdup(value ? value : "");
+    q->n_headers++;
+  }
+  return MHD_YES;
+}
+
+static enum MHD_Result rx_access(void *cls, struct MHD_Connection *c,
+                                 const char *url, const char *method,
+                                 const char *version, const char *data,
+                                 size_t *data_size, void **con_cls) {
+  rx *r = cls;
+  struct upload *up = *con_cls;
+  struct MHD_Response *resp;
+  rx_step step;
+  enum MHD_Result ret;
+
+  (void)url;
+  (void)version;
+  if (up == NULL) {
+    *con_cls = calloc(1, sizeof(struct upload));
+    return *con_cls ? MHD_YES : MHD_NO;
+  }
+  if (*data_size > 0) {
+    char *p = realloc(up->body, up->len + *data_size + 1);
+    if (p == NULL)
+      return MHD_NO;
+    memcpy(p + up->len, data, *data_size);
+    up->body = p;
+    up->len += *data_size;
+    up->body[up->len] = '\0';
+    *data_size = 0;
+    return MHD_YES;
+  }
+
+  pthread_mutex_lock(&r->lock);
+  int i = r->n_reqs++;
+  if (i < RX_MAX_REQS) {
+    rx_req *q = &r->reqs[i];
+    snprintf(q->method, sizeof(q->method), "%s", method);
+    MHD_get_connection_values(c, MHD_HEADER_KIND, rx_collect, q);
+    q->body = up->body;
+    q->body_len = up->len;
+    up->body = NULL;
+  }
+  step = r->steps[i < r->n_steps ? i : r->n_steps - 1];
+  pthread_cond_broadcast(&r->cond);
+  if (step.delay_ms > 0) {
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += step.delay_ms / 1000;
+    until.tv_nsec += (long)(step.delay_ms % 1000) * 1000000;
+    if (until.tv_nsec >= 1000000000) {
+      until.tv_sec++;
+      until.tv_nsec -= 1000000000;
+    }
+    while (!r->quitting &&
+           pthread_cond_timedwait(&r->cond, &r->lock, &until) == 0)
+      ;
+  }
+  pthread_mutex_unlock(&r->lock);
+
+  resp = MHD_create_response_from_buffer(step.body_len, (void *)step.body,
+                                         MHD_RESPMEM_MUST_COPY);
+  if (resp == NULL)
+    return MHD_NO;
+  if (step.retry_after != NULL)
+    MHD_add_response_header(resp, "Retry-After", step.retry_after);
+  ret = MHD_queue_response(c, (unsigned)step.status, resp);
+  MHD_destroy_response(resp);
+  return ret;
+}
+
+static void rx_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe) {
+  struct upload *up = *con_cls;
+
+  (void)cls;
+  (void)c;
+  (void)toe;
+  if (up != NULL) {
+    free(up->body);
+    free(up);
+    *con_cls = NULL;
+  }
+}
+
+/* Starts a receiver answering with `n` steps (the last one repeats). */
+static rx *rx_start(const rx_step *steps, int n) {
+  rx *r = calloc(1, sizeof(*r));
+  struct sockaddr_in sa;
+  const union MHD_DaemonInfo *info;
+
+  assert_non_null(r);
+  assert_true(n >= 1 && n <= RX_MAX_STEPS);
+  memcpy(r->steps, steps, (size_t)n * sizeof(*steps));
+  r->n_steps = n;
+  pthread_mutex_init(&r->lock, NULL);
+  pthread_cond_init(&r->cond, NULL);
+  memset(&sa, 0, sizeof(sa));
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  r->daemon = MHD_start_daemon(
+      MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL,
+      NULL, rx_access, r, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+      MHD_OPTION_NOTIFY_COMPLETED, rx_completed, r, MHD_OPTION_END);
+  assert_non_null(r->daemon);
+  info = MHD_get_daemon_info(r->daemon, MHD_DAEMON_INFO_BIND_PORT);
+  assert_non_null(info);
+  r->port = info->port;
+  assert_true(r->port > 0);
+  snprintf(r->url, sizeof(r->url), "http://127.0.0.1:%d/hook", r->port);
+  return r;
+}
+
+static void rx_stop(rx *r) {
+  if (r == NULL)
+    return;
+  pthread_mutex_lock(&r->lock);
+  r->quitting = 1;
+  pthread_cond_broadcast(&r->cond);
+  pthread_mutex_unlock(&r->lock);
+  MHD_stop_daemon(r->daemon);
+  for (int i = 0; i < r->n_reqs && i < RX_MAX_REQS; i++) {
+    for (int k = 0; k < r->reqs[i].n_headers; k++) {
+      free(r->reqs[i].names[k]);
+      free(r->reqs[i].values[k]);
+    }
+    free(r->reqs[i].body);
+  }
+  pthread_cond_destroy(&r->cond);
+  pthread_mutex_destroy(&r->lock);
+  free(r);
+}
+
+/* Waits until the receiver has seen `n` requests; returns how many it saw. */
+static int rx_wait(rx *r, int n, int timeout_ms) {
+  int64_t end = mono_ms() + timeout_ms;
+  int got;
+
+  for (;;) {
+    pthread_mutex_lock(&r->lock);
+    got = r->n_reqs;
+    pthread_mutex_unlock(&r->lock);
+    if (got >= n || mono_ms() >= end)
+      return got;
+    usleep(5000);
+  }
+}
+
+static int rx_count(rx *r) {
+  int n;
+
+  pthread_mutex_lock(&r->lock);
+  n = r->n_reqs;
+  pthread_mutex_unlock(&r->lock);
+  return n;
+}
+
+/* The value of header `name` in request `i`, or NULL. */
+static const char *rx_header(rx *r, int i, const char *name) {
+  rx_req *q = &r->reqs[i];
+
+  for (int k = 0; k < q->n_headers; k++) {
+    if (strcasecmp(q->names[k], name) == 0)
+      return q->values[k];
+  }
+  return NULL;
+}
+
+/* ---- fixtures
+ * ------------------------------------------------------------------- */
+
+static hd_webhook_engine *engine;
+
+static int group_setup(void **state) {
+  hd_webhook_engine_config cfg;
+
+  (void)state;
+  hd_webhook_engine_config_init(&cfg);
+  cfg.instance = "test";
+  cfg.backoff_base_ms = 10;
+  cfg.backoff_max_ms = 100;
+  return hd_webhook_engine_start(&cfg, &engine) == HD_OK ? 0 : -1;
+}
+
+static int group_teardown(void **state) {
+  (void)state;
+  hd_webhook_engine_stop(engine);
+  engine = NULL;
+  return 0;
+}
+
+static const hd_event *update_event(void) {
+  static hd_event ev;
+
+  memset(&ev, 0, sizeof(ev));
+  ev.key = "k";
+  ev.name = "update";
+  ev.args_kind = HD_ARGS_UPDATE;
+  ev.topic.path = "a/b";
+  ev.topic.value.type = HD_VALUE_JSON;
+  ev.topic.value.u.bytes.data = "{\"x\":1}";
+  ev.topic.value.u.bytes.len = strlen("{\"x\":1}");
+  return &ev;
+}
+
+static void webhook_init(Handlers__V1__Webhook *wh, const char *url) {
+  Handlers__V1__Webhook init = HANDLERS__V1__WEBHOOK__INIT;
+
+  *wh = init;
+  wh->url = (char *)url;
+}
+
+static hd_handler *make_on(hd_webhook_engine *e,
+                           const Handlers__V1__Webhook *wh) {
+  hd_handler *h = NULL;
+  char msg[256] = "";
+  hd_err err = hd_webhook_factory(e, "k", wh, &h, NULL, msg, sizeof(msg));
+
+  if (err != HD_OK)
+    print_error("factory: %s: %s\n", hd_strerror(err), msg);
+  assert_int_equal(err, HD_OK);
+  assert_string_equal(hd_handler_kind(h), "webhook");
+  return h;
+}
+
+static hd_handler *make(const Handlers__V1__Webhook *wh) {
+  return make_on(engine, wh);
+}
+
+/* Runs `h` once on `ev` and returns its only result's list. */
+static hd_results *run(hd_handler *h, const hd_event *ev) {
+  hd_results *rs = NULL;
+
+  assert_int_equal(hd_handler_run_sync(h, ev, &rs), HD_OK);
+  assert_non_null(rs);
+  return rs;
+}
+
+/* Expects `factory` to refuse `wh` with a message containing `want`. */
+static void expect_refused(const Handlers__V1__Webhook *wh, const char *want) {
+  hd_handler *h = NULL;
+  char msg[256] = "";
+
+  assert_int_equal(
+      hd_webhook_factory(engine, "k", wh, &h, NULL, msg, sizeof(msg)),
+      HD_EINVAL);
+  assert_null(h);
+  if (strstr(msg, want) == NULL)
+    fail_msg("message '%s' does not contain '%s'", msg, want);
+}
+
+/* ---- delivery
+ * ------------------------------------------------------------------- */
+
+static void test_delivers_structured_cloudevent(void **state) {
+  static const rx_step ok = {.status = 204};
+  Handlers__V1__Webhook wh;
+  Handlers__V1__Webhook__HeadersEntry hdr =
+      HANDLERS__V1__WEBHOOK__HEADERS_ENTRY__INIT;
+  Handlers__V1__Webhook__HeadersEntry *hdrs[] = {&hdr};
+  rx *r = rx_start(&ok, 1);
+  hd_handler *h;
+  hd_results *rs;
+  hd_result *res;
+  json_t *ce;
+  const char *id, *ts;
+  int64_t now_s = real_ns() / 1000000000;
+
+  (void)state;
+  webhook_init(&wh, r->url);
+  hdr.key = "X-Custom";
+  hdr.value = "hello";
+  wh.n_headers = 1;
+  wh.headers = hdrs;
+  h = make(&wh);
+  rs = run(h, update_event());
+  assert_int_equal(hd_results_count(rs), 1);
+  res = hd_results_at(rs, 0);
+  assert_int_equal(res->err, HD_OK);
+  assert_string_equal(res->handler_id, hd_handler_id(h));
+  assert_int_equal(res->http_status, 204);
+  assert_int_equal(res->attempts, 1);
+  assert_int_equal(res->value.type, HD_VALUE_NONE);
+  assert_true(res->duration_ns > 0);
+
+  assert_int_equal(rx_count(r), 1);
+  assert_string_equal(r->reqs[0].method, "POST");
+  assert_string_equal(rx_header(r, 0, "content-type"),
+                      "application/cloudevents+json");
+  assert_string_equal(rx_header(r, 0, "user-agent"), "handlerd/" HD_VERSION);
+  assert_string_equal(rx_header(r, 0, "x-custom"), "hello");
+  assert_null(rx_header(r, 0, "webhook-signature"));
+  id = rx_header(r, 0, "webhook-id");
+  ts = rx_header(r, 0, "webhook-timestamp");
+  assert_non_null(id);
+  assert_non_null(ts);
+  assert_true(llabs(atoll(ts) - now_s) <= 5);
+
+  ce = json_loadb(r->reqs[0].body, r->reqs[0].body_len, 0, NULL);
+  assert_non_null(ce);
+  assert_string_equal(json_string_value(json_object_get(ce, "specversion")),
+                      "1.0");
+  assert_string_equal(json_string_value(json_object_get(ce, "id")), id);
+  assert_string_equal(json_string_value(json_object_get(ce, "source")),
+                      "//handlerd/test/keys/k");
+  assert_string_equal(json_string_value(json_object_get(ce, "type")),
+                      "handlers.v1.update");
+  assert_string_equal(json_string_value(json_object_get(ce, "subject")), "a/b");
+  assert_non_null(json_object_get(ce, "time"));
+  assert_true(json_is_object(json_object_get(ce, "data")));
+  json_decref(ce);
+  hd_results_free(rs);
+  hd_handler_unref(h);
+  rx_stop(r);
+}
+
+static void test_binary_mode_sends_attributes_as_ce_headers(void **state) {
+  static const rx_step ok = {.status = 200};
+  Handlers__V1__Webhook wh;
+  rx *r = rx_start(&ok, 1);
+  hd_handler *h;
+  hd_results *rs;
+  json_t *data;
+
+  (void)state;
+  webhook_init(&wh, r->url);
+  wh.binary_mode = 1;
+  h = make(&wh);
+  rs = run(h, update_event());
+  assert_int_equal(hd_results_at(rs, 0)->err, HD_OK);
+  assert_int_equal(rx_count(r), 1);
+  assert_string_equal(rx_header(r, 0, "content-type"), "application/json");
+  assert_string_equal(rx_header(r, 0, "ce-specversion"), "1.0");
+  assert_string_equal(rx_header(r, 0, "ce-id"), rx_header(r, 0, "webhook-id"));
+  assert_string_equal(rx_header(r, 0, "ce-source"), "//handlerd/test/keys/k");
+  assert_string_equal(rx_header(r, 0, "ce-type"), "handlers.v1.update");
+  assert_string_equal(rx_header(r, 0, "ce-subject"), "a/b");
+  assert_non_null(rx_header(r, 0, "ce-time"));
+  /* The body is the data alone, not an envelope. */
+  data = json_loadb(r->reqs[0].body, r->reqs[0].body_len, 0, NULL);
+  assert_non_null(data);
+  assert_null(json_object_get(data, "specversion"));
+  json_decref(data);
+  hd_results_free(rs);
+  hd_handler_unref(h);
+  rx_stop(r);
+}
+
+static void test_generated_secret_signs_every_attempt(void **state) {
+  static const rx_step steps[] = {{.status = 503}, {.status = 200}};
+  Handlers__V1__Webhook wh;
+  rx *r = rx_start(steps, 2);
+  hd_handler *h = NULL;
+  hd_results *rs;
+  char *secret = NULL, msg[256] = "";
+  unsigned char key[HD_SECRET_MAX_BYTES];
+  size_t key_len = 0;
+
+  (void)state;
+  webhook_init(&wh, r->url);
+  wh.new_secret = 1;
+  assert_int_equal(
+      hd_webhook_factory(engine, "k", &wh, &h, &secret, msg, sizeof(msg)),
+      HD_OK);
+  assert_non_null(secret);
+  assert_int_equal(strncmp(secret, HD_SECRET_PREFIX, 6), 0);
+  assert_int_equal(hd_secret_parse(secret, key, &key_len, NULL, 0), HD_OK);
+  rs = run(h, update_event());
+  assert_int_equal(hd_results_at(rs, 0)->err, HD_OK);
+  assert_int_equal(rx_count(r), 2);
+  for (int i = 0; i < 2; i++) {
+    const char *id = rx_header(r, i, "webhook-id");
+    const char *ts = rx_header(r, i, "webhook-timestamp");
+    const char *got = rx_header(r, i, "webhook-signature");
+    char want[HD_SIGNATURE_MAX];
+
+    assert_non_null(id);
+    assert_non_null(ts);
+    assert_non_null(got);
+    assert_int_equal(hd_webhook_sign(key, key_len, id, atoll(ts),
+                                     r->reqs[i].body, r->reqs[i].body_len, want,
+                                     sizeof(want)),
+                     HD_OK);
+    assert_string_equal(got, want);
+  }
+  /* A retry is the same message: same id, same body. */
+  assert_string_equal(rx_header(r, 0, "webhook-id"),
+                      rx_header(r, 1, "webhook-id"));
+  assert_int_equal(r->reqs[0].body_len, r->reqs[1].body_len);
+  assert_memory_equal(r->reqs[0].body, r->reqs[1].body, r->reqs[0].body_len);
+  free(secret);
+  hd_results_free(rs);
+  hd_handler_unref(h);
+  rx_stop(r);
+}
+
+static void test_json_response_becomes_json_result(void **state) {
+  static const char body[] = "{\"ok\":true,\"n\":[1,2]}";
+  static const rx_step ok = {
+      .status = 200, .body = body, .body_len = sizeof(body) - 1};
+  Handlers__V1__Webhook wh;
+  rx *r = rx_start(&ok, 1);
+  hd_handler *h;
+  hd_results *rs;
+  hd_result *res;
+
+  (void)state;
+  webhook_init(&wh, r->url);
+  h = make(&wh);
+  rs = run(h, update_event());
+  res = hd_results_at(rs, 0);
+  assert_int_equal(res->err, HD_OK);
+  assert_int_equal(res->value.type, HD_VALUE_JSON);
+  assert_string_equal(res->value.u.bytes.data, body);
+  assert_int_equal(res->truncated, 0);
+  hd_results_free(rs);
+  hd_handler_unref(h);
+  rx_stop(r);
+}
+
+static void test_text_response_becomes_string_result(void **state) {
+  static const rx_step ok = {.status = 200, .body = "hello", .body_len = 5};
+  Handlers__V1__Webhook wh;
+  rx *r = rx_start(&ok, 1);
+  hd_handler *h;
+  hd_results *rs;
+  hd_result *res;
+
+  (void)state;
+  webhook_init(&wh, r->url);
+  h = make(&wh);
+  rs = run(h, update_event());
+  res = hd_results_at(rs, 0);
+  assert_int_equal(res->err, HD_OK);
+  assert_int_equal(res->value.type, HD_VALUE_STRING);
+  assert_string_equal(res->value.u.bytes.data, "hello");
+  hd_results_free(rs);
+  hd_handler_unref(h);
+  rx_stop(r);
+}
+
+static void test_large_response_is_truncated(void **state) {
+  size_t len = 100 * 1024;
+  char *big = malloc(len);
+  rx_step ok = {.status = 200, .body_len = len};
+  Handlers__V1__Webhook wh;
+  rx *r;
+  hd_handler *h;
+  hd_results *rs;
+  hd_result *res;
+
+  (void)state;
+  assert_non_null(big);
+  memset(big, 'x', len);
+  big[0] = '"'; /* would start a JSON string: a cut one is not JSON */
+  ok.body = big;
+  r = rx_start(&ok, 1);
+  webhook_init(&wh, r->url);
+  h = make(&wh);
+  rs = run(h, update_event());
+  res = hd_results_at(rs, 0);
+  assert_int_equal(res->err, HD_OK);
+  assert_int_equal(res->truncated, 1);
+  assert_int_equal(res->value.type, HD_VALUE_STRING);
+  assert_int_equal(res->value.u.bytes.len, HD_WEBHOOK_MAX_RESPONSE);
+  assert_memory_equal(res->value.u.bytes.data, big, HD_WEBHOOK_MAX_RESPONSE);
+  hd_results_free(rs);
+  hd_handler_unref(h);
+  rx_stop(r);
+  free(big);
+}
+
+/* ---- retries
+ * ---------------------------------------------------------------------- */
+
+static void test_server_errors_are_retried_until_success(void **state) {
+  static const rx_step steps[] = {{.status = 500},
+                                  {.status = 500},
+                                  {.status = 200, .body = "1", .body_len = 1}};
+  Handlers__V1__Webhook wh;
+  rx *r = rx_start(steps, 3);
+  hd_handler *h;
+  hd_results *rs;
+  hd_result *res;
+
+  (void)state;
+  webhook_init(&wh, r->url);
+  h = make(&wh);
+  rs = run(h, update_event());
+  res = hd_results_at(rs, 0);
+  assert_int_equal(res->err, HD_OK);
+  assert_int_equal(res->attempts, 3);
+  assert_int_equal(res->http_status, 200);
+  assert_int_equal(res->value.type, HD_VALUE_JSON);
+  assert_int_equal(rx_count(r), 3);
+  hd_results_free(rs);
+  hd_handler_unref(h);
+  rx_stop(r);
+}
+
+static void test_not_found_fails_after_one_attempt(void **state) {
+  static const rx_step steps[] = {{.status = 404}, {.status = 200}};
+  Handlers__V1__Webhook wh;
+  rx *r = rx_start(steps, 2);
+  hd_handler *h;
+  hd_results *rs;
+  hd_result *res;
+
+  (void)state;
+  webhook_init(&wh, r->url);
+  h = make(&wh);
+  rs = run(h, update_event());
+  res = hd_results_at(rs, 0);
+  assert_int_equal(res->err, HD_EHANDLER);
+  assert_int_equal(res->grpc_code, 5);
+  assert_int_equal(res->http_status, 404);
+  assert_int_equal(res->attempts, 1);
+  assert_string_equal(res->message, "HTTP 404 after 1 attempt");
+  assert_string_equal(res->handler_id, hd_handler_id(h));
+  usleep(100 * 1000); /* a wrong retry would show up by now */
+  assert_int_equal(rx_count(r), 1);
+  hd_results_free(rs);
+  hd_handler_unref(h);
+  rx_stop(r);
+}
+
+static void test_retry_after_is_respected(void **state) {
+  static const rx_step steps[] = {{.status = 429, .retry_after = "1"},
+                                  {.status = 200}};
+  Handlers__V1__Webhook wh;
+  rx *r = rx_start(steps, 2);
+  hd_handler *h;
+  hd_results *rs;
+  hd_result *res;
+  int64_t start;
+
+  (void)state;
+  webhook_init(&wh, r->url);
+  h = make(&wh);
+  start = mono_ms();
+  rs = run(h, update_event());
+  res = hd_results_at(rs, 0);
+  assert_int_equal(res->err, HD_OK);
+  assert_int_equal(res->attempts, 2);
+  /* The backoff alone would be 10 ms or less. */
+  assert_true(mono_ms() - start >= 950);
+  hd_results_free(rs);
+  hd_handler_unref(h);
+  rx_stop(r);
+}
+
+static void test_retry_after_beyond_deadline_fails_now(void **state) {
+  static const rx_step steps[] = {{.status = 503, .retry_after = "5"},
+                                  {.status = 200}};
+  Handlers__V1__Webhook wh;
+  rx *r = rx_start(steps, 2);
+  hd_handler *h;
+  hd_results *rs;
+  hd_result *res;
+  hd_event ev = *update_event();
+  int64_t start;
+
+  (void)state;
+  webhook_init(&wh, r->url);
+  h = make(&wh);
+  ev.deadline_ns = real_ns() + 2000000000LL;
+  start = mono_ms();
+  rs = run(h, &ev);
+  res = hd_results_at(rs, 0);
+  assert_int_equal(res->err, HD_EHANDLER);
+  assert_int_equal(res->grpc_code, 14);
+  assert_int_equal(res->attempts, 1);
+  assert_non_null(strstr(res->message, "HTTP 503 after 1 attempt"));
+  assert_non_null(strstr(res->message, "deadline"));
+  assert_true(mono_ms() - start < 1000);
+  hd_results_free(rs);
+  hd_handler_unref(h);
+  rx_stop(r);
+}
+
+static void test_connection_refused_uses_all_attempts(void **state) {
+  struct sockaddr_in sa;
+  socklen_t len = sizeof(sa);
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  Handlers__V1__Webhook wh;
+  char url[64];
+  hd_handler *h;
+  hd_results *rs;
+  hd_result *res;
+
+  (void)state;
+  /* A port that was just free: bind it, learn it, close it. */
+  memset(&sa, 0, sizeof(sa));
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  assert_true(fd >= 0);
+  assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+  assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+  close(fd);
+  snprintf(url, sizeof(url), "http://127.0.0.1:%d/", ntohs(sa.sin_port));
+  webhook_init(&wh, url);
+  wh.max_attempts = 3;
+  h = make(&wh);
+  rs = run(h, update_event());
+  res = hd_results_at(rs, 0);
+  assert_int_equal(res->err, HD_EHANDLER);
+  assert_int_equal(res->grpc_code, 14);
+  assert_int_equal(res->attempts, 3);
+  assert_int_equal(res->http_status, 0);
+  assert_string_equal(res->message, "connection refused after 3 attempts");
+  hd_results_free(rs);
+  hd_handler_unref(h);
+}
+
+static void test_deadline_bounds_retries(void **state) {
+  static const rx_step always = {.status = 500};
+  Handlers__V1__Webhook wh;
+  rx *r = rx_start(&always, 1);
+  hd_handler *h;
+  hd_results *rs;
+  hd_result *res;
+  hd_event ev = *update_event();
+  int64_t start;
+
+  (void)state;
+  webhook_init(&wh, r->url);
+  wh.max_attempts = HD_WEBHOOK_MAX_ATTEMPTS;
+  h = make(&wh);
+  ev.deadline_ns = real_ns() + 500000000LL;
+  start = mono_ms();
+  rs = run(h, &ev);
+  res = hd_results_at(rs, 0);
+  assert_int_not_equal(res->err, HD_OK);
+  assert_int_equal(res->http_status, 500);
+  assert_true(res->attempts >= 2);
+  assert_true(res->attempts < HD_WEBHOOK_MAX_ATTEMPTS);
+  assert_true(res->attempts == rx_count(r));
+  assert_non_null(strstr(res->message, "deadline"));
+  assert_true(mono_ms() - start <= 700);
+  hd_results_free(rs);
+  hd_handler_unref(h);
+  rx_stop(r);
+}
+
+static void test_deadline_cuts_a_hanging_attempt(void **state) {
+  static const rx_step hang = {.status = 200, .delay_ms = 10000};
+  Handlers__V1__Webhook wh;
+  rx *r = rx_start(&hang, 1);
+  hd_handler *h;
+  hd_results *rs;
+  hd_result *res;
+  hd_event ev = *update_event();
+  int64_t start;
+
+  (void)state;
+  webhook_init(&wh, r->url);
+  wh.timeout_ms = 5000;
+  h = make(&wh);
+  ev.deadline_ns = real_ns() + 300000000LL;
+  start = mono_ms();
+  rs = run(h, &ev);
+  res = hd_results_at(rs, 0);
+  assert_int_equal(res->err, HD_ETIMEOUT);
+  assert_int_equal(res->grpc_code, 4);
+  assert_int_equal(res->attempts, 1);
+  assert_string_equal(res->message, "deadline exceeded after 1 attempt");
+  assert_true(mono_ms() - start < 1000);
+  hd_results_free(rs);
+  hd_handler_unref(h);
+  rx_stop(r);
+}
+
+/* ---- isolation
+ * ------------------------------------------------------------------------ */
+
+static void test_hanging_receiver_does_not_delay_another(void **state) {
+  static const rx_step hang = {.status = 200, .delay_ms = 10000};
+  static const rx_step ok = {.status = 200, .body = "\"fast\"", .body_len = 6};
+  Handlers__V1__Webhook wh;
+  rx *slow = rx_start(&hang, 1), *fast = rx_start(&ok, 1);
+  hd_handler *set = NULL, *hs, *hf;
+  hd_results *rs;
+  hd_result *rslow, *rfast;
+
+  (void)state;
+  webhook_init(&wh, slow->url);
+  wh.timeout_ms = 300;
+  wh.max_attempts = 1;
+  hs = make(&wh);
+  webhook_init(&wh, fast->url);
+  hf = make(&wh);
+  assert_int_equal(hd_set_new(&set), HD_OK);
+  assert_int_equal(hd_set_add(set, hs), HD_OK);
+  assert_int_equal(hd_set_add(set, hf), HD_OK);
+  rs = run(set, update_event());
+  assert_int_equal(hd_results_count(rs), 2);
+  rslow = hd_results_at(rs, 0);
+  rfast = hd_results_at(rs, 1);
+  assert_string_equal(rslow->handler_id, hd_handler_id(hs));
+  assert_string_equal(rfast->handler_id, hd_handler_id(hf));
+  assert_int_equal(rslow->err, HD_ETIMEOUT);
+  assert_int_equal(rslow->grpc_code, 4);
+  assert_string_equal(rslow->message, "timeout (300 ms) after 1 attempt");
+  assert_true(rslow->duration_ns >= 290000000LL);
+  assert_int_equal(rfast->err, HD_OK);
+  assert_int_equal(rfast->value.type, HD_VALUE_JSON);
+  assert_true(rfast->duration_ns < 250000000LL);
+  hd_results_free(rs);
+  hd_handler_unref(set);
+  hd_handler_unref(hs);
+  hd_handler_unref(hf);
+  rx_stop(slow);
+  rx_stop(fast);
+}
+
+/* ---- shutdown
+ * ---------------------------------------------------------------------- */
+
+struct waiter {
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  hd_results *rs;
+  int calls;
+};
+
+static void waiter_done(hd_results *rs, void *data) {
+  struct waiter *w = data;
+
+  pthread_mutex_lock(&w->lock);
+  w->rs = rs;
+  w->calls++;
+  pthread_cond_broadcast(&w->cond);
+  pthread_mutex_unlock(&w->lock);
+}
+
+static void test_stop_fails_the_delivery_in_flight(void **state) {
+  static const rx_step hang = {.status = 200, .delay_ms = 10000};
+  hd_webhook_engine_config cfg;
+  hd_webhook_engine *e = NULL;
+  Handlers__V1__Webhook wh;
+  rx *r = rx_start(&hang, 1);
+  struct waiter w = {.rs = NULL, .calls = 0};
+  hd_handler *h;
+  hd_result *res;
+  hd_results *rs;
+  int64_t start;
+
+  (void)state;
+  pthread_mutex_init(&w.lock, NULL);
+  pthread_cond_init(&w.cond, NULL);
+  hd_webhook_engine_config_init(&cfg);
+  assert_int_equal(hd_webhook_engine_start(&cfg, &e), HD_OK);
+  webhook_init(&wh, r->url);
+  h = make_on(e, &wh);
+  assert_int_equal(hd_handler_handle(h, update_event(), waiter_done, &w),
+                   HD_OK);
+  assert_int_equal(rx_wait(r, 1, 5000), 1);
+  pthread_mutex_lock(&w.lock);
+  assert_int_equal(w.calls, 0);
+  pthread_mutex_unlock(&w.lock);
+  start = mono_ms();
+  hd_webhook_engine_stop(e); /* the handler still holds a reference */
+  assert_true(mono_ms() - start < 1000);
+  pthread_mutex_lock(&w.lock);
+  assert_int_equal(w.calls, 1);
+  pthread_mutex_unlock(&w.lock);
+  res = hd_results_at(w.rs, 0);
+  assert_int_equal(res->err, HD_EHANDLER);
+  assert_int_equal(res->grpc_code, 14);
+  assert_int_equal(res->attempts, 1);
+  assert_string_equal(res->message, "handlerd is shutting down");
+  hd_results_free(w.rs);
+
+  /* Events after the stop fail at once, without a request. */
+  rs = run(h, update_event());
+  res = hd_results_at(rs, 0);
+  assert_int_equal(res->grpc_code, 14);
+  assert_int_equal(res->attempts, 0);
+  assert_string_equal(res->message, "handlerd is shutting down");
+  assert_int_equal(rx_count(r), 1);
+  hd_results_free(rs);
+  hd_handler_unref(h); /* the engine's memory goes with it */
+  rx_stop(r);
+  pthread_cond_destroy(&w.cond);
+  pthread_mutex_destroy(&w.lock);
+}
+
+/* ---- the factory
+ * ------------------------------------------------------------------------ */
+
+static void test_factory_refuses_ftp_url(void **state) {
+  Handlers__V1__Webhook wh;
+
+  (void)state;
+  webhook_init(&wh, "ftp://127.0.0.1/x");
+  expect_refused(&wh, "webhook.url: ");
+  expect_refused(&wh, "ftp");
+}
+
+static void test_factory_refuses_too_many_attempts(void **state) {
+  Handlers__V1__Webhook wh;
+
+  (void)state;
+  webhook_init(&wh, "http://127.0.0.1:9/");
+  wh.max_attempts = 50;
+  expect_refused(&wh, "webhook.max_attempts: 50 is over the limit of 20");
+}
+
+static void test_factory_refuses_long_timeout(void **state) {
+  Handlers__V1__Webhook wh;
+
+  (void)state;
+  webhook_init(&wh, "http://127.0.0.1:9/");
+  wh.timeout_ms = 60001;
+  expect_refused(&wh, "webhook.timeout_ms: 60001 is over the limit of 60000");
+}
+
+static void test_factory_refuses_bad_secret(void **state) {
+  Handlers__V1__Webhook wh;
+
+  (void)state;
+  webhook_init(&wh, "http://127.0.0.1:9/");
+  wh.secret = "not-a-secret";
+  expect_refused(&wh, "webhook.secret: ");
+  wh.new_secret = 1;
+  expect_refused(&wh, "webhook.new_secret: ");
+}
+
+static void test_factory_refuses_reserved_and_malformed_headers(void **state) {
+  static const struct {
+    const char *name, *value, *want;
+  } cases[] = {
+      {"Content-Type", "text/plain", "'Content-Type' is set by handlerd"},
+      {"webhook-id", "x", "'webhook-id' is set by handlerd"},
+      {"ce-type", "x", "'ce-type' is set by handlerd"},
+      {"bad name", "x", "'bad name' is not a valid header name"},
+      {"X-Ok", "a\r\nX-Injected: 1", "control character"},
+      {"", "x", "empty header name"},
+  };
+  Handlers__V1__Webhook wh;
+  Handlers__V1__Webhook__HeadersEntry e =
+      HANDLERS__V1__WEBHOOK__HEADERS_ENTRY__INIT;
+  Handlers__V1__Webhook__HeadersEntry *entries[] = {&e};
+
+  (void)state;
+  webhook_init(&wh, "http://127.0.0.1:9/");
+  wh.n_headers = 1;
+  wh.headers = entries;
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    e.key = (char *)cases[i].name;
+    e.value = (char *)cases[i].value;
+    expect_refused(&wh, "webhook.headers");
+    expect_refused(&wh, cases[i].want);
+  }
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_delivers_structured_cloudevent),
+      cmocka_unit_test(test_binary_mode_sends_attributes_as_ce_headers),
+      cmocka_unit_test(test_generated_secret_signs_every_attempt),
+      cmocka_unit_test(test_json_response_becomes_json_result),
+      cmocka_unit_test(test_text_response_becomes_string_result),
+      cmocka_unit_test(test_large_response_is_truncated),
+      cmocka_unit_test(test_server_errors_are_retried_until_success),
+      cmocka_unit_test(test_not_found_fails_after_one_attempt),
+      cmocka_unit_test(test_retry_after_is_respected),
+      cmocka_unit_test(test_retry_after_beyond_deadline_fails_now),
+      cmocka_unit_test(test_connection_refused_uses_all_attempts),
+      cmocka_unit_test(test_deadline_bounds_retries),
+      cmocka_unit_test(test_deadline_cuts_a_hanging_attempt),
+      cmocka_unit_test(test_hanging_receiver_does_not_delay_another),
+      cmocka_unit_test(test_stop_fails_the_delivery_in_flight),
+      cmocka_unit_test(test_factory_refuses_ftp_url),
+      cmocka_unit_test(test_factory_refuses_too_many_attempts),
+      cmocka_unit_test(test_factory_refuses_long_timeout),
+      cmocka_unit_test(test_factory_refuses_bad_secret),
+      cmocka_unit_test(test_factory_refuses_reserved_and_malformed_headers),
+  };
+
+  return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
