@@ -222,12 +222,22 @@ static hd_err check_request(const Handlers__V1__AddHandlerRequest *req,
   return HD_OK;
 }
 
-/* A simple handler, or an event-stream for a filtered or routed one. The
- * sub-handlers carry the registered id so results name what the caller
- * registered. */
+/* A new event-stream handler, with the forced `id` when one is given. */
+static hd_err new_stream(const char *id, hd_handler **out) {
+  hd_err err = hd_stream_new(out);
+  if (err == HD_OK && id && (err = hd_handler_set_id(*out, id)) != HD_OK) {
+    hd_handler_unref(*out);
+    *out = NULL;
+  }
+  return err;
+}
+
+/* A simple handler, or an event-stream for a filtered or routed one, with
+ * id `id` (NULL: a fresh one). The sub-handlers carry the same id so results
+ * name what the caller registered. */
 static hd_err build(hd_control *c, const Handlers__V1__AddHandlerRequest *req,
-                    record *rec, hd_handler **out, char **secret, char *msg,
-                    size_t msg_size) {
+                    const char *id, record *rec, hd_handler **out,
+                    char **secret, char *msg, size_t msg_size) {
   hd_err err;
   hd_handler *h = NULL;
   if (req->target) {
@@ -237,16 +247,20 @@ static hd_err build(hd_control *c, const Handlers__V1__AddHandlerRequest *req,
     if (err != HD_OK)
       return err;
     if (req->n_events == 0) {
+      if (id && (err = hd_handler_set_id(simple, id)) != HD_OK) {
+        hd_handler_unref(simple);
+        return err;
+      }
       *out = simple;
       return HD_OK;
     }
-    if ((err = hd_stream_new(&h)) == HD_OK)
+    if ((err = new_stream(id, &h)) == HD_OK)
       err = hd_handler_set_id(simple, hd_handler_id(h));
     for (size_t i = 0; err == HD_OK && i < req->n_events; i++)
       err = hd_stream_route(h, req->events[i], simple);
     hd_handler_unref(simple);
   } else {
-    err = hd_stream_new(&h);
+    err = new_stream(id, &h);
     for (size_t i = 0; err == HD_OK && i < req->n_routes; i++) {
       hd_handler *sub = NULL;
       char what[HD_EVENT_NAME_MAX + 16];
@@ -390,9 +404,7 @@ static hd_err add(hd_control *c, hd_arena *a,
   hd_handler *h = NULL;
   char *secret = NULL;
   int saved = 0;
-  err = build(c, req, rec, &h, &secret, msg, msg_size);
-  if (err == HD_OK && id)
-    err = hd_handler_set_id(h, id);
+  err = build(c, req, id, rec, &h, &secret, msg, msg_size);
   if (err == HD_OK)
     err = fill_record(rec, req);
   if (err == HD_OK && save) {
