@@ -51,19 +51,6 @@ typedef enum method {
   M_HEALTH_WATCH
 } method;
 
-static const struct {
-  const char *path;
-  method m;
-} methods[] = {
-    {"/handlers.v1.Handlers/Dispatch", M_DISPATCH},
-    {"/handlers.v1.Handlers/DispatchStream", M_STREAM},
-    {"/handlers.v1.Handlers/AddHandler", M_ADD},
-    {"/handlers.v1.Handlers/RemoveHandler", M_REMOVE},
-    {"/handlers.v1.Handlers/ListHandlers", M_LIST},
-    {"/grpc.health.v1.Health/Check", M_HEALTH_CHECK},
-    {"/grpc.health.v1.Health/Watch", M_HEALTH_WATCH},
-};
-
 typedef struct call call;
 
 /* One request of a DispatchStream, queued until its reply can be sent. */
@@ -84,6 +71,7 @@ struct call {
   grpc_call_details details;
   grpc_metadata_array md;
   method m;
+  size_t m_index; /* into methods[] when m != M_UNKNOWN */
   atomic_int refs;
   int counted; /* included in srv->in_flight */
   int md_sent;
@@ -101,6 +89,26 @@ struct call {
   /* Health Watch: linked into srv->watchers until it ends */
   call *watch_next;
   int watching, watch_final;
+};
+
+typedef void unary_fn(call *c, grpc_slice body);
+static unary_fn handle_dispatch, handle_add, handle_remove, handle_list,
+    handle_health_check, handle_health_watch;
+
+/* The methods served; unary ones (and Watch, which reads one request) name
+ * the function that handles their request. */
+static const struct {
+  const char *path;
+  method m;
+  unary_fn *handle;
+} methods[] = {
+    {"/handlers.v1.Handlers/Dispatch", M_DISPATCH, handle_dispatch},
+    {"/handlers.v1.Handlers/DispatchStream", M_STREAM, NULL},
+    {"/handlers.v1.Handlers/AddHandler", M_ADD, handle_add},
+    {"/handlers.v1.Handlers/RemoveHandler", M_REMOVE, handle_remove},
+    {"/handlers.v1.Handlers/ListHandlers", M_LIST, handle_list},
+    {"/grpc.health.v1.Health/Check", M_HEALTH_CHECK, handle_health_check},
+    {"/grpc.health.v1.Health/Watch", M_HEALTH_WATCH, handle_health_watch},
 };
 
 struct hd_server {
@@ -396,9 +404,6 @@ static void handle_list(call *c, grpc_slice body) {
   answer(c, err, msg, &reply.base);
 }
 
-static void handle_health_check(call *c, grpc_slice body);
-static void handle_health_watch(call *c, grpc_slice body);
-
 static void on_unary_recv(void *owner, int ok) {
   call *c = owner;
   if (!ok) { /* cancelled or broken: nothing to answer */
@@ -418,28 +423,7 @@ static void on_unary_recv(void *owner, int ok) {
   if (!c->arena) {
     finish_status(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
   } else {
-    switch (c->m) {
-    case M_DISPATCH:
-      handle_dispatch(c, body);
-      break;
-    case M_ADD:
-      handle_add(c, body);
-      break;
-    case M_REMOVE:
-      handle_remove(c, body);
-      break;
-    case M_LIST:
-      handle_list(c, body);
-      break;
-    case M_HEALTH_CHECK:
-      handle_health_check(c, body);
-      break;
-    case M_HEALTH_WATCH:
-      handle_health_watch(c, body);
-      break;
-    default:
-      finish_status(c, GRPC_STATUS_INTERNAL, "bad method state");
-    }
+    methods[c->m_index].handle(c, body);
   }
   grpc_slice_unref(body);
   call_unref(c);
@@ -798,10 +782,12 @@ static void stream_recv_next(call *c) {
 
 static void request_call(hd_server *srv, grpc_completion_queue *cq);
 
-static method method_of(grpc_slice path) {
+static method method_of(grpc_slice path, size_t *index) {
   for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
-    if (grpc_slice_str_cmp(path, methods[i].path) == 0)
+    if (grpc_slice_str_cmp(path, methods[i].path) == 0) {
+      *index = i;
       return methods[i].m;
+    }
   return M_UNKNOWN;
 }
 
@@ -823,7 +809,7 @@ static void on_new_call(void *owner, int ok) {
   memset(&close_op, 0, sizeof(close_op));
   close_op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
   close_op.data.recv_close_on_server.cancelled = &c->cancelled;
-  c->m = method_of(c->details.method);
+  c->m = method_of(c->details.method, &c->m_index);
   c->t_close =
       (tag){c->m == M_HEALTH_WATCH ? on_watch_closed : on_batch_done, c};
   start_batch(c, &close_op, 1, &c->t_close);
