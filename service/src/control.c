@@ -67,6 +67,13 @@ void hd_control_free(hd_control *c) {
   free(c);
 }
 
+size_t hd_control_count(hd_control *c) {
+  pthread_mutex_lock(&c->lock);
+  size_t n = c->n_recs;
+  pthread_mutex_unlock(&c->lock);
+  return n;
+}
+
 void hd_control_set_store(hd_control *c, hd_store *store) {
   c->store = store;
 }

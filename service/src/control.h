@@ -38,6 +38,9 @@ void hd_control_set_store(hd_control *c, hd_store *store);
 hd_err hd_control_load(hd_control *c, size_t *loaded, char *msg,
                        size_t msg_size);
 
+/* How many handlers are registered (a gauge for /metrics). */
+size_t hd_control_count(hd_control *c);
+
 /* AddHandler. Fills `reply` (strings in the arena). `id` (may be NULL) forces
  * the handler id, for replaying saved registrations. HD_EINVAL (bad key,
  * neither or both of target/routes, unknown function, bad URL) with a message

@@ -6,6 +6,7 @@
  */
 #include "control.h"
 #include "handlerd/handlerd.h"
+#include "metrics.h"
 #include "server.h"
 #include "store.h"
 #include "webhook.h"
@@ -31,6 +32,7 @@ typedef struct options {
   int drain_ms;
   hd_log_level level;
   const char *state_dir;
+  const char *metrics_listen;
   const char *token_file, *tls_cert, *tls_key, *tls_client_ca;
   hd_webhook_engine_config webhook;
 } options;
@@ -97,6 +99,8 @@ static int from_env(options *o) {
     o->tls_key = v;
   if ((v = getenv("HANDLERD_TLS_CLIENT_CA")) && *v)
     o->tls_client_ca = v;
+  if ((v = getenv("HANDLERD_METRICS_LISTEN")) && *v)
+    o->metrics_listen = v;
   if ((v = getenv("HANDLERD_STATE_DIR")) && *v)
     o->state_dir = v;
   if ((v = getenv("HANDLERD_INSTANCE")) && *v)
@@ -154,7 +158,8 @@ static int parse_args(int argc, char **argv, options *o) {
     OPT_AUTH_DISPATCH,
     OPT_TLS_CERT,
     OPT_TLS_KEY,
-    OPT_TLS_CLIENT_CA
+    OPT_TLS_CLIENT_CA,
+    OPT_METRICS
   };
   static const struct option longopts[] = {
       {"listen", required_argument, NULL, 'l'},
@@ -174,6 +179,7 @@ static int parse_args(int argc, char **argv, options *o) {
       {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
       {"tls-key", required_argument, NULL, OPT_TLS_KEY},
       {"tls-client-ca", required_argument, NULL, OPT_TLS_CLIENT_CA},
+      {"metrics-listen", required_argument, NULL, OPT_METRICS},
       {"help", no_argument, NULL, 'h'},
       {"version", no_argument, NULL, 'V'},
       {NULL, 0, NULL, 0}};
@@ -245,6 +251,9 @@ static int parse_args(int argc, char **argv, options *o) {
       break;
     case OPT_TLS_CLIENT_CA:
       o->tls_client_ca = optarg;
+      break;
+    case OPT_METRICS:
+      o->metrics_listen = optarg;
       break;
     case 'h':
       usage(stdout);
@@ -348,6 +357,18 @@ static int load_secrets(options *o, char **owned, size_t n_owned) {
   return 0;
 }
 
+static int64_t gauge_handlers(void *ud) {
+  return (int64_t)hd_control_count(ud);
+}
+
+static int64_t gauge_keys(void *ud) {
+  return (int64_t)hd_registry_key_count(ud);
+}
+
+static int64_t gauge_in_flight(void *ud) {
+  return hd_server_calls_in_flight(ud);
+}
+
 /* Writes "host:port" via a rename, so a reader never sees half a line. */
 static int write_ready_file(const char *path, const char *listen, int port) {
   char tmp[4096];
@@ -373,6 +394,7 @@ static int run(options *o) {
   hd_webhook_engine *engine = NULL;
   char *secrets[4] = {NULL, NULL, NULL, NULL};
   hd_store *store = NULL;
+  hd_metrics_server *metrics = NULL;
 
   if (hd_registry_new(&reg) || hd_functions_new(&fns) ||
       hd_builtins_register(fns, o->event_log) ||
@@ -418,6 +440,20 @@ static int run(options *o) {
     hd_log(HD_LOG_ERROR, "%s", msg[0] ? msg : "cannot start the gRPC server");
     goto out;
   }
+  hd_metrics_set_gauge("handlerd_handlers", "Handlers registered.",
+                       gauge_handlers, ctl);
+  hd_metrics_set_gauge("handlerd_keys", "Keys with at least one handler.",
+                       gauge_keys, reg);
+  hd_metrics_set_gauge("handlerd_calls_in_flight", "gRPC calls being served.",
+                       gauge_in_flight, srv);
+  if (o->metrics_listen) {
+    if (hd_metrics_server_start(o->metrics_listen, &metrics, msg,
+                                sizeof(msg)) != HD_OK) {
+      hd_log(HD_LOG_ERROR, "%s", msg);
+      goto out;
+    }
+    hd_log(HD_LOG_INFO, "metrics on http://%s/metrics", o->metrics_listen);
+  }
   for (int i = 0; i < 4; i++) {
     if (secrets[i]) /* the server keeps what it needs; wipe the rest */
       memset(secrets[i], 0, strlen(secrets[i]));
@@ -449,6 +485,7 @@ static int run(options *o) {
 out:
   for (int i = 0; i < 4; i++)
     free(secrets[i]);
+  hd_metrics_server_stop(metrics);
   if (srv)
     hd_server_shutdown(srv, o->drain_ms);
   hd_server_free(srv);

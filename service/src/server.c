@@ -12,6 +12,7 @@
 
 #include "arena.h"
 #include "grpc/health/v1/health.pb-c.h"
+#include "metrics.h"
 #include "proto_event.h"
 
 #include <grpc/byte_buffer_reader.h>
@@ -202,6 +203,11 @@ static void add_initial_metadata(call *c, grpc_op *ops, size_t *n) {
   (*n)++;
 }
 
+static void count_call(const call *c, int code) {
+  hd_metrics_call(c->m == M_UNKNOWN ? HD_METRICS_METHODS - 1 : (int)c->m_index,
+                  code);
+}
+
 /* Ends the call with a non-OK status (or OK with no message). */
 static void finish_status(call *c, grpc_status_code code, const char *fmt,
                           ...) {
@@ -210,6 +216,7 @@ static void finish_status(call *c, grpc_status_code code, const char *fmt,
   va_start(ap, fmt);
   vsnprintf(msg, sizeof(msg), fmt, ap);
   va_end(ap);
+  count_call(c, code);
   grpc_slice details = grpc_slice_from_copied_string(msg);
   grpc_op ops[2];
   size_t n = 0;
@@ -239,6 +246,7 @@ static grpc_byte_buffer *pack(const ProtobufCMessage *msg) {
 static void send_reply(call *c, const ProtobufCMessage *msg) {
   grpc_op ops[3];
   size_t n = 0;
+  count_call(c, GRPC_STATUS_OK);
   c->send_buf = pack(msg);
   add_initial_metadata(c, ops, &n);
   memset(&ops[n], 0, 2 * sizeof(ops[0]));
@@ -279,8 +287,14 @@ static int64_t now_ns(void) {
 
 /* ---- unary methods ---- */
 
+static void count_results(const hd_results *rs) {
+  for (size_t i = 0, n = hd_results_count(rs); i < n; i++)
+    hd_metrics_result(hd_results_at(rs, i)->err == HD_OK);
+}
+
 static void dispatch_done(hd_results *rs, void *ud) {
   call *c = ud;
+  count_results(rs);
   Handlers__V1__DispatchReply reply = HANDLERS__V1__DISPATCH_REPLY__INIT;
   if (hd_proto_from_results(c->arena, rs, &reply.results, &reply.n_results) !=
       HD_OK)
@@ -496,6 +510,7 @@ static void watch_send(call *c, int status, int final) {
   ops[n].op = GRPC_OP_SEND_MESSAGE;
   ops[n++].data.send_message.send_message = c->send_buf;
   if (final) {
+    count_call(c, GRPC_STATUS_OK);
     ops[n++].op = GRPC_OP_SEND_STATUS_FROM_SERVER; /* OK, no details */
     c->status_sent = 1;
   }
@@ -690,6 +705,7 @@ static void on_stream_sent(void *owner, int ok) {
 static void stream_dispatch_done(hd_results *rs, void *ud) {
   stream_item *it = ud;
   call *c = it->c;
+  count_results(rs);
   item_set_reply(it, GRPC_STATUS_OK, NULL, rs);
   hd_results_free(rs);
   pthread_mutex_lock(&c->lock);
@@ -957,6 +973,8 @@ hd_err hd_server_start(const hd_server_config *cfg, hd_registry *reg,
     hd_server_free(srv);
     return HD_EIO;
   }
+  for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
+    hd_metrics_set_method_name((int)i, methods[i].path + 1);
   grpc_server_start(srv->server);
   for (int i = 0; i < srv->n_cq; i++) {
     for (int k = 0; k < CALLS_REQUESTED_PER_CQ; k++)
@@ -965,6 +983,10 @@ hd_err hd_server_start(const hd_server_config *cfg, hd_registry *reg,
   }
   *out = srv;
   return HD_OK;
+}
+
+int hd_server_calls_in_flight(const hd_server *s) {
+  return atomic_load(&((hd_server *)s)->in_flight);
 }
 
 int hd_server_port(const hd_server *s) {

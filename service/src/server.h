@@ -33,6 +33,8 @@ void hd_server_config_init(hd_server_config *cfg);
 hd_err hd_server_start(const hd_server_config *cfg, hd_registry *reg,
                        hd_control *ctl, hd_server **out, char *msg,
                        size_t msg_size);
+/* Calls being served now (a gauge for /metrics). */
+int hd_server_calls_in_flight(const hd_server *s);
 /* The bound port (useful with port 0). */
 int hd_server_port(const hd_server *s);
 /* Stops accepting calls, lets calls in flight finish for up to `drain_ms`,

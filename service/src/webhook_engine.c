@@ -15,6 +15,8 @@
  * (easy == NULL, next_ns set) or in flight (easy != NULL).
  */
 #include "webhook_engine.h"
+
+#include "metrics.h"
 #include "webhook_retry.h"
 #include "webhook_sign.h"
 #include "webhook_url.h"
@@ -610,6 +612,7 @@ static void attempt_start(hd_webhook_engine *e, delivery *d, int64_t now) {
     return;
   }
   d->attempts++;
+  hd_metrics_webhook_attempt();
 }
 
 /* An attempt ended: complete the job or schedule its next attempt. */

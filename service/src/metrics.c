@@ -1,0 +1,211 @@
+#include "metrics.h"
+
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CODES 17 /* gRPC status codes 0..16 */
+#define GAUGES 8
+
+static const char *const code_names[CODES] = {"OK",
+                                              "CANCELLED",
+                                              "UNKNOWN",
+                                              "INVALID_ARGUMENT",
+                                              "DEADLINE_EXCEEDED",
+                                              "NOT_FOUND",
+                                              "ALREADY_EXISTS",
+                                              "PERMISSION_DENIED",
+                                              "RESOURCE_EXHAUSTED",
+                                              "FAILED_PRECONDITION",
+                                              "ABORTED",
+                                              "OUT_OF_RANGE",
+                                              "UNIMPLEMENTED",
+                                              "INTERNAL",
+                                              "UNAVAILABLE",
+                                              "DATA_LOSS",
+                                              "UNAUTHENTICATED"};
+
+static const char *method_names[HD_METRICS_METHODS];
+static atomic_uint_fast64_t calls[HD_METRICS_METHODS][CODES];
+static atomic_uint_fast64_t results[2];
+static atomic_uint_fast64_t webhook_attempts;
+
+static struct {
+  const char *name, *help;
+  hd_gauge_fn *fn;
+  void *ud;
+} gauges[GAUGES];
+static atomic_int n_gauges;
+
+void hd_metrics_set_method_name(int i, const char *name) {
+  if (i >= 0 && i < HD_METRICS_METHODS)
+    method_names[i] = name;
+}
+
+void hd_metrics_call(int method, int code) {
+  if (method < 0 || method >= HD_METRICS_METHODS)
+    method = HD_METRICS_METHODS - 1;
+  if (code < 0 || code >= CODES)
+    code = 2; /* UNKNOWN */
+  atomic_fetch_add_explicit(&calls[method][code], 1, memory_order_relaxed);
+}
+
+void hd_metrics_result(int ok) {
+  atomic_fetch_add_explicit(&results[ok != 0], 1, memory_order_relaxed);
+}
+
+void hd_metrics_webhook_attempt(void) {
+  atomic_fetch_add_explicit(&webhook_attempts, 1, memory_order_relaxed);
+}
+
+void hd_metrics_set_gauge(const char *name, const char *help, hd_gauge_fn *fn,
+                          void *ud) {
+  int i = atomic_load(&n_gauges);
+  for (int k = 0; k < i; k++)
+    if (strcmp(gauges[k].name, name) == 0) {
+      gauges[k].fn = fn;
+      gauges[k].ud = ud;
+      return;
+    }
+  if (i == GAUGES)
+    return;
+  gauges[i].name = name;
+  gauges[i].help = help;
+  gauges[i].fn = fn;
+  gauges[i].ud = ud;
+  atomic_store(&n_gauges, i + 1);
+}
+
+char *hd_metrics_render(void) {
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&buf, &len);
+  if (!f)
+    return NULL;
+  fprintf(f, "# HELP handlerd_grpc_calls_total gRPC calls handled, by method "
+             "and status.\n# TYPE handlerd_grpc_calls_total counter\n");
+  for (int m = 0; m < HD_METRICS_METHODS; m++)
+    for (int c = 0; c < CODES; c++) {
+      uint_fast64_t v =
+          atomic_load_explicit(&calls[m][c], memory_order_relaxed);
+      if (v)
+        fprintf(f,
+                "handlerd_grpc_calls_total{method=\"%s\",code=\"%s\"} %llu\n",
+                method_names[m] ? method_names[m] : "unknown", code_names[c],
+                (unsigned long long)v);
+    }
+  fprintf(f,
+          "# HELP handlerd_handler_results_total Handler results returned by "
+          "dispatches.\n# TYPE handlerd_handler_results_total counter\n"
+          "handlerd_handler_results_total{ok=\"true\"} %llu\n"
+          "handlerd_handler_results_total{ok=\"false\"} %llu\n",
+          (unsigned long long)atomic_load(&results[1]),
+          (unsigned long long)atomic_load(&results[0]));
+  fprintf(f,
+          "# HELP handlerd_webhook_attempts_total HTTP requests sent to "
+          "webhooks, retries included.\n"
+          "# TYPE handlerd_webhook_attempts_total counter\n"
+          "handlerd_webhook_attempts_total %llu\n",
+          (unsigned long long)atomic_load(&webhook_attempts));
+  int n = atomic_load(&n_gauges);
+  for (int i = 0; i < n; i++)
+    fprintf(f, "# HELP %s %s\n# TYPE %s gauge\n%s %lld\n", gauges[i].name,
+            gauges[i].help, gauges[i].name, gauges[i].name,
+            (long long)gauges[i].fn(gauges[i].ud));
+  if (fclose(f) != 0) {
+    free(buf);
+    return NULL;
+  }
+  return buf;
+}
+
+struct hd_metrics_server {
+  struct MHD_Daemon *daemon;
+};
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
+                                  const char *url, const char *method,
+                                  const char *version, const char *upload,
+                                  size_t *upload_size, void **req_cls) {
+  (void)cls;
+  (void)version;
+  (void)upload;
+  (void)upload_size;
+  (void)req_cls;
+  struct MHD_Response *resp;
+  unsigned status;
+  if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+    static const char msg[] = "only GET\n";
+    resp = MHD_create_response_from_buffer(sizeof(msg) - 1, (void *)msg,
+                                           MHD_RESPMEM_PERSISTENT);
+    status = MHD_HTTP_METHOD_NOT_ALLOWED;
+  } else if (strcmp(url, "/metrics") != 0) {
+    static const char msg[] = "not found: try /metrics\n";
+    resp = MHD_create_response_from_buffer(sizeof(msg) - 1, (void *)msg,
+                                           MHD_RESPMEM_PERSISTENT);
+    status = MHD_HTTP_NOT_FOUND;
+  } else {
+    char *text = hd_metrics_render();
+    if (!text)
+      return MHD_NO;
+    resp = MHD_create_response_from_buffer(strlen(text), text,
+                                           MHD_RESPMEM_MUST_FREE);
+    status = MHD_HTTP_OK;
+    MHD_add_response_header(resp, "Content-Type",
+                            "text/plain; version=0.0.4; charset=utf-8");
+  }
+  if (!resp)
+    return MHD_NO;
+  enum MHD_Result r = MHD_queue_response(conn, status, resp);
+  MHD_destroy_response(resp);
+  return r;
+}
+
+hd_err hd_metrics_server_start(const char *listen, hd_metrics_server **out,
+                               char *msg, size_t msg_size) {
+  char host[64];
+  const char *colon = strrchr(listen, ':');
+  struct sockaddr_in sa;
+  memset(&sa, 0, sizeof(sa));
+  sa.sin_family = AF_INET;
+  long port = colon ? strtol(colon + 1, NULL, 10) : -1;
+  size_t hlen = colon ? (size_t)(colon - listen) : 0;
+  if (!colon || port < 0 || port > 65535 || hlen >= sizeof(host)) {
+    snprintf(msg, msg_size, "metrics address '%s' is not host:port", listen);
+    return HD_EINVAL;
+  }
+  memcpy(host, listen, hlen);
+  host[hlen] = '\0';
+  if (inet_pton(AF_INET, hlen ? host : "0.0.0.0", &sa.sin_addr) != 1) {
+    snprintf(msg, msg_size, "metrics address '%s': '%s' is not an IPv4 address",
+             listen, host);
+    return HD_EINVAL;
+  }
+  sa.sin_port = htons((uint16_t)port);
+  hd_metrics_server *s = calloc(1, sizeof(*s));
+  if (!s)
+    return HD_ENOMEM;
+  s->daemon =
+      MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0,
+                       NULL, NULL, on_request, NULL, MHD_OPTION_SOCK_ADDR,
+                       (struct sockaddr *)&sa, MHD_OPTION_CONNECTION_LIMIT, 64,
+                       MHD_OPTION_CONNECTION_TIMEOUT, 10, MHD_OPTION_END);
+  if (!s->daemon) {
+    free(s);
+    snprintf(msg, msg_size, "cannot serve metrics on %s", listen);
+    return HD_EIO;
+  }
+  *out = s;
+  return HD_OK;
+}
+
+void hd_metrics_server_stop(hd_metrics_server *s) {
+  if (!s)
+    return;
+  MHD_stop_daemon(s->daemon);
+  free(s);
+}

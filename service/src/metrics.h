@@ -1,0 +1,39 @@
+/*
+ * Process-wide counters and a Prometheus text endpoint (libmicrohttpd) for
+ * them: `handlerd --metrics-listen 127.0.0.1:9464` serves GET /metrics.
+ * Counting is a relaxed atomic add: free enough for the hot path.
+ */
+#ifndef HD_METRICS_H
+#define HD_METRICS_H
+
+#include "handlerd/handlerd.h"
+
+#include <stdint.h>
+
+#define HD_METRICS_METHODS 8 /* method slots; the last is "unknown" */
+
+/* Names method slot `i` (the server's method table order). */
+void hd_metrics_set_method_name(int i, const char *name);
+/* One gRPC call of method slot `method` ended with status `code` (0..16). */
+void hd_metrics_call(int method, int code);
+/* One handler result of a dispatch. */
+void hd_metrics_result(int ok);
+/* One webhook attempt made (HTTP request sent). */
+void hd_metrics_webhook_attempt(void);
+
+/* A gauge read when /metrics is scraped. */
+typedef int64_t hd_gauge_fn(void *ud);
+void hd_metrics_set_gauge(const char *name, const char *help, hd_gauge_fn *fn,
+                          void *ud);
+
+/* The exposition text; malloc'd, caller frees. NULL on ENOMEM. */
+char *hd_metrics_render(void);
+
+typedef struct hd_metrics_server hd_metrics_server;
+/* Serves /metrics on `listen` ("host:port"; IPv4). HD_EIO with a message
+ * when it cannot bind. */
+hd_err hd_metrics_server_start(const char *listen, hd_metrics_server **out,
+                               char *msg, size_t msg_size);
+void hd_metrics_server_stop(hd_metrics_server *s);
+
+#endif
