@@ -1,0 +1,182 @@
+/*
+ * handlerctl: internal interfaces shared by the CLI's files.
+ *   main.c    - global options, subcommand table, option iteration, connect,
+ *               error reporting and exit codes;
+ *   cmd_admin.c    - health, list, add, remove;
+ *   cmd_dispatch.c - dispatch (one event from flags);
+ *   cmd_stream.c   - stream (newline-delimited JSON events from stdin);
+ *   values.c  - parsing of value types, enums, base64 and string helpers;
+ *   output.c  - aligned tables and JSON documents.
+ */
+#ifndef HANDLERCTL_CLI_H
+#define HANDLERCTL_CLI_H
+
+#include <getopt.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#include <jansson.h>
+
+#include "handlerctl/client.h"
+
+/* Exit codes. */
+enum {
+  HCLI_EXIT_OK = 0,
+  HCLI_EXIT_RPC = 1,        /* the server answered with an error status */
+  HCLI_EXIT_USAGE = 2,      /* bad flags or arguments */
+  HCLI_EXIT_UNREACHABLE = 3 /* no connection (or UNAVAILABLE) */
+};
+
+typedef enum hcli_output { HCLI_OUT_TABLE, HCLI_OUT_JSON } hcli_output;
+
+/* Global options, filled from the environment and the flags. */
+typedef struct hcli {
+  const char *cmd; /* the subcommand's name, for messages */
+  const char *addr;
+  const char *token;
+  const char *tls_ca;
+  const char *tls_server_name;
+  int deadline_ms; /* 0: the client library default (10 s) */
+  hcli_output output;
+} hcli;
+
+/* A subcommand: `help` is its full --help text. `run` returns the exit
+ * code. */
+typedef struct hcli_command {
+  const char *name;
+  const char *summary;
+  const char *help;
+  int (*run)(hcli *g, int argc, char **argv);
+} hcli_command;
+
+/* Option values at or above this are the globals' (see main.c). */
+#define HCLI_OPT_GLOBAL_BASE 0x1000
+
+/*
+ * Iterates the options of subcommand `cmd` (argv[0] is its name): returns
+ * the `val` of the next option of `own` (terminated by a zero entry) with
+ * its argument in *arg, or -1 when the options are done (then `*first_arg`
+ * is the index of the first positional argument). Global options are
+ * accepted too and applied to `g` (an own option with the same name wins).
+ * --help prints cmd->help and exits 0; an unknown option or a missing
+ * argument prints a usage message and exits 2.
+ */
+int hcli_next_option(hcli *g, const hcli_command *cmd, int argc, char **argv,
+                     const struct option *own, const char **arg,
+                     int *first_arg);
+
+/* Prints "handlerctl CMD: <message>" and a pointer to --help on stderr;
+ * returns HCLI_EXIT_USAGE. */
+int hcli_usage_error(const hcli *g, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Parses a non-negative decimal integer up to `max`; 0 on success, -1 when
+ * `s` is not one. */
+int hcli_parse_uint(const char *s, unsigned long max, unsigned long *out);
+
+/* Parses a decimal int32; 0 on success, -1 otherwise. */
+int hcli_parse_int32(const char *s, int *out);
+
+/* Opens the connection the global options describe. On failure prints the
+ * one-line error and returns NULL with *exit_code set. */
+hc_conn *hcli_connect(const hcli *g, int *exit_code);
+
+/* Reports a failed call as "handlerctl: CODE: message" on stderr and
+ * returns the exit code for it (1, or 3 for UNAVAILABLE / no connection). */
+int hcli_report(const hcli *g, hc_err err, const hc_status *st);
+
+/* The exit code hcli_report would return, without printing. */
+int hcli_exit_code(hc_err err, const hc_status *st);
+
+/* ---- values.c ----------------------------------------------------------- */
+
+/* Memory kept alive until the pool is cleared: the strings an hc_event
+ * borrows. */
+typedef struct hcli_pool {
+  void **items;
+  size_t n, cap;
+} hcli_pool;
+
+/* Takes ownership of `p` (malloc'd); returns it, or NULL (and frees it) when
+ * the pool cannot grow. NULL `p` returns NULL. */
+void *hcli_pool_keep(hcli_pool *pool, void *p);
+/* Frees every pointer kept; the pool can be reused. */
+void hcli_pool_clear(hcli_pool *pool);
+
+/* "json", "string", "int64", "double", "binary", "record_v2" (any case). */
+int hcli_parse_value_type(const char *s, hc_value_type *out);
+const char *hcli_value_type_name(hc_value_type t);
+
+/* Topic types: "json", "string", "int64", "double", "binary",
+ * "time_series", "record_v2". */
+int hcli_parse_topic_type(const char *s, hc_topic_type *out);
+
+/* REQUESTED, CONTROL, REMOVAL, AUTHORIZATION, UNKNOWN (or
+ * UNKNOWN_UNSUBSCRIBE_REASON), BACK_PRESSURE, BRANCH_MAPPINGS, any case, or
+ * the number 0..6. */
+int hcli_parse_reason(const char *s, hc_unsubscribe_reason *out);
+
+/* none, subscribe, update, unsubscribe, error, response. */
+int hcli_parse_args_kind(const char *s, hc_args_kind *out);
+
+/*
+ * Builds a value of type `t` from command-line text: JSON text (checked to
+ * parse), a string, a decimal int64, a double, or base64 for binary and
+ * record_v2. Memory the value points to is kept in `pool`. 0 on success;
+ * -1 with a reason in `err`.
+ */
+int hcli_value_from_text(hc_value_type t, const char *text, hcli_pool *pool,
+                         hc_value *out, char *err, size_t err_size);
+
+/* The same from a JSON value (ndjson): json takes any JSON value; string a
+ * JSON string; int64 an integer; double a number; binary/record_v2 a base64
+ * string. */
+int hcli_value_from_json(hc_value_type t, json_t *j, hcli_pool *pool,
+                         hc_value *out, char *err, size_t err_size);
+
+/* Standard base64 (with padding) of `len` bytes; malloc'd. */
+char *hcli_base64_encode(const void *data, size_t len);
+/* Decodes standard base64 (padding optional, no whitespace). Returns a
+ * malloc'd buffer (NUL-terminated after *len bytes) or NULL when invalid. */
+unsigned char *hcli_base64_decode(const char *text, size_t *len);
+
+/* ---- output.c ----------------------------------------------------------- */
+
+/* An aligned text table: columns separated by two spaces, the last column
+ * not padded. Cells are copied. */
+typedef struct hcli_table hcli_table;
+hcli_table *hcli_table_new(size_t ncols, const char *const *headers);
+/* Appends a row of `ncols` cells (NULL prints as ""). */
+void hcli_table_add(hcli_table *t, const char *const *cells);
+size_t hcli_table_rows(const hcli_table *t);
+/* Prints the header and rows to `f` and frees `t`. */
+void hcli_table_print(hcli_table *t, FILE *f);
+
+/* Prints `doc` indented, with a final newline, to stdout, and releases it. */
+void hcli_json_print(json_t *doc);
+
+/* A value as JSON: {"type": "json", "value": <parsed>} and so on; binary
+ * values as base64 strings; json null when absent. New reference. */
+json_t *hcli_value_json(const hc_value *v);
+/* A value as one line of text for a table (malloc'd): JSON compact, strings
+ * as given, numbers, "base64:..." for bytes, "-" when absent. */
+char *hcli_value_text(const hc_value *v);
+
+/* One dispatch's results as {"results": [...]} (new reference). */
+json_t *hcli_results_json(const hc_results *r);
+/* Prints the results as a table on stdout. */
+void hcli_results_print(const hc_results *r);
+
+/* A handler list as {"handlers": [...]} (new reference) or a table. */
+json_t *hcli_list_json(const hc_handler_list *l);
+void hcli_list_print(const hc_handler_list *l);
+
+/* "simple", "event-stream", "unspecified". */
+const char *hcli_kind_name(hc_handler_kind k);
+
+/* ---- subcommands -------------------------------------------------------- */
+
+extern const hcli_command hcli_cmd_health, hcli_cmd_list, hcli_cmd_add,
+    hcli_cmd_remove, hcli_cmd_dispatch, hcli_cmd_stream;
+
+#endif
