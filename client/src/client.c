@@ -7,6 +7,8 @@
  */
 #include "internal.h"
 
+#include "handlerd/grpc_status_names.h"
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -46,26 +48,7 @@ const char *hc_strerror(hc_err err) {
 }
 
 const char *hc_status_code_name(int code) {
-  static const char *const names[] = {"OK",
-                                      "CANCELLED",
-                                      "UNKNOWN",
-                                      "INVALID_ARGUMENT",
-                                      "DEADLINE_EXCEEDED",
-                                      "NOT_FOUND",
-                                      "ALREADY_EXISTS",
-                                      "PERMISSION_DENIED",
-                                      "RESOURCE_EXHAUSTED",
-                                      "FAILED_PRECONDITION",
-                                      "ABORTED",
-                                      "OUT_OF_RANGE",
-                                      "UNIMPLEMENTED",
-                                      "INTERNAL",
-                                      "UNAVAILABLE",
-                                      "DATA_LOSS",
-                                      "UNAUTHENTICATED"};
-  if (code < 0 || (size_t)code >= sizeof names / sizeof names[0])
-    return "UNRECOGNIZED";
-  return names[code];
+  return hd_grpc_status_name(code);
 }
 
 void hc__status_set(hc_status *st, int code, const char *fmt, ...) {

@@ -1,5 +1,7 @@
 #include "metrics.h"
 
+#include "handlerd/grpc_status_names.h"
+
 #include <arpa/inet.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
@@ -8,26 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CODES 17 /* gRPC status codes 0..16 */
+#define CODES HD_GRPC_STATUS_COUNT
 #define GAUGES 8
-
-static const char *const code_names[CODES] = {"OK",
-                                              "CANCELLED",
-                                              "UNKNOWN",
-                                              "INVALID_ARGUMENT",
-                                              "DEADLINE_EXCEEDED",
-                                              "NOT_FOUND",
-                                              "ALREADY_EXISTS",
-                                              "PERMISSION_DENIED",
-                                              "RESOURCE_EXHAUSTED",
-                                              "FAILED_PRECONDITION",
-                                              "ABORTED",
-                                              "OUT_OF_RANGE",
-                                              "UNIMPLEMENTED",
-                                              "INTERNAL",
-                                              "UNAVAILABLE",
-                                              "DATA_LOSS",
-                                              "UNAUTHENTICATED"};
 
 static const char *method_names[HD_METRICS_METHODS];
 static atomic_uint_fast64_t calls[HD_METRICS_METHODS][CODES];
@@ -95,8 +79,8 @@ char *hd_metrics_render(void) {
       if (v)
         fprintf(f,
                 "handlerd_grpc_calls_total{method=\"%s\",code=\"%s\"} %llu\n",
-                method_names[m] ? method_names[m] : "unknown", code_names[c],
-                (unsigned long long)v);
+                method_names[m] ? method_names[m] : "unknown",
+                hd_grpc_status_name(c), (unsigned long long)v);
     }
   fprintf(f,
           "# HELP handlerd_handler_results_total Handler results returned by "
