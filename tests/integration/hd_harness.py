@@ -6,6 +6,7 @@ it exits with status 0. Also loads the protoc-generated modules from
 HD_PY_GEN. Standard library only; run with Debian's /usr/bin/python3.
 """
 
+import importlib
 import os
 import shutil
 import signal
@@ -51,6 +52,23 @@ def load_generated():
         sys.path.insert(0, gen)
     from handlers.v1 import handlers_pb2, handlers_pb2_grpc  # noqa: E402
     return handlers_pb2, handlers_pb2_grpc
+
+
+def import_grpc(test_name, *modules):
+    """Imports grpc, the generated handlers.v1 modules and `modules` (dotted
+    names, imported after HD_PY_GEN is on sys.path); returns
+    (grpc, handlers_pb2, handlers_pb2_grpc, *modules).
+
+    A test that cannot import them cannot run: this says why on stderr and
+    exits with status 2, which CTest reports as a failure (not a skip)."""
+    try:
+        import grpc  # noqa: E402
+        pb, pb_grpc = load_generated()
+        extra = [importlib.import_module(m) for m in modules]
+    except (HarnessError, ImportError) as e:
+        sys.stderr.write("%s: cannot run: %s\n" % (test_name, e))
+        sys.exit(2)
+    return (grpc, pb, pb_grpc, *extra)
 
 
 class Handlerd:

@@ -20,13 +20,10 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hd_harness  # noqa: E402
 
-try:
-    import grpc  # noqa: E402
-    pb, pb_grpc = hd_harness.load_generated()
-    from grpc_health_v1 import health_pb2, health_pb2_grpc  # noqa: E402
-except (hd_harness.HarnessError, ImportError) as _e:
-    sys.stderr.write("test_auth_tls: cannot run: %s\n" % _e)
-    sys.exit(2)
+(grpc, pb, pb_grpc, health_pb2, health_pb2_grpc) = hd_harness.import_grpc(
+    "test_auth_tls",
+    "grpc_health_v1.health_pb2",
+    "grpc_health_v1.health_pb2_grpc")
 
 RPC_TIMEOUT = 10.0
 FAIL_TIMEOUT = 5.0

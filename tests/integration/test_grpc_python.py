@@ -14,12 +14,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hd_harness  # noqa: E402
 
-try:
-    import grpc  # noqa: E402
-    pb, pb_grpc = hd_harness.load_generated()
-except (hd_harness.HarnessError, ImportError) as _e:
-    sys.stderr.write("test_grpc_python: cannot run: %s\n" % _e)
-    sys.exit(2)
+grpc, pb, pb_grpc = hd_harness.import_grpc("test_grpc_python")
 
 RPC_TIMEOUT = 10.0
 STREAM_TIMEOUT = 120.0

@@ -15,12 +15,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hd_harness  # noqa: E402
 
-try:
-    import grpc  # noqa: E402
-    pb, pb_grpc = hd_harness.load_generated()
-except (hd_harness.HarnessError, ImportError) as _e:
-    sys.stderr.write("test_limits: cannot run: %s\n" % _e)
-    sys.exit(2)
+grpc, pb, pb_grpc = hd_harness.import_grpc("test_limits")
 
 TIMEOUT = 10.0
 
@@ -28,6 +23,22 @@ TIMEOUT = 10.0
 def update(key, path="t/p", json_value='{"v":1}'):
     return pb.DispatchRequest(key=key, event="update", update=pb.UpdateArgs(
         topic_path=path, topic_value=pb.TopicValue(json_value=json_value)))
+
+
+def gated_count_stream(s, gate, *later):
+    """Adds a `count` handler on key "k" to server `s` and opens a
+    DispatchStream that sends one update at once, then waits for `gate`
+    before sending `later`: a call that stays in flight until the test lets
+    it go."""
+    s.stub.AddHandler(pb.AddHandlerRequest(
+        key="k", target=pb.Target(local="count")), timeout=TIMEOUT)
+
+    def requests():
+        yield update("k")
+        gate.wait(TIMEOUT)
+        yield from later
+
+    return s.stub.DispatchStream(requests(), timeout=TIMEOUT)
 
 
 class Server:
@@ -117,16 +128,8 @@ class TestLimits(unittest.TestCase):
 
     def test_sigterm_lets_stream_in_flight_finish(self):
         with Server("--drain-timeout-ms", "5000") as s:
-            s.stub.AddHandler(pb.AddHandlerRequest(
-                key="k", target=pb.Target(local="count")), timeout=TIMEOUT)
             gate = threading.Event()
-
-            def slow():
-                yield update("k")
-                gate.wait(TIMEOUT)
-                yield update("k")
-
-            stream = s.stub.DispatchStream(slow(), timeout=TIMEOUT)
+            stream = gated_count_stream(s, gate, update("k"))
             self.assertEqual(next(stream).results[0].value.int64_value, 1)
             os.kill(s.h.proc.pid, signal.SIGTERM)
             time.sleep(0.3)
@@ -139,15 +142,8 @@ class TestLimits(unittest.TestCase):
 
     def test_sigterm_cancels_calls_after_drain_timeout(self):
         with Server("--drain-timeout-ms", "300") as s:
-            s.stub.AddHandler(pb.AddHandlerRequest(
-                key="k", target=pb.Target(local="count")), timeout=TIMEOUT)
             gate = threading.Event()
-
-            def stuck():
-                yield update("k")
-                gate.wait(TIMEOUT)
-
-            stream = s.stub.DispatchStream(stuck(), timeout=TIMEOUT)
+            stream = gated_count_stream(s, gate)
             next(stream)
             started = time.time()
             os.kill(s.h.proc.pid, signal.SIGTERM)

@@ -24,13 +24,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hd_harness  # noqa: E402
 import webhook_receiver as wr  # noqa: E402
 
-try:
-    import grpc  # noqa: E402
-    from google.protobuf import json_format  # noqa: E402
-    pb, pb_grpc = hd_harness.load_generated()
-except (hd_harness.HarnessError, ImportError) as _e:
-    sys.stderr.write("test_webhooks: cannot run: %s\n" % _e)
-    sys.exit(2)
+(grpc, pb, pb_grpc, json_format) = hd_harness.import_grpc(
+    "test_webhooks", "google.protobuf.json_format")
 
 RPC_TIMEOUT = 10.0
 RESPONSE_LIMIT = 64 * 1024  # documented webhook response size limit
