@@ -7,9 +7,11 @@
  */
 #include "handlerd/handlerd.h"
 
+#include "array.h"
 #include "functions_internal.h"
 
 #include <pthread.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -49,21 +51,11 @@ void hd_functions_free(hd_functions *fns) {
 
 /* Index of `name`, or where it would go; *found tells which. Locked. */
 static size_t find(const hd_functions *fns, const char *name, int *found) {
-  size_t lo = 0, hi = fns->n;
-  while (lo < hi) {
-    size_t mid = lo + (hi - lo) / 2;
-    int c = strcmp(name, fns->v[mid].name);
-    if (c == 0) {
-      *found = 1;
-      return mid;
-    }
-    if (c < 0)
-      hi = mid;
-    else
-      lo = mid + 1;
-  }
-  *found = 0;
-  return lo;
+  size_t at;
+
+  *found = hd_array_find(fns->v, fns->n, sizeof(*fns->v),
+                         offsetof(struct entry, name), name, &at);
+  return at;
 }
 
 hd_err hd_functions_register_owned(hd_functions *fns,
@@ -83,17 +75,10 @@ hd_err hd_functions_register_owned(hd_functions *fns,
     err = HD_EEXIST;
     goto out;
   }
-  if (fns->n == fns->cap) {
-    size_t cap = fns->cap ? fns->cap * 2 : 8;
-    struct entry *v = realloc(fns->v, cap * sizeof *v);
-    if (!v) {
-      err = HD_ENOMEM;
-      goto out;
-    }
-    fns->v = v;
-    fns->cap = cap;
-  }
-  memmove(&fns->v[at + 1], &fns->v[at], (fns->n - at) * sizeof *fns->v);
+  err = hd_array_reserve(&fns->v, &fns->cap, fns->n, sizeof(*fns->v), 8);
+  if (err != HD_OK)
+    goto out;
+  hd_array_open(fns->v, fns->n, sizeof(*fns->v), at);
   fns->v[at] = (struct entry){name, *def, free_user_data};
   fns->v[at].def.name = name; /* the caller's string may go away */
   fns->n++;
@@ -119,7 +104,7 @@ hd_err hd_functions_unregister(hd_functions *fns, const char *name) {
     return HD_ENOTFOUND;
   }
   struct entry e = fns->v[at];
-  memmove(&fns->v[at], &fns->v[at + 1], (fns->n - at - 1) * sizeof *fns->v);
+  hd_array_close(fns->v, fns->n, sizeof(*fns->v), at);
   fns->n--;
   pthread_mutex_unlock(&fns->mu);
 

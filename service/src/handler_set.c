@@ -10,18 +10,23 @@
  */
 #include "handlerd/handlerd.h"
 
+#include "array.h"
+#include "handler_locked.h"
+
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 struct set {
-  pthread_mutex_t lock;
+  pthread_mutex_t lock; /* first: see handler_locked.h */
   hd_handler **members; /* insertion order; each holds a reference */
   size_t count;
   size_t cap;
 };
+_Static_assert(offsetof(struct set, lock) == 0, "see handler_locked.h");
 
 static const hd_handler_ops set_ops;
 
@@ -205,15 +210,10 @@ hd_err hd_set_add(hd_handler *set, hd_handler *member) {
       return HD_EEXIST;
     }
   }
-  if (s->count == s->cap) {
-    size_t cap = s->cap ? s->cap * 2 : 4;
-    hd_handler **members = realloc(s->members, cap * sizeof(*members));
-    if (members == NULL) {
-      pthread_mutex_unlock(&s->lock);
-      return HD_ENOMEM;
-    }
-    s->members = members;
-    s->cap = cap;
+  if (hd_array_reserve(&s->members, &s->cap, s->count, sizeof(*s->members),
+                       4) != HD_OK) {
+    pthread_mutex_unlock(&s->lock);
+    return HD_ENOMEM;
   }
   s->members[s->count++] = hd_handler_ref(member);
   pthread_mutex_unlock(&s->lock);
@@ -230,8 +230,7 @@ hd_err hd_set_remove(hd_handler *set, const char *member_id) {
   for (size_t i = 0; i < s->count; i++) {
     if (strcmp(hd_handler_id(s->members[i]), member_id) == 0) {
       gone = s->members[i];
-      memmove(&s->members[i], &s->members[i + 1],
-              (s->count - i - 1) * sizeof(*s->members));
+      hd_array_close(s->members, s->count, sizeof(*s->members), i);
       s->count--;
       break;
     }
@@ -285,8 +284,7 @@ static void set_destroy(hd_handler *h) {
   for (size_t i = 0; i < s->count; i++)
     hd_handler_unref(s->members[i]);
   free(s->members);
-  pthread_mutex_destroy(&s->lock);
-  free(s);
+  hd_locked_state_free(s);
 }
 
 static const hd_handler_ops set_ops = {
@@ -297,19 +295,5 @@ static const hd_handler_ops set_ops = {
 };
 
 hd_err hd_set_new(hd_handler **out) {
-  struct set *s;
-  hd_err err;
-
-  if (out == NULL)
-    return HD_EINVAL;
-  s = calloc(1, sizeof(*s));
-  if (s == NULL)
-    return HD_ENOMEM;
-  pthread_mutex_init(&s->lock, NULL);
-  err = hd_handler_new(&set_ops, s, out);
-  if (err != HD_OK) {
-    pthread_mutex_destroy(&s->lock);
-    free(s);
-  }
-  return err;
+  return hd_locked_handler_new(&set_ops, sizeof(struct set), out);
 }

@@ -9,7 +9,12 @@
  */
 #include "handlerd/handlerd.h"
 
+#include "array.h"
+#include "handler_locked.h"
+#include "handler_forward.h"
+
 #include <pthread.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,11 +24,12 @@ struct route {
 };
 
 struct stream {
-  pthread_mutex_t lock;
+  pthread_mutex_t lock; /* first: see handler_locked.h */
   struct route *routes; /* sorted by name (strcmp) */
   size_t count;
   size_t cap;
 };
+_Static_assert(offsetof(struct stream, lock) == 0, "see handler_locked.h");
 
 static const hd_handler_ops stream_ops;
 
@@ -36,51 +42,17 @@ static struct stream *stream_of(hd_handler *h) {
 /* Binary search. Returns 1 and the index when found, else 0 and the index
  * where `name` would be inserted. Call with the lock held. */
 static int find_route(const struct stream *s, const char *name, size_t *at) {
-  size_t lo = 0, hi = s->count;
-
-  while (lo < hi) {
-    size_t mid = lo + (hi - lo) / 2;
-    int c = strcmp(name, s->routes[mid].name);
-    if (c == 0) {
-      *at = mid;
-      return 1;
-    }
-    if (c < 0)
-      hi = mid;
-    else
-      lo = mid + 1;
-  }
-  *at = lo;
-  return 0;
+  return hd_array_find(s->routes, s->count, sizeof(*s->routes),
+                       offsetof(struct route, name), name, at);
 }
 
 /* ---- handle ------------------------------------------------------------- */
 
-/* Carries the caller's completion through the sub-handler and drops the
- * reference taken in stream_handle. */
-struct routed_call {
-  hd_handler *sub;
-  hd_done_fn *done;
-  void *done_data;
-};
-
-static void routed_done(hd_results *results, void *data) {
-  struct routed_call call = *(struct routed_call *)data;
-
-  free(data);
-  /* Release before completing, so that once the caller hears "done" this
-   * dispatch holds nothing. */
-  hd_handler_unref(call.sub);
-  call.done(results, call.done_data);
-}
-
 static hd_err stream_handle(hd_handler *h, const hd_event *ev, hd_done_fn *done,
                             void *done_data) {
   struct stream *s = hd_handler_user_data(h);
-  struct routed_call *call;
   hd_handler *sub = NULL;
   size_t at;
-  hd_err err;
 
   if (ev->name != NULL) {
     pthread_mutex_lock(&s->lock);
@@ -100,21 +72,9 @@ static hd_err stream_handle(hd_handler *h, const hd_event *ev, hd_done_fn *done,
     return HD_OK;
   }
 
-  call = malloc(sizeof(*call));
-  if (call == NULL) {
-    hd_handler_unref(sub);
-    return HD_ENOMEM;
-  }
-  call->sub = sub;
-  call->done = done;
-  call->done_data = done_data;
-  err = hd_handler_handle(sub, ev, routed_done, call);
-  if (err != HD_OK) {
-    /* routed_done will not run: undo what it would have undone. */
-    free(call);
-    hd_handler_unref(sub);
-  }
-  return err;
+  /* The reference taken under the lock keeps `sub` alive through a
+   * concurrent re-route; forwarding drops it. */
+  return hd_handler_forward(sub, ev, done, done_data);
 }
 
 /* ---- routes -------------------------------------------------------------- */
@@ -139,23 +99,14 @@ hd_err hd_stream_route(hd_handler *h, const char *event_name, hd_handler *sub) {
     hd_handler_unref(old); /* outside the lock: may run a destroy */
     return HD_OK;
   }
-  if (s->count == s->cap) {
-    size_t cap = s->cap ? s->cap * 2 : 4;
-    struct route *routes = realloc(s->routes, cap * sizeof(*routes));
-    if (routes == NULL) {
-      pthread_mutex_unlock(&s->lock);
-      return HD_ENOMEM;
-    }
-    s->routes = routes;
-    s->cap = cap;
-  }
   name = strdup(event_name);
-  if (name == NULL) {
+  if (name == NULL || hd_array_reserve(&s->routes, &s->cap, s->count,
+                                       sizeof(*s->routes), 4) != HD_OK) {
     pthread_mutex_unlock(&s->lock);
+    free(name);
     return HD_ENOMEM;
   }
-  memmove(&s->routes[at + 1], &s->routes[at],
-          (s->count - at) * sizeof(*s->routes));
+  hd_array_open(s->routes, s->count, sizeof(*s->routes), at);
   s->routes[at].name = name;
   s->routes[at].sub = hd_handler_ref(sub);
   s->count++;
@@ -175,8 +126,7 @@ static hd_err stream_remove(hd_handler *h, const char *event_name) {
     return HD_ENOTFOUND;
   }
   gone = s->routes[at];
-  memmove(&s->routes[at], &s->routes[at + 1],
-          (s->count - at - 1) * sizeof(*s->routes));
+  hd_array_close(s->routes, s->count, sizeof(*s->routes), at);
   s->count--;
   pthread_mutex_unlock(&s->lock);
   free(gone.name);
@@ -236,8 +186,7 @@ static void stream_destroy(hd_handler *h) {
     hd_handler_unref(s->routes[i].sub);
   }
   free(s->routes);
-  pthread_mutex_destroy(&s->lock);
-  free(s);
+  hd_locked_state_free(s);
 }
 
 static const hd_handler_ops stream_ops = {
@@ -248,19 +197,5 @@ static const hd_handler_ops stream_ops = {
 };
 
 hd_err hd_stream_new(hd_handler **out) {
-  struct stream *s;
-  hd_err err;
-
-  if (out == NULL)
-    return HD_EINVAL;
-  s = calloc(1, sizeof(*s));
-  if (s == NULL)
-    return HD_ENOMEM;
-  pthread_mutex_init(&s->lock, NULL);
-  err = hd_handler_new(&stream_ops, s, out);
-  if (err != HD_OK) {
-    pthread_mutex_destroy(&s->lock);
-    free(s);
-  }
-  return err;
+  return hd_locked_handler_new(&stream_ops, sizeof(struct stream), out);
 }

@@ -13,7 +13,11 @@
  */
 #include "handlerd/handlerd.h"
 
+#include "array.h"
+#include "handler_forward.h"
+
 #include <pthread.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,22 +36,8 @@ struct hd_registry {
 /* Binary search. Returns 1 and the index when found, else 0 and the
  * insertion index. Call with the lock held. */
 static int find_key(const hd_registry *reg, const char *key, size_t *at) {
-  size_t lo = 0, hi = reg->count;
-
-  while (lo < hi) {
-    size_t mid = lo + (hi - lo) / 2;
-    int c = strcmp(key, reg->entries[mid].key);
-    if (c == 0) {
-      *at = mid;
-      return 1;
-    }
-    if (c < 0)
-      hi = mid;
-    else
-      lo = mid + 1;
-  }
-  *at = lo;
-  return 0;
+  return hd_array_find(reg->entries, reg->count, sizeof(*reg->entries),
+                       offsetof(struct entry, key), key, at);
 }
 
 static int key_valid(const char *key) {
@@ -90,14 +80,9 @@ static hd_err insert_key(hd_registry *reg, size_t at, const char *key,
   char *copy;
   hd_err err;
 
-  if (reg->count == reg->cap) {
-    size_t cap = reg->cap ? reg->cap * 2 : 8;
-    struct entry *entries = realloc(reg->entries, cap * sizeof(*entries));
-    if (entries == NULL)
-      return HD_ENOMEM;
-    reg->entries = entries;
-    reg->cap = cap;
-  }
+  if (hd_array_reserve(&reg->entries, &reg->cap, reg->count,
+                       sizeof(*reg->entries), 8) != HD_OK)
+    return HD_ENOMEM;
   copy = strdup(key);
   if (copy == NULL)
     return HD_ENOMEM;
@@ -111,8 +96,7 @@ static hd_err insert_key(hd_registry *reg, size_t at, const char *key,
     free(copy);
     return err;
   }
-  memmove(&reg->entries[at + 1], &reg->entries[at],
-          (reg->count - at) * sizeof(*reg->entries));
+  hd_array_open(reg->entries, reg->count, sizeof(*reg->entries), at);
   reg->entries[at].key = copy;
   reg->entries[at].set = set;
   reg->count++;
@@ -168,8 +152,7 @@ hd_err hd_registry_remove(hd_registry *reg, const char *key, const char *id) {
      * forgets it instead, so later dispatches get HD_ENOKEY. */
     dropped_set = reg->entries[at].set;
     free(reg->entries[at].key);
-    memmove(&reg->entries[at], &reg->entries[at + 1],
-            (reg->count - at - 1) * sizeof(*reg->entries));
+    hd_array_close(reg->entries, reg->count, sizeof(*reg->entries), at);
     reg->count--;
   }
   pthread_rwlock_unlock(&reg->lock);
@@ -195,25 +178,8 @@ hd_err hd_registry_get(hd_registry *reg, const char *key, hd_handler **out) {
 
 /* ---- dispatch ------------------------------------------------------------ */
 
-struct dispatch_call {
-  hd_handler *set;
-  hd_done_fn *done;
-  void *done_data;
-};
-
-static void dispatch_done(hd_results *results, void *data) {
-  struct dispatch_call call = *(struct dispatch_call *)data;
-
-  free(data);
-  /* Release first: when the caller hears "done", the dispatch holds no
-   * reference, so a removed handler is already gone. */
-  hd_handler_unref(call.set);
-  call.done(results, call.done_data);
-}
-
 hd_err hd_registry_dispatch(hd_registry *reg, const hd_event *ev,
                             hd_done_fn *done, void *done_data) {
-  struct dispatch_call *call;
   hd_handler *set;
   hd_err err;
 
@@ -224,20 +190,9 @@ hd_err hd_registry_dispatch(hd_registry *reg, const hd_event *ev,
   err = hd_registry_get(reg, ev->key, &set);
   if (err != HD_OK)
     return err;
-  call = malloc(sizeof(*call));
-  if (call == NULL) {
-    hd_handler_unref(set);
-    return HD_ENOMEM;
-  }
-  call->set = set;
-  call->done = done;
-  call->done_data = done_data;
-  err = hd_handler_handle(set, ev, dispatch_done, call);
-  if (err != HD_OK) {
-    free(call);
-    hd_handler_unref(set);
-  }
-  return err;
+  /* Forwarding drops the reference before completing: when the caller hears
+   * "done", a removed handler is already gone. */
+  return hd_handler_forward(set, ev, done, done_data);
 }
 
 /* ---- listing --------------------------------------------------------------
@@ -260,15 +215,10 @@ static void list_member(hd_handler *member, void *ud) {
 
   if (l->failed)
     return;
-  if (l->count == l->cap) {
-    size_t cap = l->cap ? l->cap * 2 : 16;
-    struct item *items = realloc(l->items, cap * sizeof(*items));
-    if (items == NULL) {
-      l->failed = 1;
-      return;
-    }
-    l->items = items;
-    l->cap = cap;
+  if (hd_array_reserve(&l->items, &l->cap, l->count, sizeof(*l->items), 16) !=
+      HD_OK) {
+    l->failed = 1;
+    return;
   }
   l->items[l->count].key = l->n_keys - 1;
   l->items[l->count].member = hd_handler_ref(member);
