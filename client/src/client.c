@@ -172,6 +172,17 @@ static hc_err read_file(const char *path, char **out) {
   return HC_OK;
 }
 
+/* Shuts down a pluck queue, takes what is left on it and destroys it (gRPC
+ * wants a queue drained before it is destroyed). */
+static void pluck_queue_destroy(grpc_completion_queue *cq) {
+  grpc_completion_queue_shutdown(cq);
+  while (grpc_completion_queue_pluck(cq, NULL,
+                                     gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL)
+             .type != GRPC_QUEUE_SHUTDOWN)
+    ;
+  grpc_completion_queue_destroy(cq);
+}
+
 /* Waits until the channel is READY; fails on TRANSIENT_FAILURE, SHUTDOWN or
  * at the deadline. */
 static hc_err wait_connected(grpc_channel *ch, gpr_timespec deadline) {
@@ -193,12 +204,7 @@ static hc_err wait_connected(grpc_channel *ch, gpr_timespec deadline) {
       break; /* deadline */
     state = grpc_channel_check_connectivity_state(ch, 1);
   }
-  grpc_completion_queue_shutdown(cq);
-  while (grpc_completion_queue_pluck(cq, NULL,
-                                     gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL)
-             .type != GRPC_QUEUE_SHUTDOWN)
-    ;
-  grpc_completion_queue_destroy(cq);
+  pluck_queue_destroy(cq);
   return err;
 }
 
@@ -388,12 +394,7 @@ hc_err hc_call_raw(hc_conn *c, const char *method, const void *req, size_t len,
   grpc_metadata_array_destroy(&md_trailing);
   if (call != NULL)
     grpc_call_unref(call);
-  grpc_completion_queue_shutdown(cq);
-  while (grpc_completion_queue_pluck(cq, NULL,
-                                     gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL)
-             .type != GRPC_QUEUE_SHUTDOWN)
-    ;
-  grpc_completion_queue_destroy(cq);
+  pluck_queue_destroy(cq);
   return err;
 }
 

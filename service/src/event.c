@@ -5,6 +5,9 @@
  */
 #include "handlerd/handlerd.h"
 
+#include "errmsg.h"
+#include "utf8.h"
+
 #include <jansson.h>
 #include <stdalign.h>
 #include <stdarg.h>
@@ -61,54 +64,13 @@ static int is_topic_args(hd_args_kind kind) {
          kind == HD_ARGS_UNSUBSCRIBE;
 }
 
-/* Formats into msg (when given) and returns HD_EINVAL, so checks read as
- * `return invalid(...)`. */
-static hd_err invalid(char *msg, size_t msg_size, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static hd_err invalid(char *msg, size_t msg_size, const char *fmt, ...) {
-  if (msg && msg_size > 0) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, msg_size, fmt, ap);
-    va_end(ap);
-  }
-  return HD_EINVAL;
-}
-
 /* Proto3 strings must be UTF-8, but protobuf-c does not check: a C client
  * could send anything. Rejects overlong forms, surrogates, > U+10FFFF. */
 static int utf8_valid(const unsigned char *s, size_t len) {
-  size_t i = 0;
-  while (i < len) {
-    unsigned char c = s[i];
-    size_t n;
-    uint32_t cp;
-    if (c < 0x80) {
-      i++;
-      continue;
-    } else if ((c & 0xE0) == 0xC0) {
-      n = 1;
-      cp = c & 0x1F;
-    } else if ((c & 0xF0) == 0xE0) {
-      n = 2;
-      cp = c & 0x0F;
-    } else if ((c & 0xF8) == 0xF0) {
-      n = 3;
-      cp = c & 0x07;
-    } else {
+  for (size_t i = 0, n; i < len; i += n) {
+    n = hd_utf8_char_len(s + i, len - i);
+    if (n == 0)
       return 0;
-    }
-    if (n >= len - i) /* truncated sequence */
-      return 0;
-    for (size_t k = 1; k <= n; k++) {
-      if ((s[i + k] & 0xC0) != 0x80)
-        return 0;
-      cp = (cp << 6) | (s[i + k] & 0x3F);
-    }
-    static const uint32_t min_cp[4] = {0, 0x80, 0x800, 0x10000};
-    if (cp < min_cp[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-      return 0;
-    i += n + 1;
   }
   return 1;
 }
@@ -119,14 +81,14 @@ static hd_err check_length(const char *field, const char *s, size_t max,
                            char *msg, size_t msg_size) {
   size_t len = s ? strnlen(s, max + 1) : 0;
   if (len == 0)
-    return invalid(msg, msg_size, "%s is empty", field);
+    return hd_errmsg(msg, msg_size, HD_EINVAL, "%s is empty", field);
   if (len > max) {
     len += strlen(s + len);
-    return invalid(msg, msg_size, "%s is %zu bytes, the limit is %zu", field,
-                   len, max);
+    return hd_errmsg(msg, msg_size, HD_EINVAL,
+                     "%s is %zu bytes, the limit is %zu", field, len, max);
   }
   if (!utf8_valid((const unsigned char *)s, len))
-    return invalid(msg, msg_size, "%s is not valid UTF-8", field);
+    return hd_errmsg(msg, msg_size, HD_EINVAL, "%s is not valid UTF-8", field);
   return HD_OK;
 }
 
@@ -143,14 +105,15 @@ static hd_err check_value(const char *field, const hd_value *v, char *msg,
   case HD_VALUE_JSON:
     break;
   default:
-    return invalid(msg, msg_size, "%s has unknown type %d", field,
-                   (int)v->type);
+    return hd_errmsg(msg, msg_size, HD_EINVAL, "%s has unknown type %d", field,
+                     (int)v->type);
   }
   if (!v->u.bytes.data && v->u.bytes.len > 0)
-    return invalid(msg, msg_size, "%s has a length but no data", field);
+    return hd_errmsg(msg, msg_size, HD_EINVAL, "%s has a length but no data",
+                     field);
   if (v->type == HD_VALUE_STRING &&
       !utf8_valid((const unsigned char *)v->u.bytes.data, v->u.bytes.len))
-    return invalid(msg, msg_size, "%s is not valid UTF-8", field);
+    return hd_errmsg(msg, msg_size, HD_EINVAL, "%s is not valid UTF-8", field);
   if (v->type != HD_VALUE_JSON)
     return HD_OK;
 
@@ -160,7 +123,8 @@ static hd_err check_value(const char *field, const hd_value *v, char *msg,
   json_t *j = json_loadb(v->u.bytes.data ? v->u.bytes.data : "", v->u.bytes.len,
                          JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
   if (!j)
-    return invalid(msg, msg_size, "%s is not valid JSON: %s", field, jerr.text);
+    return hd_errmsg(msg, msg_size, HD_EINVAL, "%s is not valid JSON: %s",
+                     field, jerr.text);
   json_decref(j);
   return HD_OK;
 }
@@ -171,20 +135,22 @@ hd_err hd_event_validate(const hd_event *ev, char *msg, size_t msg_size) {
   if (msg && msg_size > 0)
     msg[0] = '\0';
   if (!ev)
-    return invalid(msg, msg_size, "no event");
+    return hd_errmsg(msg, msg_size, HD_EINVAL, "no event");
   if ((err = check_length("key", ev->key, HD_KEY_MAX, msg, msg_size)))
     return err;
   if ((err = check_length("event name", ev->name, HD_EVENT_NAME_MAX, msg,
                           msg_size)))
     return err;
   if (ev->args_kind < HD_ARGS_NONE || ev->args_kind > HD_ARGS_RESPONSE)
-    return invalid(msg, msg_size, "unknown args kind %d", (int)ev->args_kind);
+    return hd_errmsg(msg, msg_size, HD_EINVAL, "unknown args kind %d",
+                     (int)ev->args_kind);
 
   int known;
   hd_args_kind want = hd_event_expected_args(ev->name, &known);
   if (known && ev->args_kind != want)
-    return invalid(msg, msg_size, "event '%s' takes %s args, got %s args",
-                   ev->name, args_name(want), args_name(ev->args_kind));
+    return hd_errmsg(msg, msg_size, HD_EINVAL,
+                     "event '%s' takes %s args, got %s args", ev->name,
+                     args_name(want), args_name(ev->args_kind));
 
   if (is_topic_args(ev->args_kind)) {
     if ((err = check_length("topic_path", ev->topic.path, HD_TOPIC_PATH_MAX,
@@ -193,10 +159,12 @@ hd_err hd_event_validate(const hd_event *ev, char *msg, size_t msg_size) {
     if ((err = check_value("topic_value", &ev->topic.value, msg, msg_size)))
       return err;
     if (ev->topic.n_properties > 0 && !ev->topic.properties)
-      return invalid(msg, msg_size, "topic_spec has properties but no array");
+      return hd_errmsg(msg, msg_size, HD_EINVAL,
+                       "topic_spec has properties but no array");
     for (size_t i = 0; i < ev->topic.n_properties; i++) {
       if (!ev->topic.properties[i].name || !ev->topic.properties[i].value)
-        return invalid(msg, msg_size, "topic_spec property %zu is NULL", i);
+        return hd_errmsg(msg, msg_size, HD_EINVAL,
+                         "topic_spec property %zu is NULL", i);
     }
   }
   if (ev->args_kind == HD_ARGS_UPDATE &&
@@ -205,9 +173,9 @@ hd_err hd_event_validate(const hd_event *ev, char *msg, size_t msg_size) {
   if (ev->args_kind == HD_ARGS_UNSUBSCRIBE &&
       (ev->topic.reason < HD_UNSUB_REQUESTED ||
        ev->topic.reason > HD_UNSUB_BRANCH_MAPPINGS))
-    return invalid(msg, msg_size,
-                   "reason %d is not an unsubscribe reason (0 to 6)",
-                   (int)ev->topic.reason);
+    return hd_errmsg(msg, msg_size, HD_EINVAL,
+                     "reason %d is not an unsubscribe reason (0 to 6)",
+                     (int)ev->topic.reason);
   if (ev->args_kind == HD_ARGS_RESPONSE &&
       (err = check_value("response", &ev->response.response, msg, msg_size)))
     return err;

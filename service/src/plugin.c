@@ -8,6 +8,7 @@
  */
 #include "handlerd/plugin.h"
 
+#include "errmsg.h"
 #include "functions_internal.h"
 
 #include <dlfcn.h>
@@ -60,19 +61,6 @@ hd_err hd_plugin_register_function(hd_plugin *p, const char *name,
   return hd_plugin_register(p, &def);
 }
 
-static hd_err fail(char *msg, size_t msg_size, hd_err err, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static hd_err fail(char *msg, size_t msg_size, hd_err err, const char *fmt,
-                   ...) {
-  if (msg && msg_size > 0) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, msg_size, fmt, ap);
-    va_end(ap);
-  }
-  return err;
-}
-
 /* dlsym, telling a missing symbol from one whose value is NULL. */
 static void *symbol(void *dl, const char *name) {
   dlerror();
@@ -87,7 +75,7 @@ static hd_err run_init(hd_functions *fns, const char *path, void *dl,
                        void (*cleanup)(void *), char *msg, size_t msg_size) {
   struct loaded *l = calloc(1, sizeof *l);
   if (!l)
-    return fail(msg, msg_size, HD_ENOMEM, "out of memory");
+    return hd_errmsg(msg, msg_size, HD_ENOMEM, "out of memory");
 
   hd_plugin p = {fns, NULL, 0};
   void *data = NULL;
@@ -99,9 +87,9 @@ static hd_err run_init(hd_functions *fns, const char *path, void *dl,
      * which the daemon does. */
     for (size_t i = 0; i < p.n_names; i++)
       hd_functions_unregister(fns, p.names[i]);
-    err = fail(msg, msg_size, rc > HD_OK && rc < HD_ELAST ? rc : HD_EHANDLER,
-               "plugin %s failed to initialise: %s", path,
-               hd_strerror((hd_err)rc));
+    err = hd_errmsg(
+        msg, msg_size, rc > HD_OK && rc < HD_ELAST ? rc : HD_EHANDLER,
+        "plugin %s failed to initialise: %s", path, hd_strerror((hd_err)rc));
     free(l);
   } else {
     l->dl = dl;
@@ -123,14 +111,14 @@ hd_err hd_plugin_load(hd_functions *fns, const char *path, char *msg,
   if (msg && msg_size > 0)
     msg[0] = '\0';
   if (!fns || !path || !path[0])
-    return fail(msg, msg_size, HD_EINVAL, "no plugin path");
+    return hd_errmsg(msg, msg_size, HD_EINVAL, "no plugin path");
 
   /* RTLD_NOW: a missing symbol fails here, not in the middle of a call.
    * RTLD_LOCAL: plugins do not see each other's symbols. */
   void *dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
   if (!dl)
-    return fail(msg, msg_size, HD_EINVAL, "cannot load plugin %s: %s", path,
-                dlerror());
+    return hd_errmsg(msg, msg_size, HD_EINVAL, "cannot load plugin %s: %s",
+                     path, dlerror());
 
   hd_err err;
   /* Entry points are read through void * (POSIX guarantees the cast). */
@@ -139,20 +127,21 @@ hd_err hd_plugin_load(hd_functions *fns, const char *path, char *msg,
       (int (*)(hd_plugin *, void **))symbol(dl, "hd_plugin_init");
   void (*cleanup)(void *) = (void (*)(void *))symbol(dl, "hd_plugin_cleanup");
   if (!version) {
-    err = fail(msg, msg_size, HD_EINVAL,
-               "plugin %s does not export hd_plugin_version", path);
+    err = hd_errmsg(msg, msg_size, HD_EINVAL,
+                    "plugin %s does not export hd_plugin_version", path);
     goto close;
   }
   int v = version();
   if (v != HD_PLUGIN_API_VERSION) {
-    err = fail(msg, msg_size, HD_EINVAL,
-               "plugin %s was built for API version %d, handlerd supports %d",
-               path, v, HD_PLUGIN_API_VERSION);
+    err = hd_errmsg(
+        msg, msg_size, HD_EINVAL,
+        "plugin %s was built for API version %d, handlerd supports %d", path, v,
+        HD_PLUGIN_API_VERSION);
     goto close;
   }
   if (!init) {
-    err = fail(msg, msg_size, HD_EINVAL,
-               "plugin %s does not export hd_plugin_init", path);
+    err = hd_errmsg(msg, msg_size, HD_EINVAL,
+                    "plugin %s does not export hd_plugin_init", path);
     goto close;
   }
 

@@ -778,17 +778,24 @@ static void on_stream_recv(void *owner, int ok) {
   call_unref(c);
 }
 
-/* Reads the next stream message. Called with c->lock held (or before the
- * call is shared). */
-static void stream_recv_next(call *c) {
+/* Starts reading the call's next message into c->recv_buf, sending the
+ * initial metadata first if it has not gone yet; `on_recv` runs when the
+ * read completes. Returns start_batch's answer. */
+static int start_recv(call *c, tag_fn *on_recv) {
   grpc_op ops[2];
   size_t n = 0;
   add_initial_metadata(c, ops, &n);
   memset(&ops[n], 0, sizeof(ops[n]));
   ops[n].op = GRPC_OP_RECV_MESSAGE;
   ops[n++].data.recv_message.recv_message = &c->recv_buf;
-  c->t_recv = (tag){on_stream_recv, c};
-  if (start_batch(c, ops, n, &c->t_recv) != 0) {
+  c->t_recv = (tag){on_recv, c};
+  return start_batch(c, ops, n, &c->t_recv);
+}
+
+/* Reads the next stream message. Called with c->lock held (or before the
+ * call is shared). */
+static void stream_recv_next(call *c) {
+  if (start_recv(c, on_stream_recv) != 0) {
     c->read_done = 1;
     c->broken = 1;
   }
@@ -849,14 +856,7 @@ static void on_new_call(void *owner, int ok) {
     stream_recv_next(c);
     pthread_mutex_unlock(&c->lock);
   } else {
-    grpc_op ops[2];
-    size_t n = 0;
-    add_initial_metadata(c, ops, &n);
-    memset(&ops[n], 0, sizeof(ops[n]));
-    ops[n].op = GRPC_OP_RECV_MESSAGE;
-    ops[n++].data.recv_message.recv_message = &c->recv_buf;
-    c->t_recv = (tag){on_unary_recv, c};
-    start_batch(c, ops, n, &c->t_recv);
+    start_recv(c, on_unary_recv);
   }
   call_unref(c);
 }

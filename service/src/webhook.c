@@ -8,6 +8,7 @@
  */
 #include "webhook.h"
 #include "cloudevents.h"
+#include "errmsg.h"
 #include "webhook_engine.h"
 #include "webhook_sign.h"
 #include "webhook_url.h"
@@ -225,20 +226,6 @@ static const hd_handler_ops webhook_ops = {
 /* ---- the factory
  * ---------------------------------------------------------------- */
 
-static hd_err fail(char *msg, size_t msg_size, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static hd_err fail(char *msg, size_t msg_size, const char *fmt, ...) {
-  va_list ap;
-
-  if (msg != NULL && msg_size > 0) {
-    va_start(ap, fmt);
-    vsnprintf(msg, msg_size, fmt, ap);
-    va_end(ap);
-  }
-  return HD_EINVAL;
-}
-
 /* RFC 9110 token characters. */
 static int is_tchar(int c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
@@ -269,44 +256,48 @@ static int header_reserved(const char *name) {
 static hd_err check_headers(const Handlers__V1__Webhook *wh, char *msg,
                             size_t msg_size) {
   if (wh->n_headers > HEADERS_MAX)
-    return fail(msg, msg_size, "webhook.headers: %zu headers, the limit is %d",
-                wh->n_headers, HEADERS_MAX);
+    return hd_errmsg(msg, msg_size, HD_EINVAL,
+                     "webhook.headers: %zu headers, the limit is %d",
+                     wh->n_headers, HEADERS_MAX);
   for (size_t i = 0; i < wh->n_headers; i++) {
     const char *name = wh->headers[i]->key, *value = wh->headers[i]->value;
     size_t n = strlen(name);
 
     if (n == 0)
-      return fail(msg, msg_size, "webhook.headers: empty header name");
+      return hd_errmsg(msg, msg_size, HD_EINVAL,
+                       "webhook.headers: empty header name");
     if (n > HEADER_NAME_MAX)
-      return fail(msg, msg_size,
-                  "webhook.headers: a header name is %zu bytes, the limit is "
-                  "%d",
-                  n, HEADER_NAME_MAX);
+      return hd_errmsg(
+          msg, msg_size, HD_EINVAL,
+          "webhook.headers: a header name is %zu bytes, the limit is "
+          "%d",
+          n, HEADER_NAME_MAX);
     for (size_t k = 0; k < n; k++) {
       if (!is_tchar((unsigned char)name[k]))
-        return fail(msg, msg_size,
-                    "webhook.headers: '%s' is not a valid header name", name);
+        return hd_errmsg(msg, msg_size, HD_EINVAL,
+                         "webhook.headers: '%s' is not a valid header name",
+                         name);
     }
     if (header_reserved(name))
-      return fail(msg, msg_size,
-                  "webhook.headers: '%s' is set by handlerd and cannot be "
-                  "overridden",
-                  name);
+      return hd_errmsg(msg, msg_size, HD_EINVAL,
+                       "webhook.headers: '%s' is set by handlerd and cannot be "
+                       "overridden",
+                       name);
     for (size_t j = 0; j < i; j++) {
       if (strcasecmp(name, wh->headers[j]->key) == 0)
-        return fail(msg, msg_size, "webhook.headers: '%s' is given twice",
-                    name);
+        return hd_errmsg(msg, msg_size, HD_EINVAL,
+                         "webhook.headers: '%s' is given twice", name);
     }
     if (strlen(value) > HEADER_VALUE_MAX)
-      return fail(msg, msg_size,
-                  "webhook.headers['%s']: value is over %d bytes", name,
-                  HEADER_VALUE_MAX);
+      return hd_errmsg(msg, msg_size, HD_EINVAL,
+                       "webhook.headers['%s']: value is over %d bytes", name,
+                       HEADER_VALUE_MAX);
     for (const unsigned char *p = (const unsigned char *)value; *p; p++) {
       if ((*p < 0x20 && *p != '\t') || *p == 0x7f)
-        return fail(msg, msg_size,
-                    "webhook.headers['%s']: value contains a control "
-                    "character (CR, LF, ...)",
-                    name);
+        return hd_errmsg(msg, msg_size, HD_EINVAL,
+                         "webhook.headers['%s']: value contains a control "
+                         "character (CR, LF, ...)",
+                         name);
     }
   }
   return HD_OK;
@@ -343,11 +334,12 @@ hd_err hd_webhook_factory(void *engine, const char *key,
   if (out == NULL)
     return HD_EINVAL;
   if (e == NULL)
-    return fail(msg, msg_size, "webhook targets are not supported");
+    return hd_errmsg(msg, msg_size, HD_EINVAL,
+                     "webhook targets are not supported");
   if (wh == NULL)
-    return fail(msg, msg_size, "webhook: missing");
+    return hd_errmsg(msg, msg_size, HD_EINVAL, "webhook: missing");
   if (key == NULL || key[0] == '\0')
-    return fail(msg, msg_size, "key is empty");
+    return hd_errmsg(msg, msg_size, HD_EINVAL, "key is empty");
   cfg = hd_webhook_engine_config_of(e);
 
   why[0] = '\0';
@@ -356,26 +348,29 @@ hd_err hd_webhook_factory(void *engine, const char *key,
     const char *m = why;
     if (strncmp(m, url_prefix, sizeof(url_prefix) - 1) == 0)
       m += sizeof(url_prefix) - 1;
-    return fail(msg, msg_size, "webhook.url: %s", m[0] ? m : "not allowed");
+    return hd_errmsg(msg, msg_size, HD_EINVAL, "webhook.url: %s",
+                     m[0] ? m : "not allowed");
   }
   if (wh->new_secret && wh->secret[0] != '\0')
-    return fail(msg, msg_size,
-                "webhook.new_secret: give either a secret or new_secret, not "
-                "both");
+    return hd_errmsg(
+        msg, msg_size, HD_EINVAL,
+        "webhook.new_secret: give either a secret or new_secret, not "
+        "both");
   if (wh->new_secret && secret_out == NULL)
-    return fail(msg, msg_size,
-                "webhook.new_secret: only one secret can be generated per "
-                "request");
+    return hd_errmsg(msg, msg_size, HD_EINVAL,
+                     "webhook.new_secret: only one secret can be generated per "
+                     "request");
   err = check_headers(wh, msg, msg_size);
   if (err != HD_OK)
     return err;
   if (wh->timeout_ms > HD_WEBHOOK_MAX_TIMEOUT_MS)
-    return fail(msg, msg_size, "webhook.timeout_ms: %u is over the limit of %d",
-                (unsigned)wh->timeout_ms, HD_WEBHOOK_MAX_TIMEOUT_MS);
+    return hd_errmsg(msg, msg_size, HD_EINVAL,
+                     "webhook.timeout_ms: %u is over the limit of %d",
+                     (unsigned)wh->timeout_ms, HD_WEBHOOK_MAX_TIMEOUT_MS);
   if (wh->max_attempts > HD_WEBHOOK_MAX_ATTEMPTS)
-    return fail(msg, msg_size,
-                "webhook.max_attempts: %u is over the limit of %d",
-                (unsigned)wh->max_attempts, HD_WEBHOOK_MAX_ATTEMPTS);
+    return hd_errmsg(msg, msg_size, HD_EINVAL,
+                     "webhook.max_attempts: %u is over the limit of %d",
+                     (unsigned)wh->max_attempts, HD_WEBHOOK_MAX_ATTEMPTS);
 
   w = calloc(1, sizeof(*w));
   if (w == NULL)
@@ -395,8 +390,8 @@ hd_err hd_webhook_factory(void *engine, const char *key,
     why[0] = '\0';
     if (hd_secret_parse(secret, w->key, &w->key_len, why, sizeof(why)) !=
         HD_OK) {
-      err = fail(msg, msg_size, "webhook.secret: %s",
-                 why[0] ? why : "not a valid secret");
+      err = hd_errmsg(msg, msg_size, HD_EINVAL, "webhook.secret: %s",
+                      why[0] ? why : "not a valid secret");
       goto fail;
     }
   }

@@ -17,6 +17,7 @@
 #include "webhook_engine.h"
 
 #include "metrics.h"
+#include "utf8.h"
 #include "webhook_retry.h"
 #include "webhook_sign.h"
 #include "webhook_url.h"
@@ -186,44 +187,11 @@ static void complete_shutdown(delivery *d) {
 static size_t utf8_prefix(const unsigned char *s, size_t len) {
   size_t i = 0;
 
-  while (i < len) {
-    unsigned char c = s[i];
-    size_t n;
-    uint32_t cp;
-
-    if (c == 0)
+  while (i < len && s[i] != 0) {
+    size_t n = hd_utf8_char_len(s + i, len - i);
+    if (n == 0)
       break;
-    if (c < 0x80) {
-      i++;
-      continue;
-    }
-    if (c >= 0xc2 && c <= 0xdf) {
-      n = 1;
-      cp = c & 0x1f;
-    } else if (c >= 0xe0 && c <= 0xef) {
-      n = 2;
-      cp = c & 0x0f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-      n = 3;
-      cp = c & 0x07;
-    } else {
-      break;
-    }
-    if (i + n >= len)
-      break;
-    size_t k;
-    for (k = 1; k <= n; k++) {
-      if ((s[i + k] & 0xc0) != 0x80)
-        break;
-      cp = cp << 6 | (s[i + k] & 0x3f);
-    }
-    if (k <= n)
-      break;
-    /* Overlong forms, surrogates and values past U+10FFFF. */
-    if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10ffff ||
-        (cp >= 0xd800 && cp <= 0xdfff))
-      break;
-    i += n + 1;
+    i += n;
   }
   return i;
 }

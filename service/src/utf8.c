@@ -1,0 +1,40 @@
+/*
+ * utf8.c - decoding one UTF-8 character to check it (utf8.h).
+ */
+#include "utf8.h"
+
+#include <stdint.h>
+
+size_t hd_utf8_char_len(const unsigned char *s, size_t len) {
+  /* The smallest value each sequence length may encode: below it the form
+   * is overlong. */
+  static const uint32_t min_cp[4] = {0, 0x80, 0x800, 0x10000};
+  unsigned char c = s[0];
+  size_t n; /* continuation bytes */
+  uint32_t cp;
+
+  if (c < 0x80)
+    return 1;
+  if ((c & 0xE0) == 0xC0) {
+    n = 1;
+    cp = c & 0x1F;
+  } else if ((c & 0xF0) == 0xE0) {
+    n = 2;
+    cp = c & 0x0F;
+  } else if ((c & 0xF8) == 0xF0) {
+    n = 3;
+    cp = c & 0x07;
+  } else {
+    return 0;
+  }
+  if (n >= len) /* truncated sequence */
+    return 0;
+  for (size_t k = 1; k <= n; k++) {
+    if ((s[k] & 0xC0) != 0x80)
+      return 0;
+    cp = (cp << 6) | (s[k] & 0x3F);
+  }
+  if (cp < min_cp[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+    return 0;
+  return n + 1;
+}
