@@ -9,6 +9,8 @@
 
 #include "handlerd/handlerd.h"
 
+#include "test_util.h"
+
 #include "functions_internal.h"
 
 #include <stdlib.h>
@@ -19,26 +21,6 @@ static hd_err return_user_data(const hd_event *ev, void *user_data,
   (void)ev;
   hd_result_set_int64(out, *(int64_t *)user_data);
   return HD_OK;
-}
-
-static hd_err noop(const hd_event *ev, void *user_data, hd_result *out) {
-  (void)ev;
-  (void)user_data;
-  (void)out;
-  return HD_OK;
-}
-
-static int setup(void **state) {
-  hd_functions *fns;
-  if (hd_functions_new(&fns) != HD_OK)
-    return -1;
-  *state = fns;
-  return 0;
-}
-
-static int teardown(void **state) {
-  hd_functions_free(*state);
-  return 0;
 }
 
 static int64_t run_int64(hd_handler *h) {
@@ -206,24 +188,28 @@ static void test_unregister_removes_the_name(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test_setup_teardown(test_register_copies_the_name, setup,
-                                      teardown),
+      cmocka_unit_test_setup_teardown(test_register_copies_the_name,
+                                      functions_setup, functions_teardown),
       cmocka_unit_test_setup_teardown(
-          test_register_duplicate_name_fails_with_eexist, setup, teardown),
+          test_register_duplicate_name_fails_with_eexist, functions_setup,
+          functions_teardown),
       cmocka_unit_test_setup_teardown(
-          test_register_rejects_empty_name_and_null_fn, setup, teardown),
+          test_register_rejects_empty_name_and_null_fn, functions_setup,
+          functions_teardown),
       cmocka_unit_test_setup_teardown(
-          test_make_handler_for_unknown_name_fails_with_enotfound, setup,
-          teardown),
-      cmocka_unit_test_setup_teardown(test_foreach_lists_names_in_order, setup,
-                                      teardown),
+          test_make_handler_for_unknown_name_fails_with_enotfound,
+          functions_setup, functions_teardown),
+      cmocka_unit_test_setup_teardown(test_foreach_lists_names_in_order,
+                                      functions_setup, functions_teardown),
       cmocka_unit_test_setup_teardown(
-          test_instances_are_per_handler_and_freed_with_it, setup, teardown),
+          test_instances_are_per_handler_and_freed_with_it, functions_setup,
+          functions_teardown),
       cmocka_unit_test_setup_teardown(
-          test_make_handler_passes_on_instance_new_failure, setup, teardown),
+          test_make_handler_passes_on_instance_new_failure, functions_setup,
+          functions_teardown),
       cmocka_unit_test(test_owned_user_data_is_freed_with_the_table),
-      cmocka_unit_test_setup_teardown(test_unregister_removes_the_name, setup,
-                                      teardown),
+      cmocka_unit_test_setup_teardown(test_unregister_removes_the_name,
+                                      functions_setup, functions_teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -15,25 +15,9 @@
 
 #include "handlerd/handlerd.h"
 
+#include "test_util.h"
+
 static const hd_event update_ev = {.key = "k", .name = "update"};
-
-static hd_err say(const hd_event *ev, void *ud, hd_result *out) {
-  (void)ev;
-  return hd_result_set_string(out, ud);
-}
-
-static atomic_int destroyed;
-static void count_destroy(void *p) {
-  (void)p;
-  atomic_fetch_add(&destroyed, 1);
-}
-
-static hd_handler *sayer(const char *word) {
-  hd_handler *h = NULL;
-
-  assert_int_equal(hd_simple_new(say, (void *)word, count_destroy, &h), HD_OK);
-  return h;
-}
 
 /* ---- a test-only asynchronous kind ----------------------------------------
  * handle() starts a thread and returns; the thread waits until the test
@@ -257,15 +241,6 @@ static void test_set_removed_member_is_released_and_not_called(void **state) {
   hd_handler_unref(b);
   hd_handler_unref(set);
   assert_int_equal(atomic_load(&destroyed), 2);
-}
-
-static hd_err refusing_handle(hd_handler *h, const hd_event *ev,
-                              hd_done_fn *done, void *done_data) {
-  (void)h;
-  (void)ev;
-  (void)done;
-  (void)done_data;
-  return HD_EBUSY;
 }
 
 static void test_set_member_handle_error_becomes_failed_result(void **state) {

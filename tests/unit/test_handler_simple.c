@@ -14,6 +14,8 @@
 
 #include "handlerd/handlerd.h"
 
+#include "test_util.h"
+
 static const hd_event update_ev = {.key = "k", .name = "update"};
 
 /* Echoes the event name and records the id the function saw. */
@@ -210,15 +212,6 @@ static hd_err untimed_handle(hd_handler *h, const hd_event *ev,
   nanosleep(&ts, NULL);
   done(rs, done_data);
   return HD_OK;
-}
-
-static hd_err refusing_handle(hd_handler *h, const hd_event *ev,
-                              hd_done_fn *done, void *done_data) {
-  (void)h;
-  (void)ev;
-  (void)done;
-  (void)done_data;
-  return HD_EBUSY;
 }
 
 static void test_handler_handle_fills_missing_durations(void **state) {

@@ -12,24 +12,7 @@
 
 #include "handlerd/handlerd.h"
 
-/* Answers with the string it was created with (its user data). */
-static hd_err say(const hd_event *ev, void *ud, hd_result *out) {
-  (void)ev;
-  return hd_result_set_string(out, ud);
-}
-
-static int destroyed;
-static void count_destroy(void *p) {
-  (void)p;
-  destroyed++;
-}
-
-static hd_handler *sayer(const char *word) {
-  hd_handler *h = NULL;
-
-  assert_int_equal(hd_simple_new(say, (void *)word, count_destroy, &h), HD_OK);
-  return h;
-}
+#include "test_util.h"
 
 static hd_results *run(hd_handler *h, const char *event_name) {
   hd_event ev = {.key = "k", .name = event_name};

@@ -11,28 +11,15 @@
 
 #include "handlerd/plugin.h"
 
+#include "test_util.h"
+
 #include <stdlib.h>
 #include <string.h>
 
-static int setup(void **state) {
-  hd_functions *fns;
-  if (hd_functions_new(&fns) != HD_OK)
-    return -1;
-  *state = fns;
-  return 0;
-}
-
 static int teardown(void **state) {
-  hd_functions_free(*state);
+  functions_teardown(state);
   hd_plugins_unload_all();
   return 0;
-}
-
-static hd_err noop(const hd_event *ev, void *user_data, hd_result *out) {
-  (void)ev;
-  (void)user_data;
-  (void)out;
-  return HD_OK;
 }
 
 static void load_example(hd_functions *fns) {
@@ -176,7 +163,7 @@ static void test_register_function_rejects_null_plugin(void **state) {
 }
 
 int main(void) {
-#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+#define T(fn) cmocka_unit_test_setup_teardown(fn, functions_setup, teardown)
   const struct CMUnitTest tests[] = {
       T(test_example_plugin_doubles_int64),
       T(test_example_plugin_doubles_double),

@@ -16,23 +16,14 @@
 
 #include "handlerd/handlerd.h"
 
-static hd_err say(const hd_event *ev, void *ud, hd_result *out) {
-  (void)ev;
-  return hd_result_set_string(out, ud);
-}
+#include "test_util.h"
 
-static atomic_int created, destroyed;
-static void count_destroy(void *p) {
-  (void)p;
-  atomic_fetch_add(&destroyed, 1);
-}
+/* Sayers made here; setup and teardown check each was destroyed. */
+static atomic_int created;
 
-static hd_handler *sayer(const char *word) {
-  hd_handler *h = NULL;
-
-  assert_int_equal(hd_simple_new(say, (void *)word, count_destroy, &h), HD_OK);
+static hd_handler *counted_sayer(const char *word) {
   atomic_fetch_add(&created, 1);
-  return h;
+  return sayer(word);
 }
 
 static int setup(void **state) {
@@ -55,7 +46,7 @@ static int teardown(void **state) {
 /* Adds a new simple handler under `key`, keeping only the registry's ref. */
 static hd_handler *add_sayer(hd_registry *reg, const char *key,
                              const char *word) {
-  hd_handler *h = sayer(word);
+  hd_handler *h = counted_sayer(word);
 
   assert_int_equal(hd_registry_add(reg, key, h), HD_OK);
   hd_handler_unref(h);
@@ -110,7 +101,7 @@ static void test_registry_dispatch_runs_every_member(void **state) {
 static void test_registry_add_rejects_bad_key(void **state) {
   hd_registry *reg = *state;
   char key[HD_KEY_MAX + 2];
-  hd_handler *h = sayer("x");
+  hd_handler *h = counted_sayer("x");
 
   assert_int_equal(hd_registry_add(reg, "", h), HD_EINVAL);
   assert_int_equal(hd_registry_add(reg, NULL, h), HD_EINVAL);
@@ -292,7 +283,7 @@ static void *churner(void *arg) {
 
   for (int i = 0; i < CHURNS; i++) {
     const char *key = i % 2 ? "j" : "k";
-    hd_handler *h = sayer("churn");
+    hd_handler *h = counted_sayer("churn");
     char id[HD_HANDLER_ID_MAX + 1];
 
     strcpy(id, hd_handler_id(h));

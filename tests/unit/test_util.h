@@ -1,0 +1,83 @@
+/*
+ * test_util.h - fixtures shared by the unit tests.
+ *
+ * Each tests/unit/test_*.c is built alone into its own binary, so these are
+ * static (inline, so a test that uses only some of them builds without
+ * unused-function warnings) and every binary gets its own copy of the
+ * counters. Include after <cmocka.h>.
+ */
+#ifndef HD_TEST_UTIL_H
+#define HD_TEST_UTIL_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
+#include "handlerd/handlerd.h"
+
+/* ---- sayers: simple handlers answering with a fixed string -------------- */
+
+/* How many sayers have been destroyed; tests that count reset it. */
+static atomic_int destroyed;
+
+/* A function answering with the string it was created with (its user
+ * data). */
+static inline hd_err say(const hd_event *ev, void *ud, hd_result *out) {
+  (void)ev;
+  return hd_result_set_string(out, ud);
+}
+
+static inline void count_destroy(void *p) {
+  (void)p;
+  atomic_fetch_add(&destroyed, 1);
+}
+
+/* A new simple handler answering `word` (not copied: a literal) whose
+ * destruction counts in `destroyed`. */
+static inline hd_handler *sayer(const char *word) {
+  hd_handler *h = NULL;
+
+  assert_int_equal(hd_simple_new(say, (void *)word, count_destroy, &h), HD_OK);
+  return h;
+}
+
+/* ---- kinds and functions that do nothing useful ------------------------- */
+
+/* A handle() that refuses every event with HD_EBUSY, never completing. */
+static inline hd_err refusing_handle(hd_handler *h, const hd_event *ev,
+                                     hd_done_fn *done, void *done_data) {
+  (void)h;
+  (void)ev;
+  (void)done;
+  (void)done_data;
+  return HD_EBUSY;
+}
+
+/* A function that succeeds without setting a value. */
+static inline hd_err noop(const hd_event *ev, void *user_data, hd_result *out) {
+  (void)ev;
+  (void)user_data;
+  (void)out;
+  return HD_OK;
+}
+
+/* ---- a fresh function table per test ------------------------------------ */
+
+static inline int functions_setup(void **state) {
+  hd_functions *fns;
+
+  if (hd_functions_new(&fns) != HD_OK)
+    return -1;
+  *state = fns;
+  return 0;
+}
+
+static inline int functions_teardown(void **state) {
+  hd_functions_free(*state);
+  return 0;
+}
+
+#endif
