@@ -331,6 +331,38 @@ static hd_results *run(hd_handler *h, const hd_event *ev) {
   return rs;
 }
 
+/* One delivery test's receiver, webhook and handler. hook_start starts the
+ * receiver and points `wh` at it; the test may change `wh`, then
+ * hook_deliver makes the handler (unless the test made it) and runs it;
+ * hook_end frees what there is. */
+typedef struct hook {
+  rx *r;
+  Handlers__V1__Webhook wh;
+  hd_handler *h;
+  hd_results *rs;
+} hook;
+
+static void hook_start(hook *k, const rx_step *steps, int n) {
+  k->r = rx_start(steps, n);
+  webhook_init(&k->wh, k->r->url);
+  k->h = NULL;
+  k->rs = NULL;
+}
+
+/* Runs the handler once on `ev`; returns its first result. */
+static hd_result *hook_deliver(hook *k, const hd_event *ev) {
+  if (k->h == NULL)
+    k->h = make(&k->wh);
+  k->rs = run(k->h, ev);
+  return hd_results_at(k->rs, 0);
+}
+
+static void hook_end(hook *k) {
+  hd_results_free(k->rs);
+  hd_handler_unref(k->h);
+  rx_stop(k->r);
+}
+
 /* Expects `factory` to refuse `wh` with a message containing `want`. */
 static void expect_refused(const Handlers__V1__Webhook *wh, const char *want) {
   hd_handler *h = NULL;
@@ -349,49 +381,45 @@ static void expect_refused(const Handlers__V1__Webhook *wh, const char *want) {
 
 static void test_delivers_structured_cloudevent(void **state) {
   static const rx_step ok = {.status = 204};
-  Handlers__V1__Webhook wh;
+  hook k;
   Handlers__V1__Webhook__HeadersEntry hdr =
       HANDLERS__V1__WEBHOOK__HEADERS_ENTRY__INIT;
   Handlers__V1__Webhook__HeadersEntry *hdrs[] = {&hdr};
-  rx *r = rx_start(&ok, 1);
-  hd_handler *h;
-  hd_results *rs;
   hd_result *res;
   json_t *ce;
   const char *id, *ts;
   int64_t now_s = real_ns() / 1000000000;
 
   (void)state;
-  webhook_init(&wh, r->url);
+  hook_start(&k, &ok, 1);
   hdr.key = "X-Custom";
   hdr.value = "hello";
-  wh.n_headers = 1;
-  wh.headers = hdrs;
-  h = make(&wh);
-  rs = run(h, update_event());
-  assert_int_equal(hd_results_count(rs), 1);
-  res = hd_results_at(rs, 0);
+  k.wh.n_headers = 1;
+  k.wh.headers = hdrs;
+  hook_deliver(&k, update_event());
+  assert_int_equal(hd_results_count(k.rs), 1);
+  res = hd_results_at(k.rs, 0);
   assert_int_equal(res->err, HD_OK);
-  assert_string_equal(res->handler_id, hd_handler_id(h));
+  assert_string_equal(res->handler_id, hd_handler_id(k.h));
   assert_int_equal(res->http_status, 204);
   assert_int_equal(res->attempts, 1);
   assert_int_equal(res->value.type, HD_VALUE_NONE);
   assert_true(res->duration_ns > 0);
 
-  assert_int_equal(rx_count(r), 1);
-  assert_string_equal(r->reqs[0].method, "POST");
-  assert_string_equal(rx_header(r, 0, "content-type"),
+  assert_int_equal(rx_count(k.r), 1);
+  assert_string_equal(k.r->reqs[0].method, "POST");
+  assert_string_equal(rx_header(k.r, 0, "content-type"),
                       "application/cloudevents+json");
-  assert_string_equal(rx_header(r, 0, "user-agent"), "handlerd/" HD_VERSION);
-  assert_string_equal(rx_header(r, 0, "x-custom"), "hello");
-  assert_null(rx_header(r, 0, "webhook-signature"));
-  id = rx_header(r, 0, "webhook-id");
-  ts = rx_header(r, 0, "webhook-timestamp");
+  assert_string_equal(rx_header(k.r, 0, "user-agent"), "handlerd/" HD_VERSION);
+  assert_string_equal(rx_header(k.r, 0, "x-custom"), "hello");
+  assert_null(rx_header(k.r, 0, "webhook-signature"));
+  id = rx_header(k.r, 0, "webhook-id");
+  ts = rx_header(k.r, 0, "webhook-timestamp");
   assert_non_null(id);
   assert_non_null(ts);
   assert_true(llabs(atoll(ts) - now_s) <= 5);
 
-  ce = json_loadb(r->reqs[0].body, r->reqs[0].body_len, 0, NULL);
+  ce = json_loadb(k.r->reqs[0].body, k.r->reqs[0].body_len, 0, NULL);
   assert_non_null(ce);
   assert_string_equal(json_string_value(json_object_get(ce, "specversion")),
                       "1.0");
@@ -404,144 +432,116 @@ static void test_delivers_structured_cloudevent(void **state) {
   assert_non_null(json_object_get(ce, "time"));
   assert_true(json_is_object(json_object_get(ce, "data")));
   json_decref(ce);
-  hd_results_free(rs);
-  hd_handler_unref(h);
-  rx_stop(r);
+  hook_end(&k);
 }
 
 static void test_binary_mode_sends_attributes_as_ce_headers(void **state) {
   static const rx_step ok = {.status = 200};
-  Handlers__V1__Webhook wh;
-  rx *r = rx_start(&ok, 1);
-  hd_handler *h;
-  hd_results *rs;
+  hook k;
   json_t *data;
 
   (void)state;
-  webhook_init(&wh, r->url);
-  wh.binary_mode = 1;
-  h = make(&wh);
-  rs = run(h, update_event());
-  assert_int_equal(hd_results_at(rs, 0)->err, HD_OK);
-  assert_int_equal(rx_count(r), 1);
-  assert_string_equal(rx_header(r, 0, "content-type"), "application/json");
-  assert_string_equal(rx_header(r, 0, "ce-specversion"), "1.0");
-  assert_string_equal(rx_header(r, 0, "ce-id"), rx_header(r, 0, "webhook-id"));
-  assert_string_equal(rx_header(r, 0, "ce-source"), "//handlerd/test/keys/k");
-  assert_string_equal(rx_header(r, 0, "ce-type"), "handlers.v1.update");
-  assert_string_equal(rx_header(r, 0, "ce-subject"), "a/b");
-  assert_non_null(rx_header(r, 0, "ce-time"));
+  hook_start(&k, &ok, 1);
+  k.wh.binary_mode = 1;
+  hook_deliver(&k, update_event());
+  assert_int_equal(hd_results_at(k.rs, 0)->err, HD_OK);
+  assert_int_equal(rx_count(k.r), 1);
+  assert_string_equal(rx_header(k.r, 0, "content-type"), "application/json");
+  assert_string_equal(rx_header(k.r, 0, "ce-specversion"), "1.0");
+  assert_string_equal(rx_header(k.r, 0, "ce-id"),
+                      rx_header(k.r, 0, "webhook-id"));
+  assert_string_equal(rx_header(k.r, 0, "ce-source"), "//handlerd/test/keys/k");
+  assert_string_equal(rx_header(k.r, 0, "ce-type"), "handlers.v1.update");
+  assert_string_equal(rx_header(k.r, 0, "ce-subject"), "a/b");
+  assert_non_null(rx_header(k.r, 0, "ce-time"));
   /* The body is the data alone, not an envelope. */
-  data = json_loadb(r->reqs[0].body, r->reqs[0].body_len, 0, NULL);
+  data = json_loadb(k.r->reqs[0].body, k.r->reqs[0].body_len, 0, NULL);
   assert_non_null(data);
   assert_null(json_object_get(data, "specversion"));
   json_decref(data);
-  hd_results_free(rs);
-  hd_handler_unref(h);
-  rx_stop(r);
+  hook_end(&k);
 }
 
 static void test_generated_secret_signs_every_attempt(void **state) {
   static const rx_step steps[] = {{.status = 503}, {.status = 200}};
-  Handlers__V1__Webhook wh;
-  rx *r = rx_start(steps, 2);
-  hd_handler *h = NULL;
-  hd_results *rs;
+  hook k;
   char *secret = NULL, msg[256] = "";
   unsigned char key[HD_SECRET_MAX_BYTES];
   size_t key_len = 0;
 
   (void)state;
-  webhook_init(&wh, r->url);
-  wh.new_secret = 1;
+  hook_start(&k, steps, 2);
+  k.wh.new_secret = 1;
   assert_int_equal(
-      hd_webhook_factory(engine, "k", &wh, &h, &secret, msg, sizeof(msg)),
+      hd_webhook_factory(engine, "k", &k.wh, &k.h, &secret, msg, sizeof(msg)),
       HD_OK);
   assert_non_null(secret);
   assert_int_equal(strncmp(secret, HD_SECRET_PREFIX, 6), 0);
   assert_int_equal(hd_secret_parse(secret, key, &key_len, NULL, 0), HD_OK);
-  rs = run(h, update_event());
-  assert_int_equal(hd_results_at(rs, 0)->err, HD_OK);
-  assert_int_equal(rx_count(r), 2);
+  hook_deliver(&k, update_event());
+  assert_int_equal(hd_results_at(k.rs, 0)->err, HD_OK);
+  assert_int_equal(rx_count(k.r), 2);
   for (int i = 0; i < 2; i++) {
-    const char *id = rx_header(r, i, "webhook-id");
-    const char *ts = rx_header(r, i, "webhook-timestamp");
-    const char *got = rx_header(r, i, "webhook-signature");
+    const char *id = rx_header(k.r, i, "webhook-id");
+    const char *ts = rx_header(k.r, i, "webhook-timestamp");
+    const char *got = rx_header(k.r, i, "webhook-signature");
     char want[HD_SIGNATURE_MAX];
 
     assert_non_null(id);
     assert_non_null(ts);
     assert_non_null(got);
     assert_int_equal(hd_webhook_sign(key, key_len, id, atoll(ts),
-                                     r->reqs[i].body, r->reqs[i].body_len, want,
-                                     sizeof(want)),
+                                     k.r->reqs[i].body, k.r->reqs[i].body_len,
+                                     want, sizeof(want)),
                      HD_OK);
     assert_string_equal(got, want);
   }
   /* A retry is the same message: same id, same body. */
-  assert_string_equal(rx_header(r, 0, "webhook-id"),
-                      rx_header(r, 1, "webhook-id"));
-  assert_int_equal(r->reqs[0].body_len, r->reqs[1].body_len);
-  assert_memory_equal(r->reqs[0].body, r->reqs[1].body, r->reqs[0].body_len);
+  assert_string_equal(rx_header(k.r, 0, "webhook-id"),
+                      rx_header(k.r, 1, "webhook-id"));
+  assert_int_equal(k.r->reqs[0].body_len, k.r->reqs[1].body_len);
+  assert_memory_equal(k.r->reqs[0].body, k.r->reqs[1].body,
+                      k.r->reqs[0].body_len);
   free(secret);
-  hd_results_free(rs);
-  hd_handler_unref(h);
-  rx_stop(r);
+  hook_end(&k);
 }
 
 static void test_json_response_becomes_json_result(void **state) {
   static const char body[] = "{\"ok\":true,\"n\":[1,2]}";
   static const rx_step ok = {
       .status = 200, .body = body, .body_len = sizeof(body) - 1};
-  Handlers__V1__Webhook wh;
-  rx *r = rx_start(&ok, 1);
-  hd_handler *h;
-  hd_results *rs;
+  hook k;
   hd_result *res;
 
   (void)state;
-  webhook_init(&wh, r->url);
-  h = make(&wh);
-  rs = run(h, update_event());
-  res = hd_results_at(rs, 0);
+  hook_start(&k, &ok, 1);
+  res = hook_deliver(&k, update_event());
   assert_int_equal(res->err, HD_OK);
   assert_int_equal(res->value.type, HD_VALUE_JSON);
   assert_string_equal(res->value.u.bytes.data, body);
   assert_int_equal(res->truncated, 0);
-  hd_results_free(rs);
-  hd_handler_unref(h);
-  rx_stop(r);
+  hook_end(&k);
 }
 
 static void test_text_response_becomes_string_result(void **state) {
   static const rx_step ok = {.status = 200, .body = "hello", .body_len = 5};
-  Handlers__V1__Webhook wh;
-  rx *r = rx_start(&ok, 1);
-  hd_handler *h;
-  hd_results *rs;
+  hook k;
   hd_result *res;
 
   (void)state;
-  webhook_init(&wh, r->url);
-  h = make(&wh);
-  rs = run(h, update_event());
-  res = hd_results_at(rs, 0);
+  hook_start(&k, &ok, 1);
+  res = hook_deliver(&k, update_event());
   assert_int_equal(res->err, HD_OK);
   assert_int_equal(res->value.type, HD_VALUE_STRING);
   assert_string_equal(res->value.u.bytes.data, "hello");
-  hd_results_free(rs);
-  hd_handler_unref(h);
-  rx_stop(r);
+  hook_end(&k);
 }
 
 static void test_large_response_is_truncated(void **state) {
   size_t len = 100 * 1024;
   char *big = malloc(len);
   rx_step ok = {.status = 200, .body_len = len};
-  Handlers__V1__Webhook wh;
-  rx *r;
-  hd_handler *h;
-  hd_results *rs;
+  hook k;
   hd_result *res;
 
   (void)state;
@@ -549,19 +549,14 @@ static void test_large_response_is_truncated(void **state) {
   memset(big, 'x', len);
   big[0] = '"'; /* would start a JSON string: a cut one is not JSON */
   ok.body = big;
-  r = rx_start(&ok, 1);
-  webhook_init(&wh, r->url);
-  h = make(&wh);
-  rs = run(h, update_event());
-  res = hd_results_at(rs, 0);
+  hook_start(&k, &ok, 1);
+  res = hook_deliver(&k, update_event());
   assert_int_equal(res->err, HD_OK);
   assert_int_equal(res->truncated, 1);
   assert_int_equal(res->value.type, HD_VALUE_STRING);
   assert_int_equal(res->value.u.bytes.len, HD_WEBHOOK_MAX_RESPONSE);
   assert_memory_equal(res->value.u.bytes.data, big, HD_WEBHOOK_MAX_RESPONSE);
-  hd_results_free(rs);
-  hd_handler_unref(h);
-  rx_stop(r);
+  hook_end(&k);
   free(big);
 }
 
@@ -572,105 +567,79 @@ static void test_server_errors_are_retried_until_success(void **state) {
   static const rx_step steps[] = {{.status = 500},
                                   {.status = 500},
                                   {.status = 200, .body = "1", .body_len = 1}};
-  Handlers__V1__Webhook wh;
-  rx *r = rx_start(steps, 3);
-  hd_handler *h;
-  hd_results *rs;
+  hook k;
   hd_result *res;
 
   (void)state;
-  webhook_init(&wh, r->url);
-  h = make(&wh);
-  rs = run(h, update_event());
-  res = hd_results_at(rs, 0);
+  hook_start(&k, steps, 3);
+  res = hook_deliver(&k, update_event());
   assert_int_equal(res->err, HD_OK);
   assert_int_equal(res->attempts, 3);
   assert_int_equal(res->http_status, 200);
   assert_int_equal(res->value.type, HD_VALUE_JSON);
-  assert_int_equal(rx_count(r), 3);
-  hd_results_free(rs);
-  hd_handler_unref(h);
-  rx_stop(r);
+  assert_int_equal(rx_count(k.r), 3);
+  hook_end(&k);
 }
 
 static void test_not_found_fails_after_one_attempt(void **state) {
   static const rx_step steps[] = {{.status = 404}, {.status = 200}};
-  Handlers__V1__Webhook wh;
-  rx *r = rx_start(steps, 2);
-  hd_handler *h;
-  hd_results *rs;
+  hook k;
   hd_result *res;
 
   (void)state;
-  webhook_init(&wh, r->url);
-  h = make(&wh);
-  rs = run(h, update_event());
-  res = hd_results_at(rs, 0);
+  hook_start(&k, steps, 2);
+  res = hook_deliver(&k, update_event());
   assert_int_equal(res->err, HD_EHANDLER);
   assert_int_equal(res->grpc_code, 5);
   assert_int_equal(res->http_status, 404);
   assert_int_equal(res->attempts, 1);
   assert_string_equal(res->message, "HTTP 404 after 1 attempt");
-  assert_string_equal(res->handler_id, hd_handler_id(h));
+  assert_string_equal(res->handler_id, hd_handler_id(k.h));
   usleep(100 * 1000); /* a wrong retry would show up by now */
-  assert_int_equal(rx_count(r), 1);
-  hd_results_free(rs);
-  hd_handler_unref(h);
-  rx_stop(r);
+  assert_int_equal(rx_count(k.r), 1);
+  hook_end(&k);
 }
 
 static void test_retry_after_is_respected(void **state) {
   static const rx_step steps[] = {{.status = 429, .retry_after = "1"},
                                   {.status = 200}};
-  Handlers__V1__Webhook wh;
-  rx *r = rx_start(steps, 2);
-  hd_handler *h;
-  hd_results *rs;
+  hook k;
   hd_result *res;
   int64_t start;
 
   (void)state;
-  webhook_init(&wh, r->url);
-  h = make(&wh);
+  hook_start(&k, steps, 2);
+  k.h = make(&k.wh); /* before the clock starts */
   start = mono_ms();
-  rs = run(h, update_event());
-  res = hd_results_at(rs, 0);
+  res = hook_deliver(&k, update_event());
   assert_int_equal(res->err, HD_OK);
   assert_int_equal(res->attempts, 2);
   /* The backoff alone would be 10 ms or less. */
   assert_true(mono_ms() - start >= 950);
-  hd_results_free(rs);
-  hd_handler_unref(h);
-  rx_stop(r);
+  hook_end(&k);
 }
 
 static void test_retry_after_beyond_deadline_fails_now(void **state) {
   static const rx_step steps[] = {{.status = 503, .retry_after = "5"},
                                   {.status = 200}};
-  Handlers__V1__Webhook wh;
-  rx *r = rx_start(steps, 2);
-  hd_handler *h;
-  hd_results *rs;
+  hook k;
   hd_result *res;
   hd_event ev = *update_event();
   int64_t start;
 
   (void)state;
-  webhook_init(&wh, r->url);
-  h = make(&wh);
+  hook_start(&k, steps, 2);
+  k.h = make(&k.wh); /* before the clock starts */
   ev.deadline_ns = real_ns() + 2000000000LL;
   start = mono_ms();
-  rs = run(h, &ev);
-  res = hd_results_at(rs, 0);
+  res = hook_deliver(&k, &ev);
   assert_int_equal(res->err, HD_EHANDLER);
   assert_int_equal(res->grpc_code, 14);
   assert_int_equal(res->attempts, 1);
   assert_non_null(strstr(res->message, "HTTP 503 after 1 attempt"));
   assert_non_null(strstr(res->message, "deadline"));
   assert_true(mono_ms() - start < 1000);
-  hd_results_free(rs);
-  hd_handler_unref(h);
-  rx_stop(r);
+  hook_end(&k);
 }
 
 static void test_connection_refused_uses_all_attempts(void **state) {
@@ -709,60 +678,48 @@ static void test_connection_refused_uses_all_attempts(void **state) {
 
 static void test_deadline_bounds_retries(void **state) {
   static const rx_step always = {.status = 500};
-  Handlers__V1__Webhook wh;
-  rx *r = rx_start(&always, 1);
-  hd_handler *h;
-  hd_results *rs;
+  hook k;
   hd_result *res;
   hd_event ev = *update_event();
   int64_t start;
 
   (void)state;
-  webhook_init(&wh, r->url);
-  wh.max_attempts = HD_WEBHOOK_MAX_ATTEMPTS;
-  h = make(&wh);
+  hook_start(&k, &always, 1);
+  k.wh.max_attempts = HD_WEBHOOK_MAX_ATTEMPTS;
+  k.h = make(&k.wh); /* before the clock starts */
   ev.deadline_ns = real_ns() + 500000000LL;
   start = mono_ms();
-  rs = run(h, &ev);
-  res = hd_results_at(rs, 0);
+  res = hook_deliver(&k, &ev);
   assert_int_not_equal(res->err, HD_OK);
   assert_int_equal(res->http_status, 500);
   assert_true(res->attempts >= 2);
   assert_true(res->attempts < HD_WEBHOOK_MAX_ATTEMPTS);
-  assert_true(res->attempts == rx_count(r));
+  assert_true(res->attempts == rx_count(k.r));
   assert_non_null(strstr(res->message, "deadline"));
   assert_true(mono_ms() - start <= 700);
-  hd_results_free(rs);
-  hd_handler_unref(h);
-  rx_stop(r);
+  hook_end(&k);
 }
 
 static void test_deadline_cuts_a_hanging_attempt(void **state) {
   static const rx_step hang = {.status = 200, .delay_ms = 10000};
-  Handlers__V1__Webhook wh;
-  rx *r = rx_start(&hang, 1);
-  hd_handler *h;
-  hd_results *rs;
+  hook k;
   hd_result *res;
   hd_event ev = *update_event();
   int64_t start;
 
   (void)state;
-  webhook_init(&wh, r->url);
-  wh.timeout_ms = 5000;
-  h = make(&wh);
+  hook_start(&k, &hang, 1);
+  k.wh.timeout_ms = 5000;
+  k.h = make(&k.wh); /* before the clock starts */
   ev.deadline_ns = real_ns() + 300000000LL;
   start = mono_ms();
-  rs = run(h, &ev);
-  res = hd_results_at(rs, 0);
+  res = hook_deliver(&k, &ev);
   assert_int_equal(res->err, HD_ETIMEOUT);
   assert_int_equal(res->grpc_code, 4);
   assert_int_equal(res->attempts, 1);
   assert_string_equal(res->message, "deadline exceeded after 1 attempt");
   assert_true(mono_ms() - start < 1000);
-  hd_results_free(rs);
-  hd_handler_unref(h);
-  rx_stop(r);
+  hook_end(&k);
 }
 
 /* ---- isolation
