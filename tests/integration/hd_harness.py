@@ -54,6 +54,30 @@ def load_generated():
     return handlers_pb2, handlers_pb2_grpc
 
 
+def update_request(pb, key, path="prices/eur", json_value=None,
+                   int64_value=None, old_json=None):
+    """A DispatchRequest (of generated module `pb`) for an `update` event."""
+    args = pb.UpdateArgs(topic_path=path)
+    if json_value is not None:
+        args.topic_value.json_value = json_value
+    if int64_value is not None:
+        args.topic_value.int64_value = int64_value
+    if old_json is not None:
+        args.old_value.json_value = old_json
+    return pb.DispatchRequest(key=key, event="update", update=args)
+
+
+def add_request(pb, key, target=None, routes=None, events=()):
+    """An AddHandlerRequest (of generated module `pb`) for `key`: one target,
+    or event-stream `routes` ({event name: Target}), for `events`."""
+    req = pb.AddHandlerRequest(key=key, events=list(events))
+    if target is not None:
+        req.target.CopyFrom(target)
+    for name, t in (routes or {}).items():
+        req.routes[name].CopyFrom(t)
+    return req
+
+
 def import_grpc(test_name, *modules):
     """Imports grpc, the generated handlers.v1 modules and `modules` (dotted
     names, imported after HD_PY_GEN is on sys.path); returns

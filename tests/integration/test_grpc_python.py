@@ -20,17 +20,9 @@ RPC_TIMEOUT = 10.0
 STREAM_TIMEOUT = 120.0
 
 
-def update_req(key, path="prices/eur", json_value=None, int64_value=None,
-               old_json=None):
-    """A DispatchRequest for an `update` event."""
-    args = pb.UpdateArgs(topic_path=path)
-    if json_value is not None:
-        args.topic_value.json_value = json_value
-    if int64_value is not None:
-        args.topic_value.int64_value = int64_value
-    if old_json is not None:
-        args.old_value.json_value = old_json
-    return pb.DispatchRequest(key=key, event="update", update=args)
+def update_req(key, **kw):
+    """A DispatchRequest for an `update` event (hd_harness.update_request)."""
+    return hd_harness.update_request(pb, key, **kw)
 
 
 class _ServerCase(unittest.TestCase):

@@ -105,11 +105,7 @@ class _StateDirCase(unittest.TestCase):
         return d
 
     def add(self, d, key, target=None, routes=None, events=()):
-        req = pb.AddHandlerRequest(key=key, events=list(events))
-        if target is not None:
-            req.target.CopyFrom(target)
-        for name, t in (routes or {}).items():
-            req.routes[name].CopyFrom(t)
+        req = hd_harness.add_request(pb, key, target, routes, events)
         try:
             return d.stub.AddHandler(req, timeout=RPC_TIMEOUT)
         except grpc.RpcError as e:

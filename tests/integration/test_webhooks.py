@@ -86,16 +86,9 @@ def expected_data(args_msg):
     return required, full
 
 
-def update_req(key, path="prices/eur", json_value=None, int64_value=None,
-               old_json=None):
-    args = pb.UpdateArgs(topic_path=path)
-    if json_value is not None:
-        args.topic_value.json_value = json_value
-    if int64_value is not None:
-        args.topic_value.int64_value = int64_value
-    if old_json is not None:
-        args.old_value.json_value = old_json
-    return pb.DispatchRequest(key=key, event="update", update=args)
+def update_req(key, **kw):
+    """A DispatchRequest for an `update` event (hd_harness.update_request)."""
+    return hd_harness.update_request(pb, key, **kw)
 
 
 def event_cases():
@@ -177,11 +170,7 @@ class _WebhookCase(unittest.TestCase):
         return pb.Webhook(url=self.rx.url(path), **kw)
 
     def add(self, key, target=None, routes=None, events=()):
-        req = pb.AddHandlerRequest(key=key, events=list(events))
-        if target is not None:
-            req.target.CopyFrom(target)
-        for name, t in (routes or {}).items():
-            req.routes[name].CopyFrom(t)
+        req = hd_harness.add_request(pb, key, target, routes, events)
         try:
             reply = self.stub.AddHandler(req, timeout=RPC_TIMEOUT)
         except grpc.RpcError as e:
