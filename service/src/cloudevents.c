@@ -8,6 +8,7 @@
  * going to the raw bytes again would need a second repair.
  */
 #include "cloudevents.h"
+#include "event_json.h"
 
 #include <jansson.h>
 #include <openssl/rand.h>
@@ -45,14 +46,10 @@ void hd_ce_time(int64_t time_ns, char *out, size_t out_size) {
            tm.tm_sec, (int)(ns / 1000));
 }
 
-/* The event's data object (hd_event_to_json), parsed; NULL on ENOMEM. */
+/* The event's data object, as hd_event_to_json prints it; NULL on ENOMEM.
+ * Built as an object so the envelope embeds it without a text round trip. */
 static json_t *data_object(const hd_event *ev) {
-  char *text = hd_event_to_json(ev);
-  if (!text)
-    return NULL;
-  json_t *data = json_loads(text, 0, NULL);
-  free(text);
-  return data;
+  return hd_event_json_object(ev);
 }
 
 /* The topic path the event is about, as a JSON string from `data`, or NULL

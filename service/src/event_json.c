@@ -14,6 +14,7 @@
  *   - text that is not valid UTF-8 has each bad byte replaced by U+FFFD, as
  *     JSON cannot carry it.
  */
+#include "event_json.h"
 #include "handlerd/handlerd.h"
 
 #include "base64.h"
@@ -269,16 +270,24 @@ static int add_args(json_t *obj, const hd_event *ev) {
   }
 }
 
-char *hd_event_to_json(const hd_event *ev) {
+json_t *hd_event_json_object(const hd_event *ev) {
   if (!ev)
     return NULL;
   json_t *obj = json_object();
+  if (obj &&
+      (set(obj, "key", jstr(ev->key)) != 0 ||
+       set(obj, "event", jstr(ev->name)) != 0 || add_args(obj, ev) != 0)) {
+    json_decref(obj);
+    obj = NULL;
+  }
+  return obj;
+}
+
+char *hd_event_to_json(const hd_event *ev) {
+  json_t *obj = hd_event_json_object(ev);
   if (!obj)
     return NULL;
-  char *text = NULL;
-  if (set(obj, "key", jstr(ev->key)) == 0 &&
-      set(obj, "event", jstr(ev->name)) == 0 && add_args(obj, ev) == 0)
-    text = json_dumps(obj, JSON_COMPACT | JSON_ENCODE_ANY);
+  char *text = json_dumps(obj, JSON_COMPACT | JSON_ENCODE_ANY);
   json_decref(obj);
   return text;
 }

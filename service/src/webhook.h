@@ -55,6 +55,7 @@
 #define HD_WEBHOOK_DEFAULT_TIMEOUT_MS 5000
 #define HD_WEBHOOK_DEFAULT_MAX_ATTEMPTS 5
 #define HD_WEBHOOK_MAX_ATTEMPTS 20
+#define HD_WEBHOOK_CACHED_HOSTS 16 /* hosts whose idle connections are kept */
 #define HD_WEBHOOK_MAX_RESPONSE 65536 /* bytes of body kept as the result */
 
 typedef struct hd_webhook_engine hd_webhook_engine;

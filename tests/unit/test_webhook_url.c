@@ -25,10 +25,11 @@ static void assert_url_ok(const char *url, int deny_private) {
 static void assert_url_refused(const char *url, int deny_private,
                                const char *why) {
   char msg[256] = "";
+  const char *shown = url ? url : "(null)"; /* the NULL-URL case */
   if (hd_webhook_url_check(url, deny_private, msg, sizeof msg) != HD_EINVAL)
-    fail_msg("%s (deny_private=%d) accepted", url, deny_private);
+    fail_msg("%s (deny_private=%d) accepted", shown, deny_private);
   if (!strstr(msg, why))
-    fail_msg("%s: message \"%s\" does not mention \"%s\"", url, msg, why);
+    fail_msg("%s: message \"%s\" does not mention \"%s\"", shown, msg, why);
 }
 
 static int allowed_v4(const char *text, int deny_private) {
