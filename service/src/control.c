@@ -414,6 +414,14 @@ static hd_err add(hd_control *c, hd_arena *a,
   err = build(c, req, id, rec, &h, &secret, msg, msg_size);
   if (err == HD_OK)
     err = fill_record(rec, req);
+  /* The reply is ready before anything is committed: once saved and
+   * registered, nothing may fail and leave the caller without its id. */
+  if (err == HD_OK && reply) {
+    reply->handler_id = hd_arena_strdup(a, hd_handler_id(h));
+    reply->secret = hd_arena_strdup(a, secret ? secret : "");
+    if (!reply->handler_id || !reply->secret)
+      err = HD_ENOMEM;
+  }
   if (err == HD_OK && save) {
     err = persist(c, req, hd_handler_id(h), secret, msg, msg_size);
     saved = err == HD_OK;
@@ -436,12 +444,6 @@ static hd_err add(hd_control *c, hd_arena *a,
     snprintf(msg, msg_size, "out of memory");
   if (err != HD_OK && saved)
     hd_store_del(c->store, hd_handler_id(h));
-  if (err == HD_OK && reply) {
-    reply->handler_id = hd_arena_strdup(a, hd_handler_id(h));
-    reply->secret = hd_arena_strdup(a, secret ? secret : "");
-    if (!reply->handler_id || !reply->secret)
-      err = HD_ENOMEM;
-  }
   record_free(rec);
   if (secret) {
     /* A generated secret is shown once: wipe our copy. */
@@ -545,32 +547,45 @@ typedef struct list_ctx {
   hd_err err;
 } list_ctx;
 
+/* `r` as ListHandlers shows it, every string copied into the arena (the
+ * record may go once the control lock is released). NULL on ENOMEM. */
 static Handlers__V1__HandlerInfo *info_from(hd_arena *a, const record *r) {
   Handlers__V1__HandlerInfo *hi = hd_arena_alloc(a, sizeof(*hi));
   if (!hi)
     return NULL;
   handlers__v1__handler_info__init(hi);
-  hi->key = r->key;
-  hi->handler_id = (char *)r->id;
   hi->kind = r->kind;
-  hi->target = r->target ? r->target : (char *)"";
   hi->secret_set = r->secret_set != 0;
-  hi->events = r->events;
-  hi->n_events = r->n_events;
+  hi->key = hd_arena_strdup(a, r->key);
+  hi->handler_id = hd_arena_strdup(a, r->id);
+  hi->target = hd_arena_strdup(a, r->target ? r->target : "");
+  if (!hi->key || !hi->handler_id || !hi->target)
+    return NULL;
+  if (r->n_events) {
+    hi->events = hd_arena_calloc(a, r->n_events, sizeof(char *));
+    if (!hi->events)
+      return NULL;
+    for (; hi->n_events < r->n_events; hi->n_events++)
+      if (!(hi->events[hi->n_events] =
+                hd_arena_strdup(a, r->events[hi->n_events])))
+        return NULL;
+  }
   if (r->n_routes) {
     hi->routes = hd_arena_calloc(a, r->n_routes, sizeof(*hi->routes));
     if (!hi->routes)
       return NULL;
-    for (size_t i = 0; i < r->n_routes; i++) {
+    for (; hi->n_routes < r->n_routes; hi->n_routes++) {
+      size_t i = hi->n_routes;
       Handlers__V1__HandlerInfo__RoutesEntry *e = hd_arena_alloc(a, sizeof(*e));
       if (!e)
         return NULL;
       handlers__v1__handler_info__routes_entry__init(e);
-      e->key = r->route_events[i];
-      e->value = r->route_targets[i];
+      e->key = hd_arena_strdup(a, r->route_events[i]);
+      e->value = hd_arena_strdup(a, r->route_targets[i]);
+      if (!e->key || !e->value)
+        return NULL;
       hi->routes[i] = e;
     }
-    hi->n_routes = r->n_routes;
   }
   return hi;
 }
@@ -581,34 +596,14 @@ static void list_one(const char *key, hd_handler *member, void *ud) {
   if (lc->err != HD_OK)
     return;
   int found;
-  /* The record's strings are copied into the arena below: the lock only
-   * has to cover the lookup and the copy. */
   pthread_mutex_lock(&lc->c->lock);
   size_t at = find_rec(lc->c, hd_handler_id(member), &found);
-  Handlers__V1__HandlerInfo *hi = NULL;
-  if (found) {
-    record copy = *lc->c->recs[at];
-    hi = info_from(lc->a, &copy);
-    if (hi) {
-      hi->key = hd_arena_strdup(lc->a, copy.key);
-      hi->handler_id = hd_arena_strdup(lc->a, copy.id);
-      hi->target = hd_arena_strdup(lc->a, hi->target);
-      for (size_t i = 0; hi->key && i < hi->n_routes; i++) {
-        hi->routes[i]->key = hd_arena_strdup(lc->a, hi->routes[i]->key);
-        hi->routes[i]->value = hd_arena_strdup(lc->a, hi->routes[i]->value);
-      }
-      if (hi->n_events) {
-        char **ev = hd_arena_calloc(lc->a, hi->n_events, sizeof(char *));
-        for (size_t i = 0; ev && i < hi->n_events; i++)
-          ev[i] = hd_arena_strdup(lc->a, copy.events[i]);
-        hi->events = ev;
-      }
-    }
-  }
+  Handlers__V1__HandlerInfo *hi =
+      found ? info_from(lc->a, lc->c->recs[at]) : NULL;
   pthread_mutex_unlock(&lc->c->lock);
   if (!found)
     return; /* removed while listing */
-  if (!hi || !hi->key) {
+  if (!hi) {
     lc->err = HD_ENOMEM;
     return;
   }

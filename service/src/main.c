@@ -336,12 +336,13 @@ static char *read_token(const char *path) {
   char *t = read_file(path);
   if (!t)
     return NULL;
+  size_t total = strlen(t);
   size_t start = strspn(t, " \t\r\n");
   size_t len = strcspn(t + start, "\r\n");
   while (len && (t[start + len - 1] == ' ' || t[start + len - 1] == '\t'))
     len--;
   memmove(t, t + start, len);
-  t[len] = '\0';
+  memset(t + len, 0, total - len); /* no copy of the token behind the NUL */
   if (len == 0) {
     free(t);
     errno = ENODATA;
@@ -501,15 +502,20 @@ static int run(options *o) {
   rc = 0;
 
 out:
-  for (int i = 0; i < 4; i++)
+  for (int i = 0; i < 4; i++) {
+    if (secrets[i])
+      memset(secrets[i], 0, strlen(secrets[i]));
     free(secrets[i]);
+  }
   hd_metrics_server_stop(metrics);
+  /* Order matters: stop accepting and drain; then stop the webhook engine,
+   * which completes what is still pending while the queue threads can
+   * still send (or drop) those replies; then free the server once its last
+   * call is gone; the registry (owning the webhook handlers) goes last. */
   if (srv)
     hd_server_shutdown(srv, o->drain_ms);
-  hd_server_free(srv);
-  /* After the server (no new deliveries), before the registry (which owns
-   * the webhook handlers the engine completes). */
   hd_webhook_engine_stop(engine);
+  hd_server_free(srv);
   hd_control_free(ctl);
   hd_store_close(store);
   hd_registry_free(reg);

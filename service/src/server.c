@@ -154,10 +154,17 @@ static void call_free(call *c) {
   if (c->send_buf)
     grpc_byte_buffer_destroy(c->send_buf);
   hd_arena_free(c->arena);
-  if (c->counted)
-    atomic_fetch_sub(&c->srv->in_flight, 1);
+  hd_server *srv = c->srv;
+  int counted = c->counted;
   pthread_mutex_destroy(&c->lock);
   free(c);
+  /* hd_server_free waits for the last call before stopping the queues. */
+  if (counted && atomic_fetch_sub(&srv->in_flight, 1) == 1 &&
+      atomic_load(&srv->shutting_down)) {
+    pthread_mutex_lock(&srv->lock);
+    pthread_cond_broadcast(&srv->cond);
+    pthread_mutex_unlock(&srv->lock);
+  }
 }
 
 static void call_ref(call *c) {
@@ -1024,10 +1031,25 @@ void hd_server_shutdown(hd_server *s, int drain_ms) {
       pthread_cond_wait(&s->cond, &s->lock);
   }
   pthread_mutex_unlock(&s->lock);
-  for (int i = 0; i < s->n_cq; i++)
-    grpc_completion_queue_shutdown(s->cqs[i]);
-  for (int i = 0; i < s->n_cq; i++)
-    pthread_join(s->threads[i], NULL);
+}
+
+/* Waits until no call is left, up to `ms`. 0 when none is left. */
+static int wait_calls_done(hd_server *s, int ms) {
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += ms / 1000;
+  until.tv_nsec += (long)(ms % 1000) * 1000000L;
+  if (until.tv_nsec >= 1000000000L) {
+    until.tv_sec++;
+    until.tv_nsec -= 1000000000L;
+  }
+  pthread_mutex_lock(&s->lock);
+  while (atomic_load(&s->in_flight) > 0 &&
+         pthread_cond_timedwait(&s->cond, &s->lock, &until) == 0)
+    ;
+  int left = atomic_load(&s->in_flight);
+  pthread_mutex_unlock(&s->lock);
+  return left;
 }
 
 void hd_server_free(hd_server *s) {
@@ -1035,6 +1057,22 @@ void hd_server_free(hd_server *s) {
     return;
   if (s->threads && s->cqs && !atomic_load(&s->stopped))
     hd_server_shutdown(s, 5000);
+  if (s->threads && s->cqs && s->shutdown_done) {
+    /* A call cancelled by the drain may still wait for an asynchronous
+     * handler; its completion starts a batch, which needs live queues. */
+    int left = wait_calls_done(s, 10000);
+    if (left > 0) {
+      hd_log(HD_LOG_ERROR,
+             "%d calls never completed: exiting without "
+             "freeing the server",
+             left);
+      return;
+    }
+    for (int i = 0; i < s->n_cq; i++)
+      grpc_completion_queue_shutdown(s->cqs[i]);
+    for (int i = 0; i < s->n_cq; i++)
+      pthread_join(s->threads[i], NULL);
+  }
   if (s->server)
     grpc_server_destroy(s->server);
   for (int i = 0; s->cqs && i < s->n_cq; i++) {

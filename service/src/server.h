@@ -38,9 +38,12 @@ int hd_server_calls_in_flight(const hd_server *s);
 /* The bound port (useful with port 0). */
 int hd_server_port(const hd_server *s);
 /* Stops accepting calls, lets calls in flight finish for up to `drain_ms`,
- * cancels the rest, stops the threads. Idempotent. */
+ * cancels the rest. The queue threads keep running, so asynchronous handlers
+ * of cancelled calls can still complete: stop them (the webhook engine)
+ * next, then hd_server_free. Idempotent. */
 void hd_server_shutdown(hd_server *s, int drain_ms);
-/* Shuts down if needed and frees everything. */
+/* Shuts down if needed, waits (up to 10 s) for the last call to end, stops
+ * the queue threads and frees everything. */
 void hd_server_free(hd_server *s);
 
 #endif

@@ -7,6 +7,7 @@ Run by CTest with /usr/bin/python3 (see CMakeLists.txt).
 
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -153,6 +154,55 @@ class TestLimits(unittest.TestCase):
                 list(stream)
             self.assertIn(cm.exception.code(), (grpc.StatusCode.CANCELLED,
                                                 grpc.StatusCode.UNAVAILABLE))
+            gate.set()
+
+
+class TestShutdownWithPendingWebhooks(unittest.TestCase):
+    """A call cancelled while its webhook is still pending must not crash
+    shutdown: the webhook's completion arrives after the drain."""
+
+    def setUp(self):
+        # A receiver that accepts connections and never answers.
+        self.hang = socket.socket()
+        self.hang.bind(("127.0.0.1", 0))
+        self.hang.listen(16)
+        self.url = "http://127.0.0.1:%d/hook" % self.hang.getsockname()[1]
+
+    def tearDown(self):
+        self.hang.close()
+
+    def check(self, start_call):
+        with Server("--drain-timeout-ms", "300") as s:
+            s.stub.AddHandler(pb.AddHandlerRequest(key="w", target=pb.Target(
+                webhook=pb.Webhook(url=self.url, timeout_ms=30000,
+                                   max_attempts=1))), timeout=TIMEOUT)
+            call = start_call(s)
+            time.sleep(0.5)  # the webhook attempt is in flight
+            call.cancel()
+            time.sleep(0.2)
+            started = time.time()
+            os.kill(s.h.proc.pid, signal.SIGTERM)
+            self.assertEqual(s.h.proc.wait(TIMEOUT), 0,
+                             s.h.stderr_text())
+            self.assertLess(time.time() - started, 5)
+
+    def test_cancelled_dispatch(self):
+        self.check(lambda s: s.stub.Dispatch.future(update("w")))
+
+    def test_cancelled_stream(self):
+        gate = threading.Event()
+
+        def requests():
+            yield update("w")
+            yield update("w")
+            gate.wait(TIMEOUT)
+
+        def start(s):
+            return s.stub.DispatchStream(requests())
+
+        try:
+            self.check(start)
+        finally:
             gate.set()
 
 
