@@ -827,13 +827,17 @@ void hd_webhook_engine_submit(hd_webhook_engine *e, hd_webhook_job *job) {
     complete_shutdown(d);
     return;
   }
+  int was_empty = e->queue_tail == NULL;
   if (e->queue_tail != NULL)
     e->queue_tail->next = d;
   else
     e->queue_head = d;
   e->queue_tail = d;
-  /* Under the lock: stop() cannot free the multi handle meanwhile. */
-  curl_multi_wakeup(e->multi);
+  /* The loop takes the whole queue at once, so only the first job of a
+   * batch needs to wake it: a set of K webhooks costs one wakeup, not K.
+   * Under the lock: stop() cannot free the multi handle meanwhile. */
+  if (was_empty)
+    curl_multi_wakeup(e->multi);
   pthread_mutex_unlock(&e->lock);
 }
 
