@@ -61,6 +61,13 @@ void hd_arena_free(hd_arena *a) {
   free(a);
 }
 
+void hd_arena_wipe(hd_arena *a) {
+  if (!a)
+    return;
+  for (block *b = a->head; b; b = b->next)
+    explicit_bzero(b->data, b->used);
+}
+
 void *hd_arena_alloc(hd_arena *a, size_t size) {
   const size_t align = alignof(max_align_t);
   size = (size + align - 1) & ~(align - 1);

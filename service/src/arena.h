@@ -15,6 +15,9 @@ typedef struct hd_arena hd_arena;
 hd_arena *hd_arena_new(size_t initial);
 /* Frees every block. NULL is fine. */
 void hd_arena_free(hd_arena *a);
+/* Zeroes every byte handed out so far (for arenas that held secrets), so
+ * nothing is left in freed memory. NULL is fine. */
+void hd_arena_wipe(hd_arena *a);
 /* `size` bytes aligned for any type, valid until hd_arena_free; NULL on ENOMEM.
  */
 void *hd_arena_alloc(hd_arena *a, size_t size);

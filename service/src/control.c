@@ -483,6 +483,7 @@ static hd_err load_one(const char *id, const char *key, const void *bytes,
   else
     hd_log(HD_LOG_ERROR, "store: cannot restore handler %s under key '%s': %s",
            id, key, msg[0] ? msg : hd_strerror(err));
+  hd_arena_wipe(a); /* the request may carry a webhook secret */
   hd_arena_free(a);
   return err == HD_ENOMEM ? err : HD_OK;
 }

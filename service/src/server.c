@@ -153,6 +153,8 @@ static void call_free(call *c) {
     grpc_byte_buffer_destroy(c->recv_buf);
   if (c->send_buf)
     grpc_byte_buffer_destroy(c->send_buf);
+  if (c->m == M_ADD) /* the request may carry a webhook secret */
+    hd_arena_wipe(c->arena);
   hd_arena_free(c->arena);
   hd_server *srv = c->srv;
   int counted = c->counted;
@@ -446,6 +448,9 @@ static void on_unary_recv(void *owner, int ok) {
   } else {
     methods[c->m_index].handle(c, body);
   }
+  /* readall gave us our own copy; an AddHandler body may hold a secret. */
+  if (c->m == M_ADD)
+    explicit_bzero(GRPC_SLICE_START_PTR(body), GRPC_SLICE_LENGTH(body));
   grpc_slice_unref(body);
   call_unref(c);
 }
