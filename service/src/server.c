@@ -1005,6 +1005,19 @@ int hd_server_port(const hd_server *s) {
   return s->port;
 }
 
+/* CLOCK_REALTIME `ms` from now, for pthread_cond_timedwait. */
+static struct timespec realtime_in(int ms) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  ts.tv_sec += ms / 1000;
+  ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+  if (ts.tv_nsec >= 1000000000L) {
+    ts.tv_sec++;
+    ts.tv_nsec -= 1000000000L;
+  }
+  return ts;
+}
+
 void hd_server_shutdown(hd_server *s, int drain_ms) {
   if (atomic_exchange(&s->stopped, 1))
     return;
@@ -1014,14 +1027,7 @@ void hd_server_shutdown(hd_server *s, int drain_ms) {
   watchers_not_serving(s);
   grpc_server_shutdown_and_notify(s->server, s->cqs[0], &s->t_shutdown);
 
-  struct timespec until;
-  clock_gettime(CLOCK_REALTIME, &until);
-  until.tv_sec += drain_ms / 1000;
-  until.tv_nsec += (long)(drain_ms % 1000) * 1000000L;
-  if (until.tv_nsec >= 1000000000L) {
-    until.tv_sec++;
-    until.tv_nsec -= 1000000000L;
-  }
+  struct timespec until = realtime_in(drain_ms);
   pthread_mutex_lock(&s->lock);
   while (!s->shutdown_done &&
          pthread_cond_timedwait(&s->cond, &s->lock, &until) == 0)
@@ -1040,14 +1046,7 @@ void hd_server_shutdown(hd_server *s, int drain_ms) {
 
 /* Waits until no call is left, up to `ms`. 0 when none is left. */
 static int wait_calls_done(hd_server *s, int ms) {
-  struct timespec until;
-  clock_gettime(CLOCK_REALTIME, &until);
-  until.tv_sec += ms / 1000;
-  until.tv_nsec += (long)(ms % 1000) * 1000000L;
-  if (until.tv_nsec >= 1000000000L) {
-    until.tv_sec++;
-    until.tv_nsec -= 1000000000L;
-  }
+  struct timespec until = realtime_in(ms);
   pthread_mutex_lock(&s->lock);
   while (atomic_load(&s->in_flight) > 0 &&
          pthread_cond_timedwait(&s->cond, &s->lock, &until) == 0)
