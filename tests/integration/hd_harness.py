@@ -221,3 +221,16 @@ class Handlerd:
         if self.tmpdir is not None and not os.environ.get("HD_KEEP_TMP"):
             shutil.rmtree(self.tmpdir, ignore_errors=True)
         self.tmpdir = None
+
+
+def assert_rpc_status(test, code, fn, *args, **kwargs):
+    """Calls fn(*args, **kwargs) (timeout 10 s unless given), which must
+    fail with gRPC status `code`; returns the grpc.RpcError."""
+    import grpc
+    kwargs.setdefault("timeout", 10.0)
+    with test.assertRaises(grpc.RpcError) as cm:
+        fn(*args, **kwargs)
+    err = cm.exception
+    test.assertEqual(err.code(), code, "expected %s, got %s: %r"
+                     % (code, err.code(), err.details()))
+    return err

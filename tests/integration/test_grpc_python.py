@@ -66,13 +66,7 @@ class _ServerCase(unittest.TestCase):
     def assert_status(self, code, fn, *args, **kwargs):
         """Calls fn and returns the grpc.RpcError, which must carry `code`."""
         kwargs.setdefault("timeout", RPC_TIMEOUT)
-        with self.assertRaises(grpc.RpcError) as cm:
-            fn(*args, **kwargs)
-        err = cm.exception
-        self.assertEqual(err.code(), code,
-                         "expected %s, got %s: %r"
-                         % (code, err.code(), err.details()))
-        return err
+        return hd_harness.assert_rpc_status(self, code, fn, *args, **kwargs)
 
     def assert_ok_result(self, result, handler_id):
         self.assertEqual(result.handler_id, handler_id)

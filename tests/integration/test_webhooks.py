@@ -191,13 +191,9 @@ class _WebhookCase(unittest.TestCase):
         return self.stub.Dispatch(req, timeout=timeout)
 
     def assert_status(self, code, fn, *args, **kwargs):
+        """Calls fn and returns the grpc.RpcError, which must carry `code`."""
         kwargs.setdefault("timeout", RPC_TIMEOUT)
-        with self.assertRaises(grpc.RpcError) as cm:
-            fn(*args, **kwargs)
-        err = cm.exception
-        self.assertEqual(err.code(), code, "expected %s, got %s: %r"
-                         % (code, err.code(), err.details()))
-        return err
+        return hd_harness.assert_rpc_status(self, code, fn, *args, **kwargs)
 
     def assert_ok(self, result, handler_id, local=False):
         self.assertEqual(result.handler_id, handler_id)
