@@ -64,6 +64,10 @@ static void usage(FILE *to) {
       "      --webhook-deny-private refuse webhooks to loopback and private "
       "addresses\n"
       "                             (HANDLERD_WEBHOOK_DENY_PRIVATE=1)\n"
+      "      --webhook-ca-file PATH verify https webhooks against this PEM "
+      "CA bundle\n"
+      "                             (HANDLERD_WEBHOOK_CA_FILE; default: the "
+      "system's)\n"
       "      --instance NAME        names this handlerd in CloudEvents "
       "source (HANDLERD_INSTANCE,\n"
       "                             default: the host name)\n"
@@ -121,6 +125,8 @@ static int from_env(options *o) {
     o->metrics_listen = v;
   if ((v = getenv("HANDLERD_STATE_DIR")) && *v)
     o->state_dir = v;
+  if ((v = getenv("HANDLERD_WEBHOOK_CA_FILE")) && *v)
+    o->webhook.ca_file = v;
   if ((v = getenv("HANDLERD_INSTANCE")) && *v)
     o->webhook.instance = v;
   if ((v = getenv("HANDLERD_WEBHOOK_DENY_PRIVATE")) && *v)
@@ -177,7 +183,8 @@ static int parse_args(int argc, char **argv, options *o) {
     OPT_TLS_CERT,
     OPT_TLS_KEY,
     OPT_TLS_CLIENT_CA,
-    OPT_METRICS
+    OPT_METRICS,
+    OPT_WEBHOOK_CA
   };
   static const struct option longopts[] = {
       {"listen", required_argument, NULL, 'l'},
@@ -198,6 +205,7 @@ static int parse_args(int argc, char **argv, options *o) {
       {"tls-key", required_argument, NULL, OPT_TLS_KEY},
       {"tls-client-ca", required_argument, NULL, OPT_TLS_CLIENT_CA},
       {"metrics-listen", required_argument, NULL, OPT_METRICS},
+      {"webhook-ca-file", required_argument, NULL, OPT_WEBHOOK_CA},
       {"help", no_argument, NULL, 'h'},
       {"version", no_argument, NULL, 'V'},
       {NULL, 0, NULL, 0}};
@@ -272,6 +280,9 @@ static int parse_args(int argc, char **argv, options *o) {
       break;
     case OPT_METRICS:
       o->metrics_listen = optarg;
+      break;
+    case OPT_WEBHOOK_CA:
+      o->webhook.ca_file = optarg;
       break;
     case 'h':
       usage(stdout);

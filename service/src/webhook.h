@@ -66,6 +66,9 @@ typedef struct hd_webhook_engine_config {
   long max_host_connections; /* per host; default 16 */
   int64_t backoff_base_ms;   /* first retry delay; default 100 */
   int64_t backoff_max_ms;    /* cap; default 10000 */
+  /* PEM CA bundle that https:// webhooks are verified against (a private
+   * CA); NULL: the system's (ca-certificates). Copied at start. */
+  const char *ca_file;
 } hd_webhook_engine_config;
 
 void hd_webhook_engine_config_init(hd_webhook_engine_config *cfg);

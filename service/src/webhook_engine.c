@@ -80,6 +80,7 @@ struct hd_webhook_engine {
   atomic_uint refs;
   hd_webhook_engine_config cfg;
   char *instance; /* cfg.instance points here */
+  char *ca_file;  /* cfg.ca_file points here */
 
   pthread_mutex_t lock; /* guards queue and stopping */
   delivery *queue_head, *queue_tail;
@@ -557,6 +558,8 @@ static void attempt_start(hd_webhook_engine *e, delivery *d, int64_t now) {
   rc |= curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, d);
   rc |= curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
   rc |= curl_easy_setopt(h, CURLOPT_PIPEWAIT, 1L);
+  if (e->cfg.ca_file != NULL)
+    rc |= curl_easy_setopt(h, CURLOPT_CAINFO, e->cfg.ca_file);
   rc |= curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
   rc |= curl_easy_setopt(h, CURLOPT_POST, 1L);
   rc |= curl_easy_setopt(h, CURLOPT_POSTFIELDS, d->job.body);
@@ -710,6 +713,7 @@ void hd_webhook_engine_config_init(hd_webhook_engine_config *cfg) {
 static void engine_free(hd_webhook_engine *e) {
   pthread_mutex_destroy(&e->lock);
   free(e->instance);
+  free(e->ca_file);
   free(e);
 }
 
@@ -749,6 +753,15 @@ hd_err hd_webhook_engine_start(const hd_webhook_engine_config *cfg,
     return HD_ENOMEM;
   }
   e->cfg.instance = e->instance;
+  if (cfg->ca_file != NULL && cfg->ca_file[0] != '\0') {
+    e->ca_file = strdup(cfg->ca_file);
+    if (e->ca_file == NULL) {
+      free(e->instance);
+      free(e);
+      return HD_ENOMEM;
+    }
+  }
+  e->cfg.ca_file = e->ca_file;
   if (getrandom(&e->rng, sizeof(e->rng), 0) != (ssize_t)sizeof(e->rng) ||
       e->rng == 0)
     e->rng = (uint64_t)mono_ns() | 1;
