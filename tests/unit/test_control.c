@@ -1,0 +1,922 @@
+/*
+ * Unit tests: the control plane (control.c) behind AddHandler,
+ * RemoveHandler and ListHandlers, over a real registry and function table
+ * (the built-ins), with and without a SQLite store, and with a stub webhook
+ * factory standing in for the webhook module.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include <unistd.h>
+
+#include "control.h"
+
+#include "test_util.h"
+
+/* ---- fixture --------------------------------------------------------------
+ */
+
+/* One control plane: its registry, functions and (optionally) store. */
+typedef struct plane {
+  hd_registry *reg;
+  hd_functions *fns;
+  hd_control *ctl;
+} plane;
+
+typedef struct fixture {
+  plane p;
+  hd_arena *a; /* replies and lists */
+  hd_store *store;
+  char base[64]; /* mkdtemp result */
+  char dir[96];  /* base/state: the store's directory */
+} fixture;
+
+static void plane_open(plane *p) {
+  assert_int_equal(hd_registry_new(&p->reg), HD_OK);
+  assert_int_equal(hd_functions_new(&p->fns), HD_OK);
+  assert_int_equal(hd_builtins_register(p->fns, NULL), HD_OK);
+  assert_int_equal(hd_control_new(p->reg, p->fns, &p->ctl), HD_OK);
+}
+
+static void plane_close(plane *p) {
+  hd_control_free(p->ctl);
+  hd_registry_free(p->reg); /* handlers go before their functions */
+  hd_functions_free(p->fns);
+  memset(p, 0, sizeof(*p));
+}
+
+static int setup(void **state) {
+  fixture *f = calloc(1, sizeof(*f));
+
+  if (!f)
+    return -1;
+  plane_open(&f->p);
+  f->a = hd_arena_new(4096);
+  *state = f;
+  return f->a ? 0 : -1;
+}
+
+static void remove_store_dir(const char *dir) {
+  static const char *const names[] = {"handlerd.db", "handlerd.db-wal",
+                                      "handlerd.db-shm", "handlerd.db-journal"};
+  char path[256];
+
+  for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+    snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+    unlink(path);
+  }
+  rmdir(dir);
+}
+
+static int teardown(void **state) {
+  fixture *f = *state;
+
+  plane_close(&f->p);
+  hd_arena_free(f->a);
+  hd_store_close(f->store);
+  if (f->base[0]) {
+    remove_store_dir(f->dir);
+    rmdir(f->base);
+  }
+  free(f);
+  return 0;
+}
+
+/* Opens a store in a fresh temporary directory (removed by teardown). */
+static void open_store(fixture *f) {
+  const char *tmp = getenv("TMPDIR");
+  char msg[256] = "";
+
+  snprintf(f->base, sizeof(f->base), "%s/hd_control_XXXXXX",
+           tmp && *tmp && strlen(tmp) < 40 ? tmp : "/tmp");
+  assert_non_null(mkdtemp(f->base));
+  snprintf(f->dir, sizeof(f->dir), "%s/state", f->base);
+  if (hd_store_sqlite_open(f->dir, &f->store, msg, sizeof(msg)) != HD_OK)
+    fail_msg("cannot open the store: %s", msg);
+}
+
+/* ---- requests -------------------------------------------------------------
+ */
+
+/* An AddHandlerRequest with its parts, all in one place so tests can fill
+ * the fields they need. */
+typedef struct request {
+  Handlers__V1__AddHandlerRequest req;
+  Handlers__V1__Target target;
+  Handlers__V1__Webhook webhook;
+  Handlers__V1__AddHandlerRequest__RoutesEntry entries[4];
+  Handlers__V1__AddHandlerRequest__RoutesEntry *routes[4];
+  Handlers__V1__Target route_targets[4];
+  Handlers__V1__Webhook route_webhooks[4];
+} request;
+
+static void request_init(request *r, const char *key) {
+  memset(r, 0, sizeof(*r));
+  handlers__v1__add_handler_request__init(&r->req);
+  r->req.key = (char *)key;
+}
+
+/* target = local:<fn> */
+static void set_local(request *r, const char *fn) {
+  handlers__v1__target__init(&r->target);
+  r->target.kind_case = HANDLERS__V1__TARGET__KIND_LOCAL;
+  r->target.local = (char *)fn;
+  r->req.target = &r->target;
+}
+
+/* target = webhook:<url> */
+static void set_webhook(request *r, const char *url, int new_secret) {
+  handlers__v1__webhook__init(&r->webhook);
+  r->webhook.url = (char *)url;
+  r->webhook.new_secret = new_secret;
+  handlers__v1__target__init(&r->target);
+  r->target.kind_case = HANDLERS__V1__TARGET__KIND_WEBHOOK;
+  r->target.webhook = &r->webhook;
+  r->req.target = &r->target;
+}
+
+/* Adds route `event` -> local:<fn>, or webhook:<url> when `url` is set. */
+static void add_route(request *r, const char *event, const char *fn,
+                      const char *url, int new_secret) {
+  size_t i = r->req.n_routes;
+
+  assert_true(i < 4);
+  handlers__v1__add_handler_request__routes_entry__init(&r->entries[i]);
+  handlers__v1__target__init(&r->route_targets[i]);
+  if (url) {
+    handlers__v1__webhook__init(&r->route_webhooks[i]);
+    r->route_webhooks[i].url = (char *)url;
+    r->route_webhooks[i].new_secret = new_secret;
+    r->route_targets[i].kind_case = HANDLERS__V1__TARGET__KIND_WEBHOOK;
+    r->route_targets[i].webhook = &r->route_webhooks[i];
+  } else {
+    r->route_targets[i].kind_case = HANDLERS__V1__TARGET__KIND_LOCAL;
+    r->route_targets[i].local = (char *)fn;
+  }
+  r->entries[i].key = (char *)event;
+  r->entries[i].value = &r->route_targets[i];
+  r->routes[i] = &r->entries[i];
+  r->req.routes = r->routes;
+  r->req.n_routes = i + 1;
+}
+
+/* hd_control_add that must succeed; returns the new id (in the arena). */
+static const char *add_ok(fixture *f, plane *p, const request *r,
+                          const char *id) {
+  Handlers__V1__AddHandlerReply reply = HANDLERS__V1__ADD_HANDLER_REPLY__INIT;
+  char msg[256] = "";
+
+  if (hd_control_add(p->ctl, f->a, &r->req, id, &reply, msg, sizeof(msg)) !=
+      HD_OK)
+    fail_msg("add under '%s' failed: %s", r->req.key, msg);
+  assert_non_null(reply.handler_id);
+  assert_true(strlen(reply.handler_id) > 0);
+  return reply.handler_id;
+}
+
+/* hd_control_add that must fail with `want`; returns the message (static). */
+static const char *add_fails(fixture *f, const request *r, hd_err want) {
+  static char msg[512];
+  Handlers__V1__AddHandlerReply reply = HANDLERS__V1__ADD_HANDLER_REPLY__INIT;
+
+  msg[0] = '\0';
+  assert_int_equal(
+      hd_control_add(f->p.ctl, f->a, &r->req, NULL, &reply, msg, sizeof(msg)),
+      want);
+  assert_true(msg[0] != '\0');
+  return msg;
+}
+
+/* ListHandlers for `key` ("" for all) that must succeed. */
+static Handlers__V1__ListHandlersReply list_ok(fixture *f, plane *p,
+                                               const char *key) {
+  Handlers__V1__ListHandlersReply reply =
+      HANDLERS__V1__LIST_HANDLERS_REPLY__INIT;
+  char msg[256] = "";
+
+  if (hd_control_list(p->ctl, f->a, key, &reply, msg, sizeof(msg)) != HD_OK)
+    fail_msg("list '%s' failed: %s", key, msg);
+  return reply;
+}
+
+/* The route target ListHandlers shows for `event`, or NULL. */
+static const char *route_of(const Handlers__V1__HandlerInfo *hi,
+                            const char *event) {
+  for (size_t i = 0; i < hi->n_routes; i++)
+    if (strcmp(hi->routes[i]->key, event) == 0)
+      return hi->routes[i]->value;
+  return NULL;
+}
+
+/* Dispatches event `name` (update args on path "p") to `key` and returns
+ * the results (caller frees). */
+static hd_results *dispatch(plane *p, const char *key, const char *name) {
+  hd_event ev = {.key = key, .name = name};
+  hd_handler *set = NULL;
+  hd_results *rs = NULL;
+
+  if (strcmp(name, "update") == 0 || strcmp(name, "subscribe") == 0) {
+    ev.args_kind = name[0] == 'u' ? HD_ARGS_UPDATE : HD_ARGS_SUBSCRIBE;
+    ev.topic.path = "p";
+  }
+  assert_int_equal(hd_registry_get(p->reg, key, &set), HD_OK);
+  assert_int_equal(hd_handler_run_sync(set, &ev, &rs), HD_OK);
+  hd_handler_unref(set);
+  assert_non_null(rs);
+  return rs;
+}
+
+/* ---- AddHandler / ListHandlers --------------------------------------------
+ */
+
+static void test_add_local_handler_lists_as_simple(void **state) {
+  fixture *f = *state;
+  request r;
+  Handlers__V1__AddHandlerReply reply = HANDLERS__V1__ADD_HANDLER_REPLY__INIT;
+  char msg[256] = "";
+
+  request_init(&r, "k");
+  set_local(&r, "echo");
+  assert_int_equal(
+      hd_control_add(f->p.ctl, f->a, &r.req, NULL, &reply, msg, sizeof(msg)),
+      HD_OK);
+  assert_non_null(reply.handler_id);
+  assert_true(strncmp(reply.handler_id, "h-", 2) == 0);
+  assert_string_equal(reply.secret, "");
+  assert_int_equal(hd_control_count(f->p.ctl), 1);
+
+  Handlers__V1__ListHandlersReply l = list_ok(f, &f->p, "");
+  assert_int_equal(l.n_handlers, 1);
+  assert_string_equal(l.handlers[0]->key, "k");
+  assert_string_equal(l.handlers[0]->handler_id, reply.handler_id);
+  assert_int_equal(l.handlers[0]->kind, HANDLERS__V1__HANDLER_KIND__SIMPLE);
+  assert_string_equal(l.handlers[0]->target, "local:echo");
+  assert_int_equal(l.handlers[0]->n_events, 0);
+  assert_int_equal(l.handlers[0]->n_routes, 0);
+  assert_false(l.handlers[0]->secret_set);
+
+  /* The handler is live in the registry under the key. */
+  hd_results *rs = dispatch(&f->p, "k", "update");
+  assert_int_equal(hd_results_count(rs), 1);
+  assert_string_equal(hd_results_at(rs, 0)->handler_id, reply.handler_id);
+  assert_int_equal(hd_results_at(rs, 0)->err, HD_OK);
+  assert_int_equal(hd_results_at(rs, 0)->value.type, HD_VALUE_JSON);
+  hd_results_free(rs);
+}
+
+static void test_add_with_events_filter_lists_and_applies_it(void **state) {
+  fixture *f = *state;
+  request r;
+  char *events[] = {"update", "close"};
+
+  request_init(&r, "k");
+  set_local(&r, "echo");
+  r.req.events = events;
+  r.req.n_events = 2;
+  const char *id = add_ok(f, &f->p, &r, NULL);
+
+  Handlers__V1__ListHandlersReply l = list_ok(f, &f->p, "k");
+  assert_int_equal(l.n_handlers, 1);
+  assert_string_equal(l.handlers[0]->handler_id, id);
+  assert_int_equal(l.handlers[0]->kind, HANDLERS__V1__HANDLER_KIND__SIMPLE);
+  assert_string_equal(l.handlers[0]->target, "local:echo");
+  assert_int_equal(l.handlers[0]->n_events, 2);
+  assert_string_equal(l.handlers[0]->events[0], "update");
+  assert_string_equal(l.handlers[0]->events[1], "close");
+
+  hd_results *rs = dispatch(&f->p, "k", "update");
+  assert_int_equal(hd_results_count(rs), 1);
+  assert_string_equal(hd_results_at(rs, 0)->handler_id, id);
+  hd_results_free(rs);
+  rs = dispatch(&f->p, "k", "subscribe"); /* filtered out: no result */
+  assert_int_equal(hd_results_count(rs), 0);
+  hd_results_free(rs);
+}
+
+static void test_add_routes_lists_as_event_stream(void **state) {
+  fixture *f = *state;
+  request r;
+
+  request_init(&r, "k");
+  add_route(&r, "update", "echo", NULL, 0);
+  add_route(&r, "subscribe", "count", NULL, 0);
+  const char *id = add_ok(f, &f->p, &r, NULL);
+
+  Handlers__V1__ListHandlersReply l = list_ok(f, &f->p, "");
+  assert_int_equal(l.n_handlers, 1);
+  const Handlers__V1__HandlerInfo *hi = l.handlers[0];
+  assert_string_equal(hi->handler_id, id);
+  assert_int_equal(hi->kind, HANDLERS__V1__HANDLER_KIND__EVENT_STREAM);
+  assert_string_equal(hi->target, "");
+  assert_int_equal(hi->n_events, 0);
+  assert_int_equal(hi->n_routes, 2);
+  assert_non_null(route_of(hi, "update"));
+  assert_string_equal(route_of(hi, "update"), "local:echo");
+  assert_non_null(route_of(hi, "subscribe"));
+  assert_string_equal(route_of(hi, "subscribe"), "local:count");
+
+  /* Each route runs its own function, under the registered id. */
+  hd_results *rs = dispatch(&f->p, "k", "subscribe");
+  assert_int_equal(hd_results_count(rs), 1);
+  assert_string_equal(hd_results_at(rs, 0)->handler_id, id);
+  assert_int_equal(hd_results_at(rs, 0)->value.type, HD_VALUE_INT64);
+  hd_results_free(rs);
+  rs = dispatch(&f->p, "k", "close"); /* no route */
+  assert_int_equal(hd_results_count(rs), 0);
+  hd_results_free(rs);
+}
+
+static void test_list_sorts_by_key_then_insertion(void **state) {
+  fixture *f = *state;
+  request rb, ra;
+
+  request_init(&rb, "b");
+  set_local(&rb, "echo");
+  request_init(&ra, "a");
+  set_local(&ra, "count");
+  const char *b1 = add_ok(f, &f->p, &rb, NULL);
+  const char *a1 = add_ok(f, &f->p, &ra, NULL);
+  const char *b2 = add_ok(f, &f->p, &rb, NULL);
+
+  Handlers__V1__ListHandlersReply l = list_ok(f, &f->p, "");
+  assert_int_equal(l.n_handlers, 3);
+  assert_string_equal(l.handlers[0]->handler_id, a1);
+  assert_string_equal(l.handlers[0]->target, "local:count");
+  assert_string_equal(l.handlers[1]->handler_id, b1);
+  assert_string_equal(l.handlers[2]->handler_id, b2);
+  l = list_ok(f, &f->p, "b");
+  assert_int_equal(l.n_handlers, 2);
+}
+
+static void test_add_rejects_bad_requests(void **state) {
+  fixture *f = *state;
+  request r;
+  char long_key[HD_KEY_MAX + 2];
+  char *events[] = {"update"};
+
+  request_init(&r, "");
+  set_local(&r, "echo");
+  assert_string_equal(add_fails(f, &r, HD_EINVAL), "key is empty");
+
+  memset(long_key, 'k', HD_KEY_MAX + 1);
+  long_key[HD_KEY_MAX + 1] = '\0';
+  request_init(&r, long_key);
+  set_local(&r, "echo");
+  assert_non_null(strstr(add_fails(f, &r, HD_EINVAL), "257 bytes"));
+
+  request_init(&r, "k");
+  assert_string_equal(add_fails(f, &r, HD_EINVAL), "give a target or routes");
+
+  request_init(&r, "k");
+  set_local(&r, "echo");
+  add_route(&r, "update", "echo", NULL, 0);
+  assert_non_null(strstr(add_fails(f, &r, HD_EINVAL), "not both"));
+
+  request_init(&r, "k");
+  add_route(&r, "update", "echo", NULL, 0);
+  r.req.events = events;
+  r.req.n_events = 1;
+  assert_non_null(strstr(add_fails(f, &r, HD_EINVAL), "events"));
+
+  request_init(&r, "k");
+  set_local(&r, "no_such_fn");
+  assert_non_null(strstr(add_fails(f, &r, HD_EINVAL), "'no_such_fn'"));
+
+  request_init(&r, "k");
+  add_route(&r, "update", "echo", NULL, 0);
+  add_route(&r, "close", "missing_fn", NULL, 0);
+  const char *msg = add_fails(f, &r, HD_EINVAL);
+  assert_non_null(strstr(msg, "route 'close'"));
+  assert_non_null(strstr(msg, "'missing_fn'"));
+
+  request_init(&r, "k");
+  set_local(&r, "echo");
+  handlers__v1__target__init(&r.target); /* present, no kind */
+  assert_non_null(strstr(add_fails(f, &r, HD_EINVAL), "neither"));
+
+  /* Nothing half-registered. */
+  assert_int_equal(hd_control_count(f->p.ctl), 0);
+  assert_int_equal(hd_registry_key_count(f->p.reg), 0);
+  assert_int_equal(list_ok(f, &f->p, "").n_handlers, 0);
+}
+
+static void test_key_at_the_limit_is_accepted(void **state) {
+  fixture *f = *state;
+  request r;
+  char key[HD_KEY_MAX + 1];
+
+  memset(key, 'k', HD_KEY_MAX);
+  key[HD_KEY_MAX] = '\0';
+  request_init(&r, key);
+  set_local(&r, "echo");
+  add_ok(f, &f->p, &r, NULL);
+  assert_int_equal(hd_control_count(f->p.ctl), 1);
+}
+
+static void test_webhook_without_factory_is_unsupported(void **state) {
+  fixture *f = *state;
+  request r;
+
+  request_init(&r, "k");
+  set_webhook(&r, "http://example.test/hook", 0);
+  assert_non_null(strstr(add_fails(f, &r, HD_EUNSUPPORTED), "webhook"));
+
+  request_init(&r, "k");
+  add_route(&r, "update", NULL, "http://example.test/hook", 0);
+  assert_non_null(strstr(add_fails(f, &r, HD_EUNSUPPORTED), "webhook"));
+  assert_int_equal(hd_control_count(f->p.ctl), 0);
+}
+
+/* ---- RemoveHandler ---------------------------------------------------------
+ */
+
+static void test_remove_unknown_key_or_id_fails_with_message(void **state) {
+  fixture *f = *state;
+  request r;
+  char msg[256] = "";
+
+  request_init(&r, "k");
+  set_local(&r, "echo");
+  const char *id = add_ok(f, &f->p, &r, NULL);
+
+  assert_int_equal(hd_control_remove(f->p.ctl, "nokey", id, msg, sizeof(msg)),
+                   HD_ENOKEY);
+  assert_string_equal(msg, "no handler registered for key 'nokey'");
+  msg[0] = '\0';
+  assert_int_equal(
+      hd_control_remove(f->p.ctl, "k", "h-ffffffffffff", msg, sizeof(msg)),
+      HD_ENOTFOUND);
+  assert_string_equal(msg, "no handler 'h-ffffffffffff' under key 'k'");
+  assert_int_equal(hd_control_count(f->p.ctl), 1);
+  assert_int_equal(list_ok(f, &f->p, "k").n_handlers, 1);
+}
+
+static void test_remove_then_list(void **state) {
+  fixture *f = *state;
+  request r;
+  char msg[256] = "";
+  Handlers__V1__ListHandlersReply l;
+
+  request_init(&r, "k");
+  set_local(&r, "echo");
+  const char *a = add_ok(f, &f->p, &r, NULL);
+  const char *b = add_ok(f, &f->p, &r, NULL);
+
+  assert_int_equal(hd_control_remove(f->p.ctl, "k", a, msg, sizeof(msg)),
+                   HD_OK);
+  assert_int_equal(hd_control_count(f->p.ctl), 1);
+  l = list_ok(f, &f->p, "k");
+  assert_int_equal(l.n_handlers, 1);
+  assert_string_equal(l.handlers[0]->handler_id, b);
+  /* Removing it again: the key is still there, the id is not. */
+  assert_int_equal(hd_control_remove(f->p.ctl, "k", a, msg, sizeof(msg)),
+                   HD_ENOTFOUND);
+
+  assert_int_equal(hd_control_remove(f->p.ctl, "k", b, msg, sizeof(msg)),
+                   HD_OK);
+  assert_int_equal(hd_control_count(f->p.ctl), 0);
+  Handlers__V1__ListHandlersReply none =
+      HANDLERS__V1__LIST_HANDLERS_REPLY__INIT;
+  msg[0] = '\0';
+  assert_int_equal(
+      hd_control_list(f->p.ctl, f->a, "k", &none, msg, sizeof(msg)), HD_ENOKEY);
+  assert_string_equal(msg, "no handler registered for key 'k'");
+  assert_int_equal(list_ok(f, &f->p, "").n_handlers, 0);
+}
+
+static void test_remove_id_under_other_key_is_enotfound(void **state) {
+  fixture *f = *state;
+  request ra, rb;
+  char msg[256] = "";
+
+  request_init(&ra, "a");
+  set_local(&ra, "echo");
+  request_init(&rb, "b");
+  set_local(&rb, "echo");
+  const char *a = add_ok(f, &f->p, &ra, NULL);
+  add_ok(f, &f->p, &rb, NULL);
+
+  assert_int_equal(hd_control_remove(f->p.ctl, "b", a, msg, sizeof(msg)),
+                   HD_ENOTFOUND);
+  assert_int_equal(hd_control_count(f->p.ctl), 2);
+  assert_int_equal(list_ok(f, &f->p, "a").n_handlers, 1);
+}
+
+/* Enough handlers that the id index is searched in earnest: every one is
+ * listed with its own description and can be removed by its id. */
+static void test_many_handlers_list_and_remove_by_id(void **state) {
+  fixture *f = *state;
+  static const char *const keys[] = {"k0", "k1", "k2", "k3"};
+  static const char *const fns[] = {"echo", "count", "last_value"};
+  enum { N = 60 };
+  const char *ids[N];
+  request r;
+  char msg[256] = "";
+
+  for (int i = 0; i < N; i++) {
+    request_init(&r, keys[i % 4]);
+    set_local(&r, fns[i % 3]);
+    ids[i] = add_ok(f, &f->p, &r, NULL);
+  }
+  assert_int_equal(hd_control_count(f->p.ctl), N);
+  Handlers__V1__ListHandlersReply l = list_ok(f, &f->p, "");
+  assert_int_equal(l.n_handlers, N);
+  for (int i = 0; i < N; i++) {
+    /* Sorted by key, then insertion: i is at (i % 4) * 15 + i / 4. */
+    const Handlers__V1__HandlerInfo *hi = l.handlers[(i % 4) * 15 + i / 4];
+    char want[32];
+    snprintf(want, sizeof(want), "local:%s", fns[i % 3]);
+    assert_string_equal(hi->handler_id, ids[i]);
+    assert_string_equal(hi->key, keys[i % 4]);
+    assert_string_equal(hi->target, want);
+  }
+  /* Remove in an order unrelated to the ids' sort order. */
+  for (int i = 0; i < N; i++) {
+    int k = (i * 7) % N;
+    if (hd_control_remove(f->p.ctl, keys[k % 4], ids[k], msg, sizeof(msg)) !=
+        HD_OK)
+      fail_msg("remove %s: %s", ids[k], msg);
+    assert_int_equal(hd_control_count(f->p.ctl), N - 1 - i);
+  }
+  assert_int_equal(hd_registry_key_count(f->p.reg), 0);
+}
+
+/* ---- forced ids ------------------------------------------------------------
+ */
+
+/* Regression: a forced id (replaying a saved registration) must be the id
+ * of what is registered and of the results, for filtered and routed
+ * handlers too, not only for plain simple ones. */
+static void test_forced_id_is_kept_for_every_shape(void **state) {
+  fixture *f = *state;
+  request plain, filtered, routed;
+  char *events[] = {"update"};
+  static const char *const keys[] = {"plain", "filtered", "routed"};
+  static const char *const ids[] = {"h-00000000000a", "h-00000000000b",
+                                    "h-00000000000c"};
+
+  request_init(&plain, keys[0]);
+  set_local(&plain, "echo");
+  request_init(&filtered, keys[1]);
+  set_local(&filtered, "echo");
+  filtered.req.events = events;
+  filtered.req.n_events = 1;
+  request_init(&routed, keys[2]);
+  add_route(&routed, "update", "echo", NULL, 0);
+
+  assert_string_equal(add_ok(f, &f->p, &plain, ids[0]), ids[0]);
+  assert_string_equal(add_ok(f, &f->p, &filtered, ids[1]), ids[1]);
+  assert_string_equal(add_ok(f, &f->p, &routed, ids[2]), ids[2]);
+
+  for (int i = 0; i < 3; i++) {
+    Handlers__V1__ListHandlersReply l = list_ok(f, &f->p, keys[i]);
+    assert_int_equal(l.n_handlers, 1);
+    assert_string_equal(l.handlers[0]->handler_id, ids[i]);
+    hd_results *rs = dispatch(&f->p, keys[i], "update");
+    assert_int_equal(hd_results_count(rs), 1);
+    assert_string_equal(hd_results_at(rs, 0)->handler_id, ids[i]);
+    hd_results_free(rs);
+  }
+  /* And it can be removed by that id. */
+  char msg[256] = "";
+  assert_int_equal(
+      hd_control_remove(f->p.ctl, keys[1], ids[1], msg, sizeof(msg)), HD_OK);
+  assert_int_equal(hd_control_count(f->p.ctl), 2);
+}
+
+static void test_forced_id_that_is_not_an_id_is_einval(void **state) {
+  fixture *f = *state;
+  request r;
+  Handlers__V1__AddHandlerReply reply = HANDLERS__V1__ADD_HANDLER_REPLY__INIT;
+  char msg[256] = "";
+  char too_long[HD_HANDLER_ID_MAX + 2];
+
+  memset(too_long, 'x', sizeof(too_long) - 1);
+  too_long[sizeof(too_long) - 1] = '\0';
+  request_init(&r, "k");
+  set_local(&r, "echo");
+  assert_int_equal(hd_control_add(f->p.ctl, f->a, &r.req, too_long, &reply, msg,
+                                  sizeof(msg)),
+                   HD_EINVAL);
+  assert_int_equal(hd_control_count(f->p.ctl), 0);
+  assert_int_equal(hd_registry_key_count(f->p.reg), 0);
+}
+
+/* ---- with a store ----------------------------------------------------------
+ */
+
+static void
+test_load_replays_registrations_with_their_ids_in_order(void **state) {
+  fixture *f = *state;
+  request simple, filtered, routed;
+  char *events[] = {"update", "close"};
+  const char *ids[3];
+  char msg[256] = "";
+  size_t loaded = 99;
+
+  open_store(f);
+  hd_control_set_store(f->p.ctl, f->store);
+  request_init(&simple, "k");
+  set_local(&simple, "echo");
+  request_init(&filtered, "k");
+  set_local(&filtered, "count");
+  filtered.req.events = events;
+  filtered.req.n_events = 2;
+  request_init(&routed, "k");
+  add_route(&routed, "update", "echo", NULL, 0);
+  add_route(&routed, "subscribe", "last_value", NULL, 0);
+  ids[0] = add_ok(f, &f->p, &simple, NULL);
+  ids[1] = add_ok(f, &f->p, &filtered, NULL);
+  ids[2] = add_ok(f, &f->p, &routed, NULL);
+
+  /* A restart: a fresh plane over a reopened store. */
+  hd_store_close(f->store);
+  f->store = NULL;
+  assert_int_equal(hd_store_sqlite_open(f->dir, &f->store, msg, sizeof(msg)),
+                   HD_OK);
+  plane q;
+  plane_open(&q);
+  hd_control_set_store(q.ctl, f->store);
+  assert_int_equal(hd_control_load(q.ctl, &loaded, msg, sizeof(msg)), HD_OK);
+  assert_int_equal(loaded, 3);
+  assert_int_equal(hd_control_count(q.ctl), 3);
+
+  Handlers__V1__ListHandlersReply l = list_ok(f, &q, "k");
+  assert_int_equal(l.n_handlers, 3);
+  for (int i = 0; i < 3; i++)
+    assert_string_equal(l.handlers[i]->handler_id, ids[i]);
+  assert_string_equal(l.handlers[0]->target, "local:echo");
+  assert_int_equal(l.handlers[1]->n_events, 2);
+  assert_string_equal(l.handlers[1]->events[1], "close");
+  assert_int_equal(l.handlers[2]->kind,
+                   HANDLERS__V1__HANDLER_KIND__EVENT_STREAM);
+  assert_string_equal(route_of(l.handlers[2], "subscribe"), "local:last_value");
+
+  /* The replayed handlers answer with the same ids. */
+  hd_results *rs = dispatch(&q, "k", "update");
+  assert_int_equal(hd_results_count(rs), 3);
+  for (size_t i = 0; i < 3; i++)
+    assert_string_equal(hd_results_at(rs, i)->handler_id, ids[i]);
+  hd_results_free(rs);
+
+  /* A removal is durable too. */
+  assert_int_equal(hd_control_remove(q.ctl, "k", ids[1], msg, sizeof(msg)),
+                   HD_OK);
+  plane_close(&q);
+  plane_open(&q);
+  hd_control_set_store(q.ctl, f->store);
+  assert_int_equal(hd_control_load(q.ctl, &loaded, msg, sizeof(msg)), HD_OK);
+  assert_int_equal(loaded, 2);
+  l = list_ok(f, &q, "");
+  assert_int_equal(l.n_handlers, 2);
+  assert_string_equal(l.handlers[0]->handler_id, ids[0]);
+  assert_string_equal(l.handlers[1]->handler_id, ids[2]);
+  plane_close(&q);
+}
+
+static void test_load_without_store_loads_nothing(void **state) {
+  fixture *f = *state;
+  size_t loaded = 99;
+  char msg[64] = "";
+
+  assert_int_equal(hd_control_load(f->p.ctl, &loaded, msg, sizeof(msg)), HD_OK);
+  assert_int_equal(loaded, 0);
+}
+
+static void test_load_skips_a_registration_that_no_longer_builds(void **state) {
+  fixture *f = *state;
+  request r;
+  char msg[256] = "";
+  size_t loaded = 0;
+
+  open_store(f);
+  hd_control_set_store(f->p.ctl, f->store);
+  request_init(&r, "k");
+  set_local(&r, "echo");
+  const char *kept = add_ok(f, &f->p, &r, NULL);
+  /* As if saved by a build that had a plugin function "gone". */
+  request gone;
+  request_init(&gone, "k");
+  set_local(&gone, "gone");
+  size_t len = handlers__v1__add_handler_request__get_packed_size(&gone.req);
+  uint8_t *buf = malloc(len);
+  assert_non_null(buf);
+  handlers__v1__add_handler_request__pack(&gone.req, buf);
+  assert_int_equal(hd_store_put(f->store, "h-0000000000ff", "k", buf, len),
+                   HD_OK);
+  free(buf);
+
+  plane q;
+  plane_open(&q);
+  hd_control_set_store(q.ctl, f->store);
+  assert_int_equal(hd_control_load(q.ctl, &loaded, msg, sizeof(msg)), HD_OK);
+  assert_int_equal(loaded, 1);
+  Handlers__V1__ListHandlersReply l = list_ok(f, &q, "");
+  assert_int_equal(l.n_handlers, 1);
+  assert_string_equal(l.handlers[0]->handler_id, kept);
+  plane_close(&q);
+}
+
+/* ---- webhook factory stub --------------------------------------------------
+ */
+
+typedef struct factory_log {
+  int calls;
+  char key[64];
+  char url[128];
+  char secret[128];
+  int new_secret;
+} factory_log;
+
+#define GENERATED_SECRET "whsec_dGVzdC1nZW5lcmF0ZWQtc2VjcmV0"
+
+/* Stands in for the webhook module: records what it was asked for and
+ * answers with a simple handler, generating a secret when asked. */
+static hd_err stub_factory(void *ud, const char *key,
+                           const Handlers__V1__Webhook *wh, hd_handler **out,
+                           char **secret_out, char *msg, size_t msg_size) {
+  factory_log *log = ud;
+
+  log->calls++;
+  snprintf(log->key, sizeof(log->key), "%s", key);
+  snprintf(log->url, sizeof(log->url), "%s", wh->url);
+  snprintf(log->secret, sizeof(log->secret), "%s", wh->secret);
+  log->new_secret = wh->new_secret;
+  if (strncmp(wh->url, "http://", 7) != 0) {
+    snprintf(msg, msg_size, "bad url '%s'", wh->url);
+    return HD_EINVAL;
+  }
+  if (wh->new_secret) {
+    *secret_out = strdup(GENERATED_SECRET);
+    assert_non_null(*secret_out);
+  }
+  return hd_simple_new(noop, NULL, NULL, out);
+}
+
+static void test_webhook_target_goes_through_the_factory(void **state) {
+  fixture *f = *state;
+  factory_log log = {0};
+  request r;
+
+  hd_control_set_webhook_factory(f->p.ctl, stub_factory, &log);
+  request_init(&r, "wk");
+  set_webhook(&r, "http://example.test/hook", 0);
+  r.webhook.secret = "whsec_Z2l2ZW4=";
+  const char *id = add_ok(f, &f->p, &r, NULL);
+
+  assert_int_equal(log.calls, 1);
+  assert_string_equal(log.key, "wk");
+  assert_string_equal(log.url, "http://example.test/hook");
+  assert_string_equal(log.secret, "whsec_Z2l2ZW4=");
+  Handlers__V1__ListHandlersReply l = list_ok(f, &f->p, "");
+  assert_int_equal(l.n_handlers, 1);
+  assert_string_equal(l.handlers[0]->handler_id, id);
+  assert_string_equal(l.handlers[0]->target,
+                      "webhook:http://example.test/hook");
+  assert_true(l.handlers[0]->secret_set);
+
+  /* The factory's refusal comes back with its message. */
+  request_init(&r, "wk");
+  set_webhook(&r, "ftp://example.test/", 0);
+  assert_string_equal(add_fails(f, &r, HD_EINVAL),
+                      "bad url 'ftp://example.test/'");
+  assert_int_equal(hd_control_count(f->p.ctl), 1);
+}
+
+static void
+test_generated_secret_is_stored_in_place_of_new_secret(void **state) {
+  fixture *f = *state;
+  factory_log log = {0};
+  request r;
+  Handlers__V1__AddHandlerReply reply = HANDLERS__V1__ADD_HANDLER_REPLY__INIT;
+  char msg[256] = "";
+  size_t loaded = 0;
+
+  open_store(f);
+  hd_control_set_store(f->p.ctl, f->store);
+  hd_control_set_webhook_factory(f->p.ctl, stub_factory, &log);
+  request_init(&r, "wk");
+  set_webhook(&r, "http://example.test/hook", 1);
+  assert_int_equal(
+      hd_control_add(f->p.ctl, f->a, &r.req, NULL, &reply, msg, sizeof(msg)),
+      HD_OK);
+  /* Shown once, in the reply. */
+  assert_string_equal(reply.secret, GENERATED_SECRET);
+  assert_int_equal(log.new_secret, 1);
+  assert_string_equal(log.secret, "");
+  /* The caller's request is left as it was. */
+  assert_true(r.webhook.new_secret);
+  assert_string_equal(r.webhook.secret, "");
+  assert_true(list_ok(f, &f->p, "wk").handlers[0]->secret_set);
+
+  /* Replayed, the webhook gets the generated secret, not a new one. */
+  factory_log relog = {0};
+  plane q;
+  plane_open(&q);
+  hd_control_set_store(q.ctl, f->store);
+  hd_control_set_webhook_factory(q.ctl, stub_factory, &relog);
+  assert_int_equal(hd_control_load(q.ctl, &loaded, msg, sizeof(msg)), HD_OK);
+  assert_int_equal(loaded, 1);
+  assert_int_equal(relog.calls, 1);
+  assert_string_equal(relog.key, "wk");
+  assert_string_equal(relog.url, "http://example.test/hook");
+  assert_string_equal(relog.secret, GENERATED_SECRET);
+  assert_int_equal(relog.new_secret, 0);
+  Handlers__V1__ListHandlersReply l = list_ok(f, &q, "");
+  assert_int_equal(l.n_handlers, 1);
+  assert_string_equal(l.handlers[0]->handler_id, reply.handler_id);
+  assert_true(l.handlers[0]->secret_set);
+  plane_close(&q);
+}
+
+static void
+test_generated_secret_on_a_route_is_stored_in_that_route(void **state) {
+  fixture *f = *state;
+  factory_log log = {0};
+  request r;
+  Handlers__V1__AddHandlerReply reply = HANDLERS__V1__ADD_HANDLER_REPLY__INIT;
+  char msg[256] = "";
+  size_t loaded = 0;
+
+  open_store(f);
+  hd_control_set_store(f->p.ctl, f->store);
+  hd_control_set_webhook_factory(f->p.ctl, stub_factory, &log);
+  request_init(&r, "wk");
+  add_route(&r, "subscribe", "echo", NULL, 0);
+  add_route(&r, "update", NULL, "http://example.test/updates", 1);
+  assert_int_equal(
+      hd_control_add(f->p.ctl, f->a, &r.req, NULL, &reply, msg, sizeof(msg)),
+      HD_OK);
+  assert_string_equal(reply.secret, GENERATED_SECRET);
+  assert_int_equal(log.calls, 1);
+
+  factory_log relog = {0};
+  plane q;
+  plane_open(&q);
+  hd_control_set_store(q.ctl, f->store);
+  hd_control_set_webhook_factory(q.ctl, stub_factory, &relog);
+  assert_int_equal(hd_control_load(q.ctl, &loaded, msg, sizeof(msg)), HD_OK);
+  assert_int_equal(loaded, 1);
+  assert_int_equal(relog.calls, 1);
+  assert_string_equal(relog.url, "http://example.test/updates");
+  assert_string_equal(relog.secret, GENERATED_SECRET);
+  assert_int_equal(relog.new_secret, 0);
+  Handlers__V1__ListHandlersReply l = list_ok(f, &q, "wk");
+  assert_int_equal(l.n_handlers, 1);
+  assert_string_equal(l.handlers[0]->handler_id, reply.handler_id);
+  assert_string_equal(route_of(l.handlers[0], "subscribe"), "local:echo");
+  assert_string_equal(route_of(l.handlers[0], "update"),
+                      "webhook:http://example.test/updates");
+  plane_close(&q);
+}
+
+static void test_two_new_secrets_in_one_request_are_einval(void **state) {
+  fixture *f = *state;
+  factory_log log = {0};
+  request r;
+
+  hd_control_set_webhook_factory(f->p.ctl, stub_factory, &log);
+  request_init(&r, "wk");
+  add_route(&r, "update", NULL, "http://example.test/a", 1);
+  add_route(&r, "close", NULL, "http://example.test/b", 1);
+  assert_non_null(strstr(add_fails(f, &r, HD_EINVAL), "new_secret"));
+  assert_int_equal(log.calls, 1); /* the second was refused before */
+  assert_int_equal(hd_control_count(f->p.ctl), 0);
+  assert_int_equal(hd_registry_key_count(f->p.reg), 0);
+}
+
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      T(test_add_local_handler_lists_as_simple),
+      T(test_add_with_events_filter_lists_and_applies_it),
+      T(test_add_routes_lists_as_event_stream),
+      T(test_list_sorts_by_key_then_insertion),
+      T(test_add_rejects_bad_requests),
+      T(test_key_at_the_limit_is_accepted),
+      T(test_webhook_without_factory_is_unsupported),
+      T(test_remove_unknown_key_or_id_fails_with_message),
+      T(test_remove_then_list),
+      T(test_remove_id_under_other_key_is_enotfound),
+      T(test_many_handlers_list_and_remove_by_id),
+      T(test_forced_id_is_kept_for_every_shape),
+      T(test_forced_id_that_is_not_an_id_is_einval),
+      T(test_load_replays_registrations_with_their_ids_in_order),
+      T(test_load_without_store_loads_nothing),
+      T(test_load_skips_a_registration_that_no_longer_builds),
+      T(test_webhook_target_goes_through_the_factory),
+      T(test_generated_secret_is_stored_in_place_of_new_secret),
+      T(test_generated_secret_on_a_route_is_stored_in_that_route),
+      T(test_two_new_secrets_in_one_request_are_einval),
+  };
+
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

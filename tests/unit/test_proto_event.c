@@ -1,0 +1,797 @@
+/*
+ * Unit tests: conversions between the wire messages and hd_event /
+ * hd_results (proto_event.c). Requests are built and packed with the
+ * protobuf-c generated API, then decoded as the server does.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "proto_event.h"
+
+/* ---- fixture: one arena per test ----------------------------------------- */
+
+static int setup(void **state) {
+  hd_arena *a = hd_arena_new(256);
+
+  if (!a)
+    return -1;
+  *state = a;
+  return 0;
+}
+
+static int teardown(void **state) {
+  hd_arena_free(*state);
+  return 0;
+}
+
+/* Packs `req` into a malloc'd buffer; `*len` gets its size. */
+static uint8_t *pack(const Handlers__V1__DispatchRequest *req, size_t *len) {
+  *len = handlers__v1__dispatch_request__get_packed_size(req);
+  uint8_t *buf = malloc(*len ? *len : 1);
+  assert_non_null(buf);
+  assert_int_equal(handlers__v1__dispatch_request__pack(req, buf), *len);
+  return buf;
+}
+
+/* Packs `req`, decodes the bytes into the arena and converts them to `ev`,
+ * as the server does. The packed bytes are freed (and scribbled over)
+ * before the conversion, so `ev` must borrow only from the arena. Returns
+ * hd_proto_to_event's result; `msg` gets its message. */
+static hd_err roundtrip(hd_arena *a, const Handlers__V1__DispatchRequest *req,
+                        hd_event *ev, char *msg, size_t msg_size) {
+  size_t len;
+  uint8_t *buf = pack(req, &len);
+  Handlers__V1__DispatchRequest *got = NULL;
+
+  assert_int_equal(hd_proto_decode_dispatch(a, buf, len, &got, msg, msg_size),
+                   HD_OK);
+  memset(buf, 0xA5, len);
+  free(buf);
+  assert_non_null(got);
+  msg[0] = '\0';
+  return hd_proto_to_event(a, got, ev, msg, msg_size);
+}
+
+/* A bad byte string must be refused by the decoder with a message naming the
+ * message type. */
+static void assert_undecodable(hd_arena *a, const void *bytes, size_t len) {
+  Handlers__V1__DispatchRequest *got = (void *)1;
+  char msg[256] = "";
+
+  assert_int_equal(
+      hd_proto_decode_dispatch(a, bytes, len, &got, msg, sizeof(msg)),
+      HD_EINVAL);
+  assert_null(got);
+  assert_non_null(strstr(msg, "DispatchRequest"));
+}
+
+static void assert_text_value(const hd_value *v, hd_value_type type,
+                              const char *text) {
+  assert_int_equal(v->type, type);
+  assert_non_null(v->u.bytes.data);
+  assert_int_equal(v->u.bytes.len, strlen(text));
+  assert_string_equal(v->u.bytes.data, text);
+}
+
+/* ---- args cases -----------------------------------------------------------
+ */
+
+static void test_subscribe_maps_path_json_value_and_spec(void **state) {
+  Handlers__V1__DispatchRequest req = HANDLERS__V1__DISPATCH_REQUEST__INIT;
+  Handlers__V1__SubHandlerArgs sub = HANDLERS__V1__SUB_HANDLER_ARGS__INIT;
+  Handlers__V1__TopicValue tv = HANDLERS__V1__TOPIC_VALUE__INIT;
+  Handlers__V1__TopicSpecification spec =
+      HANDLERS__V1__TOPIC_SPECIFICATION__INIT;
+  Handlers__V1__TopicSpecification__PropertiesEntry p1 =
+      HANDLERS__V1__TOPIC_SPECIFICATION__PROPERTIES_ENTRY__INIT;
+  Handlers__V1__TopicSpecification__PropertiesEntry p2 =
+      HANDLERS__V1__TOPIC_SPECIFICATION__PROPERTIES_ENTRY__INIT;
+  Handlers__V1__TopicSpecification__PropertiesEntry *props[] = {&p1, &p2};
+  hd_event ev;
+  char msg[256];
+
+  tv.value_case = HANDLERS__V1__TOPIC_VALUE__VALUE_JSON_VALUE;
+  tv.json_value = "{\"price\": 1.5}";
+  p1.key = "PERSISTENT";
+  p1.value = "true";
+  p2.key = "TIDY_ON_UNSUBSCRIBE";
+  p2.value = "false";
+  spec.type = HANDLERS__V1__TOPIC_TYPE__JSON;
+  spec.n_properties = 2;
+  spec.properties = props;
+  sub.topic_path = "prices/eur";
+  sub.topic_value = &tv;
+  sub.topic_spec = &spec;
+  req.key = "k1";
+  req.event = "subscribe";
+  req.args_case = HANDLERS__V1__DISPATCH_REQUEST__ARGS_SUBSCRIBE;
+  req.subscribe = &sub;
+
+  assert_int_equal(roundtrip(*state, &req, &ev, msg, sizeof(msg)), HD_OK);
+  assert_string_equal(ev.key, "k1");
+  assert_string_equal(ev.name, "subscribe");
+  assert_int_equal(ev.args_kind, HD_ARGS_SUBSCRIBE);
+  assert_string_equal(ev.topic.path, "prices/eur");
+  assert_text_value(&ev.topic.value, HD_VALUE_JSON, "{\"price\": 1.5}");
+  assert_int_equal(ev.topic.has_spec, 1);
+  assert_int_equal(ev.topic.type, HD_TOPIC_JSON);
+  assert_int_equal(ev.topic.n_properties, 2);
+  assert_non_null(ev.topic.properties);
+  assert_string_equal(ev.topic.properties[0].name, "PERSISTENT");
+  assert_string_equal(ev.topic.properties[0].value, "true");
+  assert_string_equal(ev.topic.properties[1].name, "TIDY_ON_UNSUBSCRIBE");
+  assert_string_equal(ev.topic.properties[1].value, "false");
+  assert_int_equal(ev.topic.old_value.type, HD_VALUE_NONE);
+  assert_int_equal(ev.deadline_ns, 0);
+}
+
+static void
+test_close_takes_subscribe_args_without_value_or_spec(void **state) {
+  Handlers__V1__DispatchRequest req = HANDLERS__V1__DISPATCH_REQUEST__INIT;
+  Handlers__V1__SubHandlerArgs sub = HANDLERS__V1__SUB_HANDLER_ARGS__INIT;
+  hd_event ev;
+  char msg[256];
+
+  sub.topic_path = "a/b";
+  req.key = "k";
+  req.event = "close";
+  req.args_case = HANDLERS__V1__DISPATCH_REQUEST__ARGS_SUBSCRIBE;
+  req.subscribe = &sub;
+
+  assert_int_equal(roundtrip(*state, &req, &ev, msg, sizeof(msg)), HD_OK);
+  assert_int_equal(ev.args_kind, HD_ARGS_SUBSCRIBE);
+  assert_string_equal(ev.name, "close");
+  assert_string_equal(ev.topic.path, "a/b");
+  assert_int_equal(ev.topic.value.type, HD_VALUE_NONE);
+  assert_int_equal(ev.topic.has_spec, 0);
+  assert_int_equal(ev.topic.n_properties, 0);
+  assert_null(ev.topic.properties);
+}
+
+static void test_update_with_old_value_maps_both_values(void **state) {
+  Handlers__V1__DispatchRequest req = HANDLERS__V1__DISPATCH_REQUEST__INIT;
+  Handlers__V1__UpdateArgs up = HANDLERS__V1__UPDATE_ARGS__INIT;
+  Handlers__V1__TopicValue nv = HANDLERS__V1__TOPIC_VALUE__INIT;
+  Handlers__V1__TopicValue ov = HANDLERS__V1__TOPIC_VALUE__INIT;
+  Handlers__V1__TopicSpecification spec =
+      HANDLERS__V1__TOPIC_SPECIFICATION__INIT;
+  hd_event ev;
+  char msg[256];
+
+  nv.value_case = HANDLERS__V1__TOPIC_VALUE__VALUE_INT64_VALUE;
+  nv.int64_value = INT64_MIN;
+  ov.value_case = HANDLERS__V1__TOPIC_VALUE__VALUE_INT64_VALUE;
+  ov.int64_value = 9000000000LL;
+  spec.type = HANDLERS__V1__TOPIC_TYPE__INT64;
+  up.topic_path = "counters/x";
+  up.topic_value = &nv;
+  up.old_value = &ov;
+  up.topic_spec = &spec;
+  req.key = "k";
+  req.event = "update";
+  req.args_case = HANDLERS__V1__DISPATCH_REQUEST__ARGS_UPDATE;
+  req.update = &up;
+
+  assert_int_equal(roundtrip(*state, &req, &ev, msg, sizeof(msg)), HD_OK);
+  assert_int_equal(ev.args_kind, HD_ARGS_UPDATE);
+  assert_string_equal(ev.topic.path, "counters/x");
+  assert_int_equal(ev.topic.value.type, HD_VALUE_INT64);
+  assert_true(ev.topic.value.u.i64 == INT64_MIN);
+  assert_int_equal(ev.topic.old_value.type, HD_VALUE_INT64);
+  assert_true(ev.topic.old_value.u.i64 == 9000000000LL);
+  assert_int_equal(ev.topic.has_spec, 1);
+  assert_int_equal(ev.topic.type, HD_TOPIC_INT64);
+  assert_int_equal(ev.topic.n_properties, 0);
+}
+
+static void test_update_without_old_value_has_none(void **state) {
+  Handlers__V1__DispatchRequest req = HANDLERS__V1__DISPATCH_REQUEST__INIT;
+  Handlers__V1__UpdateArgs up = HANDLERS__V1__UPDATE_ARGS__INIT;
+  Handlers__V1__TopicValue nv = HANDLERS__V1__TOPIC_VALUE__INIT;
+  hd_event ev;
+  char msg[256];
+
+  nv.value_case = HANDLERS__V1__TOPIC_VALUE__VALUE_DOUBLE_VALUE;
+  nv.double_value = -2.25;
+  up.topic_path = "d";
+  up.topic_value = &nv;
+  req.key = "k";
+  req.event = "update";
+  req.args_case = HANDLERS__V1__DISPATCH_REQUEST__ARGS_UPDATE;
+  req.update = &up;
+
+  assert_int_equal(roundtrip(*state, &req, &ev, msg, sizeof(msg)), HD_OK);
+  assert_int_equal(ev.topic.value.type, HD_VALUE_DOUBLE);
+  assert_true(ev.topic.value.u.f64 == -2.25);
+  assert_int_equal(ev.topic.old_value.type, HD_VALUE_NONE);
+  assert_int_equal(ev.topic.has_spec, 0);
+}
+
+static void
+test_update_string_and_binary_values_keep_their_bytes(void **state) {
+  Handlers__V1__DispatchRequest req = HANDLERS__V1__DISPATCH_REQUEST__INIT;
+  Handlers__V1__UpdateArgs up = HANDLERS__V1__UPDATE_ARGS__INIT;
+  Handlers__V1__TopicValue nv = HANDLERS__V1__TOPIC_VALUE__INIT;
+  Handlers__V1__TopicValue ov = HANDLERS__V1__TOPIC_VALUE__INIT;
+  static const uint8_t bin[] = {0x00, 'a', 0x00, 0x00, 0xFF, 'z', 0x00};
+  hd_event ev;
+  char msg[256];
+
+  nv.value_case = HANDLERS__V1__TOPIC_VALUE__VALUE_BINARY_VALUE;
+  nv.binary_value.data = (uint8_t *)bin;
+  nv.binary_value.len = sizeof(bin);
+  ov.value_case = HANDLERS__V1__TOPIC_VALUE__VALUE_STRING_VALUE;
+  ov.string_value = "caf\xc3\xa9";
+  up.topic_path = "bin";
+  up.topic_value = &nv;
+  up.old_value = &ov;
+  req.key = "k";
+  req.event = "update";
+  req.args_case = HANDLERS__V1__DISPATCH_REQUEST__ARGS_UPDATE;
+  req.update = &up;
+
+  assert_int_equal(roundtrip(*state, &req, &ev, msg, sizeof(msg)), HD_OK);
+  assert_int_equal(ev.topic.value.type, HD_VALUE_BINARY);
+  assert_int_equal(ev.topic.value.u.bytes.len, sizeof(bin));
+  assert_memory_equal(ev.topic.value.u.bytes.data, bin, sizeof(bin));
+  assert_text_value(&ev.topic.old_value, HD_VALUE_STRING, "caf\xc3\xa9");
+}
+
+static void test_record_v2_value_keeps_its_bytes(void **state) {
+  Handlers__V1__DispatchRequest req = HANDLERS__V1__DISPATCH_REQUEST__INIT;
+  Handlers__V1__SubHandlerArgs sub = HANDLERS__V1__SUB_HANDLER_ARGS__INIT;
+  Handlers__V1__TopicValue tv = HANDLERS__V1__TOPIC_VALUE__INIT;
+  Handlers__V1__TopicSpecification spec =
+      HANDLERS__V1__TOPIC_SPECIFICATION__INIT;
+  static const uint8_t rec[] = {0x01, 0x00, 0x02, 0x80};
+  hd_event ev;
+  char msg[256];
+
+  tv.value_case = HANDLERS__V1__TOPIC_VALUE__VALUE_RECORD_V2_VALUE;
+  tv.record_v2_value.data = (uint8_t *)rec;
+  tv.record_v2_value.len = sizeof(rec);
+  spec.type = HANDLERS__V1__TOPIC_TYPE__RECORD_V2;
+  sub.topic_path = "r";
+  sub.topic_value = &tv;
+  sub.topic_spec = &spec;
+  req.key = "k";
+  req.event = "subscribe";
+  req.args_case = HANDLERS__V1__DISPATCH_REQUEST__ARGS_SUBSCRIBE;
+  req.subscribe = &sub;
+
+  assert_int_equal(roundtrip(*state, &req, &ev, msg, sizeof(msg)), HD_OK);
+  assert_int_equal(ev.topic.value.type, HD_VALUE_RECORD_V2);
+  assert_int_equal(ev.topic.value.u.bytes.len, sizeof(rec));
+  assert_memory_equal(ev.topic.value.u.bytes.data, rec, sizeof(rec));
+  assert_int_equal(ev.topic.type, HD_TOPIC_RECORD_V2);
+}
+
+static void test_unsubscribe_maps_reason(void **state) {
+  Handlers__V1__DispatchRequest req = HANDLERS__V1__DISPATCH_REQUEST__INIT;
+  Handlers__V1__UnsubscribeArgs un = HANDLERS__V1__UNSUBSCRIBE_ARGS__INIT;
+  Handlers__V1__TopicValue tv = HANDLERS__V1__TOPIC_VALUE__INIT;
+  hd_event ev;
+  char msg[256];
+
+  tv.value_case = HANDLERS__V1__TOPIC_VALUE__VALUE_STRING_VALUE;
+  tv.string_value = "last";
+  un.topic_path = "t/u";
+  un.topic_value = &tv;
+  un.reason = HANDLERS__V1__UNSUBSCRIBE_REASON__BACK_PRESSURE;
+  req.key = "k";
+  req.event = "unsubscribe";
+  req.args_case = HANDLERS__V1__DISPATCH_REQUEST__ARGS_UNSUBSCRIBE;
+  req.unsubscribe = &un;
+
+  assert_int_equal(roundtrip(*state, &req, &ev, msg, sizeof(msg)), HD_OK);
+  assert_int_equal(ev.args_kind, HD_ARGS_UNSUBSCRIBE);
+  assert_string_equal(ev.topic.path, "t/u");
+  assert_text_value(&ev.topic.value, HD_VALUE_STRING, "last");
+  assert_int_equal(ev.topic.reason, HD_UNSUB_BACK_PRESSURE);
+}
+
+static void test_unsubscribe_unknown_reason_is_einval(void **state) {
+  Handlers__V1__DispatchRequest req = HANDLERS__V1__DISPATCH_REQUEST__INIT;
+  Handlers__V1__UnsubscribeArgs un = HANDLERS__V1__UNSUBSCRIBE_ARGS__INIT;
+  hd_event ev;
+  char msg[256];
+
+  un.topic_path = "t";
+  un.reason = (Handlers__V1__UnsubscribeReason)9; /* open enum on the wire */
+  req.key = "k";
+  req.event = "unsubscribe";
+  req.args_case = HANDLERS__V1__DISPATCH_REQUEST__ARGS_UNSUBSCRIBE;
+  req.unsubscribe = &un;
+
+  assert_int_equal(roundtrip(*state, &req, &ev, msg, sizeof(msg)), HD_EINVAL);
+  assert_non_null(strstr(msg, "reason"));
+}
+
+static void test_error_maps_code_and_description(void **state) {
+  Handlers__V1__DispatchRequest req = HANDLERS__V1__DISPATCH_REQUEST__INIT;
+  Handlers__V1__ErrorArgs er = HANDLERS__V1__ERROR_ARGS__INIT;
+  hd_event ev;
+  char msg[256];
+
+  er.code = -17;
+  er.description = "stream broke";
+  req.key = "k";
+  req.event = "error";
+  req.args_case = HANDLERS__V1__DISPATCH_REQUEST__ARGS_ERROR;
+  req.error = &er;
+
+  assert_int_equal(roundtrip(*state, &req, &ev, msg, sizeof(msg)), HD_OK);
+  assert_int_equal(ev.args_kind, HD_ARGS_ERROR);
+  assert_int_equal(ev.error.code, -17);
+  assert_string_equal(ev.error.description, "stream broke");
+  assert_null(ev.topic.path);
+}
+
+static void test_response_maps_every_field(void **state) {
+  Handlers__V1__DispatchRequest req = HANDLERS__V1__DISPATCH_REQUEST__INIT;
+  Handlers__V1__FilterResponseArgs rs =
+      HANDLERS__V1__FILTER_RESPONSE_ARGS__INIT;
+  Handlers__V1__TopicValue tv = HANDLERS__V1__TOPIC_VALUE__INIT;
+  hd_event ev;
+  char msg[256];
+
+  tv.value_case = HANDLERS__V1__TOPIC_VALUE__VALUE_JSON_VALUE;
+  tv.json_value = "[1,2]";
+  rs.conversation_id = "conv-1";
+  rs.sender_session_id = "sess-2";
+  rs.path = "filter/path";
+  rs.expected = 5;
+  rs.received = 3;
+  rs.response = &tv;
+  req.key = "k";
+  req.event = "response";
+  req.args_case = HANDLERS__V1__DISPATCH_REQUEST__ARGS_RESPONSE;
+  req.response = &rs;
+
+  assert_int_equal(roundtrip(*state, &req, &ev, msg, sizeof(msg)), HD_OK);
+  assert_int_equal(ev.args_kind, HD_ARGS_RESPONSE);
+  assert_string_equal(ev.response.conversation_id, "conv-1");
+  assert_string_equal(ev.response.sender_session_id, "sess-2");
+  assert_string_equal(ev.response.path, "filter/path");
+  assert_int_equal(ev.response.expected, 5);
+  assert_int_equal(ev.response.received, 3);
+  assert_text_value(&ev.response.response, HD_VALUE_JSON, "[1,2]");
+}
+
+static void test_response_without_value_has_none(void **state) {
+  Handlers__V1__DispatchRequest req = HANDLERS__V1__DISPATCH_REQUEST__INIT;
+  Handlers__V1__FilterResponseArgs rs =
+      HANDLERS__V1__FILTER_RESPONSE_ARGS__INIT;
+  hd_event ev;
+  char msg[256];
+
+  rs.conversation_id = "c";
+  req.key = "k";
+  req.event = "response";
+  req.args_case = HANDLERS__V1__DISPATCH_REQUEST__ARGS_RESPONSE;
+  req.response = &rs;
+
+  assert_int_equal(roundtrip(*state, &req, &ev, msg, sizeof(msg)), HD_OK);
+  assert_int_equal(ev.response.response.type, HD_VALUE_NONE);
+}
+
+static void test_custom_event_without_args_is_none(void **state) {
+  Handlers__V1__DispatchRequest req = HANDLERS__V1__DISPATCH_REQUEST__INIT;
+  hd_event ev;
+  char msg[256];
+
+  req.key = "k";
+  req.event = "price-alert";
+
+  assert_int_equal(roundtrip(*state, &req, &ev, msg, sizeof(msg)), HD_OK);
+  assert_string_equal(ev.name, "price-alert");
+  assert_int_equal(ev.args_kind, HD_ARGS_NONE);
+  assert_null(ev.topic.path);
+  assert_int_equal(ev.topic.value.type, HD_VALUE_NONE);
+}
+
+static void test_custom_event_may_carry_update_args(void **state) {
+  Handlers__V1__DispatchRequest req = HANDLERS__V1__DISPATCH_REQUEST__INIT;
+  Handlers__V1__UpdateArgs up = HANDLERS__V1__UPDATE_ARGS__INIT;
+  hd_event ev;
+  char msg[256];
+
+  up.topic_path = "p";
+  req.key = "k";
+  req.event = "my-update";
+  req.args_case = HANDLERS__V1__DISPATCH_REQUEST__ARGS_UPDATE;
+  req.update = &up;
+
+  assert_int_equal(roundtrip(*state, &req, &ev, msg, sizeof(msg)), HD_OK);
+  assert_int_equal(ev.args_kind, HD_ARGS_UPDATE);
+  assert_string_equal(ev.topic.path, "p");
+}
+
+/* ---- invalid requests -----------------------------------------------------
+ */
+
+static void test_topic_value_without_case_is_einval(void **state) {
+  Handlers__V1__DispatchRequest req = HANDLERS__V1__DISPATCH_REQUEST__INIT;
+  Handlers__V1__SubHandlerArgs sub = HANDLERS__V1__SUB_HANDLER_ARGS__INIT;
+  Handlers__V1__TopicValue empty = HANDLERS__V1__TOPIC_VALUE__INIT;
+  hd_event ev;
+  char msg[256];
+
+  sub.topic_path = "p";
+  sub.topic_value = &empty; /* present on the wire, no oneof case */
+  req.key = "k";
+  req.event = "subscribe";
+  req.args_case = HANDLERS__V1__DISPATCH_REQUEST__ARGS_SUBSCRIBE;
+  req.subscribe = &sub;
+
+  assert_int_equal(roundtrip(*state, &req, &ev, msg, sizeof(msg)), HD_EINVAL);
+  assert_string_equal(msg, "topic_value is present but has no value set");
+}
+
+static void test_old_value_without_case_is_einval(void **state) {
+  Handlers__V1__DispatchRequest req = HANDLERS__V1__DISPATCH_REQUEST__INIT;
+  Handlers__V1__UpdateArgs up = HANDLERS__V1__UPDATE_ARGS__INIT;
+  Handlers__V1__TopicValue empty = HANDLERS__V1__TOPIC_VALUE__INIT;
+  hd_event ev;
+  char msg[256];
+
+  up.topic_path = "p";
+  up.old_value = &empty;
+  req.key = "k";
+  req.event = "update";
+  req.args_case = HANDLERS__V1__DISPATCH_REQUEST__ARGS_UPDATE;
+  req.update = &up;
+
+  assert_int_equal(roundtrip(*state, &req, &ev, msg, sizeof(msg)), HD_EINVAL);
+  assert_string_equal(msg, "old_value is present but has no value set");
+}
+
+static void test_response_value_without_case_is_einval(void **state) {
+  Handlers__V1__DispatchRequest req = HANDLERS__V1__DISPATCH_REQUEST__INIT;
+  Handlers__V1__FilterResponseArgs rs =
+      HANDLERS__V1__FILTER_RESPONSE_ARGS__INIT;
+  Handlers__V1__TopicValue empty = HANDLERS__V1__TOPIC_VALUE__INIT;
+  hd_event ev;
+  char msg[256];
+
+  rs.response = &empty;
+  req.key = "k";
+  req.event = "response";
+  req.args_case = HANDLERS__V1__DISPATCH_REQUEST__ARGS_RESPONSE;
+  req.response = &rs;
+
+  assert_int_equal(roundtrip(*state, &req, &ev, msg, sizeof(msg)), HD_EINVAL);
+  assert_string_equal(msg, "response is present but has no value set");
+}
+
+static void test_update_event_with_subscribe_args_is_einval(void **state) {
+  Handlers__V1__DispatchRequest req = HANDLERS__V1__DISPATCH_REQUEST__INIT;
+  Handlers__V1__SubHandlerArgs sub = HANDLERS__V1__SUB_HANDLER_ARGS__INIT;
+  hd_event ev;
+  char msg[256];
+
+  sub.topic_path = "p";
+  req.key = "k";
+  req.event = "update";
+  req.args_case = HANDLERS__V1__DISPATCH_REQUEST__ARGS_SUBSCRIBE;
+  req.subscribe = &sub;
+
+  assert_int_equal(roundtrip(*state, &req, &ev, msg, sizeof(msg)), HD_EINVAL);
+  assert_non_null(strstr(msg, "update"));
+}
+
+static void test_invalid_json_value_is_einval(void **state) {
+  Handlers__V1__DispatchRequest req = HANDLERS__V1__DISPATCH_REQUEST__INIT;
+  Handlers__V1__SubHandlerArgs sub = HANDLERS__V1__SUB_HANDLER_ARGS__INIT;
+  Handlers__V1__TopicValue tv = HANDLERS__V1__TOPIC_VALUE__INIT;
+  hd_event ev;
+  char msg[256];
+
+  tv.value_case = HANDLERS__V1__TOPIC_VALUE__VALUE_JSON_VALUE;
+  tv.json_value = "{not json";
+  sub.topic_path = "p";
+  sub.topic_value = &tv;
+  req.key = "k";
+  req.event = "subscribe";
+  req.args_case = HANDLERS__V1__DISPATCH_REQUEST__ARGS_SUBSCRIBE;
+  req.subscribe = &sub;
+
+  assert_int_equal(roundtrip(*state, &req, &ev, msg, sizeof(msg)), HD_EINVAL);
+  assert_non_null(strstr(msg, "topic_value"));
+}
+
+static void test_empty_bytes_decode_but_missing_key_is_einval(void **state) {
+  Handlers__V1__DispatchRequest *got = NULL;
+  hd_event ev;
+  char msg[256] = "";
+
+  /* Zero bytes are a valid, empty proto3 message... */
+  assert_int_equal(
+      hd_proto_decode_dispatch(*state, "", 0, &got, msg, sizeof(msg)), HD_OK);
+  assert_non_null(got);
+  /* ...which the contract refuses: the key is required. */
+  assert_int_equal(hd_proto_to_event(*state, got, &ev, msg, sizeof(msg)),
+                   HD_EINVAL);
+  assert_non_null(strstr(msg, "key"));
+}
+
+static void test_truncated_message_is_einval(void **state) {
+  Handlers__V1__DispatchRequest req = HANDLERS__V1__DISPATCH_REQUEST__INIT;
+  Handlers__V1__UpdateArgs up = HANDLERS__V1__UPDATE_ARGS__INIT;
+  Handlers__V1__TopicValue tv = HANDLERS__V1__TOPIC_VALUE__INIT;
+  size_t len;
+
+  tv.value_case = HANDLERS__V1__TOPIC_VALUE__VALUE_STRING_VALUE;
+  tv.string_value = "a value long enough to cut";
+  up.topic_path = "some/topic";
+  up.topic_value = &tv;
+  req.key = "key";
+  req.event = "update";
+  req.args_case = HANDLERS__V1__DISPATCH_REQUEST__ARGS_UPDATE;
+  req.update = &up;
+  uint8_t *buf = pack(&req, &len);
+
+  /* Every cut inside the nested update (field 4, the last one) breaks a
+   * length prefix. */
+  for (size_t cut = len - 1; cut > 13; cut--)
+    assert_undecodable(*state, buf, cut);
+  free(buf);
+}
+
+static void test_invalid_wire_type_is_einval(void **state) {
+  /* Field 1 with wire type 7 (no such type). */
+  static const uint8_t bad[] = {0x0F, 0x01, 0x02};
+  /* Field 1 as a deprecated start-group (wire type 3). */
+  static const uint8_t group[] = {0x0B, 0x0C};
+
+  assert_undecodable(*state, bad, sizeof(bad));
+  assert_undecodable(*state, group, sizeof(group));
+}
+
+static void test_length_prefix_past_the_end_is_einval(void **state) {
+  /* key (field 1, length-delimited) claims 16 bytes, 2 follow. */
+  static const uint8_t bad[] = {0x0A, 0x10, 'a', 'b'};
+  /* A length varint that never ends. */
+  static const uint8_t endless[] = {0x0A, 0xFF, 0xFF, 0xFF};
+
+  assert_undecodable(*state, bad, sizeof(bad));
+  assert_undecodable(*state, endless, sizeof(endless));
+}
+
+static void test_garbage_is_einval(void **state) {
+  static const uint8_t garbage[] = {0xDE, 0xAD, 0xBE, 0xEF, 0x00,
+                                    0x13, 0x37, 0xC0, 0xFF, 0xEE};
+  uint8_t rnd[64];
+  uint32_t x = 2463534242u; /* xorshift32: the same bytes every run */
+
+  assert_undecodable(*state, garbage, sizeof(garbage));
+  /* Whatever random bytes decode to, nothing crashes (the sanitizers
+   * watch), and a failure always comes with the message. */
+  for (int round = 0; round < 500; round++) {
+    for (size_t i = 0; i < sizeof(rnd); i++) {
+      x ^= x << 13;
+      x ^= x >> 17;
+      x ^= x << 5;
+      rnd[i] = (uint8_t)x;
+    }
+    Handlers__V1__DispatchRequest *got = NULL;
+    hd_event ev;
+    char msg[256] = "";
+    size_t len = 1 + x % sizeof(rnd);
+    if (hd_proto_decode_dispatch(*state, rnd, len, &got, msg, sizeof(msg)) ==
+        HD_OK) {
+      assert_non_null(got);
+      (void)hd_proto_to_event(*state, got, &ev, msg, sizeof(msg));
+    } else {
+      assert_null(got);
+      assert_non_null(strstr(msg, "DispatchRequest"));
+    }
+  }
+}
+
+static void test_to_value_null_is_none_and_caseless_is_einval(void **state) {
+  Handlers__V1__TopicValue empty = HANDLERS__V1__TOPIC_VALUE__INIT;
+  hd_value v;
+
+  (void)state;
+  memset(&v, 0xFF, sizeof(v));
+  assert_int_equal(hd_proto_to_value(NULL, &v), HD_OK);
+  assert_int_equal(v.type, HD_VALUE_NONE);
+  assert_int_equal(hd_proto_to_value(&empty, &v), HD_EINVAL);
+}
+
+/* ---- results --------------------------------------------------------------
+ */
+
+static hd_result *append(hd_results *rs, const char *id) {
+  hd_result *r = hd_results_append(rs);
+
+  assert_non_null(r);
+  snprintf(r->handler_id, sizeof(r->handler_id), "%s", id);
+  return r;
+}
+
+static void test_from_results_roundtrips_through_dispatch_reply(void **state) {
+  hd_arena *a = *state;
+  hd_results *rs = hd_results_new();
+  hd_result *r;
+
+  assert_non_null(rs);
+  r = append(rs, "h-000000000001"); /* ok, int64 value */
+  hd_result_set_int64(r, -42);
+  r->duration_ns = 1234;
+  r = append(rs, "h-000000000002"); /* timed out webhook */
+  hd_result_set_error(r, HD_ETIMEOUT, "gave up after %d tries", 3);
+  r->http_status = 504;
+  r->attempts = 3;
+  r->duration_ns = 99;
+  r = append(rs, "h-000000000003"); /* I/O failure, no message */
+  r->err = HD_EIO;
+  r = append(rs, "h-000000000004"); /* explicit code kept */
+  hd_result_set_error(r, HD_EHANDLER, "denied");
+  r->grpc_code = 7;
+  r = append(rs, "h-000000000005"); /* ok, no value */
+  r = append(rs, "h-000000000006"); /* ok, truncated string */
+  assert_int_equal(hd_result_set_string(r, "cut"), HD_OK);
+  r->truncated = 1;
+
+  Handlers__V1__DispatchReply reply = HANDLERS__V1__DISPATCH_REPLY__INIT;
+  assert_int_equal(
+      hd_proto_from_results(a, rs, &reply.results, &reply.n_results), HD_OK);
+  assert_int_equal(reply.n_results, 6);
+  size_t len = handlers__v1__dispatch_reply__get_packed_size(&reply);
+  uint8_t *buf = malloc(len);
+  assert_non_null(buf);
+  handlers__v1__dispatch_reply__pack(&reply, buf);
+  hd_results_free(rs); /* the unpacked copy must stand alone */
+  Handlers__V1__DispatchReply *got =
+      handlers__v1__dispatch_reply__unpack(NULL, len, buf);
+  free(buf);
+  assert_non_null(got);
+  assert_int_equal(got->n_results, 6);
+
+  Handlers__V1__HandlerResult **res = got->results;
+  assert_string_equal(res[0]->handler_id, "h-000000000001");
+  assert_true(res[0]->ok);
+  assert_null(res[0]->error);
+  assert_non_null(res[0]->value);
+  assert_int_equal(res[0]->value->value_case,
+                   HANDLERS__V1__TOPIC_VALUE__VALUE_INT64_VALUE);
+  assert_true(res[0]->value->int64_value == -42);
+  assert_int_equal(res[0]->duration_ns, 1234);
+  assert_false(res[0]->truncated);
+
+  assert_string_equal(res[1]->handler_id, "h-000000000002");
+  assert_false(res[1]->ok);
+  assert_non_null(res[1]->error);
+  assert_int_equal(res[1]->error->code, 4); /* DEADLINE_EXCEEDED */
+  assert_string_equal(res[1]->error->message, "gave up after 3 tries");
+  assert_int_equal(res[1]->error->http_status, 504);
+  assert_int_equal(res[1]->error->attempts, 3);
+  assert_int_equal(res[1]->duration_ns, 99);
+  assert_null(res[1]->value);
+
+  assert_false(res[2]->ok);
+  assert_int_equal(res[2]->error->code, 14); /* UNAVAILABLE */
+  assert_string_equal(res[2]->error->message, hd_strerror(HD_EIO));
+  assert_int_equal(res[2]->error->http_status, 0);
+  assert_int_equal(res[2]->error->attempts, 0);
+
+  assert_false(res[3]->ok);
+  assert_int_equal(res[3]->error->code, 7);
+  assert_string_equal(res[3]->error->message, "denied");
+
+  assert_string_equal(res[4]->handler_id, "h-000000000005");
+  assert_true(res[4]->ok);
+  assert_null(res[4]->error);
+  assert_null(res[4]->value);
+
+  assert_true(res[5]->ok);
+  assert_true(res[5]->truncated);
+  assert_int_equal(res[5]->value->value_case,
+                   HANDLERS__V1__TOPIC_VALUE__VALUE_STRING_VALUE);
+  assert_string_equal(res[5]->value->string_value, "cut");
+  handlers__v1__dispatch_reply__free_unpacked(got, NULL);
+}
+
+static void test_from_results_maps_other_failures(void **state) {
+  hd_results *rs = hd_results_new();
+  Handlers__V1__HandlerResult **out = NULL;
+  size_t n = 0;
+
+  assert_non_null(rs);
+  append(rs, "h-a")->err = HD_EINVAL;
+  append(rs, "h-b")->err = HD_EHANDLER;
+  append(rs, "h-c")->err = HD_ENOMEM;
+  assert_int_equal(hd_proto_from_results(*state, rs, &out, &n), HD_OK);
+  assert_int_equal(n, 3);
+  assert_int_equal(out[0]->error->code, 3);  /* INVALID_ARGUMENT */
+  assert_int_equal(out[1]->error->code, 13); /* INTERNAL */
+  assert_int_equal(out[2]->error->code, 13);
+  hd_results_free(rs);
+}
+
+static void test_from_results_empty_list_is_empty(void **state) {
+  hd_results *rs = hd_results_new();
+  Handlers__V1__HandlerResult **out = (void *)1;
+  size_t n = 99;
+
+  assert_non_null(rs);
+  assert_int_equal(hd_proto_from_results(*state, rs, &out, &n), HD_OK);
+  assert_null(out);
+  assert_int_equal(n, 0);
+  hd_results_free(rs);
+}
+
+static void test_status_of_every_error(void **state) {
+  static const struct {
+    hd_err err;
+    int code;
+  } want[] = {
+      {HD_OK, 0},
+      {HD_EINVAL, 3},
+      {HD_ENOMEM, 8},
+      {HD_ENOKEY, 5},
+      {HD_ENOTFOUND, 5},
+      {HD_EEXIST, 6},
+      {HD_EUNSUPPORTED, 12},
+      {HD_EHANDLER, 13},
+      {HD_ETIMEOUT, 4},
+      {HD_EIO, 14},
+      {HD_EBUSY, 8},
+      {HD_ELAST, 13},
+  };
+
+  (void)state;
+  /* The table covers every code the enum has. */
+  assert_int_equal(sizeof(want) / sizeof(want[0]), HD_ELAST + 1);
+  for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+    if (hd_proto_status_of(want[i].err) != want[i].code)
+      fail_msg("%s: status %d, want %d", hd_strerror(want[i].err),
+               hd_proto_status_of(want[i].err), want[i].code);
+  }
+}
+
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      T(test_subscribe_maps_path_json_value_and_spec),
+      T(test_close_takes_subscribe_args_without_value_or_spec),
+      T(test_update_with_old_value_maps_both_values),
+      T(test_update_without_old_value_has_none),
+      T(test_update_string_and_binary_values_keep_their_bytes),
+      T(test_record_v2_value_keeps_its_bytes),
+      T(test_unsubscribe_maps_reason),
+      T(test_unsubscribe_unknown_reason_is_einval),
+      T(test_error_maps_code_and_description),
+      T(test_response_maps_every_field),
+      T(test_response_without_value_has_none),
+      T(test_custom_event_without_args_is_none),
+      T(test_custom_event_may_carry_update_args),
+      T(test_topic_value_without_case_is_einval),
+      T(test_old_value_without_case_is_einval),
+      T(test_response_value_without_case_is_einval),
+      T(test_update_event_with_subscribe_args_is_einval),
+      T(test_invalid_json_value_is_einval),
+      T(test_empty_bytes_decode_but_missing_key_is_einval),
+      T(test_truncated_message_is_einval),
+      T(test_invalid_wire_type_is_einval),
+      T(test_length_prefix_past_the_end_is_einval),
+      T(test_garbage_is_einval),
+      T(test_to_value_null_is_none_and_caseless_is_einval),
+      T(test_from_results_roundtrips_through_dispatch_reply),
+      T(test_from_results_maps_other_failures),
+      T(test_from_results_empty_list_is_empty),
+      T(test_status_of_every_error),
+  };
+
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
