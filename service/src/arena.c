@@ -17,6 +17,8 @@ struct hd_arena {
 };
 
 static block *block_new(size_t size) {
+  if (size > SIZE_MAX - sizeof(block))
+    return NULL;
   block *b = malloc(sizeof(*b) + size);
   if (b) {
     b->next = NULL;
@@ -70,6 +72,8 @@ void hd_arena_wipe(hd_arena *a) {
 
 void *hd_arena_alloc(hd_arena *a, size_t size) {
   const size_t align = alignof(max_align_t);
+  if (size > SIZE_MAX / 2) /* rounding up and doubling below must not wrap */
+    return NULL;
   size = (size + align - 1) & ~(align - 1);
   if (size == 0)
     size = align;

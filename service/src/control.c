@@ -124,6 +124,14 @@ static hd_err insert_rec(hd_control *c, record *r) {
   return HD_OK;
 }
 
+static int has_rec(hd_control *c, const char *id) {
+  int found;
+  pthread_mutex_lock(&c->lock);
+  find_rec(c, id, &found);
+  pthread_mutex_unlock(&c->lock);
+  return found;
+}
+
 static void drop_rec(hd_control *c, const char *id) {
   int found;
   pthread_mutex_lock(&c->lock);
@@ -414,6 +422,13 @@ static hd_err add(hd_control *c, hd_arena *a,
   err = build(c, req, id, rec, &h, &secret, msg, msg_size);
   if (err == HD_OK)
     err = fill_record(rec, req);
+  /* An id already in use (a forced id, or a random one colliding) must be
+   * refused before the store's row for it is overwritten. */
+  if (err == HD_OK && has_rec(c, hd_handler_id(h))) {
+    snprintf(msg, msg_size, "handler '%s' is already registered",
+             hd_handler_id(h));
+    err = HD_EEXIST;
+  }
   /* The reply is ready before anything is committed: once saved and
    * registered, nothing may fail and leave the caller without its id. */
   if (err == HD_OK && reply) {

@@ -156,7 +156,10 @@ hd_err hd_metrics_server_start(const char *listen, hd_metrics_server **out,
   struct sockaddr_in sa;
   memset(&sa, 0, sizeof(sa));
   sa.sin_family = AF_INET;
-  long port = colon ? strtol(colon + 1, NULL, 10) : -1;
+  char *end = NULL;
+  long port = colon && colon[1] ? strtol(colon + 1, &end, 10) : -1;
+  if (end && *end != '\0')
+    port = -1; /* "80x", "abc" */
   size_t hlen = colon ? (size_t)(colon - listen) : 0;
   if (!colon || port < 0 || port > 65535 || hlen >= sizeof(host)) {
     snprintf(msg, msg_size, "metrics address '%s' is not host:port", listen);

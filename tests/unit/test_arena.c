@@ -120,6 +120,18 @@ static void test_arena_calloc_refuses_multiplication_overflow(void **state) {
   assert_non_null(hd_arena_calloc(a, 4, 4));
 }
 
+static void test_arena_refuses_sizes_that_would_wrap(void **state) {
+  hd_arena *a = *state;
+
+  /* Rounding up to the alignment, or the block header, would wrap around
+   * and hand out a tiny block for a huge request. */
+  assert_null(hd_arena_alloc(a, SIZE_MAX));
+  assert_null(hd_arena_alloc(a, SIZE_MAX - 20));
+  assert_null(hd_arena_alloc(a, SIZE_MAX / 2 + 1));
+  assert_null(hd_arena_calloc(a, 1, SIZE_MAX));
+  assert_non_null(hd_arena_alloc(a, 64));
+}
+
 static void test_arena_strdup_copies(void **state) {
   hd_arena *a = *state;
   char src[] = "hello, arena";
@@ -240,6 +252,7 @@ int main(void) {
       T(test_arena_many_small_allocations_keep_earlier_contents),
       T(test_arena_calloc_zeroes),
       T(test_arena_calloc_refuses_multiplication_overflow),
+      T(test_arena_refuses_sizes_that_would_wrap),
       T(test_arena_strdup_copies),
       T(test_arena_wipe_zeroes_what_was_handed_out),
       T(test_arena_free_null_is_fine),

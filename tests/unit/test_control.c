@@ -591,6 +591,42 @@ static void test_forced_id_is_kept_for_every_shape(void **state) {
   assert_int_equal(hd_control_count(f->p.ctl), 2);
 }
 
+static void
+test_forced_id_already_registered_is_eexist_and_harmless(void **state) {
+  fixture *f = *state;
+  request first, again;
+  Handlers__V1__AddHandlerReply reply = HANDLERS__V1__ADD_HANDLER_REPLY__INIT;
+  char msg[256] = "";
+  const char *id = "h-0000000000aa";
+
+  open_store(f);
+  hd_control_set_store(f->p.ctl, f->store);
+  request_init(&first, "k");
+  set_local(&first, "echo");
+  request_init(&again, "k");
+  set_local(&again, "count");
+  assert_string_equal(add_ok(f, &f->p, &first, id), id);
+  assert_int_equal(
+      hd_control_add(f->p.ctl, f->a, &again.req, id, &reply, msg, sizeof(msg)),
+      HD_EEXIST);
+  assert_non_null(strstr(msg, id));
+  /* The live registration is untouched: listed as before... */
+  Handlers__V1__ListHandlersReply l = list_ok(f, &f->p, "k");
+  assert_int_equal(l.n_handlers, 1);
+  assert_string_equal(l.handlers[0]->target, "local:echo");
+  /* ...and still in the store. */
+  plane fresh;
+  size_t loaded = 0;
+  plane_open(&fresh);
+  hd_control_set_store(fresh.ctl, f->store);
+  assert_int_equal(hd_control_load(fresh.ctl, &loaded, msg, sizeof(msg)),
+                   HD_OK);
+  assert_int_equal(loaded, 1);
+  Handlers__V1__ListHandlersReply fl = list_ok(f, &fresh, "k");
+  assert_string_equal(fl.handlers[0]->target, "local:echo");
+  plane_close(&fresh);
+}
+
 static void test_forced_id_that_is_not_an_id_is_einval(void **state) {
   fixture *f = *state;
   request r;
@@ -908,6 +944,7 @@ int main(void) {
       T(test_remove_id_under_other_key_is_enotfound),
       T(test_many_handlers_list_and_remove_by_id),
       T(test_forced_id_is_kept_for_every_shape),
+      T(test_forced_id_already_registered_is_eexist_and_harmless),
       T(test_forced_id_that_is_not_an_id_is_einval),
       T(test_load_replays_registrations_with_their_ids_in_order),
       T(test_load_without_store_loads_nothing),

@@ -331,6 +331,9 @@ static void test_server_bad_address_is_einval(void **state) {
       "localhost:9464",  /* not an IPv4 literal */
       "256.0.0.1:9464",  /* not an IPv4 address */
       "::1:9464",        /* IPv6 */
+      "127.0.0.1:",      /* empty port */
+      "127.0.0.1:abc",   /* not a number */
+      "127.0.0.1:80x",   /* trailing garbage */
   };
 
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
