@@ -17,9 +17,9 @@
 #include "event_json.h"
 #include "handlerd/handlerd.h"
 
-#include "base64.h"
-
 #include <jansson.h>
+#include <limits.h>
+#include <openssl/evp.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -101,15 +101,16 @@ static int set(json_t *obj, const char *name, json_t *v) {
   return json_object_set_new(obj, name, v);
 }
 
+/* Standard, padded base64 (OpenSSL's encoder), as proto3 JSON wants for
+ * bytes. Values are bounded by the gRPC message limit, far below INT_MAX. */
 static json_t *jbase64(const char *data, size_t len) {
-  size_t size = hd_base64_size(len);
-  if (size == 0)
+  if (len > (size_t)INT_MAX / 4 * 3 - 3)
     return NULL;
-  char *b = malloc(size);
+  unsigned char *b = malloc(4 * ((len + 2) / 3) + 1);
   if (!b)
     return NULL;
-  size_t n = hd_base64_encode(data, len, b);
-  json_t *j = json_stringn(b, n);
+  int n = EVP_EncodeBlock(b, (const unsigned char *)data, (int)len);
+  json_t *j = json_stringn((const char *)b, (size_t)n);
   free(b);
   return j;
 }
