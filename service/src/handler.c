@@ -3,6 +3,7 @@
  * reference count and an id. Kinds live in handler_<kind>.c.
  */
 #include "handlerd/handlerd.h"
+#include "clock.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -115,13 +116,6 @@ const hd_handler_ops *hd_handler_ops_of(const hd_handler *h) {
 }
 
 /* ---- timed dispatch ----------------------------------------------------- */
-
-static int64_t mono_ns(void) {
-  struct timespec ts;
-
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 /* The completion we interpose to time the call. It is the only state a
  * handle() needs beyond the caller's, hence one small malloc per call. */

@@ -9,6 +9,7 @@
  * completion or handle() itself - assembles the results and completes.
  */
 #include "handlerd/handlerd.h"
+#include "clock.h"
 
 #include "array.h"
 #include "handler_locked.h"
@@ -102,13 +103,6 @@ static void member_done(hd_results *results, void *data) {
   hd_handler_unref(slot->member);
   slot->member = NULL;
   gather_release(slot->g);
-}
-
-static int64_t mono_ns(void) {
-  struct timespec ts;
-
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 /* A member that could not start still answers, as a failed result, so one

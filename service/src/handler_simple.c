@@ -3,6 +3,7 @@
  * completed before handle() returns.
  */
 #include "handlerd/handlerd.h"
+#include "clock.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -13,13 +14,6 @@ struct simple {
   void *user_data;
   void (*free_user_data)(void *);
 };
-
-static int64_t mono_ns(void) {
-  struct timespec ts;
-
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 static hd_err simple_handle(hd_handler *h, const hd_event *ev, hd_done_fn *done,
                             void *done_data) {

@@ -9,6 +9,7 @@
  * any thread, and stream state is guarded by the call's mutex.
  */
 #include "server.h"
+#include "clock.h"
 
 #include "arena.h"
 #include "grpc/health/v1/health.pb-c.h"
@@ -288,12 +289,6 @@ static int64_t deadline_ns(const call *c) {
   return (int64_t)d.tv_sec * 1000000000 + d.tv_nsec;
 }
 
-static int64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 /* ---- unary methods ---- */
 
 static void count_results(const hd_results *rs) {
@@ -329,7 +324,7 @@ static grpc_status_code start_dispatch(hd_server *srv, hd_arena *a,
     err = hd_proto_to_event(a, req, ev, msg, msg_size);
   if (err != HD_OK)
     return hd_proto_status_of(err);
-  if (deadline && deadline <= now_ns()) {
+  if (deadline && deadline <= real_ns()) {
     snprintf(msg, msg_size, "deadline passed before dispatch");
     return GRPC_STATUS_DEADLINE_EXCEEDED;
   }

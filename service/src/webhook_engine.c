@@ -15,6 +15,7 @@
  * (easy == NULL, next_ns set) or in flight (easy != NULL).
  */
 #include "webhook_engine.h"
+#include "clock.h"
 
 #include "metrics.h"
 #include "utf8.h"
@@ -94,20 +95,6 @@ struct hd_webhook_engine {
   int n_pool;
   uint64_t rng;
 };
-
-static int64_t mono_ns(void) {
-  struct timespec ts;
-
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static int64_t real_ns(void) {
-  struct timespec ts;
-
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 /* ---- jobs -----------------------------------------------------------------
  */
