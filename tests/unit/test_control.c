@@ -89,7 +89,8 @@ static int teardown(void **state) {
   return 0;
 }
 
-/* Opens a store in a fresh temporary directory (removed by teardown). */
+/* Opens a store in a fresh temporary directory (removed by teardown) and
+ * gives it to the fixture's plane. */
 static void open_store(fixture *f) {
   const char *tmp = getenv("TMPDIR");
   char msg[256] = "";
@@ -100,6 +101,73 @@ static void open_store(fixture *f) {
   snprintf(f->dir, sizeof(f->dir), "%s/state", f->base);
   if (hd_store_sqlite_open(f->dir, &f->store, msg, sizeof(msg)) != HD_OK)
     fail_msg("cannot open the store: %s", msg);
+  hd_control_set_store(f->p.ctl, f->store);
+}
+
+/* ---- webhook factory stub --------------------------------------------------
+ */
+
+typedef struct factory_log {
+  int calls;
+  char key[64];
+  char url[128];
+  char secret[128];
+  int new_secret;
+} factory_log;
+
+#define GENERATED_SECRET "whsec_dGVzdC1nZW5lcmF0ZWQtc2VjcmV0"
+
+/* Stands in for the webhook module: records what it was asked for and
+ * answers with a simple handler, generating a secret when asked. */
+static hd_err stub_factory(void *ud, const char *key,
+                           const Handlers__V1__Webhook *wh, hd_handler **out,
+                           char **secret_out, char *msg, size_t msg_size) {
+  factory_log *log = ud;
+
+  log->calls++;
+  snprintf(log->key, sizeof(log->key), "%s", key);
+  snprintf(log->url, sizeof(log->url), "%s", wh->url);
+  snprintf(log->secret, sizeof(log->secret), "%s", wh->secret);
+  log->new_secret = wh->new_secret;
+  if (strncmp(wh->url, "http://", 7) != 0) {
+    snprintf(msg, msg_size, "bad url '%s'", wh->url);
+    return HD_EINVAL;
+  }
+  if (wh->new_secret) {
+    *secret_out = strdup(GENERATED_SECRET);
+    assert_non_null(*secret_out);
+  }
+  return hd_simple_new(noop, NULL, NULL, out);
+}
+
+/* Opens `q`, a fresh plane over the fixture's store (with the stub factory
+ * logging to `log` when set), replays the store into it and returns how
+ * many registrations it loaded. */
+static size_t replay(fixture *f, plane *q, factory_log *log) {
+  char msg[256] = "";
+  size_t loaded = 99;
+
+  plane_open(q);
+  hd_control_set_store(q->ctl, f->store);
+  if (log)
+    hd_control_set_webhook_factory(q->ctl, stub_factory, log);
+  if (hd_control_load(q->ctl, &loaded, msg, sizeof(msg)) != HD_OK)
+    fail_msg("load failed: %s", msg);
+  return loaded;
+}
+
+/* Replays the store (one registration, one webhook at `url` whose secret was
+ * generated) into `q`: the webhook must be rebuilt with the generated
+ * secret, not asked for a new one. Returns what the factory was asked. */
+static factory_log replay_generated(fixture *f, plane *q, const char *url) {
+  factory_log relog = {0};
+
+  assert_int_equal(replay(f, q, &relog), 1);
+  assert_int_equal(relog.calls, 1);
+  assert_string_equal(relog.url, url);
+  assert_string_equal(relog.secret, GENERATED_SECRET);
+  assert_int_equal(relog.new_secret, 0);
+  return relog;
 }
 
 /* ---- requests -------------------------------------------------------------
@@ -129,6 +197,12 @@ static void set_local(request *r, const char *fn) {
   r->target.kind_case = HANDLERS__V1__TARGET__KIND_LOCAL;
   r->target.local = (char *)fn;
   r->req.target = &r->target;
+}
+
+/* A request for `key` with target local:<fn>. */
+static void local_request(request *r, const char *key, const char *fn) {
+  request_init(r, key);
+  set_local(r, fn);
 }
 
 /* target = webhook:<url> */
@@ -167,17 +241,33 @@ static void add_route(request *r, const char *event, const char *fn,
   r->req.n_routes = i + 1;
 }
 
+/* Puts the stub factory, logging to `log` (cleared), on the fixture's plane
+ * and starts `r` as a request for key "wk". */
+static void stub_request(fixture *f, factory_log *log, request *r) {
+  memset(log, 0, sizeof(*log));
+  hd_control_set_webhook_factory(f->p.ctl, stub_factory, log);
+  request_init(r, "wk");
+}
+
+/* hd_control_add that must succeed; `reply` gets its reply (in the
+ * arena). */
+static void add_reply(fixture *f, plane *p, const request *r, const char *id,
+                      Handlers__V1__AddHandlerReply *reply) {
+  char msg[256] = "";
+
+  if (hd_control_add(p->ctl, f->a, &r->req, id, reply, msg, sizeof(msg)) !=
+      HD_OK)
+    fail_msg("add under '%s' failed: %s", r->req.key, msg);
+  assert_non_null(reply->handler_id);
+  assert_true(strlen(reply->handler_id) > 0);
+}
+
 /* hd_control_add that must succeed; returns the new id (in the arena). */
 static const char *add_ok(fixture *f, plane *p, const request *r,
                           const char *id) {
   Handlers__V1__AddHandlerReply reply = HANDLERS__V1__ADD_HANDLER_REPLY__INIT;
-  char msg[256] = "";
 
-  if (hd_control_add(p->ctl, f->a, &r->req, id, &reply, msg, sizeof(msg)) !=
-      HD_OK)
-    fail_msg("add under '%s' failed: %s", r->req.key, msg);
-  assert_non_null(reply.handler_id);
-  assert_true(strlen(reply.handler_id) > 0);
+  add_reply(f, p, r, id, &reply);
   return reply.handler_id;
 }
 
@@ -204,6 +294,16 @@ static Handlers__V1__ListHandlersReply list_ok(fixture *f, plane *p,
   if (hd_control_list(p->ctl, f->a, key, &reply, msg, sizeof(msg)) != HD_OK)
     fail_msg("list '%s' failed: %s", key, msg);
   return reply;
+}
+
+/* The one handler ListHandlers shows for `key`, which must have id `id`. */
+static const Handlers__V1__HandlerInfo *
+only_handler(fixture *f, plane *p, const char *key, const char *id) {
+  Handlers__V1__ListHandlersReply l = list_ok(f, p, key);
+
+  assert_int_equal(l.n_handlers, 1);
+  assert_string_equal(l.handlers[0]->handler_id, id);
+  return l.handlers[0];
 }
 
 /* The route target ListHandlers shows for `event`, or NULL. */
@@ -242,8 +342,7 @@ static void test_add_local_handler_lists_as_simple(void **state) {
   Handlers__V1__AddHandlerReply reply = HANDLERS__V1__ADD_HANDLER_REPLY__INIT;
   char msg[256] = "";
 
-  request_init(&r, "k");
-  set_local(&r, "echo");
+  local_request(&r, "k", "echo");
   assert_int_equal(
       hd_control_add(f->p.ctl, f->a, &r.req, NULL, &reply, msg, sizeof(msg)),
       HD_OK);
@@ -276,20 +375,17 @@ static void test_add_with_events_filter_lists_and_applies_it(void **state) {
   request r;
   char *events[] = {"update", "close"};
 
-  request_init(&r, "k");
-  set_local(&r, "echo");
+  local_request(&r, "k", "echo");
   r.req.events = events;
   r.req.n_events = 2;
   const char *id = add_ok(f, &f->p, &r, NULL);
 
-  Handlers__V1__ListHandlersReply l = list_ok(f, &f->p, "k");
-  assert_int_equal(l.n_handlers, 1);
-  assert_string_equal(l.handlers[0]->handler_id, id);
-  assert_int_equal(l.handlers[0]->kind, HANDLERS__V1__HANDLER_KIND__SIMPLE);
-  assert_string_equal(l.handlers[0]->target, "local:echo");
-  assert_int_equal(l.handlers[0]->n_events, 2);
-  assert_string_equal(l.handlers[0]->events[0], "update");
-  assert_string_equal(l.handlers[0]->events[1], "close");
+  const Handlers__V1__HandlerInfo *hi = only_handler(f, &f->p, "k", id);
+  assert_int_equal(hi->kind, HANDLERS__V1__HANDLER_KIND__SIMPLE);
+  assert_string_equal(hi->target, "local:echo");
+  assert_int_equal(hi->n_events, 2);
+  assert_string_equal(hi->events[0], "update");
+  assert_string_equal(hi->events[1], "close");
 
   hd_results *rs = dispatch(&f->p, "k", "update");
   assert_int_equal(hd_results_count(rs), 1);
@@ -337,10 +433,8 @@ static void test_list_sorts_by_key_then_insertion(void **state) {
   fixture *f = *state;
   request rb, ra;
 
-  request_init(&rb, "b");
-  set_local(&rb, "echo");
-  request_init(&ra, "a");
-  set_local(&ra, "count");
+  local_request(&rb, "b", "echo");
+  local_request(&ra, "a", "count");
   const char *b1 = add_ok(f, &f->p, &rb, NULL);
   const char *a1 = add_ok(f, &f->p, &ra, NULL);
   const char *b2 = add_ok(f, &f->p, &rb, NULL);
@@ -361,21 +455,18 @@ static void test_add_rejects_bad_requests(void **state) {
   char long_key[HD_KEY_MAX + 2];
   char *events[] = {"update"};
 
-  request_init(&r, "");
-  set_local(&r, "echo");
+  local_request(&r, "", "echo");
   assert_string_equal(add_fails(f, &r, HD_EINVAL), "key is empty");
 
   memset(long_key, 'k', HD_KEY_MAX + 1);
   long_key[HD_KEY_MAX + 1] = '\0';
-  request_init(&r, long_key);
-  set_local(&r, "echo");
+  local_request(&r, long_key, "echo");
   assert_non_null(strstr(add_fails(f, &r, HD_EINVAL), "257 bytes"));
 
   request_init(&r, "k");
   assert_string_equal(add_fails(f, &r, HD_EINVAL), "give a target or routes");
 
-  request_init(&r, "k");
-  set_local(&r, "echo");
+  local_request(&r, "k", "echo");
   add_route(&r, "update", "echo", NULL, 0);
   assert_non_null(strstr(add_fails(f, &r, HD_EINVAL), "not both"));
 
@@ -385,8 +476,7 @@ static void test_add_rejects_bad_requests(void **state) {
   r.req.n_events = 1;
   assert_non_null(strstr(add_fails(f, &r, HD_EINVAL), "events"));
 
-  request_init(&r, "k");
-  set_local(&r, "no_such_fn");
+  local_request(&r, "k", "no_such_fn");
   assert_non_null(strstr(add_fails(f, &r, HD_EINVAL), "'no_such_fn'"));
 
   request_init(&r, "k");
@@ -396,8 +486,7 @@ static void test_add_rejects_bad_requests(void **state) {
   assert_non_null(strstr(msg, "route 'close'"));
   assert_non_null(strstr(msg, "'missing_fn'"));
 
-  request_init(&r, "k");
-  set_local(&r, "echo");
+  local_request(&r, "k", "echo");
   handlers__v1__target__init(&r.target); /* present, no kind */
   assert_non_null(strstr(add_fails(f, &r, HD_EINVAL), "neither"));
 
@@ -414,8 +503,7 @@ static void test_key_at_the_limit_is_accepted(void **state) {
 
   memset(key, 'k', HD_KEY_MAX);
   key[HD_KEY_MAX] = '\0';
-  request_init(&r, key);
-  set_local(&r, "echo");
+  local_request(&r, key, "echo");
   add_ok(f, &f->p, &r, NULL);
   assert_int_equal(hd_control_count(f->p.ctl), 1);
 }
@@ -442,8 +530,7 @@ static void test_remove_unknown_key_or_id_fails_with_message(void **state) {
   request r;
   char msg[256] = "";
 
-  request_init(&r, "k");
-  set_local(&r, "echo");
+  local_request(&r, "k", "echo");
   const char *id = add_ok(f, &f->p, &r, NULL);
 
   assert_int_equal(hd_control_remove(f->p.ctl, "nokey", id, msg, sizeof(msg)),
@@ -464,8 +551,7 @@ static void test_remove_then_list(void **state) {
   char msg[256] = "";
   Handlers__V1__ListHandlersReply l;
 
-  request_init(&r, "k");
-  set_local(&r, "echo");
+  local_request(&r, "k", "echo");
   const char *a = add_ok(f, &f->p, &r, NULL);
   const char *b = add_ok(f, &f->p, &r, NULL);
 
@@ -496,10 +582,8 @@ static void test_remove_id_under_other_key_is_enotfound(void **state) {
   request ra, rb;
   char msg[256] = "";
 
-  request_init(&ra, "a");
-  set_local(&ra, "echo");
-  request_init(&rb, "b");
-  set_local(&rb, "echo");
+  local_request(&ra, "a", "echo");
+  local_request(&rb, "b", "echo");
   const char *a = add_ok(f, &f->p, &ra, NULL);
   add_ok(f, &f->p, &rb, NULL);
 
@@ -521,8 +605,7 @@ static void test_many_handlers_list_and_remove_by_id(void **state) {
   char msg[256] = "";
 
   for (int i = 0; i < N; i++) {
-    request_init(&r, keys[i % 4]);
-    set_local(&r, fns[i % 3]);
+    local_request(&r, keys[i % 4], fns[i % 3]);
     ids[i] = add_ok(f, &f->p, &r, NULL);
   }
   assert_int_equal(hd_control_count(f->p.ctl), N);
@@ -562,10 +645,8 @@ static void test_forced_id_is_kept_for_every_shape(void **state) {
   static const char *const ids[] = {"h-00000000000a", "h-00000000000b",
                                     "h-00000000000c"};
 
-  request_init(&plain, keys[0]);
-  set_local(&plain, "echo");
-  request_init(&filtered, keys[1]);
-  set_local(&filtered, "echo");
+  local_request(&plain, keys[0], "echo");
+  local_request(&filtered, keys[1], "echo");
   filtered.req.events = events;
   filtered.req.n_events = 1;
   request_init(&routed, keys[2]);
@@ -576,9 +657,7 @@ static void test_forced_id_is_kept_for_every_shape(void **state) {
   assert_string_equal(add_ok(f, &f->p, &routed, ids[2]), ids[2]);
 
   for (int i = 0; i < 3; i++) {
-    Handlers__V1__ListHandlersReply l = list_ok(f, &f->p, keys[i]);
-    assert_int_equal(l.n_handlers, 1);
-    assert_string_equal(l.handlers[0]->handler_id, ids[i]);
+    only_handler(f, &f->p, keys[i], ids[i]);
     hd_results *rs = dispatch(&f->p, keys[i], "update");
     assert_int_equal(hd_results_count(rs), 1);
     assert_string_equal(hd_results_at(rs, 0)->handler_id, ids[i]);
@@ -600,11 +679,8 @@ test_forced_id_already_registered_is_eexist_and_harmless(void **state) {
   const char *id = "h-0000000000aa";
 
   open_store(f);
-  hd_control_set_store(f->p.ctl, f->store);
-  request_init(&first, "k");
-  set_local(&first, "echo");
-  request_init(&again, "k");
-  set_local(&again, "count");
+  local_request(&first, "k", "echo");
+  local_request(&again, "k", "count");
   assert_string_equal(add_ok(f, &f->p, &first, id), id);
   assert_int_equal(
       hd_control_add(f->p.ctl, f->a, &again.req, id, &reply, msg, sizeof(msg)),
@@ -616,12 +692,7 @@ test_forced_id_already_registered_is_eexist_and_harmless(void **state) {
   assert_string_equal(l.handlers[0]->target, "local:echo");
   /* ...and still in the store. */
   plane fresh;
-  size_t loaded = 0;
-  plane_open(&fresh);
-  hd_control_set_store(fresh.ctl, f->store);
-  assert_int_equal(hd_control_load(fresh.ctl, &loaded, msg, sizeof(msg)),
-                   HD_OK);
-  assert_int_equal(loaded, 1);
+  assert_int_equal(replay(f, &fresh, NULL), 1);
   Handlers__V1__ListHandlersReply fl = list_ok(f, &fresh, "k");
   assert_string_equal(fl.handlers[0]->target, "local:echo");
   plane_close(&fresh);
@@ -636,8 +707,7 @@ static void test_forced_id_that_is_not_an_id_is_einval(void **state) {
 
   memset(too_long, 'x', sizeof(too_long) - 1);
   too_long[sizeof(too_long) - 1] = '\0';
-  request_init(&r, "k");
-  set_local(&r, "echo");
+  local_request(&r, "k", "echo");
   assert_int_equal(hd_control_add(f->p.ctl, f->a, &r.req, too_long, &reply, msg,
                                   sizeof(msg)),
                    HD_EINVAL);
@@ -655,14 +725,10 @@ test_load_replays_registrations_with_their_ids_in_order(void **state) {
   char *events[] = {"update", "close"};
   const char *ids[3];
   char msg[256] = "";
-  size_t loaded = 99;
 
   open_store(f);
-  hd_control_set_store(f->p.ctl, f->store);
-  request_init(&simple, "k");
-  set_local(&simple, "echo");
-  request_init(&filtered, "k");
-  set_local(&filtered, "count");
+  local_request(&simple, "k", "echo");
+  local_request(&filtered, "k", "count");
   filtered.req.events = events;
   filtered.req.n_events = 2;
   request_init(&routed, "k");
@@ -678,10 +744,7 @@ test_load_replays_registrations_with_their_ids_in_order(void **state) {
   assert_int_equal(hd_store_sqlite_open(f->dir, &f->store, msg, sizeof(msg)),
                    HD_OK);
   plane q;
-  plane_open(&q);
-  hd_control_set_store(q.ctl, f->store);
-  assert_int_equal(hd_control_load(q.ctl, &loaded, msg, sizeof(msg)), HD_OK);
-  assert_int_equal(loaded, 3);
+  assert_int_equal(replay(f, &q, NULL), 3);
   assert_int_equal(hd_control_count(q.ctl), 3);
 
   Handlers__V1__ListHandlersReply l = list_ok(f, &q, "k");
@@ -706,10 +769,7 @@ test_load_replays_registrations_with_their_ids_in_order(void **state) {
   assert_int_equal(hd_control_remove(q.ctl, "k", ids[1], msg, sizeof(msg)),
                    HD_OK);
   plane_close(&q);
-  plane_open(&q);
-  hd_control_set_store(q.ctl, f->store);
-  assert_int_equal(hd_control_load(q.ctl, &loaded, msg, sizeof(msg)), HD_OK);
-  assert_int_equal(loaded, 2);
+  assert_int_equal(replay(f, &q, NULL), 2);
   l = list_ok(f, &q, "");
   assert_int_equal(l.n_handlers, 2);
   assert_string_equal(l.handlers[0]->handler_id, ids[0]);
@@ -729,18 +789,13 @@ static void test_load_without_store_loads_nothing(void **state) {
 static void test_load_skips_a_registration_that_no_longer_builds(void **state) {
   fixture *f = *state;
   request r;
-  char msg[256] = "";
-  size_t loaded = 0;
 
   open_store(f);
-  hd_control_set_store(f->p.ctl, f->store);
-  request_init(&r, "k");
-  set_local(&r, "echo");
+  local_request(&r, "k", "echo");
   const char *kept = add_ok(f, &f->p, &r, NULL);
   /* As if saved by a build that had a plugin function "gone". */
   request gone;
-  request_init(&gone, "k");
-  set_local(&gone, "gone");
+  local_request(&gone, "k", "gone");
   size_t len = handlers__v1__add_handler_request__get_packed_size(&gone.req);
   uint8_t *buf = malloc(len);
   assert_non_null(buf);
@@ -750,59 +805,17 @@ static void test_load_skips_a_registration_that_no_longer_builds(void **state) {
   free(buf);
 
   plane q;
-  plane_open(&q);
-  hd_control_set_store(q.ctl, f->store);
-  assert_int_equal(hd_control_load(q.ctl, &loaded, msg, sizeof(msg)), HD_OK);
-  assert_int_equal(loaded, 1);
-  Handlers__V1__ListHandlersReply l = list_ok(f, &q, "");
-  assert_int_equal(l.n_handlers, 1);
-  assert_string_equal(l.handlers[0]->handler_id, kept);
+  assert_int_equal(replay(f, &q, NULL), 1);
+  only_handler(f, &q, "", kept);
   plane_close(&q);
-}
-
-/* ---- webhook factory stub --------------------------------------------------
- */
-
-typedef struct factory_log {
-  int calls;
-  char key[64];
-  char url[128];
-  char secret[128];
-  int new_secret;
-} factory_log;
-
-#define GENERATED_SECRET "whsec_dGVzdC1nZW5lcmF0ZWQtc2VjcmV0"
-
-/* Stands in for the webhook module: records what it was asked for and
- * answers with a simple handler, generating a secret when asked. */
-static hd_err stub_factory(void *ud, const char *key,
-                           const Handlers__V1__Webhook *wh, hd_handler **out,
-                           char **secret_out, char *msg, size_t msg_size) {
-  factory_log *log = ud;
-
-  log->calls++;
-  snprintf(log->key, sizeof(log->key), "%s", key);
-  snprintf(log->url, sizeof(log->url), "%s", wh->url);
-  snprintf(log->secret, sizeof(log->secret), "%s", wh->secret);
-  log->new_secret = wh->new_secret;
-  if (strncmp(wh->url, "http://", 7) != 0) {
-    snprintf(msg, msg_size, "bad url '%s'", wh->url);
-    return HD_EINVAL;
-  }
-  if (wh->new_secret) {
-    *secret_out = strdup(GENERATED_SECRET);
-    assert_non_null(*secret_out);
-  }
-  return hd_simple_new(noop, NULL, NULL, out);
 }
 
 static void test_webhook_target_goes_through_the_factory(void **state) {
   fixture *f = *state;
-  factory_log log = {0};
+  factory_log log;
   request r;
 
-  hd_control_set_webhook_factory(f->p.ctl, stub_factory, &log);
-  request_init(&r, "wk");
+  stub_request(f, &log, &r);
   set_webhook(&r, "http://example.test/hook", 0);
   r.webhook.secret = "whsec_Z2l2ZW4=";
   const char *id = add_ok(f, &f->p, &r, NULL);
@@ -811,12 +824,9 @@ static void test_webhook_target_goes_through_the_factory(void **state) {
   assert_string_equal(log.key, "wk");
   assert_string_equal(log.url, "http://example.test/hook");
   assert_string_equal(log.secret, "whsec_Z2l2ZW4=");
-  Handlers__V1__ListHandlersReply l = list_ok(f, &f->p, "");
-  assert_int_equal(l.n_handlers, 1);
-  assert_string_equal(l.handlers[0]->handler_id, id);
-  assert_string_equal(l.handlers[0]->target,
-                      "webhook:http://example.test/hook");
-  assert_true(l.handlers[0]->secret_set);
+  const Handlers__V1__HandlerInfo *hi = only_handler(f, &f->p, "", id);
+  assert_string_equal(hi->target, "webhook:http://example.test/hook");
+  assert_true(hi->secret_set);
 
   /* The factory's refusal comes back with its message. */
   request_init(&r, "wk");
@@ -829,20 +839,14 @@ static void test_webhook_target_goes_through_the_factory(void **state) {
 static void
 test_generated_secret_is_stored_in_place_of_new_secret(void **state) {
   fixture *f = *state;
-  factory_log log = {0};
+  factory_log log;
   request r;
   Handlers__V1__AddHandlerReply reply = HANDLERS__V1__ADD_HANDLER_REPLY__INIT;
-  char msg[256] = "";
-  size_t loaded = 0;
 
   open_store(f);
-  hd_control_set_store(f->p.ctl, f->store);
-  hd_control_set_webhook_factory(f->p.ctl, stub_factory, &log);
-  request_init(&r, "wk");
+  stub_request(f, &log, &r);
   set_webhook(&r, "http://example.test/hook", 1);
-  assert_int_equal(
-      hd_control_add(f->p.ctl, f->a, &r.req, NULL, &reply, msg, sizeof(msg)),
-      HD_OK);
+  add_reply(f, &f->p, &r, NULL, &reply);
   /* Shown once, in the reply. */
   assert_string_equal(reply.secret, GENERATED_SECRET);
   assert_int_equal(log.new_secret, 1);
@@ -853,73 +857,46 @@ test_generated_secret_is_stored_in_place_of_new_secret(void **state) {
   assert_true(list_ok(f, &f->p, "wk").handlers[0]->secret_set);
 
   /* Replayed, the webhook gets the generated secret, not a new one. */
-  factory_log relog = {0};
   plane q;
-  plane_open(&q);
-  hd_control_set_store(q.ctl, f->store);
-  hd_control_set_webhook_factory(q.ctl, stub_factory, &relog);
-  assert_int_equal(hd_control_load(q.ctl, &loaded, msg, sizeof(msg)), HD_OK);
-  assert_int_equal(loaded, 1);
-  assert_int_equal(relog.calls, 1);
+  factory_log relog = replay_generated(f, &q, "http://example.test/hook");
   assert_string_equal(relog.key, "wk");
-  assert_string_equal(relog.url, "http://example.test/hook");
-  assert_string_equal(relog.secret, GENERATED_SECRET);
-  assert_int_equal(relog.new_secret, 0);
-  Handlers__V1__ListHandlersReply l = list_ok(f, &q, "");
-  assert_int_equal(l.n_handlers, 1);
-  assert_string_equal(l.handlers[0]->handler_id, reply.handler_id);
-  assert_true(l.handlers[0]->secret_set);
+  const Handlers__V1__HandlerInfo *hi =
+      only_handler(f, &q, "", reply.handler_id);
+  assert_true(hi->secret_set);
   plane_close(&q);
 }
 
 static void
 test_generated_secret_on_a_route_is_stored_in_that_route(void **state) {
   fixture *f = *state;
-  factory_log log = {0};
+  factory_log log;
   request r;
   Handlers__V1__AddHandlerReply reply = HANDLERS__V1__ADD_HANDLER_REPLY__INIT;
-  char msg[256] = "";
-  size_t loaded = 0;
 
   open_store(f);
-  hd_control_set_store(f->p.ctl, f->store);
-  hd_control_set_webhook_factory(f->p.ctl, stub_factory, &log);
-  request_init(&r, "wk");
+  stub_request(f, &log, &r);
   add_route(&r, "subscribe", "echo", NULL, 0);
   add_route(&r, "update", NULL, "http://example.test/updates", 1);
-  assert_int_equal(
-      hd_control_add(f->p.ctl, f->a, &r.req, NULL, &reply, msg, sizeof(msg)),
-      HD_OK);
+  add_reply(f, &f->p, &r, NULL, &reply);
   assert_string_equal(reply.secret, GENERATED_SECRET);
   assert_int_equal(log.calls, 1);
 
-  factory_log relog = {0};
   plane q;
-  plane_open(&q);
-  hd_control_set_store(q.ctl, f->store);
-  hd_control_set_webhook_factory(q.ctl, stub_factory, &relog);
-  assert_int_equal(hd_control_load(q.ctl, &loaded, msg, sizeof(msg)), HD_OK);
-  assert_int_equal(loaded, 1);
-  assert_int_equal(relog.calls, 1);
-  assert_string_equal(relog.url, "http://example.test/updates");
-  assert_string_equal(relog.secret, GENERATED_SECRET);
-  assert_int_equal(relog.new_secret, 0);
-  Handlers__V1__ListHandlersReply l = list_ok(f, &q, "wk");
-  assert_int_equal(l.n_handlers, 1);
-  assert_string_equal(l.handlers[0]->handler_id, reply.handler_id);
-  assert_string_equal(route_of(l.handlers[0], "subscribe"), "local:echo");
-  assert_string_equal(route_of(l.handlers[0], "update"),
+  replay_generated(f, &q, "http://example.test/updates");
+  const Handlers__V1__HandlerInfo *hi =
+      only_handler(f, &q, "wk", reply.handler_id);
+  assert_string_equal(route_of(hi, "subscribe"), "local:echo");
+  assert_string_equal(route_of(hi, "update"),
                       "webhook:http://example.test/updates");
   plane_close(&q);
 }
 
 static void test_two_new_secrets_in_one_request_are_einval(void **state) {
   fixture *f = *state;
-  factory_log log = {0};
+  factory_log log;
   request r;
 
-  hd_control_set_webhook_factory(f->p.ctl, stub_factory, &log);
-  request_init(&r, "wk");
+  stub_request(f, &log, &r);
   add_route(&r, "update", NULL, "http://example.test/a", 1);
   add_route(&r, "close", NULL, "http://example.test/b", 1);
   assert_non_null(strstr(add_fails(f, &r, HD_EINVAL), "new_secret"));

@@ -18,12 +18,8 @@
 /* ---- fixture: one arena per test ----------------------------------------- */
 
 static int setup(void **state) {
-  hd_arena *a = hd_arena_new(256);
-
-  if (!a)
-    return -1;
-  *state = a;
-  return 0;
+  *state = hd_arena_new(256);
+  return *state ? 0 : -1;
 }
 
 static int teardown(void **state) {
@@ -59,6 +55,119 @@ static hd_err roundtrip(hd_arena *a, const Handlers__V1__DispatchRequest *req,
   return hd_proto_to_event(a, got, ev, msg, msg_size);
 }
 
+/* ---- a request builder ----------------------------------------------------
+ */
+
+/* A DispatchRequest with room for every args case, its values and spec, and
+ * what decoding it gives back. */
+typedef struct {
+  Handlers__V1__DispatchRequest req;
+  Handlers__V1__SubHandlerArgs sub;
+  Handlers__V1__UpdateArgs up;
+  Handlers__V1__UnsubscribeArgs un;
+  Handlers__V1__ErrorArgs er;
+  Handlers__V1__FilterResponseArgs rs;
+  Handlers__V1__TopicValue value;
+  Handlers__V1__TopicValue old;
+  Handlers__V1__TopicSpecification spec;
+  hd_event ev;
+  char msg[256];
+} request;
+
+/* Starts `r` as event `event` under key "k" with args case `args` (its args
+ * message, left empty, is r->sub, r->up, r->un, r->er or r->rs). */
+static void request_init(request *r, const char *event,
+                         Handlers__V1__DispatchRequest__ArgsCase args) {
+  static const Handlers__V1__DispatchRequest req =
+      HANDLERS__V1__DISPATCH_REQUEST__INIT;
+  static const Handlers__V1__SubHandlerArgs sub =
+      HANDLERS__V1__SUB_HANDLER_ARGS__INIT;
+  static const Handlers__V1__UpdateArgs up = HANDLERS__V1__UPDATE_ARGS__INIT;
+  static const Handlers__V1__UnsubscribeArgs un =
+      HANDLERS__V1__UNSUBSCRIBE_ARGS__INIT;
+  static const Handlers__V1__ErrorArgs er = HANDLERS__V1__ERROR_ARGS__INIT;
+  static const Handlers__V1__FilterResponseArgs rs =
+      HANDLERS__V1__FILTER_RESPONSE_ARGS__INIT;
+  static const Handlers__V1__TopicValue tv = HANDLERS__V1__TOPIC_VALUE__INIT;
+  static const Handlers__V1__TopicSpecification spec =
+      HANDLERS__V1__TOPIC_SPECIFICATION__INIT;
+
+  memset(r, 0, sizeof(*r));
+  r->req = req;
+  r->sub = sub;
+  r->up = up;
+  r->un = un;
+  r->er = er;
+  r->rs = rs;
+  r->value = tv;
+  r->old = tv;
+  r->spec = spec;
+  r->req.key = "k";
+  r->req.event = (char *)event;
+  r->req.args_case = args;
+  switch (args) {
+  case HANDLERS__V1__DISPATCH_REQUEST__ARGS_SUBSCRIBE:
+    r->req.subscribe = &r->sub;
+    break;
+  case HANDLERS__V1__DISPATCH_REQUEST__ARGS_UPDATE:
+    r->req.update = &r->up;
+    break;
+  case HANDLERS__V1__DISPATCH_REQUEST__ARGS_UNSUBSCRIBE:
+    r->req.unsubscribe = &r->un;
+    break;
+  case HANDLERS__V1__DISPATCH_REQUEST__ARGS_ERROR:
+    r->req.error = &r->er;
+    break;
+  case HANDLERS__V1__DISPATCH_REQUEST__ARGS_RESPONSE:
+    r->req.response = &r->rs;
+    break;
+  default:
+    break;
+  }
+}
+
+/* Round-trips r->req into r->ev and r->msg; returns hd_proto_to_event's
+ * result. */
+static hd_err decode(hd_arena *a, request *r) {
+  return roundtrip(a, &r->req, &r->ev, r->msg, sizeof(r->msg));
+}
+
+#define ARGS(c) HANDLERS__V1__DISPATCH_REQUEST__ARGS_##c
+#define VALUE(c) HANDLERS__V1__TOPIC_VALUE__VALUE_##c
+
+/* Sets `tv` to a string-like value (string, JSON) and returns it. */
+static Handlers__V1__TopicValue *
+text_value(Handlers__V1__TopicValue *tv, Handlers__V1__TopicValue__ValueCase c,
+           const char *s) {
+  tv->value_case = c;
+  if (c == VALUE(JSON_VALUE))
+    tv->json_value = (char *)s;
+  else
+    tv->string_value = (char *)s;
+  return tv;
+}
+
+/* Sets `tv` to a bytes value (binary, record v2) and returns it. */
+static Handlers__V1__TopicValue *
+bytes_value(Handlers__V1__TopicValue *tv, Handlers__V1__TopicValue__ValueCase c,
+            const uint8_t *data, size_t len) {
+  ProtobufCBinaryData b = {len, (uint8_t *)data};
+
+  tv->value_case = c;
+  if (c == VALUE(BINARY_VALUE))
+    tv->binary_value = b;
+  else
+    tv->record_v2_value = b;
+  return tv;
+}
+
+static Handlers__V1__TopicValue *int64_value(Handlers__V1__TopicValue *tv,
+                                             int64_t v) {
+  tv->value_case = VALUE(INT64_VALUE);
+  tv->int64_value = v;
+  return tv;
+}
+
 /* A bad byte string must be refused by the decoder with a message naming the
  * message type. */
 static void assert_undecodable(hd_arena *a, const void *bytes, size_t len) {
@@ -80,431 +189,291 @@ static void assert_text_value(const hd_value *v, hd_value_type type,
   assert_string_equal(v->u.bytes.data, text);
 }
 
+static void assert_bytes_value(const hd_value *v, hd_value_type type,
+                               const uint8_t *data, size_t len) {
+  assert_int_equal(v->type, type);
+  assert_int_equal(v->u.bytes.len, len);
+  assert_memory_equal(v->u.bytes.data, data, len);
+}
+
 /* ---- args cases -----------------------------------------------------------
  */
 
 static void test_subscribe_maps_path_json_value_and_spec(void **state) {
-  Handlers__V1__DispatchRequest req = HANDLERS__V1__DISPATCH_REQUEST__INIT;
-  Handlers__V1__SubHandlerArgs sub = HANDLERS__V1__SUB_HANDLER_ARGS__INIT;
-  Handlers__V1__TopicValue tv = HANDLERS__V1__TOPIC_VALUE__INIT;
-  Handlers__V1__TopicSpecification spec =
-      HANDLERS__V1__TOPIC_SPECIFICATION__INIT;
   Handlers__V1__TopicSpecification__PropertiesEntry p1 =
       HANDLERS__V1__TOPIC_SPECIFICATION__PROPERTIES_ENTRY__INIT;
   Handlers__V1__TopicSpecification__PropertiesEntry p2 =
       HANDLERS__V1__TOPIC_SPECIFICATION__PROPERTIES_ENTRY__INIT;
   Handlers__V1__TopicSpecification__PropertiesEntry *props[] = {&p1, &p2};
-  hd_event ev;
-  char msg[256];
+  request r;
 
-  tv.value_case = HANDLERS__V1__TOPIC_VALUE__VALUE_JSON_VALUE;
-  tv.json_value = "{\"price\": 1.5}";
+  request_init(&r, "subscribe", ARGS(SUBSCRIBE));
   p1.key = "PERSISTENT";
   p1.value = "true";
   p2.key = "TIDY_ON_UNSUBSCRIBE";
   p2.value = "false";
-  spec.type = HANDLERS__V1__TOPIC_TYPE__JSON;
-  spec.n_properties = 2;
-  spec.properties = props;
-  sub.topic_path = "prices/eur";
-  sub.topic_value = &tv;
-  sub.topic_spec = &spec;
-  req.key = "k1";
-  req.event = "subscribe";
-  req.args_case = HANDLERS__V1__DISPATCH_REQUEST__ARGS_SUBSCRIBE;
-  req.subscribe = &sub;
+  r.spec.type = HANDLERS__V1__TOPIC_TYPE__JSON;
+  r.spec.n_properties = 2;
+  r.spec.properties = props;
+  r.sub.topic_path = "prices/eur";
+  r.sub.topic_value =
+      text_value(&r.value, VALUE(JSON_VALUE), "{\"price\": 1.5}");
+  r.sub.topic_spec = &r.spec;
+  r.req.key = "k1";
 
-  assert_int_equal(roundtrip(*state, &req, &ev, msg, sizeof(msg)), HD_OK);
-  assert_string_equal(ev.key, "k1");
-  assert_string_equal(ev.name, "subscribe");
-  assert_int_equal(ev.args_kind, HD_ARGS_SUBSCRIBE);
-  assert_string_equal(ev.topic.path, "prices/eur");
-  assert_text_value(&ev.topic.value, HD_VALUE_JSON, "{\"price\": 1.5}");
-  assert_int_equal(ev.topic.has_spec, 1);
-  assert_int_equal(ev.topic.type, HD_TOPIC_JSON);
-  assert_int_equal(ev.topic.n_properties, 2);
-  assert_non_null(ev.topic.properties);
-  assert_string_equal(ev.topic.properties[0].name, "PERSISTENT");
-  assert_string_equal(ev.topic.properties[0].value, "true");
-  assert_string_equal(ev.topic.properties[1].name, "TIDY_ON_UNSUBSCRIBE");
-  assert_string_equal(ev.topic.properties[1].value, "false");
-  assert_int_equal(ev.topic.old_value.type, HD_VALUE_NONE);
-  assert_int_equal(ev.deadline_ns, 0);
+  assert_int_equal(decode(*state, &r), HD_OK);
+  assert_string_equal(r.ev.key, "k1");
+  assert_string_equal(r.ev.name, "subscribe");
+  assert_int_equal(r.ev.args_kind, HD_ARGS_SUBSCRIBE);
+  assert_string_equal(r.ev.topic.path, "prices/eur");
+  assert_text_value(&r.ev.topic.value, HD_VALUE_JSON, "{\"price\": 1.5}");
+  assert_int_equal(r.ev.topic.has_spec, 1);
+  assert_int_equal(r.ev.topic.type, HD_TOPIC_JSON);
+  assert_int_equal(r.ev.topic.n_properties, 2);
+  assert_non_null(r.ev.topic.properties);
+  assert_string_equal(r.ev.topic.properties[0].name, "PERSISTENT");
+  assert_string_equal(r.ev.topic.properties[0].value, "true");
+  assert_string_equal(r.ev.topic.properties[1].name, "TIDY_ON_UNSUBSCRIBE");
+  assert_string_equal(r.ev.topic.properties[1].value, "false");
+  assert_int_equal(r.ev.topic.old_value.type, HD_VALUE_NONE);
+  assert_int_equal(r.ev.deadline_ns, 0);
 }
 
 static void
 test_close_takes_subscribe_args_without_value_or_spec(void **state) {
-  Handlers__V1__DispatchRequest req = HANDLERS__V1__DISPATCH_REQUEST__INIT;
-  Handlers__V1__SubHandlerArgs sub = HANDLERS__V1__SUB_HANDLER_ARGS__INIT;
-  hd_event ev;
-  char msg[256];
+  request r;
 
-  sub.topic_path = "a/b";
-  req.key = "k";
-  req.event = "close";
-  req.args_case = HANDLERS__V1__DISPATCH_REQUEST__ARGS_SUBSCRIBE;
-  req.subscribe = &sub;
+  request_init(&r, "close", ARGS(SUBSCRIBE));
+  r.sub.topic_path = "a/b";
 
-  assert_int_equal(roundtrip(*state, &req, &ev, msg, sizeof(msg)), HD_OK);
-  assert_int_equal(ev.args_kind, HD_ARGS_SUBSCRIBE);
-  assert_string_equal(ev.name, "close");
-  assert_string_equal(ev.topic.path, "a/b");
-  assert_int_equal(ev.topic.value.type, HD_VALUE_NONE);
-  assert_int_equal(ev.topic.has_spec, 0);
-  assert_int_equal(ev.topic.n_properties, 0);
-  assert_null(ev.topic.properties);
+  assert_int_equal(decode(*state, &r), HD_OK);
+  assert_int_equal(r.ev.args_kind, HD_ARGS_SUBSCRIBE);
+  assert_string_equal(r.ev.name, "close");
+  assert_string_equal(r.ev.topic.path, "a/b");
+  assert_int_equal(r.ev.topic.value.type, HD_VALUE_NONE);
+  assert_int_equal(r.ev.topic.has_spec, 0);
+  assert_int_equal(r.ev.topic.n_properties, 0);
+  assert_null(r.ev.topic.properties);
 }
 
 static void test_update_with_old_value_maps_both_values(void **state) {
-  Handlers__V1__DispatchRequest req = HANDLERS__V1__DISPATCH_REQUEST__INIT;
-  Handlers__V1__UpdateArgs up = HANDLERS__V1__UPDATE_ARGS__INIT;
-  Handlers__V1__TopicValue nv = HANDLERS__V1__TOPIC_VALUE__INIT;
-  Handlers__V1__TopicValue ov = HANDLERS__V1__TOPIC_VALUE__INIT;
-  Handlers__V1__TopicSpecification spec =
-      HANDLERS__V1__TOPIC_SPECIFICATION__INIT;
-  hd_event ev;
-  char msg[256];
+  request r;
 
-  nv.value_case = HANDLERS__V1__TOPIC_VALUE__VALUE_INT64_VALUE;
-  nv.int64_value = INT64_MIN;
-  ov.value_case = HANDLERS__V1__TOPIC_VALUE__VALUE_INT64_VALUE;
-  ov.int64_value = 9000000000LL;
-  spec.type = HANDLERS__V1__TOPIC_TYPE__INT64;
-  up.topic_path = "counters/x";
-  up.topic_value = &nv;
-  up.old_value = &ov;
-  up.topic_spec = &spec;
-  req.key = "k";
-  req.event = "update";
-  req.args_case = HANDLERS__V1__DISPATCH_REQUEST__ARGS_UPDATE;
-  req.update = &up;
+  request_init(&r, "update", ARGS(UPDATE));
+  r.spec.type = HANDLERS__V1__TOPIC_TYPE__INT64;
+  r.up.topic_path = "counters/x";
+  r.up.topic_value = int64_value(&r.value, INT64_MIN);
+  r.up.old_value = int64_value(&r.old, 9000000000LL);
+  r.up.topic_spec = &r.spec;
 
-  assert_int_equal(roundtrip(*state, &req, &ev, msg, sizeof(msg)), HD_OK);
-  assert_int_equal(ev.args_kind, HD_ARGS_UPDATE);
-  assert_string_equal(ev.topic.path, "counters/x");
-  assert_int_equal(ev.topic.value.type, HD_VALUE_INT64);
-  assert_true(ev.topic.value.u.i64 == INT64_MIN);
-  assert_int_equal(ev.topic.old_value.type, HD_VALUE_INT64);
-  assert_true(ev.topic.old_value.u.i64 == 9000000000LL);
-  assert_int_equal(ev.topic.has_spec, 1);
-  assert_int_equal(ev.topic.type, HD_TOPIC_INT64);
-  assert_int_equal(ev.topic.n_properties, 0);
+  assert_int_equal(decode(*state, &r), HD_OK);
+  assert_int_equal(r.ev.args_kind, HD_ARGS_UPDATE);
+  assert_string_equal(r.ev.topic.path, "counters/x");
+  assert_int_equal(r.ev.topic.value.type, HD_VALUE_INT64);
+  assert_true(r.ev.topic.value.u.i64 == INT64_MIN);
+  assert_int_equal(r.ev.topic.old_value.type, HD_VALUE_INT64);
+  assert_true(r.ev.topic.old_value.u.i64 == 9000000000LL);
+  assert_int_equal(r.ev.topic.has_spec, 1);
+  assert_int_equal(r.ev.topic.type, HD_TOPIC_INT64);
+  assert_int_equal(r.ev.topic.n_properties, 0);
 }
 
 static void test_update_without_old_value_has_none(void **state) {
-  Handlers__V1__DispatchRequest req = HANDLERS__V1__DISPATCH_REQUEST__INIT;
-  Handlers__V1__UpdateArgs up = HANDLERS__V1__UPDATE_ARGS__INIT;
-  Handlers__V1__TopicValue nv = HANDLERS__V1__TOPIC_VALUE__INIT;
-  hd_event ev;
-  char msg[256];
+  request r;
 
-  nv.value_case = HANDLERS__V1__TOPIC_VALUE__VALUE_DOUBLE_VALUE;
-  nv.double_value = -2.25;
-  up.topic_path = "d";
-  up.topic_value = &nv;
-  req.key = "k";
-  req.event = "update";
-  req.args_case = HANDLERS__V1__DISPATCH_REQUEST__ARGS_UPDATE;
-  req.update = &up;
+  request_init(&r, "update", ARGS(UPDATE));
+  r.value.value_case = VALUE(DOUBLE_VALUE);
+  r.value.double_value = -2.25;
+  r.up.topic_path = "d";
+  r.up.topic_value = &r.value;
 
-  assert_int_equal(roundtrip(*state, &req, &ev, msg, sizeof(msg)), HD_OK);
-  assert_int_equal(ev.topic.value.type, HD_VALUE_DOUBLE);
-  assert_true(ev.topic.value.u.f64 == -2.25);
-  assert_int_equal(ev.topic.old_value.type, HD_VALUE_NONE);
-  assert_int_equal(ev.topic.has_spec, 0);
+  assert_int_equal(decode(*state, &r), HD_OK);
+  assert_int_equal(r.ev.topic.value.type, HD_VALUE_DOUBLE);
+  assert_true(r.ev.topic.value.u.f64 == -2.25);
+  assert_int_equal(r.ev.topic.old_value.type, HD_VALUE_NONE);
+  assert_int_equal(r.ev.topic.has_spec, 0);
 }
 
 static void
 test_update_string_and_binary_values_keep_their_bytes(void **state) {
-  Handlers__V1__DispatchRequest req = HANDLERS__V1__DISPATCH_REQUEST__INIT;
-  Handlers__V1__UpdateArgs up = HANDLERS__V1__UPDATE_ARGS__INIT;
-  Handlers__V1__TopicValue nv = HANDLERS__V1__TOPIC_VALUE__INIT;
-  Handlers__V1__TopicValue ov = HANDLERS__V1__TOPIC_VALUE__INIT;
   static const uint8_t bin[] = {0x00, 'a', 0x00, 0x00, 0xFF, 'z', 0x00};
-  hd_event ev;
-  char msg[256];
+  request r;
 
-  nv.value_case = HANDLERS__V1__TOPIC_VALUE__VALUE_BINARY_VALUE;
-  nv.binary_value.data = (uint8_t *)bin;
-  nv.binary_value.len = sizeof(bin);
-  ov.value_case = HANDLERS__V1__TOPIC_VALUE__VALUE_STRING_VALUE;
-  ov.string_value = "caf\xc3\xa9";
-  up.topic_path = "bin";
-  up.topic_value = &nv;
-  up.old_value = &ov;
-  req.key = "k";
-  req.event = "update";
-  req.args_case = HANDLERS__V1__DISPATCH_REQUEST__ARGS_UPDATE;
-  req.update = &up;
+  request_init(&r, "update", ARGS(UPDATE));
+  r.up.topic_path = "bin";
+  r.up.topic_value =
+      bytes_value(&r.value, VALUE(BINARY_VALUE), bin, sizeof(bin));
+  r.up.old_value = text_value(&r.old, VALUE(STRING_VALUE), "caf\xc3\xa9");
 
-  assert_int_equal(roundtrip(*state, &req, &ev, msg, sizeof(msg)), HD_OK);
-  assert_int_equal(ev.topic.value.type, HD_VALUE_BINARY);
-  assert_int_equal(ev.topic.value.u.bytes.len, sizeof(bin));
-  assert_memory_equal(ev.topic.value.u.bytes.data, bin, sizeof(bin));
-  assert_text_value(&ev.topic.old_value, HD_VALUE_STRING, "caf\xc3\xa9");
+  assert_int_equal(decode(*state, &r), HD_OK);
+  assert_bytes_value(&r.ev.topic.value, HD_VALUE_BINARY, bin, sizeof(bin));
+  assert_text_value(&r.ev.topic.old_value, HD_VALUE_STRING, "caf\xc3\xa9");
 }
 
 static void test_record_v2_value_keeps_its_bytes(void **state) {
-  Handlers__V1__DispatchRequest req = HANDLERS__V1__DISPATCH_REQUEST__INIT;
-  Handlers__V1__SubHandlerArgs sub = HANDLERS__V1__SUB_HANDLER_ARGS__INIT;
-  Handlers__V1__TopicValue tv = HANDLERS__V1__TOPIC_VALUE__INIT;
-  Handlers__V1__TopicSpecification spec =
-      HANDLERS__V1__TOPIC_SPECIFICATION__INIT;
   static const uint8_t rec[] = {0x01, 0x00, 0x02, 0x80};
-  hd_event ev;
-  char msg[256];
+  request r;
 
-  tv.value_case = HANDLERS__V1__TOPIC_VALUE__VALUE_RECORD_V2_VALUE;
-  tv.record_v2_value.data = (uint8_t *)rec;
-  tv.record_v2_value.len = sizeof(rec);
-  spec.type = HANDLERS__V1__TOPIC_TYPE__RECORD_V2;
-  sub.topic_path = "r";
-  sub.topic_value = &tv;
-  sub.topic_spec = &spec;
-  req.key = "k";
-  req.event = "subscribe";
-  req.args_case = HANDLERS__V1__DISPATCH_REQUEST__ARGS_SUBSCRIBE;
-  req.subscribe = &sub;
+  request_init(&r, "subscribe", ARGS(SUBSCRIBE));
+  r.spec.type = HANDLERS__V1__TOPIC_TYPE__RECORD_V2;
+  r.sub.topic_path = "r";
+  r.sub.topic_value =
+      bytes_value(&r.value, VALUE(RECORD_V2_VALUE), rec, sizeof(rec));
+  r.sub.topic_spec = &r.spec;
 
-  assert_int_equal(roundtrip(*state, &req, &ev, msg, sizeof(msg)), HD_OK);
-  assert_int_equal(ev.topic.value.type, HD_VALUE_RECORD_V2);
-  assert_int_equal(ev.topic.value.u.bytes.len, sizeof(rec));
-  assert_memory_equal(ev.topic.value.u.bytes.data, rec, sizeof(rec));
-  assert_int_equal(ev.topic.type, HD_TOPIC_RECORD_V2);
+  assert_int_equal(decode(*state, &r), HD_OK);
+  assert_bytes_value(&r.ev.topic.value, HD_VALUE_RECORD_V2, rec, sizeof(rec));
+  assert_int_equal(r.ev.topic.type, HD_TOPIC_RECORD_V2);
 }
 
 static void test_unsubscribe_maps_reason(void **state) {
-  Handlers__V1__DispatchRequest req = HANDLERS__V1__DISPATCH_REQUEST__INIT;
-  Handlers__V1__UnsubscribeArgs un = HANDLERS__V1__UNSUBSCRIBE_ARGS__INIT;
-  Handlers__V1__TopicValue tv = HANDLERS__V1__TOPIC_VALUE__INIT;
-  hd_event ev;
-  char msg[256];
+  request r;
 
-  tv.value_case = HANDLERS__V1__TOPIC_VALUE__VALUE_STRING_VALUE;
-  tv.string_value = "last";
-  un.topic_path = "t/u";
-  un.topic_value = &tv;
-  un.reason = HANDLERS__V1__UNSUBSCRIBE_REASON__BACK_PRESSURE;
-  req.key = "k";
-  req.event = "unsubscribe";
-  req.args_case = HANDLERS__V1__DISPATCH_REQUEST__ARGS_UNSUBSCRIBE;
-  req.unsubscribe = &un;
+  request_init(&r, "unsubscribe", ARGS(UNSUBSCRIBE));
+  r.un.topic_path = "t/u";
+  r.un.topic_value = text_value(&r.value, VALUE(STRING_VALUE), "last");
+  r.un.reason = HANDLERS__V1__UNSUBSCRIBE_REASON__BACK_PRESSURE;
 
-  assert_int_equal(roundtrip(*state, &req, &ev, msg, sizeof(msg)), HD_OK);
-  assert_int_equal(ev.args_kind, HD_ARGS_UNSUBSCRIBE);
-  assert_string_equal(ev.topic.path, "t/u");
-  assert_text_value(&ev.topic.value, HD_VALUE_STRING, "last");
-  assert_int_equal(ev.topic.reason, HD_UNSUB_BACK_PRESSURE);
+  assert_int_equal(decode(*state, &r), HD_OK);
+  assert_int_equal(r.ev.args_kind, HD_ARGS_UNSUBSCRIBE);
+  assert_string_equal(r.ev.topic.path, "t/u");
+  assert_text_value(&r.ev.topic.value, HD_VALUE_STRING, "last");
+  assert_int_equal(r.ev.topic.reason, HD_UNSUB_BACK_PRESSURE);
 }
 
 static void test_unsubscribe_unknown_reason_is_einval(void **state) {
-  Handlers__V1__DispatchRequest req = HANDLERS__V1__DISPATCH_REQUEST__INIT;
-  Handlers__V1__UnsubscribeArgs un = HANDLERS__V1__UNSUBSCRIBE_ARGS__INIT;
-  hd_event ev;
-  char msg[256];
+  request r;
 
-  un.topic_path = "t";
-  un.reason = (Handlers__V1__UnsubscribeReason)9; /* open enum on the wire */
-  req.key = "k";
-  req.event = "unsubscribe";
-  req.args_case = HANDLERS__V1__DISPATCH_REQUEST__ARGS_UNSUBSCRIBE;
-  req.unsubscribe = &un;
+  request_init(&r, "unsubscribe", ARGS(UNSUBSCRIBE));
+  r.un.topic_path = "t";
+  r.un.reason = (Handlers__V1__UnsubscribeReason)9; /* open enum on the wire */
 
-  assert_int_equal(roundtrip(*state, &req, &ev, msg, sizeof(msg)), HD_EINVAL);
-  assert_non_null(strstr(msg, "reason"));
+  assert_int_equal(decode(*state, &r), HD_EINVAL);
+  assert_non_null(strstr(r.msg, "reason"));
 }
 
 static void test_error_maps_code_and_description(void **state) {
-  Handlers__V1__DispatchRequest req = HANDLERS__V1__DISPATCH_REQUEST__INIT;
-  Handlers__V1__ErrorArgs er = HANDLERS__V1__ERROR_ARGS__INIT;
-  hd_event ev;
-  char msg[256];
+  request r;
 
-  er.code = -17;
-  er.description = "stream broke";
-  req.key = "k";
-  req.event = "error";
-  req.args_case = HANDLERS__V1__DISPATCH_REQUEST__ARGS_ERROR;
-  req.error = &er;
+  request_init(&r, "error", ARGS(ERROR));
+  r.er.code = -17;
+  r.er.description = "stream broke";
 
-  assert_int_equal(roundtrip(*state, &req, &ev, msg, sizeof(msg)), HD_OK);
-  assert_int_equal(ev.args_kind, HD_ARGS_ERROR);
-  assert_int_equal(ev.error.code, -17);
-  assert_string_equal(ev.error.description, "stream broke");
-  assert_null(ev.topic.path);
+  assert_int_equal(decode(*state, &r), HD_OK);
+  assert_int_equal(r.ev.args_kind, HD_ARGS_ERROR);
+  assert_int_equal(r.ev.error.code, -17);
+  assert_string_equal(r.ev.error.description, "stream broke");
+  assert_null(r.ev.topic.path);
 }
 
 static void test_response_maps_every_field(void **state) {
-  Handlers__V1__DispatchRequest req = HANDLERS__V1__DISPATCH_REQUEST__INIT;
-  Handlers__V1__FilterResponseArgs rs =
-      HANDLERS__V1__FILTER_RESPONSE_ARGS__INIT;
-  Handlers__V1__TopicValue tv = HANDLERS__V1__TOPIC_VALUE__INIT;
-  hd_event ev;
-  char msg[256];
+  request r;
 
-  tv.value_case = HANDLERS__V1__TOPIC_VALUE__VALUE_JSON_VALUE;
-  tv.json_value = "[1,2]";
-  rs.conversation_id = "conv-1";
-  rs.sender_session_id = "sess-2";
-  rs.path = "filter/path";
-  rs.expected = 5;
-  rs.received = 3;
-  rs.response = &tv;
-  req.key = "k";
-  req.event = "response";
-  req.args_case = HANDLERS__V1__DISPATCH_REQUEST__ARGS_RESPONSE;
-  req.response = &rs;
+  request_init(&r, "response", ARGS(RESPONSE));
+  r.rs.conversation_id = "conv-1";
+  r.rs.sender_session_id = "sess-2";
+  r.rs.path = "filter/path";
+  r.rs.expected = 5;
+  r.rs.received = 3;
+  r.rs.response = text_value(&r.value, VALUE(JSON_VALUE), "[1,2]");
 
-  assert_int_equal(roundtrip(*state, &req, &ev, msg, sizeof(msg)), HD_OK);
-  assert_int_equal(ev.args_kind, HD_ARGS_RESPONSE);
-  assert_string_equal(ev.response.conversation_id, "conv-1");
-  assert_string_equal(ev.response.sender_session_id, "sess-2");
-  assert_string_equal(ev.response.path, "filter/path");
-  assert_int_equal(ev.response.expected, 5);
-  assert_int_equal(ev.response.received, 3);
-  assert_text_value(&ev.response.response, HD_VALUE_JSON, "[1,2]");
+  assert_int_equal(decode(*state, &r), HD_OK);
+  assert_int_equal(r.ev.args_kind, HD_ARGS_RESPONSE);
+  assert_string_equal(r.ev.response.conversation_id, "conv-1");
+  assert_string_equal(r.ev.response.sender_session_id, "sess-2");
+  assert_string_equal(r.ev.response.path, "filter/path");
+  assert_int_equal(r.ev.response.expected, 5);
+  assert_int_equal(r.ev.response.received, 3);
+  assert_text_value(&r.ev.response.response, HD_VALUE_JSON, "[1,2]");
 }
 
 static void test_response_without_value_has_none(void **state) {
-  Handlers__V1__DispatchRequest req = HANDLERS__V1__DISPATCH_REQUEST__INIT;
-  Handlers__V1__FilterResponseArgs rs =
-      HANDLERS__V1__FILTER_RESPONSE_ARGS__INIT;
-  hd_event ev;
-  char msg[256];
+  request r;
 
-  rs.conversation_id = "c";
-  req.key = "k";
-  req.event = "response";
-  req.args_case = HANDLERS__V1__DISPATCH_REQUEST__ARGS_RESPONSE;
-  req.response = &rs;
+  request_init(&r, "response", ARGS(RESPONSE));
+  r.rs.conversation_id = "c";
 
-  assert_int_equal(roundtrip(*state, &req, &ev, msg, sizeof(msg)), HD_OK);
-  assert_int_equal(ev.response.response.type, HD_VALUE_NONE);
+  assert_int_equal(decode(*state, &r), HD_OK);
+  assert_int_equal(r.ev.response.response.type, HD_VALUE_NONE);
 }
 
 static void test_custom_event_without_args_is_none(void **state) {
-  Handlers__V1__DispatchRequest req = HANDLERS__V1__DISPATCH_REQUEST__INIT;
-  hd_event ev;
-  char msg[256];
+  request r;
 
-  req.key = "k";
-  req.event = "price-alert";
+  request_init(&r, "price-alert", ARGS(_NOT_SET));
 
-  assert_int_equal(roundtrip(*state, &req, &ev, msg, sizeof(msg)), HD_OK);
-  assert_string_equal(ev.name, "price-alert");
-  assert_int_equal(ev.args_kind, HD_ARGS_NONE);
-  assert_null(ev.topic.path);
-  assert_int_equal(ev.topic.value.type, HD_VALUE_NONE);
+  assert_int_equal(decode(*state, &r), HD_OK);
+  assert_string_equal(r.ev.name, "price-alert");
+  assert_int_equal(r.ev.args_kind, HD_ARGS_NONE);
+  assert_null(r.ev.topic.path);
+  assert_int_equal(r.ev.topic.value.type, HD_VALUE_NONE);
 }
 
 static void test_custom_event_may_carry_update_args(void **state) {
-  Handlers__V1__DispatchRequest req = HANDLERS__V1__DISPATCH_REQUEST__INIT;
-  Handlers__V1__UpdateArgs up = HANDLERS__V1__UPDATE_ARGS__INIT;
-  hd_event ev;
-  char msg[256];
+  request r;
 
-  up.topic_path = "p";
-  req.key = "k";
-  req.event = "my-update";
-  req.args_case = HANDLERS__V1__DISPATCH_REQUEST__ARGS_UPDATE;
-  req.update = &up;
+  request_init(&r, "my-update", ARGS(UPDATE));
+  r.up.topic_path = "p";
 
-  assert_int_equal(roundtrip(*state, &req, &ev, msg, sizeof(msg)), HD_OK);
-  assert_int_equal(ev.args_kind, HD_ARGS_UPDATE);
-  assert_string_equal(ev.topic.path, "p");
+  assert_int_equal(decode(*state, &r), HD_OK);
+  assert_int_equal(r.ev.args_kind, HD_ARGS_UPDATE);
+  assert_string_equal(r.ev.topic.path, "p");
 }
 
 /* ---- invalid requests -----------------------------------------------------
  */
 
 static void test_topic_value_without_case_is_einval(void **state) {
-  Handlers__V1__DispatchRequest req = HANDLERS__V1__DISPATCH_REQUEST__INIT;
-  Handlers__V1__SubHandlerArgs sub = HANDLERS__V1__SUB_HANDLER_ARGS__INIT;
-  Handlers__V1__TopicValue empty = HANDLERS__V1__TOPIC_VALUE__INIT;
-  hd_event ev;
-  char msg[256];
+  request r;
 
-  sub.topic_path = "p";
-  sub.topic_value = &empty; /* present on the wire, no oneof case */
-  req.key = "k";
-  req.event = "subscribe";
-  req.args_case = HANDLERS__V1__DISPATCH_REQUEST__ARGS_SUBSCRIBE;
-  req.subscribe = &sub;
+  request_init(&r, "subscribe", ARGS(SUBSCRIBE));
+  r.sub.topic_path = "p";
+  r.sub.topic_value = &r.value; /* present on the wire, no oneof case */
 
-  assert_int_equal(roundtrip(*state, &req, &ev, msg, sizeof(msg)), HD_EINVAL);
-  assert_string_equal(msg, "topic_value is present but has no value set");
+  assert_int_equal(decode(*state, &r), HD_EINVAL);
+  assert_string_equal(r.msg, "topic_value is present but has no value set");
 }
 
 static void test_old_value_without_case_is_einval(void **state) {
-  Handlers__V1__DispatchRequest req = HANDLERS__V1__DISPATCH_REQUEST__INIT;
-  Handlers__V1__UpdateArgs up = HANDLERS__V1__UPDATE_ARGS__INIT;
-  Handlers__V1__TopicValue empty = HANDLERS__V1__TOPIC_VALUE__INIT;
-  hd_event ev;
-  char msg[256];
+  request r;
 
-  up.topic_path = "p";
-  up.old_value = &empty;
-  req.key = "k";
-  req.event = "update";
-  req.args_case = HANDLERS__V1__DISPATCH_REQUEST__ARGS_UPDATE;
-  req.update = &up;
+  request_init(&r, "update", ARGS(UPDATE));
+  r.up.topic_path = "p";
+  r.up.old_value = &r.old;
 
-  assert_int_equal(roundtrip(*state, &req, &ev, msg, sizeof(msg)), HD_EINVAL);
-  assert_string_equal(msg, "old_value is present but has no value set");
+  assert_int_equal(decode(*state, &r), HD_EINVAL);
+  assert_string_equal(r.msg, "old_value is present but has no value set");
 }
 
 static void test_response_value_without_case_is_einval(void **state) {
-  Handlers__V1__DispatchRequest req = HANDLERS__V1__DISPATCH_REQUEST__INIT;
-  Handlers__V1__FilterResponseArgs rs =
-      HANDLERS__V1__FILTER_RESPONSE_ARGS__INIT;
-  Handlers__V1__TopicValue empty = HANDLERS__V1__TOPIC_VALUE__INIT;
-  hd_event ev;
-  char msg[256];
+  request r;
 
-  rs.response = &empty;
-  req.key = "k";
-  req.event = "response";
-  req.args_case = HANDLERS__V1__DISPATCH_REQUEST__ARGS_RESPONSE;
-  req.response = &rs;
+  request_init(&r, "response", ARGS(RESPONSE));
+  r.rs.response = &r.value;
 
-  assert_int_equal(roundtrip(*state, &req, &ev, msg, sizeof(msg)), HD_EINVAL);
-  assert_string_equal(msg, "response is present but has no value set");
+  assert_int_equal(decode(*state, &r), HD_EINVAL);
+  assert_string_equal(r.msg, "response is present but has no value set");
 }
 
 static void test_update_event_with_subscribe_args_is_einval(void **state) {
-  Handlers__V1__DispatchRequest req = HANDLERS__V1__DISPATCH_REQUEST__INIT;
-  Handlers__V1__SubHandlerArgs sub = HANDLERS__V1__SUB_HANDLER_ARGS__INIT;
-  hd_event ev;
-  char msg[256];
+  request r;
 
-  sub.topic_path = "p";
-  req.key = "k";
-  req.event = "update";
-  req.args_case = HANDLERS__V1__DISPATCH_REQUEST__ARGS_SUBSCRIBE;
-  req.subscribe = &sub;
+  request_init(&r, "update", ARGS(SUBSCRIBE));
+  r.sub.topic_path = "p";
 
-  assert_int_equal(roundtrip(*state, &req, &ev, msg, sizeof(msg)), HD_EINVAL);
-  assert_non_null(strstr(msg, "update"));
+  assert_int_equal(decode(*state, &r), HD_EINVAL);
+  assert_non_null(strstr(r.msg, "update"));
 }
 
 static void test_invalid_json_value_is_einval(void **state) {
-  Handlers__V1__DispatchRequest req = HANDLERS__V1__DISPATCH_REQUEST__INIT;
-  Handlers__V1__SubHandlerArgs sub = HANDLERS__V1__SUB_HANDLER_ARGS__INIT;
-  Handlers__V1__TopicValue tv = HANDLERS__V1__TOPIC_VALUE__INIT;
-  hd_event ev;
-  char msg[256];
+  request r;
 
-  tv.value_case = HANDLERS__V1__TOPIC_VALUE__VALUE_JSON_VALUE;
-  tv.json_value = "{not json";
-  sub.topic_path = "p";
-  sub.topic_value = &tv;
-  req.key = "k";
-  req.event = "subscribe";
-  req.args_case = HANDLERS__V1__DISPATCH_REQUEST__ARGS_SUBSCRIBE;
-  req.subscribe = &sub;
+  request_init(&r, "subscribe", ARGS(SUBSCRIBE));
+  r.sub.topic_path = "p";
+  r.sub.topic_value = text_value(&r.value, VALUE(JSON_VALUE), "{not json");
 
-  assert_int_equal(roundtrip(*state, &req, &ev, msg, sizeof(msg)), HD_EINVAL);
-  assert_non_null(strstr(msg, "topic_value"));
+  assert_int_equal(decode(*state, &r), HD_EINVAL);
+  assert_non_null(strstr(r.msg, "topic_value"));
 }
 
 static void test_empty_bytes_decode_but_missing_key_is_einval(void **state) {
@@ -523,20 +492,15 @@ static void test_empty_bytes_decode_but_missing_key_is_einval(void **state) {
 }
 
 static void test_truncated_message_is_einval(void **state) {
-  Handlers__V1__DispatchRequest req = HANDLERS__V1__DISPATCH_REQUEST__INIT;
-  Handlers__V1__UpdateArgs up = HANDLERS__V1__UPDATE_ARGS__INIT;
-  Handlers__V1__TopicValue tv = HANDLERS__V1__TOPIC_VALUE__INIT;
+  request r;
   size_t len;
 
-  tv.value_case = HANDLERS__V1__TOPIC_VALUE__VALUE_STRING_VALUE;
-  tv.string_value = "a value long enough to cut";
-  up.topic_path = "some/topic";
-  up.topic_value = &tv;
-  req.key = "key";
-  req.event = "update";
-  req.args_case = HANDLERS__V1__DISPATCH_REQUEST__ARGS_UPDATE;
-  req.update = &up;
-  uint8_t *buf = pack(&req, &len);
+  request_init(&r, "update", ARGS(UPDATE));
+  r.up.topic_path = "some/topic";
+  r.up.topic_value =
+      text_value(&r.value, VALUE(STRING_VALUE), "a value long enough to cut");
+  r.req.key = "key";
+  uint8_t *buf = pack(&r.req, &len);
 
   /* Every cut inside the nested update (field 4, the last one) breaks a
    * length prefix. */

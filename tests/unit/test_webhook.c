@@ -340,6 +340,8 @@ typedef struct hook {
   Handlers__V1__Webhook wh;
   hd_handler *h;
   hd_results *rs;
+  hd_event ev;      /* the event hook_deliver_timed delivers */
+  int64_t start_ms; /* when hook_deliver_timed began (mono_ms) */
 } hook;
 
 static void hook_start(hook *k, const rx_step *steps, int n) {
@@ -355,6 +357,26 @@ static hd_result *hook_deliver(hook *k, const hd_event *ev) {
     k->h = make(&k->wh);
   k->rs = run(k->h, ev);
   return hd_results_at(k->rs, 0);
+}
+
+/* Starts a receiver answering `steps` and delivers the update event to it
+ * once; returns the first result. */
+static hd_result *hook_run(hook *k, const rx_step *steps, int n) {
+  hook_start(k, steps, n);
+  return hook_deliver(k, update_event());
+}
+
+/* Makes the handler (unless the test made it) before the clock starts, then
+ * delivers the update event with a deadline `deadline_ms` from now (none
+ * when 0), noting in k->start_ms when the delivery began. */
+static hd_result *hook_deliver_timed(hook *k, int64_t deadline_ms) {
+  if (k->h == NULL)
+    k->h = make(&k->wh);
+  k->ev = *update_event();
+  if (deadline_ms > 0)
+    k->ev.deadline_ns = real_ns() + deadline_ms * 1000000LL;
+  k->start_ms = mono_ms();
+  return hook_deliver(k, &k->ev);
 }
 
 static void hook_end(hook *k) {
@@ -514,8 +536,7 @@ static void test_json_response_becomes_json_result(void **state) {
   hd_result *res;
 
   (void)state;
-  hook_start(&k, &ok, 1);
-  res = hook_deliver(&k, update_event());
+  res = hook_run(&k, &ok, 1);
   assert_int_equal(res->err, HD_OK);
   assert_int_equal(res->value.type, HD_VALUE_JSON);
   assert_string_equal(res->value.u.bytes.data, body);
@@ -529,8 +550,7 @@ static void test_text_response_becomes_string_result(void **state) {
   hd_result *res;
 
   (void)state;
-  hook_start(&k, &ok, 1);
-  res = hook_deliver(&k, update_event());
+  res = hook_run(&k, &ok, 1);
   assert_int_equal(res->err, HD_OK);
   assert_int_equal(res->value.type, HD_VALUE_STRING);
   assert_string_equal(res->value.u.bytes.data, "hello");
@@ -549,8 +569,7 @@ static void test_large_response_is_truncated(void **state) {
   memset(big, 'x', len);
   big[0] = '"'; /* would start a JSON string: a cut one is not JSON */
   ok.body = big;
-  hook_start(&k, &ok, 1);
-  res = hook_deliver(&k, update_event());
+  res = hook_run(&k, &ok, 1);
   assert_int_equal(res->err, HD_OK);
   assert_int_equal(res->truncated, 1);
   assert_int_equal(res->value.type, HD_VALUE_STRING);
@@ -571,8 +590,7 @@ static void test_server_errors_are_retried_until_success(void **state) {
   hd_result *res;
 
   (void)state;
-  hook_start(&k, steps, 3);
-  res = hook_deliver(&k, update_event());
+  res = hook_run(&k, steps, 3);
   assert_int_equal(res->err, HD_OK);
   assert_int_equal(res->attempts, 3);
   assert_int_equal(res->http_status, 200);
@@ -587,8 +605,7 @@ static void test_not_found_fails_after_one_attempt(void **state) {
   hd_result *res;
 
   (void)state;
-  hook_start(&k, steps, 2);
-  res = hook_deliver(&k, update_event());
+  res = hook_run(&k, steps, 2);
   assert_int_equal(res->err, HD_EHANDLER);
   assert_int_equal(res->grpc_code, 5);
   assert_int_equal(res->http_status, 404);
@@ -605,17 +622,14 @@ static void test_retry_after_is_respected(void **state) {
                                   {.status = 200}};
   hook k;
   hd_result *res;
-  int64_t start;
 
   (void)state;
   hook_start(&k, steps, 2);
-  k.h = make(&k.wh); /* before the clock starts */
-  start = mono_ms();
-  res = hook_deliver(&k, update_event());
+  res = hook_deliver_timed(&k, 0);
   assert_int_equal(res->err, HD_OK);
   assert_int_equal(res->attempts, 2);
   /* The backoff alone would be 10 ms or less. */
-  assert_true(mono_ms() - start >= 950);
+  assert_true(mono_ms() - k.start_ms >= 950);
   hook_end(&k);
 }
 
@@ -624,21 +638,16 @@ static void test_retry_after_beyond_deadline_fails_now(void **state) {
                                   {.status = 200}};
   hook k;
   hd_result *res;
-  hd_event ev = *update_event();
-  int64_t start;
 
   (void)state;
   hook_start(&k, steps, 2);
-  k.h = make(&k.wh); /* before the clock starts */
-  ev.deadline_ns = real_ns() + 2000000000LL;
-  start = mono_ms();
-  res = hook_deliver(&k, &ev);
+  res = hook_deliver_timed(&k, 2000);
   assert_int_equal(res->err, HD_EHANDLER);
   assert_int_equal(res->grpc_code, 14);
   assert_int_equal(res->attempts, 1);
   assert_non_null(strstr(res->message, "HTTP 503 after 1 attempt"));
   assert_non_null(strstr(res->message, "deadline"));
-  assert_true(mono_ms() - start < 1000);
+  assert_true(mono_ms() - k.start_ms < 1000);
   hook_end(&k);
 }
 
@@ -680,23 +689,18 @@ static void test_deadline_bounds_retries(void **state) {
   static const rx_step always = {.status = 500};
   hook k;
   hd_result *res;
-  hd_event ev = *update_event();
-  int64_t start;
 
   (void)state;
   hook_start(&k, &always, 1);
   k.wh.max_attempts = HD_WEBHOOK_MAX_ATTEMPTS;
-  k.h = make(&k.wh); /* before the clock starts */
-  ev.deadline_ns = real_ns() + 500000000LL;
-  start = mono_ms();
-  res = hook_deliver(&k, &ev);
+  res = hook_deliver_timed(&k, 500);
   assert_int_not_equal(res->err, HD_OK);
   assert_int_equal(res->http_status, 500);
   assert_true(res->attempts >= 2);
   assert_true(res->attempts < HD_WEBHOOK_MAX_ATTEMPTS);
   assert_true(res->attempts == rx_count(k.r));
   assert_non_null(strstr(res->message, "deadline"));
-  assert_true(mono_ms() - start <= 700);
+  assert_true(mono_ms() - k.start_ms <= 700);
   hook_end(&k);
 }
 
@@ -704,21 +708,16 @@ static void test_deadline_cuts_a_hanging_attempt(void **state) {
   static const rx_step hang = {.status = 200, .delay_ms = 10000};
   hook k;
   hd_result *res;
-  hd_event ev = *update_event();
-  int64_t start;
 
   (void)state;
   hook_start(&k, &hang, 1);
   k.wh.timeout_ms = 5000;
-  k.h = make(&k.wh); /* before the clock starts */
-  ev.deadline_ns = real_ns() + 300000000LL;
-  start = mono_ms();
-  res = hook_deliver(&k, &ev);
+  res = hook_deliver_timed(&k, 300);
   assert_int_equal(res->err, HD_ETIMEOUT);
   assert_int_equal(res->grpc_code, 4);
   assert_int_equal(res->attempts, 1);
   assert_string_equal(res->message, "deadline exceeded after 1 attempt");
-  assert_true(mono_ms() - start < 1000);
+  assert_true(mono_ms() - k.start_ms < 1000);
   hook_end(&k);
 }
 
@@ -840,42 +839,45 @@ static void test_stop_fails_the_delivery_in_flight(void **state) {
 /* ---- the factory
  * ------------------------------------------------------------------------ */
 
-static void test_factory_refuses_ftp_url(void **state) {
-  Handlers__V1__Webhook wh;
+/* Per-test state of the factory tests: a webhook the factory would accept
+ * (a plain http URL, nothing else set) for the test to spoil. */
+static int factory_setup(void **state) {
+  static Handlers__V1__Webhook wh;
 
-  (void)state;
-  webhook_init(&wh, "ftp://127.0.0.1/x");
-  expect_refused(&wh, "webhook.url: ");
-  expect_refused(&wh, "ftp");
+  webhook_init(&wh, "http://127.0.0.1:9/");
+  *state = &wh;
+  return 0;
+}
+
+static void test_factory_refuses_ftp_url(void **state) {
+  Handlers__V1__Webhook *wh = *state;
+
+  wh->url = "ftp://127.0.0.1/x";
+  expect_refused(wh, "webhook.url: ");
+  expect_refused(wh, "ftp");
 }
 
 static void test_factory_refuses_too_many_attempts(void **state) {
-  Handlers__V1__Webhook wh;
+  Handlers__V1__Webhook *wh = *state;
 
-  (void)state;
-  webhook_init(&wh, "http://127.0.0.1:9/");
-  wh.max_attempts = 50;
-  expect_refused(&wh, "webhook.max_attempts: 50 is over the limit of 20");
+  wh->max_attempts = 50;
+  expect_refused(wh, "webhook.max_attempts: 50 is over the limit of 20");
 }
 
 static void test_factory_refuses_long_timeout(void **state) {
-  Handlers__V1__Webhook wh;
+  Handlers__V1__Webhook *wh = *state;
 
-  (void)state;
-  webhook_init(&wh, "http://127.0.0.1:9/");
-  wh.timeout_ms = 60001;
-  expect_refused(&wh, "webhook.timeout_ms: 60001 is over the limit of 60000");
+  wh->timeout_ms = 60001;
+  expect_refused(wh, "webhook.timeout_ms: 60001 is over the limit of 60000");
 }
 
 static void test_factory_refuses_bad_secret(void **state) {
-  Handlers__V1__Webhook wh;
+  Handlers__V1__Webhook *wh = *state;
 
-  (void)state;
-  webhook_init(&wh, "http://127.0.0.1:9/");
-  wh.secret = "not-a-secret";
-  expect_refused(&wh, "webhook.secret: ");
-  wh.new_secret = 1;
-  expect_refused(&wh, "webhook.new_secret: ");
+  wh->secret = "not-a-secret";
+  expect_refused(wh, "webhook.secret: ");
+  wh->new_secret = 1;
+  expect_refused(wh, "webhook.new_secret: ");
 }
 
 static void test_factory_refuses_reserved_and_malformed_headers(void **state) {
@@ -889,20 +891,18 @@ static void test_factory_refuses_reserved_and_malformed_headers(void **state) {
       {"X-Ok", "a\r\nX-Injected: 1", "control character"},
       {"", "x", "empty header name"},
   };
-  Handlers__V1__Webhook wh;
+  Handlers__V1__Webhook *wh = *state;
   Handlers__V1__Webhook__HeadersEntry e =
       HANDLERS__V1__WEBHOOK__HEADERS_ENTRY__INIT;
   Handlers__V1__Webhook__HeadersEntry *entries[] = {&e};
 
-  (void)state;
-  webhook_init(&wh, "http://127.0.0.1:9/");
-  wh.n_headers = 1;
-  wh.headers = entries;
+  wh->n_headers = 1;
+  wh->headers = entries;
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
     e.key = (char *)cases[i].name;
     e.value = (char *)cases[i].value;
-    expect_refused(&wh, "webhook.headers");
-    expect_refused(&wh, cases[i].want);
+    expect_refused(wh, "webhook.headers");
+    expect_refused(wh, cases[i].want);
   }
 }
 
@@ -923,11 +923,13 @@ int main(void) {
       cmocka_unit_test(test_deadline_cuts_a_hanging_attempt),
       cmocka_unit_test(test_hanging_receiver_does_not_delay_another),
       cmocka_unit_test(test_stop_fails_the_delivery_in_flight),
-      cmocka_unit_test(test_factory_refuses_ftp_url),
-      cmocka_unit_test(test_factory_refuses_too_many_attempts),
-      cmocka_unit_test(test_factory_refuses_long_timeout),
-      cmocka_unit_test(test_factory_refuses_bad_secret),
-      cmocka_unit_test(test_factory_refuses_reserved_and_malformed_headers),
+      cmocka_unit_test_setup(test_factory_refuses_ftp_url, factory_setup),
+      cmocka_unit_test_setup(test_factory_refuses_too_many_attempts,
+                             factory_setup),
+      cmocka_unit_test_setup(test_factory_refuses_long_timeout, factory_setup),
+      cmocka_unit_test_setup(test_factory_refuses_bad_secret, factory_setup),
+      cmocka_unit_test_setup(
+          test_factory_refuses_reserved_and_malformed_headers, factory_setup),
   };
 
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
