@@ -63,18 +63,6 @@ static int setup(void **state) {
   return f->a ? 0 : -1;
 }
 
-static void remove_store_dir(const char *dir) {
-  static const char *const names[] = {"handlerd.db", "handlerd.db-wal",
-                                      "handlerd.db-shm", "handlerd.db-journal"};
-  char path[256];
-
-  for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-    snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
-    unlink(path);
-  }
-  rmdir(dir);
-}
-
 static int teardown(void **state) {
   fixture *f = *state;
 

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "store.h"
+#include "test_util.h"
 
 /* ---- fixtures ------------------------------------------------------------ */
 
@@ -47,17 +48,6 @@ static int setup(void **state) {
   snprintf(f->db, sizeof(f->db), "%s/handlerd.db", f->dir);
   *state = f;
   return 0;
-}
-
-static void remove_store_dir(const char *dir) {
-  static const char *const names[] = {"handlerd.db", "handlerd.db-wal",
-                                      "handlerd.db-shm", "handlerd.db-journal"};
-  char path[256];
-  for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-    snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
-    unlink(path);
-  }
-  rmdir(dir);
 }
 
 static int teardown(void **state) {

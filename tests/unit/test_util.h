@@ -13,6 +13,8 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stddef.h>
+#include <stdio.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -78,6 +80,19 @@ static inline int functions_setup(void **state) {
 static inline int functions_teardown(void **state) {
   hd_functions_free(*state);
   return 0;
+}
+
+/* Removes a store directory made by a test: the SQLite file, its WAL and
+ * journal files, then the directory. */
+static inline void remove_store_dir(const char *dir) {
+  static const char *const names[] = {"handlerd.db", "handlerd.db-wal",
+                                      "handlerd.db-shm", "handlerd.db-journal"};
+  char path[256];
+  for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+    snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+    unlink(path);
+  }
+  rmdir(dir);
 }
 
 #endif
