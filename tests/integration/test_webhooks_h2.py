@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hd_harness  # noqa: E402
 
 grpc, pb, pb_grpc = hd_harness.import_grpc("test_webhooks_h2")
-TIMEOUT = 10.0
+TIMEOUT = 20.0
 NGHTTPD = shutil.which("nghttpd") or "/usr/sbin/nghttpd"
 
 
@@ -88,9 +88,11 @@ class TestWebhooksOverHttp2(unittest.TestCase):
         return pb_grpc.HandlersStub(ch)
 
     def dispatch_to_webhook(self, stub, key, max_attempts=1):
+        # Generous per-attempt time: a slow TLS handshake (e.g. under
+        # valgrind) must not turn into a timeout and a retry.
         stub.AddHandler(pb.AddHandlerRequest(key=key, target=pb.Target(
             webhook=pb.Webhook(url=self.rx.url, max_attempts=max_attempts,
-                               timeout_ms=3000))), timeout=TIMEOUT)
+                               timeout_ms=8000))), timeout=TIMEOUT)
         return stub.Dispatch(pb.DispatchRequest(
             key=key, event="update", update=pb.UpdateArgs(topic_path="a/b")),
             timeout=TIMEOUT).results[0]
