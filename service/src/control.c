@@ -406,6 +406,27 @@ static hd_err persist(hd_control *c, const Handlers__V1__AddHandlerRequest *req,
   return HD_OK;
 }
 
+/* Says which registry limit an HD_EBUSY add ran into. */
+static void limit_message(hd_registry *reg, const char *key, char *msg,
+                          size_t msg_size) {
+  size_t max_keys, max_per_key;
+  hd_handler *set = NULL;
+
+  hd_registry_limits(reg, &max_keys, &max_per_key);
+  if (hd_registry_get(reg, key, &set) == HD_OK) {
+    snprintf(msg, msg_size,
+             "key '%s' already has %zu handlers, the limit "
+             "(--max-handlers-per-key)",
+             key, max_per_key);
+    hd_handler_unref(set);
+  } else {
+    snprintf(msg, msg_size,
+             "%zu keys are registered, the limit (--max-keys): remove one "
+             "first",
+             max_keys);
+  }
+}
+
 static hd_err add(hd_control *c, hd_arena *a,
                   const Handlers__V1__AddHandlerRequest *req, const char *id,
                   int save, Handlers__V1__AddHandlerReply *reply, char *msg,
@@ -451,6 +472,8 @@ static hd_err add(hd_control *c, hd_arena *a,
         if (err == HD_EEXIST)
           snprintf(msg, msg_size, "handler '%s' is already registered",
                    hd_handler_id(h));
+        else if (err == HD_EBUSY)
+          limit_message(c->reg, req->key, msg, msg_size);
       }
       rec = NULL;
     }

@@ -1,12 +1,15 @@
 /*
- * log.c - one-line diagnostics on stderr:
+ * log.c - one-line diagnostics on stderr, as text for a terminal:
  *   2026-11-25T15:21:14.123Z handlerd[1234] INFO message
+ * or as one JSON object per line for a collector:
+ *   {"ts":"2026-11-25T15:21:14.123Z","level":"info","pid":1234,"msg":"message"}
  *
  * The threshold is an atomic so hd_log() can test it on every call without a
  * lock; the line is built in memory first and written with a single call so
  * lines from concurrent threads do not interleave.
  */
 #include "handlerd/handlerd.h"
+#include "utf8.h"
 
 #include <stdatomic.h>
 #include <stdio.h>
@@ -17,6 +20,7 @@
 #include <unistd.h>
 
 static _Atomic int hd_log_threshold = HD_LOG_INFO;
+static _Atomic int hd_log_json;
 
 static const char *const hd_log_names[] = {"ERROR", "WARN", "INFO", "DEBUG"};
 
@@ -29,6 +33,23 @@ void hd_log_set_level(hd_log_level level) {
 hd_log_level hd_log_get_level(void) {
   return (hd_log_level)atomic_load_explicit(&hd_log_threshold,
                                             memory_order_relaxed);
+}
+
+void hd_log_set_format(hd_log_format format) {
+  atomic_store_explicit(&hd_log_json, format == HD_LOG_FORMAT_JSON,
+                        memory_order_relaxed);
+}
+
+hd_err hd_log_format_parse(const char *name, hd_log_format *out) {
+  if (name == NULL || out == NULL)
+    return HD_EINVAL;
+  if (strcasecmp(name, "text") == 0)
+    *out = HD_LOG_FORMAT_TEXT;
+  else if (strcasecmp(name, "json") == 0)
+    *out = HD_LOG_FORMAT_JSON;
+  else
+    return HD_EINVAL;
+  return HD_OK;
 }
 
 hd_err hd_log_level_parse(const char *name, hd_log_level *out) {
@@ -57,12 +78,73 @@ static void write_all(const char *buf, size_t len) {
   }
 }
 
+/* Appends `s` as JSON string content to the buffer at *at; bytes that are
+ * not UTF-8 become U+FFFD so a collector's parser never chokes. Returns 0,
+ * or -1 when `cap` is too small. */
+static int json_escape(char *buf, size_t cap, size_t *at, const char *s,
+                       size_t len) {
+  static const char hex[] = "0123456789abcdef";
+  const unsigned char *u = (const unsigned char *)s;
+  size_t i = 0, o = *at;
+
+  while (i < len) {
+    size_t n = hd_utf8_char_len(u + i, len - i);
+    if (o + 7 > cap)
+      return -1;
+    if (n == 0) { /* not UTF-8 */
+      memcpy(buf + o, "\xef\xbf\xbd", 3);
+      o += 3;
+      i++;
+    } else if (n > 1) {
+      memcpy(buf + o, u + i, n);
+      o += n;
+      i += n;
+    } else if (u[i] == '"' || u[i] == '\\') {
+      buf[o++] = '\\';
+      buf[o++] = (char)u[i++];
+    } else if (u[i] < 0x20 || u[i] == 0x7f) {
+      memcpy(buf + o, "\\u00", 4);
+      buf[o + 4] = hex[u[i] >> 4];
+      buf[o + 5] = hex[u[i] & 15];
+      o += 6;
+      i++;
+    } else {
+      buf[o++] = (char)u[i++];
+    }
+  }
+  *at = o;
+  return 0;
+}
+
+/* Rewrites a formatted text line (header `head` bytes, message after it) as
+ * a JSON object into a new malloc'd buffer; NULL when out of memory. */
+static char *json_line(const char *ts, hd_log_level level, const char *message,
+                       size_t len, size_t *out_len) {
+  static const char *const lower[] = {"error", "warn", "info", "debug"};
+  size_t cap = len * 6 + 128, at;
+  char *buf = malloc(cap);
+
+  if (buf == NULL)
+    return NULL;
+  at = (size_t)snprintf(
+      buf, cap, "{\"ts\":\"%s\",\"level\":\"%s\",\"pid\":%ld,\"msg\":\"", ts,
+      lower[level], (long)getpid());
+  if (json_escape(buf, cap, &at, message, len) != 0) {
+    free(buf);
+    return NULL;
+  }
+  memcpy(buf + at, "\"}\n", 3);
+  *out_len = at + 3;
+  return buf;
+}
+
 void hd_log(hd_log_level level, const char *fmt, ...) {
   char stack[1024];
   char *line = stack;
   size_t cap = sizeof(stack);
   struct timespec ts;
   struct tm tm;
+  char stamp[80];
   int head, body;
   va_list ap;
 
@@ -73,10 +155,11 @@ void hd_log(hd_log_level level, const char *fmt, ...) {
 
   clock_gettime(CLOCK_REALTIME, &ts);
   gmtime_r(&ts.tv_sec, &tm);
-  head = snprintf(
-      line, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ handlerd[%ld] %s ",
-      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-      tm.tm_sec, ts.tv_nsec / 1000000L, (long)getpid(), hd_log_names[level]);
+  snprintf(stamp, sizeof(stamp), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ",
+           tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+           tm.tm_sec, ts.tv_nsec / 1000000L);
+  head = snprintf(line, cap, "%s handlerd[%ld] %s ", stamp, (long)getpid(),
+                  hd_log_names[level]);
   if (head < 0 || (size_t)head >= cap)
     return;
 
@@ -101,6 +184,16 @@ void hd_log(hd_log_level level, const char *fmt, ...) {
     }
   }
 
+  if (atomic_load_explicit(&hd_log_json, memory_order_relaxed)) {
+    size_t json_len;
+    char *json = json_line(stamp, level, line + head, (size_t)body, &json_len);
+    if (json != NULL)
+      write_all(json, json_len);
+    free(json);
+    if (line != stack)
+      free(line);
+    return;
+  }
   /* One event, one line: embedded newlines (e.g. from a client-supplied
    * name) would let a message forge extra log lines. */
   for (char *p = line + head; p < line + head + body; p++) {

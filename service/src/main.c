@@ -1,318 +1,24 @@
 /*
  * handlerd: the daemon. Flags win over HANDLERD_* environment variables,
  * which win over defaults. SIGINT/SIGTERM start a clean shutdown: stop
- * accepting calls, let calls in flight finish (--drain-timeout-ms), free
+ * accepting calls, let calls in flight finish (--drain-timeout), free
  * everything, exit 0.
  */
 #include "control.h"
 #include "handlerd/handlerd.h"
 #include "metrics.h"
+#include "options.h"
 #include "server.h"
 #include "store.h"
 #include "webhook.h"
 
 #include <errno.h>
-#include <getopt.h>
 #include <grpc/grpc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define MAX_PLUGINS 32
-
-typedef struct options {
-  hd_server_config server;
-  const char *ready_file;
-  const char *event_log;
-  const char *plugins[MAX_PLUGINS];
-  int n_plugins;
-  char *plugins_env; /* owned copy of HANDLERD_PLUGINS, split in place */
-  int drain_ms;
-  hd_log_level level;
-  const char *state_dir;
-  const char *metrics_listen;
-  const char *token_file, *tls_cert, *tls_key, *tls_client_ca;
-  hd_webhook_engine_config webhook;
-} options;
-
-static void usage(FILE *to) {
-  fprintf(
-      to,
-      "usage: handlerd [options]\n"
-      "  -l, --listen ADDR          address to serve gRPC on "
-      "(HANDLERD_LISTEN, default 127.0.0.1:50051;\n"
-      "                             port 0 picks a free port)\n"
-      "  -p, --plugin PATH.so       load a plugin (repeatable; "
-      "HANDLERD_PLUGINS, ':'-separated)\n"
-      "      --event-log PATH       file the `log` built-in appends to "
-      "(HANDLERD_EVENT_LOG, default stdout)\n"
-      "      --log-level LEVEL      error|warn|info|debug "
-      "(HANDLERD_LOG_LEVEL, default info)\n"
-      "      --threads N            completion-queue threads "
-      "(HANDLERD_THREADS, default: one per core)\n"
-      "      --max-calls N          calls in flight before "
-      "RESOURCE_EXHAUSTED (HANDLERD_MAX_CALLS, default 10000)\n"
-      "      --max-message-bytes N  largest request accepted "
-      "(HANDLERD_MAX_MESSAGE_BYTES, default 4194304)\n"
-      "      --drain-timeout-ms N   how long shutdown waits for calls in "
-      "flight (HANDLERD_DRAIN_TIMEOUT_MS, default 5000)\n"
-      "  -s, --state-dir DIR        keep registrations in DIR/handlerd.db "
-      "(HANDLERD_STATE_DIR;\n"
-      "                             default: in memory only)\n"
-      "      --webhook-deny-private refuse webhooks to loopback and private "
-      "addresses\n"
-      "                             (HANDLERD_WEBHOOK_DENY_PRIVATE=1)\n"
-      "      --webhook-ca-file PATH verify https webhooks against this PEM "
-      "CA bundle\n"
-      "                             (HANDLERD_WEBHOOK_CA_FILE; default: the "
-      "system's)\n"
-      "      --instance NAME        names this handlerd in CloudEvents "
-      "source (HANDLERD_INSTANCE,\n"
-      "                             default: the host name)\n"
-      "      --token-file PATH      require 'authorization: Bearer <token>' "
-      "on AddHandler,\n"
-      "                             RemoveHandler, ListHandlers "
-      "(HANDLERD_TOKEN_FILE)\n"
-      "      --auth-dispatch        require the token on Dispatch and "
-      "DispatchStream too\n"
-      "                             (HANDLERD_AUTH_DISPATCH=1)\n"
-      "      --tls-cert PATH        serve TLS with this PEM certificate "
-      "chain (HANDLERD_TLS_CERT)\n"
-      "      --tls-key PATH         and this PEM private key "
-      "(HANDLERD_TLS_KEY)\n"
-      "      --tls-client-ca PATH   require client certificates signed "
-      "by this CA (mTLS;\n"
-      "                             HANDLERD_TLS_CLIENT_CA)\n"
-      "      --metrics-listen ADDR  serve Prometheus metrics on "
-      "http://ADDR/metrics\n"
-      "                             (HANDLERD_METRICS_LISTEN, e.g. "
-      "127.0.0.1:9464; default off)\n"
-      "      --ready-file PATH      write the bound address to PATH once "
-      "serving\n"
-      "  -h, --help                 show this help\n"
-      "  -V, --version              show the version\n");
-}
-
-static int parse_int(const char *name, const char *s, int min, int *out) {
-  char *end;
-  errno = 0;
-  long v = strtol(s, &end, 10);
-  if (errno || *end || end == s || v < min || v > 1000000000) {
-    fprintf(stderr, "handlerd: %s: '%s' is not a number >= %d\n", name, s, min);
-    return -1;
-  }
-  *out = (int)v;
-  return 0;
-}
-
-static int from_env(options *o) {
-  const char *v;
-  if ((v = getenv("HANDLERD_LISTEN")) && *v)
-    o->server.listen = v;
-  if ((v = getenv("HANDLERD_TOKEN_FILE")) && *v)
-    o->token_file = v;
-  if ((v = getenv("HANDLERD_AUTH_DISPATCH")) && *v)
-    o->server.auth_dispatch = strcmp(v, "0") != 0 && strcmp(v, "false") != 0;
-  if ((v = getenv("HANDLERD_TLS_CERT")) && *v)
-    o->tls_cert = v;
-  if ((v = getenv("HANDLERD_TLS_KEY")) && *v)
-    o->tls_key = v;
-  if ((v = getenv("HANDLERD_TLS_CLIENT_CA")) && *v)
-    o->tls_client_ca = v;
-  if ((v = getenv("HANDLERD_METRICS_LISTEN")) && *v)
-    o->metrics_listen = v;
-  if ((v = getenv("HANDLERD_STATE_DIR")) && *v)
-    o->state_dir = v;
-  if ((v = getenv("HANDLERD_WEBHOOK_CA_FILE")) && *v)
-    o->webhook.ca_file = v;
-  if ((v = getenv("HANDLERD_INSTANCE")) && *v)
-    o->webhook.instance = v;
-  if ((v = getenv("HANDLERD_WEBHOOK_DENY_PRIVATE")) && *v)
-    o->webhook.deny_private = strcmp(v, "0") != 0 && strcmp(v, "false") != 0;
-  if ((v = getenv("HANDLERD_EVENT_LOG")) && *v)
-    o->event_log = v;
-  if ((v = getenv("HANDLERD_LOG_LEVEL")) && *v &&
-      hd_log_level_parse(v, &o->level) != HD_OK) {
-    fprintf(stderr, "handlerd: HANDLERD_LOG_LEVEL: unknown level '%s'\n", v);
-    return -1;
-  }
-  if ((v = getenv("HANDLERD_THREADS")) && *v &&
-      parse_int("HANDLERD_THREADS", v, 1, &o->server.threads))
-    return -1;
-  if ((v = getenv("HANDLERD_MAX_CALLS")) && *v &&
-      parse_int("HANDLERD_MAX_CALLS", v, 1, &o->server.max_calls))
-    return -1;
-  if ((v = getenv("HANDLERD_MAX_MESSAGE_BYTES")) && *v &&
-      parse_int("HANDLERD_MAX_MESSAGE_BYTES", v, 1024,
-                &o->server.max_message_bytes))
-    return -1;
-  if ((v = getenv("HANDLERD_DRAIN_TIMEOUT_MS")) && *v &&
-      parse_int("HANDLERD_DRAIN_TIMEOUT_MS", v, 0, &o->drain_ms))
-    return -1;
-  if ((v = getenv("HANDLERD_PLUGINS")) && *v) {
-    o->plugins_env = strdup(v);
-    char *save = NULL;
-    for (char *p = strtok_r(o->plugins_env, ":", &save); p;
-         p = strtok_r(NULL, ":", &save)) {
-      if (o->n_plugins == MAX_PLUGINS) {
-        fprintf(stderr, "handlerd: at most %d plugins\n", MAX_PLUGINS);
-        return -1;
-      }
-      o->plugins[o->n_plugins++] = p;
-    }
-  }
-  return 0;
-}
-
-/* Returns 0 to run, 1 to exit 0 (help/version), -1 on a usage error. */
-static int parse_args(int argc, char **argv, options *o) {
-  enum {
-    OPT_EVENT_LOG = 256,
-    OPT_LOG_LEVEL,
-    OPT_THREADS,
-    OPT_MAX_CALLS,
-    OPT_MAX_MSG,
-    OPT_DRAIN,
-    OPT_READY,
-    OPT_DENY_PRIVATE,
-    OPT_INSTANCE,
-    OPT_TOKEN_FILE,
-    OPT_AUTH_DISPATCH,
-    OPT_TLS_CERT,
-    OPT_TLS_KEY,
-    OPT_TLS_CLIENT_CA,
-    OPT_METRICS,
-    OPT_WEBHOOK_CA
-  };
-  static const struct option longopts[] = {
-      {"listen", required_argument, NULL, 'l'},
-      {"plugin", required_argument, NULL, 'p'},
-      {"event-log", required_argument, NULL, OPT_EVENT_LOG},
-      {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
-      {"threads", required_argument, NULL, OPT_THREADS},
-      {"max-calls", required_argument, NULL, OPT_MAX_CALLS},
-      {"max-message-bytes", required_argument, NULL, OPT_MAX_MSG},
-      {"drain-timeout-ms", required_argument, NULL, OPT_DRAIN},
-      {"ready-file", required_argument, NULL, OPT_READY},
-      {"state-dir", required_argument, NULL, 's'},
-      {"webhook-deny-private", no_argument, NULL, OPT_DENY_PRIVATE},
-      {"instance", required_argument, NULL, OPT_INSTANCE},
-      {"token-file", required_argument, NULL, OPT_TOKEN_FILE},
-      {"auth-dispatch", no_argument, NULL, OPT_AUTH_DISPATCH},
-      {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
-      {"tls-key", required_argument, NULL, OPT_TLS_KEY},
-      {"tls-client-ca", required_argument, NULL, OPT_TLS_CLIENT_CA},
-      {"metrics-listen", required_argument, NULL, OPT_METRICS},
-      {"webhook-ca-file", required_argument, NULL, OPT_WEBHOOK_CA},
-      {"help", no_argument, NULL, 'h'},
-      {"version", no_argument, NULL, 'V'},
-      {NULL, 0, NULL, 0}};
-  int opt;
-  int cli_plugins = 0;
-  while ((opt = getopt_long(argc, argv, "l:p:s:hV", longopts, NULL)) != -1) {
-    switch (opt) {
-    case 'l':
-      o->server.listen = optarg;
-      break;
-    case 'p':
-      if (!cli_plugins++)
-        o->n_plugins = 0; /* --plugin replaces HANDLERD_PLUGINS */
-      if (o->n_plugins == MAX_PLUGINS) {
-        fprintf(stderr, "handlerd: at most %d plugins\n", MAX_PLUGINS);
-        return -1;
-      }
-      o->plugins[o->n_plugins++] = optarg;
-      break;
-    case OPT_EVENT_LOG:
-      o->event_log = optarg;
-      break;
-    case OPT_LOG_LEVEL:
-      if (hd_log_level_parse(optarg, &o->level) != HD_OK) {
-        fprintf(stderr, "handlerd: --log-level: unknown level '%s'\n", optarg);
-        return -1;
-      }
-      break;
-    case OPT_THREADS:
-      if (parse_int("--threads", optarg, 1, &o->server.threads))
-        return -1;
-      break;
-    case OPT_MAX_CALLS:
-      if (parse_int("--max-calls", optarg, 1, &o->server.max_calls))
-        return -1;
-      break;
-    case OPT_MAX_MSG:
-      if (parse_int("--max-message-bytes", optarg, 1024,
-                    &o->server.max_message_bytes))
-        return -1;
-      break;
-    case OPT_DRAIN:
-      if (parse_int("--drain-timeout-ms", optarg, 0, &o->drain_ms))
-        return -1;
-      break;
-    case OPT_READY:
-      o->ready_file = optarg;
-      break;
-    case 's':
-      o->state_dir = optarg;
-      break;
-    case OPT_DENY_PRIVATE:
-      o->webhook.deny_private = 1;
-      break;
-    case OPT_INSTANCE:
-      o->webhook.instance = optarg;
-      break;
-    case OPT_TOKEN_FILE:
-      o->token_file = optarg;
-      break;
-    case OPT_AUTH_DISPATCH:
-      o->server.auth_dispatch = 1;
-      break;
-    case OPT_TLS_CERT:
-      o->tls_cert = optarg;
-      break;
-    case OPT_TLS_KEY:
-      o->tls_key = optarg;
-      break;
-    case OPT_TLS_CLIENT_CA:
-      o->tls_client_ca = optarg;
-      break;
-    case OPT_METRICS:
-      o->metrics_listen = optarg;
-      break;
-    case OPT_WEBHOOK_CA:
-      o->webhook.ca_file = optarg;
-      break;
-    case 'h':
-      usage(stdout);
-      return 1;
-    case 'V':
-      printf("handlerd %s\n", HD_VERSION);
-      return 1;
-    default:
-      usage(stderr);
-      return -1;
-    }
-  }
-  if (!o->tls_cert != !o->tls_key) {
-    fprintf(stderr, "handlerd: --tls-cert and --tls-key go together\n");
-    return -1;
-  }
-  if (o->tls_client_ca && !o->tls_cert) {
-    fprintf(stderr, "handlerd: --tls-client-ca needs --tls-cert/--tls-key\n");
-    return -1;
-  }
-  if (o->server.auth_dispatch && !o->token_file) {
-    fprintf(stderr, "handlerd: --auth-dispatch needs --token-file\n");
-    return -1;
-  }
-  if (optind < argc) {
-    fprintf(stderr, "handlerd: unexpected argument '%s'\n", argv[optind]);
-    return -1;
-  }
-  return 0;
-}
 
 /* Reads a whole (small) file; NULL with errno set on failure. */
 static char *read_file(const char *path) {
@@ -363,7 +69,7 @@ static char *read_token(const char *path) {
 }
 
 /* Loads the token and TLS files named by the options into `o->server`. */
-static int load_secrets(options *o, char **owned, size_t n_owned) {
+static int load_secrets(hd_options *o, char **owned, size_t n_owned) {
   struct {
     const char *path;
     const char **dst;
@@ -399,6 +105,10 @@ static int64_t gauge_in_flight(void *ud) {
   return hd_server_calls_in_flight(ud);
 }
 
+static int64_t gauge_webhooks_in_flight(void *ud) {
+  return hd_webhook_engine_in_flight(ud);
+}
+
 /* Writes "host:port" via a rename, so a reader never sees half a line. */
 static int write_ready_file(const char *path, const char *listen, int port) {
   char tmp[4096];
@@ -414,7 +124,7 @@ static int write_ready_file(const char *path, const char *listen, int port) {
   return rename(tmp, path);
 }
 
-static int run(options *o) {
+static int run(hd_options *o) {
   int rc = 1;
   char msg[512] = "";
   hd_registry *reg = NULL;
@@ -464,6 +174,9 @@ static int run(options *o) {
     hd_log(HD_LOG_WARN, "no --state-dir: registrations are kept in memory "
                         "only and are lost on restart");
   }
+  /* After loading: registrations saved under higher limits stay. */
+  hd_registry_set_limits(reg, (size_t)o->max_keys,
+                         (size_t)o->max_handlers_per_key);
   if (load_secrets(o, secrets, 4) != 0)
     goto out;
   if (hd_server_start(&o->server, reg, ctl, &srv, msg, sizeof(msg)) != HD_OK) {
@@ -476,6 +189,9 @@ static int run(options *o) {
                        gauge_keys, reg);
   hd_metrics_set_gauge("handlerd_calls_in_flight", "gRPC calls being served.",
                        gauge_in_flight, srv);
+  hd_metrics_set_gauge("handlerd_webhook_deliveries_in_flight",
+                       "Webhook deliveries submitted and not completed.",
+                       gauge_webhooks_in_flight, engine);
   if (o->metrics_listen) {
     if (hd_metrics_server_start(o->metrics_listen, &metrics, msg,
                                 sizeof(msg)) != HD_OK) {
@@ -496,6 +212,7 @@ static int run(options *o) {
          o->token_file ? (o->server.auth_dispatch ? ", token on every RPC"
                                                   : ", token on control RPCs")
                        : "");
+  hd_options_log_limits(o);
   if (o->ready_file &&
       write_ready_file(o->ready_file, o->server.listen, hd_server_port(srv))) {
     hd_log(HD_LOG_ERROR, "cannot write ready file %s: %s", o->ready_file,
@@ -538,21 +255,15 @@ out:
 }
 
 int main(int argc, char **argv) {
-  options o;
-  memset(&o, 0, sizeof(o));
-  hd_server_config_init(&o.server);
-  hd_webhook_engine_config_init(&o.webhook);
-  o.drain_ms = 5000;
-  o.level = HD_LOG_INFO;
-
-  int pr = from_env(&o);
-  if (pr == 0)
-    pr = parse_args(argc, argv, &o);
+  hd_options o;
+  hd_options_init(&o);
+  int pr = hd_options_parse(&o, argc, argv);
   if (pr != 0) {
-    free(o.plugins_env);
+    hd_options_free(&o);
     return pr > 0 ? 0 : 2;
   }
   hd_log_set_level(o.level);
+  hd_log_set_format(o.log_format);
 
   /* Block the stop signals in every thread; main takes them with sigwait. */
   sigset_t stop;
@@ -565,6 +276,6 @@ int main(int argc, char **argv) {
   grpc_init();
   int rc = run(&o);
   grpc_shutdown();
-  free(o.plugins_env);
+  hd_options_free(&o);
   return rc;
 }

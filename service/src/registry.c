@@ -31,6 +31,7 @@ struct hd_registry {
   struct entry *entries; /* sorted by key (strcmp) */
   size_t count;
   size_t cap;
+  size_t max_keys, max_per_key; /* 0: no cap */
 };
 
 /* Binary search. Returns 1 and the index when found, else 0 and the
@@ -111,11 +112,32 @@ hd_err hd_registry_add(hd_registry *reg, const char *key, hd_handler *h) {
     return HD_EINVAL;
   pthread_rwlock_wrlock(&reg->lock);
   if (find_key(reg, key, &at))
-    err = hd_set_add(reg->entries[at].set, h);
+    err = reg->max_per_key &&
+                  hd_set_size(reg->entries[at].set) >= reg->max_per_key
+              ? HD_EBUSY
+              : hd_set_add(reg->entries[at].set, h);
   else
-    err = insert_key(reg, at, key, h);
+    err = reg->max_keys && reg->count >= reg->max_keys
+              ? HD_EBUSY
+              : insert_key(reg, at, key, h);
   pthread_rwlock_unlock(&reg->lock);
   return err;
+}
+
+void hd_registry_set_limits(hd_registry *reg, size_t max_keys,
+                            size_t max_per_key) {
+  pthread_rwlock_wrlock(&reg->lock);
+  reg->max_keys = max_keys;
+  reg->max_per_key = max_per_key;
+  pthread_rwlock_unlock(&reg->lock);
+}
+
+void hd_registry_limits(hd_registry *reg, size_t *max_keys,
+                        size_t *max_per_key) {
+  pthread_rwlock_rdlock(&reg->lock);
+  *max_keys = reg->max_keys;
+  *max_per_key = reg->max_per_key;
+  pthread_rwlock_unlock(&reg->lock);
 }
 
 /* hd_set_foreach callback: picks the member to remove, with a reference, so

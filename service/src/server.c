@@ -141,6 +141,7 @@ void hd_server_config_init(hd_server_config *cfg) {
   cfg->max_calls = 10000;
   cfg->max_message_bytes = 4 * 1024 * 1024;
   cfg->stream_window = 64;
+  cfg->max_topic_path = HD_TOPIC_PATH_DEFAULT;
 }
 
 /* ---- call lifetime ---- */
@@ -324,6 +325,14 @@ static grpc_status_code start_dispatch(hd_server *srv, hd_arena *a,
     err = hd_proto_to_event(a, req, ev, msg, msg_size);
   if (err != HD_OK)
     return hd_proto_status_of(err);
+  if (ev->topic.path &&
+      strlen(ev->topic.path) > (size_t)srv->cfg.max_topic_path) {
+    snprintf(
+        msg, msg_size,
+        "topic_path is %zu bytes, the limit is %d (--max-topic-path-bytes)",
+        strlen(ev->topic.path), srv->cfg.max_topic_path);
+    return GRPC_STATUS_INVALID_ARGUMENT;
+  }
   if (deadline && deadline <= real_ns()) {
     snprintf(msg, msg_size, "deadline passed before dispatch");
     return GRPC_STATUS_DEADLINE_EXCEEDED;

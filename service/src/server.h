@@ -16,6 +16,7 @@ typedef struct hd_server_config {
   int max_calls;         /* calls in flight before RESOURCE_EXHAUSTED */
   int max_message_bytes; /* largest request accepted */
   int stream_window;     /* stream requests handled ahead of replies */
+  int max_topic_path;    /* bytes; longer is INVALID_ARGUMENT */
   /* Bearer token for the control RPCs (AddHandler, RemoveHandler,
    * ListHandlers); NULL: no authentication. Only a digest is kept. */
   const char *token;

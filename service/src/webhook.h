@@ -20,7 +20,7 @@
  *   - HD_VALUE_JSON (the body text) when the whole body parses as JSON;
  *   - else HD_VALUE_STRING when the body is UTF-8 without NUL bytes;
  *   - else HD_VALUE_BINARY (the bytes).
- * A body over HD_WEBHOOK_MAX_RESPONSE bytes is cut there and truncated=1;
+ * A body over max_response_bytes is cut there (reading stops) and truncated=1;
  * it is never JSON (a cut character at the end is dropped for STRING).
  *
  * Retries: connection errors, timeouts, 408, 429 and 5xx (hd_retry_should),
@@ -34,6 +34,7 @@
  *   connection refused/reset, DNS, TLS  HD_EHANDLER  14 UNAVAILABLE
  *   address refused by the policy       HD_EHANDLER   7 PERMISSION_DENIED
  *   engine shutting down                HD_EHANDLER  14 UNAVAILABLE
+ *   max_in_flight deliveries pending    HD_EBUSY      8 RESOURCE_EXHAUSTED
  *   out of memory                       HD_ENOMEM    13 INTERNAL
  *   final HTTP status ("HTTP 404 after 1 attempt"), err HD_EHANDLER:
  *     400 -> 3 INVALID_ARGUMENT      401 -> 16 UNAUTHENTICATED
@@ -56,7 +57,10 @@
 #define HD_WEBHOOK_DEFAULT_MAX_ATTEMPTS 5
 #define HD_WEBHOOK_MAX_ATTEMPTS 20
 #define HD_WEBHOOK_CACHED_HOSTS 16 /* hosts whose idle connections are kept */
-#define HD_WEBHOOK_MAX_RESPONSE 65536 /* bytes of body kept as the result */
+/* Defaults of the engine's limits (--max-webhook-response-bytes,
+ * --max-webhook-inflight). */
+#define HD_WEBHOOK_DEFAULT_MAX_RESPONSE 65536
+#define HD_WEBHOOK_DEFAULT_MAX_IN_FLIGHT 10000
 
 typedef struct hd_webhook_engine hd_webhook_engine;
 
@@ -69,6 +73,12 @@ typedef struct hd_webhook_engine_config {
   /* PEM CA bundle that https:// webhooks are verified against (a private
    * CA); NULL: the system's (ca-certificates). Copied at start. */
   const char *ca_file;
+  /* Bytes of a response body kept as the result; reading stops there and
+   * the result is marked truncated. Default 64 KiB. */
+  size_t max_response_bytes;
+  /* Deliveries submitted and not yet completed; past it, a new delivery
+   * fails at once with RESOURCE_EXHAUSTED. Default 10000. */
+  int max_in_flight;
 } hd_webhook_engine_config;
 
 void hd_webhook_engine_config_init(hd_webhook_engine_config *cfg);
@@ -81,6 +91,9 @@ hd_err hd_webhook_engine_start(const hd_webhook_engine_config *cfg,
  * ("handlerd is shutting down"), then frees the engine. NULL is fine. Call
  * it after the gRPC server stopped and before the registry is freed. */
 void hd_webhook_engine_stop(hd_webhook_engine *e);
+
+/* Deliveries submitted and not yet completed (a gauge for /metrics). */
+int hd_webhook_engine_in_flight(const hd_webhook_engine *e);
 
 /* The control plane's webhook factory (hd_webhook_factory_fn, `ud` is the
  * engine): validates the webhook (URL, secret, headers, limits) and makes a

@@ -53,7 +53,8 @@
 #define DEFAULT_BACKOFF_MAX_MS 10000
 
 typedef struct delivery {
-  hd_webhook_job job;           /* first: a job pointer is a delivery pointer */
+  hd_webhook_job job; /* first: a job pointer is a delivery pointer */
+  struct hd_webhook_engine *engine; /* set by submit; counts it in flight */
   struct delivery *prev, *next; /* the queue (next only) or the thread's list */
   hd_results *results;          /* allocated up front: completion cannot fail */
   int deny_private;
@@ -67,10 +68,10 @@ typedef struct delivery {
   struct curl_slist *req_headers;
   long attempt_timeout_ms;
   int deadline_cut; /* this attempt's timeout was cut to the deadline */
-  char *resp;       /* response body, at most HD_WEBHOOK_MAX_RESPONSE bytes */
-  size_t resp_len, resp_cap;
-  int truncated;
-  int write_failed;       /* out of memory while storing the body */
+  char *resp;       /* response body, at most max_resp bytes */
+  size_t resp_len, resp_cap, max_resp;
+  int truncated;    /* the body went past max_resp: reading stopped there */
+  int write_failed; /* out of memory while storing the body */
   int64_t retry_after_ms; /* -1: no usable Retry-After */
   int addr_refused;
   char refused_addr[INET6_ADDRSTRLEN];
@@ -79,6 +80,7 @@ typedef struct delivery {
 
 struct hd_webhook_engine {
   atomic_uint refs;
+  atomic_int in_flight; /* submitted, not yet completed */
   hd_webhook_engine_config cfg;
   char *instance; /* cfg.instance points here */
   char *ca_file;  /* cfg.ca_file points here */
@@ -141,6 +143,8 @@ static void complete(delivery *d) {
   r->attempts = d->attempts;
   r->duration_ns = took > 0 ? took : 1;
   d->results = NULL;
+  if (d->engine != NULL)
+    atomic_fetch_sub_explicit(&d->engine->in_flight, 1, memory_order_relaxed);
   d->job.done(rs, d->job.done_data);
   hd_webhook_job_free(&d->job);
 }
@@ -234,20 +238,23 @@ static hd_err set_value(hd_result *r, const char *body, size_t len,
 static size_t on_body(char *data, size_t size, size_t nmemb, void *ud) {
   delivery *d = ud;
   size_t len = size * nmemb;
-  size_t room = HD_WEBHOOK_MAX_RESPONSE - d->resp_len;
+  size_t room = d->max_resp - d->resp_len;
   size_t keep = len < room ? len : room;
 
+  /* Past the limit, stop reading: the rest could be 100 MB the result
+   * would drop anyway. The short return ends the transfer with
+   * CURLE_WRITE_ERROR, which attempt_done() takes as a complete answer. */
   if (keep < len)
-    d->truncated = 1; /* keep reading (and dropping) the rest */
+    d->truncated = 1;
   if (keep == 0)
-    return len;
+    return 0;
   if (d->resp_len + keep + 1 > d->resp_cap) {
     size_t cap = d->resp_cap ? d->resp_cap : 1024;
     char *p;
     while (cap < d->resp_len + keep + 1)
       cap *= 2;
-    if (cap > HD_WEBHOOK_MAX_RESPONSE + 1)
-      cap = HD_WEBHOOK_MAX_RESPONSE + 1;
+    if (cap > d->max_resp + 1)
+      cap = d->max_resp + 1;
     p = realloc(d->resp, cap);
     if (p == NULL) {
       d->write_failed = 1;
@@ -259,7 +266,7 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *ud) {
   memcpy(d->resp + d->resp_len, data, keep);
   d->resp_len += keep;
   d->resp[d->resp_len] = '\0';
-  return len;
+  return keep < len ? 0 : len;
 }
 
 static size_t on_header(char *data, size_t size, size_t nmemb, void *ud) {
@@ -582,6 +589,8 @@ static void attempt_done(hd_webhook_engine *e, delivery *d, CURLcode code) {
   curl_easy_getinfo(d->easy, CURLINFO_RESPONSE_CODE, &status);
   curl_easy_getinfo(d->easy, CURLINFO_OS_ERRNO, &os_errno);
   release_easy(e, d);
+  if (code == CURLE_WRITE_ERROR && d->truncated && !d->write_failed)
+    code = CURLE_OK; /* on_body stopped at the size limit */
   if (code == CURLE_OK && status >= 200 && status < 300) {
     list_unlink(e, d);
     complete_ok(d, status);
@@ -695,6 +704,8 @@ void hd_webhook_engine_config_init(hd_webhook_engine_config *cfg) {
   cfg->max_host_connections = DEFAULT_MAX_HOST_CONNECTIONS;
   cfg->backoff_base_ms = DEFAULT_BACKOFF_BASE_MS;
   cfg->backoff_max_ms = DEFAULT_BACKOFF_MAX_MS;
+  cfg->max_in_flight = HD_WEBHOOK_DEFAULT_MAX_IN_FLIGHT;
+  cfg->max_response_bytes = HD_WEBHOOK_DEFAULT_MAX_RESPONSE;
 }
 
 static void engine_free(hd_webhook_engine *e) {
@@ -719,6 +730,8 @@ hd_err hd_webhook_engine_start(const hd_webhook_engine_config *cfg,
     return HD_ENOMEM;
   atomic_init(&e->refs, 1);
   e->cfg = *cfg;
+  if (e->cfg.max_in_flight <= 0)
+    e->cfg.max_in_flight = HD_WEBHOOK_DEFAULT_MAX_IN_FLIGHT;
   if (e->cfg.max_host_connections <= 0)
     e->cfg.max_host_connections = DEFAULT_MAX_HOST_CONNECTIONS;
   if (e->cfg.backoff_base_ms <= 0)
@@ -814,6 +827,16 @@ void hd_webhook_engine_submit(hd_webhook_engine *e, hd_webhook_job *job) {
   d->start_ns = now;
   d->next_ns = now;
   d->deny_private = e->cfg.deny_private;
+  d->max_resp = e->cfg.max_response_bytes;
+  d->engine = e;
+  if (atomic_fetch_add_explicit(&e->in_flight, 1, memory_order_relaxed) >=
+      e->cfg.max_in_flight) {
+    complete_error(d, HD_EBUSY, 8,
+                   "not sent: %d webhook deliveries in flight, the limit "
+                   "(--max-webhook-inflight)",
+                   e->cfg.max_in_flight);
+    return;
+  }
   if (job->deadline_ns != 0) {
     int64_t left = job->deadline_ns - real_ns();
     d->deadline_ns = now + (left > 0 ? left : 0);
@@ -852,6 +875,10 @@ void hd_webhook_engine_unref(hd_webhook_engine *e) {
     return;
   if (atomic_fetch_sub_explicit(&e->refs, 1, memory_order_acq_rel) == 1)
     engine_free(e);
+}
+
+int hd_webhook_engine_in_flight(const hd_webhook_engine *e) {
+  return atomic_load_explicit(&e->in_flight, memory_order_relaxed);
 }
 
 const hd_webhook_engine_config *

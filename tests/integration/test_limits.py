@@ -65,6 +65,59 @@ class Server:
             self.h.stop()
 
 
+class TestConfiguredLimits(unittest.TestCase):
+    """Each documented limit: past it the caller gets the documented status
+    with a message naming the flag, and nothing is half-done."""
+
+    def add(self, s, key):
+        return s.stub.AddHandler(pb.AddHandlerRequest(
+            key=key, target=pb.Target(local="count")), timeout=TIMEOUT)
+
+    def test_max_keys(self):
+        with Server("--max-keys", "3") as s:
+            for k in ("a", "b", "c"):
+                self.add(s, k)
+            with self.assertRaises(grpc.RpcError) as cm:
+                self.add(s, "d")
+            self.assertEqual(cm.exception.code(),
+                             grpc.StatusCode.RESOURCE_EXHAUSTED)
+            self.assertIn("--max-keys", cm.exception.details())
+            self.add(s, "a")  # an existing key still takes handlers
+            listed = s.stub.ListHandlers(pb.ListHandlersRequest(),
+                                         timeout=TIMEOUT)
+            self.assertEqual(sorted({h.key for h in listed.handlers}),
+                             ["a", "b", "c"])
+
+    def test_max_handlers_per_key(self):
+        with Server("--max-handlers-per-key", "2") as s:
+            self.add(s, "k")
+            self.add(s, "k")
+            with self.assertRaises(grpc.RpcError) as cm:
+                self.add(s, "k")
+            self.assertEqual(cm.exception.code(),
+                             grpc.StatusCode.RESOURCE_EXHAUSTED)
+            self.assertIn("--max-handlers-per-key", cm.exception.details())
+            reply = s.stub.Dispatch(update("k"), timeout=TIMEOUT)
+            self.assertEqual(len(reply.results), 2)
+            self.add(s, "other")
+
+    def test_max_topic_path_bytes(self):
+        with Server("--max-topic-path-bytes", "16") as s:
+            self.add(s, "k")
+            s.stub.Dispatch(update("k", path="p" * 16), timeout=TIMEOUT)
+            with self.assertRaises(grpc.RpcError) as cm:
+                s.stub.Dispatch(update("k", path="p" * 17), timeout=TIMEOUT)
+            self.assertEqual(cm.exception.code(),
+                             grpc.StatusCode.INVALID_ARGUMENT)
+            self.assertIn("topic_path is 17 bytes", cm.exception.details())
+            self.assertIn("--max-topic-path-bytes", cm.exception.details())
+            replies = list(s.stub.DispatchStream(
+                iter([update("k", path="p" * 17), update("k")]),
+                timeout=TIMEOUT))
+            self.assertEqual([r.code for r in replies], [3, 0])
+            self.assertIn("--max-topic-path-bytes", replies[0].message)
+
+
 class TestLimits(unittest.TestCase):
     def test_message_over_limit_is_resource_exhausted(self):
         with Server("--max-message-bytes", "65536") as s:
@@ -128,7 +181,7 @@ class TestLimits(unittest.TestCase):
             self.assertEqual(counts, list(range(1, 2001)))
 
     def test_sigterm_lets_stream_in_flight_finish(self):
-        with Server("--drain-timeout-ms", "5000") as s:
+        with Server("--drain-timeout", "5s") as s:
             gate = threading.Event()
             stream = gated_count_stream(s, gate, update("k"))
             self.assertEqual(next(stream).results[0].value.int64_value, 1)
@@ -142,7 +195,7 @@ class TestLimits(unittest.TestCase):
             self.assertEqual(s.h.proc.wait(TIMEOUT), 0)
 
     def test_sigterm_cancels_calls_after_drain_timeout(self):
-        with Server("--drain-timeout-ms", "300") as s:
+        with Server("--drain-timeout", "300ms") as s:
             gate = threading.Event()
             stream = gated_count_stream(s, gate)
             next(stream)
@@ -172,7 +225,7 @@ class TestShutdownWithPendingWebhooks(unittest.TestCase):
         self.hang.close()
 
     def check(self, start_call):
-        with Server("--drain-timeout-ms", "300") as s:
+        with Server("--drain-timeout", "300ms") as s:
             s.stub.AddHandler(pb.AddHandlerRequest(key="w", target=pb.Target(
                 webhook=pb.Webhook(url=self.url, timeout_ms=30000,
                                    max_attempts=1))), timeout=TIMEOUT)

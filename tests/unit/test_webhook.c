@@ -573,8 +573,9 @@ static void test_large_response_is_truncated(void **state) {
   assert_int_equal(res->err, HD_OK);
   assert_int_equal(res->truncated, 1);
   assert_int_equal(res->value.type, HD_VALUE_STRING);
-  assert_int_equal(res->value.u.bytes.len, HD_WEBHOOK_MAX_RESPONSE);
-  assert_memory_equal(res->value.u.bytes.data, big, HD_WEBHOOK_MAX_RESPONSE);
+  assert_int_equal(res->value.u.bytes.len, HD_WEBHOOK_DEFAULT_MAX_RESPONSE);
+  assert_memory_equal(res->value.u.bytes.data, big,
+                      HD_WEBHOOK_DEFAULT_MAX_RESPONSE);
   hook_end(&k);
   free(big);
 }

@@ -30,7 +30,8 @@ extern "C" {
 /* Limits checked by hd_event validation (bytes). */
 #define HD_KEY_MAX 256
 #define HD_EVENT_NAME_MAX 128
-#define HD_TOPIC_PATH_MAX 1024
+#define HD_TOPIC_PATH_MAX 65536    /* the daemon's default limit is lower: */
+#define HD_TOPIC_PATH_DEFAULT 1024 /* --max-topic-path-bytes */
 #define HD_HANDLER_ID_MAX 32
 
 /* Error codes. Values are stable; HD_ELAST is never returned. */
@@ -66,6 +67,15 @@ void hd_log_set_level(hd_log_level level);
 hd_log_level hd_log_get_level(void);
 /* Parses "error", "warn", "info", "debug". HD_EINVAL when unknown. */
 hd_err hd_log_level_parse(const char *name, hd_log_level *out);
+typedef enum hd_log_format {
+  HD_LOG_FORMAT_TEXT = 0,
+  HD_LOG_FORMAT_JSON
+} hd_log_format;
+/* Text lines (the default) or one JSON object per line:
+ * {"ts":"...Z","level":"info","pid":N,"msg":"..."}. */
+void hd_log_set_format(hd_log_format format);
+/* Parses "text" or "json". HD_EINVAL when unknown. */
+hd_err hd_log_format_parse(const char *name, hd_log_format *out);
 /* Writes one line to stderr when `level` passes the threshold. Thread-safe. */
 void hd_log(hd_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -361,8 +371,15 @@ hd_err hd_registry_new(hd_registry **out);
 /* Frees the registry and drops its references. NULL is fine. */
 void hd_registry_free(hd_registry *reg);
 /* Adds `h` to the set under `key`, creating the key. Takes a reference.
- * HD_EINVAL: bad key. HD_EEXIST: already there. */
+ * HD_EINVAL: bad key. HD_EEXIST: already there. HD_EBUSY: a limit of
+ * hd_registry_set_limits is reached (nothing is added). */
 hd_err hd_registry_add(hd_registry *reg, const char *key, hd_handler *h);
+/* Caps the number of keys and of handlers under one key; 0: no cap (the
+ * default). Existing entries over a new cap stay. */
+void hd_registry_set_limits(hd_registry *reg, size_t max_keys,
+                            size_t max_per_key);
+void hd_registry_limits(hd_registry *reg, size_t *max_keys,
+                        size_t *max_per_key);
 /* Removes handler `id` from `key`; the key goes when its set is empty.
  * HD_ENOKEY: no such key. HD_ENOTFOUND: no such id under the key. */
 hd_err hd_registry_remove(hd_registry *reg, const char *key, const char *id);
