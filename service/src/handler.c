@@ -123,6 +123,7 @@ struct timed_call {
   hd_done_fn *done;
   void *done_data;
   int64_t start_ns;
+  const char *kind;
 };
 
 static void timed_done(hd_results *results, void *data) {
@@ -137,6 +138,8 @@ static void timed_done(hd_results *results, void *data) {
     hd_result *r = hd_results_at(results, i);
     if (r->duration_ns == 0)
       r->duration_ns = elapsed > 0 ? elapsed : 1;
+    if (r->kind == NULL)
+      r->kind = call.kind; /* the innermost (leaf) handler's kind wins */
   }
   call.done(results, call.done_data);
 }
@@ -154,6 +157,7 @@ hd_err hd_handler_handle(hd_handler *h, const hd_event *ev, hd_done_fn *done,
   call->done = done;
   call->done_data = done_data;
   call->start_ns = mono_ns();
+  call->kind = hd_handler_kind(h);
   /* After a successful handle() the completion may already have run and
    * freed `call`: it must not be touched again on that path. */
   err = h->ops->handle(h, ev, timed_done, call);

@@ -15,8 +15,33 @@
 
 static const char *method_names[HD_METRICS_METHODS];
 static atomic_uint_fast64_t calls[HD_METRICS_METHODS][CODES];
-static atomic_uint_fast64_t results[2];
-static atomic_uint_fast64_t webhook_attempts;
+
+/* Label values with a fixed slot each; the last slot takes the rest. */
+static const char *const events[] = {"subscribe", "update", "unsubscribe",
+                                     "close",     "error",  "response",
+                                     "other"};
+#define EVENTS (sizeof(events) / sizeof(events[0]))
+static const char *const kinds[] = {"simple", "webhook", "event-stream", "set",
+                                    "other"};
+#define KINDS (sizeof(kinds) / sizeof(kinds[0]))
+
+/* Upper bounds (seconds) of the latency buckets; +Inf is implicit. */
+static const double bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                                0.01,   0.025,   0.05,   0.1,   0.25,   0.5,
+                                1,      2.5,     5,      10};
+#define BUCKETS (sizeof(bounds) / sizeof(bounds[0]))
+
+typedef struct histogram {
+  atomic_uint_fast64_t bucket[BUCKETS + 1]; /* not cumulative; last: +Inf */
+  atomic_uint_fast64_t count, sum_ns;
+} histogram;
+
+static atomic_uint_fast64_t dispatches[EVENTS][CODES];
+static histogram dispatch_latency;
+static atomic_uint_fast64_t results[KINDS][2];
+static atomic_uint_fast64_t webhook_attempts, webhook_retries;
+static atomic_uint_fast64_t webhook_deliveries[CODES];
+static histogram webhook_latency;
 
 static struct {
   const char *name, *help;
@@ -24,6 +49,28 @@ static struct {
   void *ud;
 } gauges[GAUGES];
 static atomic_int n_gauges;
+
+static void observe(histogram *h, int64_t ns) {
+  double s = (double)ns / 1e9;
+  size_t i = 0;
+  while (i < BUCKETS && s > bounds[i])
+    i++;
+  atomic_fetch_add_explicit(&h->bucket[i], 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&h->count, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&h->sum_ns, (uint_fast64_t)(ns > 0 ? ns : 0),
+                            memory_order_relaxed);
+}
+
+static size_t slot_of(const char *const *names, size_t n, const char *name) {
+  for (size_t i = 0; name != NULL && i + 1 < n; i++)
+    if (strcmp(names[i], name) == 0)
+      return i;
+  return n - 1;
+}
+
+static int code_slot(int code) {
+  return code < 0 || code >= CODES ? 2 /* UNKNOWN */ : code;
+}
 
 void hd_metrics_set_method_name(int i, const char *name) {
   if (i >= 0 && i < HD_METRICS_METHODS)
@@ -33,17 +80,33 @@ void hd_metrics_set_method_name(int i, const char *name) {
 void hd_metrics_call(int method, int code) {
   if (method < 0 || method >= HD_METRICS_METHODS)
     method = HD_METRICS_METHODS - 1;
-  if (code < 0 || code >= CODES)
-    code = 2; /* UNKNOWN */
-  atomic_fetch_add_explicit(&calls[method][code], 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&calls[method][code_slot(code)], 1,
+                            memory_order_relaxed);
 }
 
-void hd_metrics_result(int ok) {
-  atomic_fetch_add_explicit(&results[ok != 0], 1, memory_order_relaxed);
+void hd_metrics_dispatch(const char *event, int code, int64_t duration_ns) {
+  atomic_fetch_add_explicit(
+      &dispatches[slot_of(events, EVENTS, event)][code_slot(code)], 1,
+      memory_order_relaxed);
+  if (duration_ns >= 0)
+    observe(&dispatch_latency, duration_ns);
 }
 
-void hd_metrics_webhook_attempt(void) {
+void hd_metrics_result(const char *kind, int ok) {
+  atomic_fetch_add_explicit(&results[slot_of(kinds, KINDS, kind)][ok != 0], 1,
+                            memory_order_relaxed);
+}
+
+void hd_metrics_webhook_attempt(int retry) {
   atomic_fetch_add_explicit(&webhook_attempts, 1, memory_order_relaxed);
+  if (retry)
+    atomic_fetch_add_explicit(&webhook_retries, 1, memory_order_relaxed);
+}
+
+void hd_metrics_webhook_delivery(int code, int64_t duration_ns) {
+  atomic_fetch_add_explicit(&webhook_deliveries[code_slot(code)], 1,
+                            memory_order_relaxed);
+  observe(&webhook_latency, duration_ns);
 }
 
 void hd_metrics_set_gauge(const char *name, const char *help, hd_gauge_fn *fn,
@@ -64,12 +127,37 @@ void hd_metrics_set_gauge(const char *name, const char *help, hd_gauge_fn *fn,
   atomic_store(&n_gauges, i + 1);
 }
 
+static void render_histogram(FILE *f, const char *name, const char *help,
+                             histogram *h) {
+  uint_fast64_t cumulative = 0;
+  fprintf(f, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+  for (size_t i = 0; i <= BUCKETS; i++) {
+    cumulative += atomic_load_explicit(&h->bucket[i], memory_order_relaxed);
+    if (i < BUCKETS)
+      fprintf(f, "%s_bucket{le=\"%g\"} %llu\n", name, bounds[i],
+              (unsigned long long)cumulative);
+    else
+      fprintf(f, "%s_bucket{le=\"+Inf\"} %llu\n", name,
+              (unsigned long long)cumulative);
+  }
+  /* Read after the buckets: a concurrent observation can make count lag
+   * +Inf by one for a scrape, never lead it. */
+  fprintf(f, "%s_sum %.9f\n%s_count %llu\n", name,
+          (double)atomic_load(&h->sum_ns) / 1e9, name,
+          (unsigned long long)cumulative);
+}
+
 char *hd_metrics_render(void) {
   char *buf = NULL;
   size_t len = 0;
   FILE *f = open_memstream(&buf, &len);
   if (!f)
     return NULL;
+  fprintf(f,
+          "# HELP handlerd_build_info The running version.\n"
+          "# TYPE handlerd_build_info gauge\n"
+          "handlerd_build_info{version=\"%s\"} 1\n",
+          HD_VERSION);
   fprintf(f, "# HELP handlerd_grpc_calls_total gRPC calls handled, by method "
              "and status.\n# TYPE handlerd_grpc_calls_total counter\n");
   for (int m = 0; m < HD_METRICS_METHODS; m++)
@@ -82,19 +170,54 @@ char *hd_metrics_render(void) {
                 method_names[m] ? method_names[m] : "unknown",
                 hd_grpc_status_name(c), (unsigned long long)v);
     }
-  fprintf(f,
-          "# HELP handlerd_handler_results_total Handler results returned by "
-          "dispatches.\n# TYPE handlerd_handler_results_total counter\n"
-          "handlerd_handler_results_total{ok=\"true\"} %llu\n"
-          "handlerd_handler_results_total{ok=\"false\"} %llu\n",
-          (unsigned long long)atomic_load(&results[1]),
-          (unsigned long long)atomic_load(&results[0]));
+  fprintf(f, "# HELP handlerd_dispatches_total Events dispatched, by event "
+             "and status (a stream's items one by one).\n"
+             "# TYPE handlerd_dispatches_total counter\n");
+  for (size_t e = 0; e < EVENTS; e++)
+    for (int c = 0; c < CODES; c++) {
+      uint_fast64_t v =
+          atomic_load_explicit(&dispatches[e][c], memory_order_relaxed);
+      if (v)
+        fprintf(f, "handlerd_dispatches_total{event=\"%s\",code=\"%s\"} %llu\n",
+                events[e], hd_grpc_status_name(c), (unsigned long long)v);
+    }
+  render_histogram(f, "handlerd_dispatch_duration_seconds",
+                   "Time from a dispatch's start to its last handler result.",
+                   &dispatch_latency);
+  fprintf(f, "# HELP handlerd_handler_results_total Handler results, by "
+             "handler kind and outcome.\n"
+             "# TYPE handlerd_handler_results_total counter\n");
+  for (size_t k = 0; k < KINDS; k++)
+    for (int ok = 1; ok >= 0; ok--)
+      fprintf(f,
+              "handlerd_handler_results_total{kind=\"%s\",outcome=\"%s\"} "
+              "%llu\n",
+              kinds[k], ok ? "ok" : "error",
+              (unsigned long long)atomic_load(&results[k][ok]));
   fprintf(f,
           "# HELP handlerd_webhook_attempts_total HTTP requests sent to "
           "webhooks, retries included.\n"
           "# TYPE handlerd_webhook_attempts_total counter\n"
-          "handlerd_webhook_attempts_total %llu\n",
-          (unsigned long long)atomic_load(&webhook_attempts));
+          "handlerd_webhook_attempts_total %llu\n"
+          "# HELP handlerd_webhook_retries_total Webhook attempts that were "
+          "retries.\n"
+          "# TYPE handlerd_webhook_retries_total counter\n"
+          "handlerd_webhook_retries_total %llu\n",
+          (unsigned long long)atomic_load(&webhook_attempts),
+          (unsigned long long)atomic_load(&webhook_retries));
+  fprintf(f, "# HELP handlerd_webhook_deliveries_total Webhook deliveries "
+             "completed, by the status code of their result.\n"
+             "# TYPE handlerd_webhook_deliveries_total counter\n");
+  for (int c = 0; c < CODES; c++) {
+    uint_fast64_t v = atomic_load(&webhook_deliveries[c]);
+    if (v || c == 0)
+      fprintf(f, "handlerd_webhook_deliveries_total{code=\"%s\"} %llu\n",
+              hd_grpc_status_name(c), (unsigned long long)v);
+  }
+  render_histogram(f, "handlerd_webhook_delivery_duration_seconds",
+                   "Time from submission to the delivery's result, retries "
+                   "included.",
+                   &webhook_latency);
   int n = atomic_load(&n_gauges);
   for (int i = 0; i < n; i++)
     fprintf(f, "# HELP %s %s\n# TYPE %s gauge\n%s %lld\n", gauges[i].name,

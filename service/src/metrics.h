@@ -16,10 +16,15 @@
 void hd_metrics_set_method_name(int i, const char *name);
 /* One gRPC call of method slot `method` ended with status `code` (0..16). */
 void hd_metrics_call(int method, int code);
-/* One handler result of a dispatch. */
-void hd_metrics_result(int ok);
-/* One webhook attempt made (HTTP request sent). */
-void hd_metrics_webhook_attempt(void);
+/* One dispatched event (`event`: its name; a unary call or one stream item)
+ * ended with status `code`; `duration_ns` < 0 when it never ran. */
+void hd_metrics_dispatch(const char *event, int code, int64_t duration_ns);
+/* One handler result of a dispatch; `kind` is hd_result.kind. */
+void hd_metrics_result(const char *kind, int ok);
+/* One webhook attempt made (HTTP request sent); `retry`: not the first. */
+void hd_metrics_webhook_attempt(int retry);
+/* One webhook delivery completed with result code `code` (0: ok). */
+void hd_metrics_webhook_delivery(int code, int64_t duration_ns);
 
 /* A gauge read when /metrics is scraped. */
 typedef int64_t hd_gauge_fn(void *ud);

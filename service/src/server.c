@@ -62,6 +62,7 @@ typedef struct stream_item {
   uint64_t seq;
   hd_arena *arena;
   hd_event ev;
+  int64_t start_ns; /* CLOCK_MONOTONIC, for the latency metric */
   int ready;
   grpc_byte_buffer *reply;
 } stream_item;
@@ -73,7 +74,8 @@ struct call {
   grpc_call_details details;
   grpc_metadata_array md;
   method m;
-  size_t m_index; /* into methods[] when m != M_UNKNOWN */
+  size_t m_index;   /* into methods[] when m != M_UNKNOWN */
+  int64_t start_ns; /* CLOCK_MONOTONIC when a unary dispatch started */
   atomic_int refs;
   int counted; /* included in srv->in_flight */
   int md_sent;
@@ -292,14 +294,19 @@ static int64_t deadline_ns(const call *c) {
 
 /* ---- unary methods ---- */
 
-static void count_results(const hd_results *rs) {
-  for (size_t i = 0, n = hd_results_count(rs); i < n; i++)
-    hd_metrics_result(hd_results_at(rs, i)->err == HD_OK);
+/* Metrics for a dispatch that ran: its results and latency. */
+static void count_dispatch(const hd_event *ev, const hd_results *rs,
+                           int64_t start_ns) {
+  for (size_t i = 0, n = hd_results_count(rs); i < n; i++) {
+    const hd_result *r = hd_results_at(rs, i);
+    hd_metrics_result(r->kind, r->err == HD_OK);
+  }
+  hd_metrics_dispatch(ev->name, GRPC_STATUS_OK, mono_ns() - start_ns);
 }
 
 static void dispatch_done(hd_results *rs, void *ud) {
   call *c = ud;
-  count_results(rs);
+  count_dispatch(&c->ev, rs, c->start_ns);
   Handlers__V1__DispatchReply reply = HANDLERS__V1__DISPATCH_REPLY__INIT;
   if (hd_proto_from_results(c->arena, rs, &reply.results, &reply.n_results) !=
       HD_OK)
@@ -349,10 +356,12 @@ static grpc_status_code start_dispatch(hd_server *srv, hd_arena *a,
 static void handle_dispatch(call *c, grpc_slice body) {
   char msg[MSG_MAX];
   call_ref(c); /* held by the dispatch until dispatch_done */
+  c->start_ns = mono_ns();
   grpc_status_code st =
       start_dispatch(c->srv, c->arena, body, deadline_ns(c), &c->ev,
                      dispatch_done, c, msg, sizeof(msg));
   if (st != GRPC_STATUS_OK) {
+    hd_metrics_dispatch(c->ev.name, st, -1);
     finish_status(c, st, "%s", msg);
     call_unref(c);
   }
@@ -721,7 +730,7 @@ static void on_stream_sent(void *owner, int ok) {
 static void stream_dispatch_done(hd_results *rs, void *ud) {
   stream_item *it = ud;
   call *c = it->c;
-  count_results(rs);
+  count_dispatch(&it->ev, rs, it->start_ns);
   item_set_reply(it, GRPC_STATUS_OK, NULL, rs);
   hd_results_free(rs);
   pthread_mutex_lock(&c->lock);
@@ -775,10 +784,13 @@ static void on_stream_recv(void *owner, int ok) {
   /* Outside the lock: a local handler completes before this returns. */
   char msg[MSG_MAX];
   call_ref(c);
+  it->start_ns = mono_ns();
   grpc_status_code st =
       start_dispatch(c->srv, it->arena, body, deadline_ns(c), &it->ev,
                      stream_dispatch_done, it, msg, sizeof(msg));
   grpc_slice_unref(body);
+  if (st != GRPC_STATUS_OK)
+    hd_metrics_dispatch(it->ev.name, st, -1);
   pthread_mutex_lock(&c->lock);
   if (st != GRPC_STATUS_OK) {
     call_unref(c); /* the dispatch never started: refs stay > 0 (recv) */

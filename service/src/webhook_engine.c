@@ -142,6 +142,8 @@ static void complete(delivery *d) {
   memcpy(r->handler_id, d->job.handler_id, sizeof(r->handler_id));
   r->attempts = d->attempts;
   r->duration_ns = took > 0 ? took : 1;
+  hd_metrics_webhook_delivery(r->err == HD_OK ? 0 : r->grpc_code,
+                              r->duration_ns);
   d->results = NULL;
   if (d->engine != NULL)
     atomic_fetch_sub_explicit(&d->engine->in_flight, 1, memory_order_relaxed);
@@ -576,8 +578,8 @@ static void attempt_start(hd_webhook_engine *e, delivery *d, int64_t now) {
     complete_error(d, HD_EIO, 13, "cannot start a transfer (libcurl setup)");
     return;
   }
+  hd_metrics_webhook_attempt(d->attempts > 0);
   d->attempts++;
-  hd_metrics_webhook_attempt();
 }
 
 /* An attempt ended: complete the job or schedule its next attempt. */

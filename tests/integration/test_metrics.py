@@ -26,13 +26,37 @@ def free_port():
         return s.getsockname()[1]
 
 
+SAMPLE = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*'
+                    r'(\{([a-zA-Z_][a-zA-Z0-9_]*="[^"\\\n]*",?)*\})?'
+                    r' [-+]?([0-9.]+([eE][-+]?[0-9]+)?|Inf|NaN)$')
+
+
 def parse(text):
-    """{'name{labels}': value} for every sample line."""
+    """{'name{labels}': value} for every sample line. Every line must be a
+    HELP/TYPE comment or a well-formed sample, and (when Debian's
+    python3-prometheus-client is there) the official parser must accept the
+    whole text."""
     out = {}
     for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            out[name] = float(value)
+        if line.startswith("# HELP ") or line.startswith("# TYPE "):
+            continue
+        if not SAMPLE.match(line):
+            raise AssertionError("malformed metrics line: %r" % line)
+        name, value = line.rsplit(" ", 1)
+        out[name] = float(value)
+    try:
+        from prometheus_client.parser import text_string_to_metric_families
+    except ImportError:
+        return out
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    for want, kind in (("handlerd_dispatch_duration_seconds", "histogram"),
+                       ("handlerd_webhook_delivery_duration_seconds",
+                        "histogram"),
+                       ("handlerd_dispatches", "counter"),
+                       ("handlerd_build_info", "gauge")):
+        if families.get(want) is None or families[want].type != kind:
+            raise AssertionError("no %s %s in %s" % (kind, want,
+                                                     sorted(families)))
     return out
 
 
@@ -80,11 +104,58 @@ class TestMetrics(unittest.TestCase):
         self.assertEqual(delta(ok % ("Dispatch", "OK")), 3)
         self.assertEqual(delta(ok % ("Dispatch", "NOT_FOUND")), 1)
         self.assertEqual(delta(ok % ("AddHandler", "OK")), 2)
-        self.assertEqual(delta('handlerd_handler_results_total{ok="true"}'), 6)
+        self.assertEqual(delta('handlerd_handler_results_total'
+                               '{kind="simple",outcome="ok"}'), 6)
+        self.assertEqual(delta('handlerd_dispatches_total'
+                               '{event="update",code="OK"}'), 3)
+        self.assertEqual(delta('handlerd_dispatches_total'
+                               '{event="other",code="NOT_FOUND"}'), 1)
+        self.assertEqual(delta('handlerd_dispatch_duration_seconds_count'), 3)
+        self.assertEqual(
+            delta('handlerd_dispatch_duration_seconds_bucket{le="+Inf"}'), 3)
+        self.assertIn('handlerd_build_info{version="%s"}' % self.version(),
+                      after)
+        self.assertIn("handlerd_webhook_deliveries_in_flight", after)
         self.assertEqual(after["handlerd_handlers"],
                          before.get("handlerd_handlers", 0) + 2)
         self.assertGreaterEqual(after["handlerd_keys"], 1)
         self.assertIn("handlerd_calls_in_flight", after)
+
+    def version(self):
+        import subprocess
+        out = subprocess.run([hd_harness.require_env("HANDLERD_BIN"),
+                              "--version"], capture_output=True, text=True)
+        return out.stdout.split()[1]
+
+    def test_webhook_outcomes_and_latency(self):
+        """A webhook to a closed port: an attempt, a retry, a failed
+        delivery counted by its code, and the delivery latency observed."""
+        before = self.scrape()
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            dead = s.getsockname()[1]  # closed when the block ends
+        self.stub.AddHandler(pb.AddHandlerRequest(
+            key="w", target=pb.Target(webhook=pb.Webhook(
+                url="http://127.0.0.1:%d/" % dead, max_attempts=2,
+                timeout_ms=500))), timeout=TIMEOUT)
+        reply = self.stub.Dispatch(pb.DispatchRequest(
+            key="w", event="update", update=pb.UpdateArgs(topic_path="a")),
+            timeout=TIMEOUT)
+        self.assertFalse(reply.results[0].ok)
+        after = self.scrape()
+
+        def delta(name):
+            return after.get(name, 0) - before.get(name, 0)
+
+        self.assertEqual(delta("handlerd_webhook_attempts_total"), 2)
+        self.assertEqual(delta("handlerd_webhook_retries_total"), 1)
+        self.assertEqual(delta('handlerd_webhook_deliveries_total'
+                               '{code="UNAVAILABLE"}'), 1)
+        self.assertEqual(
+            delta("handlerd_webhook_delivery_duration_seconds_count"), 1)
+        self.assertEqual(delta('handlerd_handler_results_total'
+                               '{kind="webhook",outcome="error"}'), 1)
+        self.assertEqual(after["handlerd_webhook_deliveries_in_flight"], 0)
 
     def test_other_paths_are_404(self):
         with self.assertRaises(urllib.error.HTTPError) as cm:

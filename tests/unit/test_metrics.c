@@ -48,6 +48,12 @@ static long long current(const char *series) {
   return v;
 }
 
+/* current(), with an absent series (a counter not yet rendered) as 0. */
+static long long current_or_zero(const char *series) {
+  long long v = current(series);
+  return v < 0 ? 0 : v;
+}
+
 static int count_occurrences(const char *text, const char *needle) {
   int n = 0;
 
@@ -132,32 +138,75 @@ static void test_unnamed_slot_renders_as_unknown(void **state) {
   free(text);
 }
 
-static void test_results_are_counted_by_ok(void **state) {
+static void test_results_are_counted_by_kind_and_outcome(void **state) {
   (void)state;
-  const char *ok = "handlerd_handler_results_total{ok=\"true\"}";
-  const char *failed = "handlerd_handler_results_total{ok=\"false\"}";
-  long long ok0 = current(ok), failed0 = current(failed);
+  const char *ok =
+      "handlerd_handler_results_total{kind=\"webhook\",outcome=\"ok\"}";
+  const char *failed =
+      "handlerd_handler_results_total{kind=\"webhook\",outcome=\"error\"}";
+  const char *other =
+      "handlerd_handler_results_total{kind=\"other\",outcome=\"ok\"}";
+  long long ok0 = current(ok), failed0 = current(failed),
+            other0 = current(other);
 
-  /* Both lines are always there, zero included. */
-  assert_true(ok0 >= 0);
-  assert_true(failed0 >= 0);
-  hd_metrics_result(1);
-  hd_metrics_result(1);
-  hd_metrics_result(42); /* any non-zero is ok */
-  hd_metrics_result(0);
-  assert_int_equal(current(ok), ok0 + 3);
+  /* Every kind's lines are always there, zero included. */
+  assert_true(ok0 >= 0 && failed0 >= 0 && other0 >= 0);
+  hd_metrics_result("webhook", 1);
+  hd_metrics_result("webhook", 42); /* any non-zero is ok */
+  hd_metrics_result("webhook", 0);
+  hd_metrics_result("brand-new-kind", 1);
+  hd_metrics_result(NULL, 1);
+  assert_int_equal(current(ok), ok0 + 2);
   assert_int_equal(current(failed), failed0 + 1);
+  assert_int_equal(current(other), other0 + 2);
 }
 
-static void test_webhook_attempts_are_counted(void **state) {
+static void test_dispatches_by_event_and_code_with_latency(void **state) {
   (void)state;
-  const char *series = "handlerd_webhook_attempts_total";
-  long long before = current(series);
+  const char *upd = "handlerd_dispatches_total{event=\"update\",code=\"OK\"}";
+  const char *bad =
+      "handlerd_dispatches_total{event=\"other\",code=\"INVALID_ARGUMENT\"}";
+  const char *le1ms = "handlerd_dispatch_duration_seconds_bucket{le=\"0.001\"}";
+  const char *inf = "handlerd_dispatch_duration_seconds_bucket{le=\"+Inf\"}";
+  const char *count = "handlerd_dispatch_duration_seconds_count";
+  long long upd0 = current_or_zero(upd), bad0 = current_or_zero(bad);
+  long long le0 = current(le1ms), inf0 = current(inf), count0 = current(count);
 
-  assert_true(before >= 0);
-  for (int i = 0; i < 5; i++)
-    hd_metrics_webhook_attempt();
-  assert_int_equal(current(series), before + 5);
+  hd_metrics_dispatch("update", 0, 500000);     /* 0.5 ms */
+  hd_metrics_dispatch("update", 0, 2000000000); /* 2 s */
+  hd_metrics_dispatch("made-up", 3, -1);        /* never ran: no latency */
+  assert_int_equal(current(upd), upd0 + 2);
+  assert_int_equal(current(bad), bad0 + 1);
+  assert_int_equal(current(le1ms), le0 + 1);
+  assert_int_equal(current(inf), inf0 + 2);
+  assert_int_equal(current(count), count0 + 2);
+}
+
+static void test_webhook_attempts_retries_and_deliveries(void **state) {
+  (void)state;
+  const char *attempts = "handlerd_webhook_attempts_total";
+  const char *retries = "handlerd_webhook_retries_total";
+  const char *timeouts =
+      "handlerd_webhook_deliveries_total{code=\"DEADLINE_EXCEEDED\"}";
+  const char *count = "handlerd_webhook_delivery_duration_seconds_count";
+  long long a0 = current(attempts), r0 = current(retries),
+            t0 = current_or_zero(timeouts), c0 = current(count);
+
+  assert_true(a0 >= 0 && r0 >= 0);
+  hd_metrics_webhook_attempt(0);
+  for (int i = 0; i < 4; i++)
+    hd_metrics_webhook_attempt(1);
+  hd_metrics_webhook_delivery(4, 1000000);
+  assert_int_equal(current(attempts), a0 + 5);
+  assert_int_equal(current(retries), r0 + 4);
+  assert_int_equal(current(timeouts), t0 + 1);
+  assert_int_equal(current(count), c0 + 1);
+}
+
+static void test_build_info(void **state) {
+  (void)state;
+  assert_int_equal(current("handlerd_build_info{version=\"" HD_VERSION "\"}"),
+                   1);
 }
 
 /* ---- gauges ----------------------------------------------------------------
@@ -384,8 +433,10 @@ int main(void) {
       cmocka_unit_test(test_calls_are_counted_by_method_name_and_code),
       cmocka_unit_test(test_out_of_range_method_and_code_go_to_unknown),
       cmocka_unit_test(test_unnamed_slot_renders_as_unknown),
-      cmocka_unit_test(test_results_are_counted_by_ok),
-      cmocka_unit_test(test_webhook_attempts_are_counted),
+      cmocka_unit_test(test_results_are_counted_by_kind_and_outcome),
+      cmocka_unit_test(test_dispatches_by_event_and_code_with_latency),
+      cmocka_unit_test(test_build_info),
+      cmocka_unit_test(test_webhook_attempts_retries_and_deliveries),
       cmocka_unit_test(test_gauge_renders_its_callbacks_value),
       cmocka_unit_test(test_reregistering_a_gauge_replaces_its_callback),
       cmocka_unit_test(test_server_serves_metrics_and_404_elsewhere),

@@ -224,6 +224,9 @@ typedef struct hd_result {
   int http_status; /* webhooks: last HTTP status, 0 otherwise */
   int attempts;    /* webhooks: attempts made, 0 otherwise */
   int truncated;   /* value was cut to the size limit */
+  /* Kind of the handler that produced it ("simple", "webhook", ...); a
+   * static string set by hd_handler_handle() when the kind left it NULL. */
+  const char *kind;
 } hd_result;
 
 /* Setters for a function's `out` result. They copy their arguments.
