@@ -5,6 +5,7 @@
  *   cmd_admin.c    - health, list, add, remove;
  *   cmd_dispatch.c - dispatch (one event from flags);
  *   cmd_stream.c   - stream (newline-delimited JSON events from stdin);
+ *   cmd_stats.c    - stats (GetStats as a table or JSON);
  *   values.c  - parsing of value types, enums, base64 and string helpers;
  *   output.c  - aligned tables and JSON documents.
  */
@@ -177,6 +178,6 @@ const char *hcli_kind_name(hc_handler_kind k);
 /* ---- subcommands -------------------------------------------------------- */
 
 extern const hcli_command hcli_cmd_health, hcli_cmd_list, hcli_cmd_add,
-    hcli_cmd_remove, hcli_cmd_dispatch, hcli_cmd_stream;
+    hcli_cmd_remove, hcli_cmd_dispatch, hcli_cmd_stream, hcli_cmd_stats;
 
 #endif

@@ -21,8 +21,8 @@
 #define DEFAULT_ADDR "127.0.0.1:50051"
 
 static const hcli_command *const commands[] = {
-    &hcli_cmd_health, &hcli_cmd_list,     &hcli_cmd_add,
-    &hcli_cmd_remove, &hcli_cmd_dispatch, &hcli_cmd_stream};
+    &hcli_cmd_health,   &hcli_cmd_list,   &hcli_cmd_add,  &hcli_cmd_remove,
+    &hcli_cmd_dispatch, &hcli_cmd_stream, &hcli_cmd_stats};
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
 enum {

@@ -726,6 +726,79 @@ hc_err hc_list_handlers(hc_conn *c, const char *key, int deadline_ms,
   return HC_OK;
 }
 
+/* ---- stats ---- */
+
+void hc_stats_free(hc_stats *s) {
+  if (s == NULL)
+    return;
+  for (size_t i = 0; i < s->count; i++) {
+    free(s->items[i].name);
+    free(s->items[i].labels);
+  }
+  free(s->items);
+  free(s);
+}
+
+static int cmp_label(const void *a, const void *b) {
+  const Handlers__V1__StatsSample__LabelsEntry *x = *(void *const *)a;
+  const Handlers__V1__StatsSample__LabelsEntry *y = *(void *const *)b;
+  return strcmp(x->key, y->key);
+}
+
+/* 'k="v",k2="v2"' in key order (a map has no order on the wire). */
+static char *labels_text(Handlers__V1__StatsSample *sm) {
+  size_t len = 1;
+  qsort(sm->labels, sm->n_labels, sizeof(*sm->labels), cmp_label);
+  for (size_t i = 0; i < sm->n_labels; i++)
+    len += strlen(sm->labels[i]->key) + strlen(sm->labels[i]->value) + 4;
+  char *out = malloc(len), *p = out;
+  if (out == NULL)
+    return NULL;
+  *p = '\0';
+  for (size_t i = 0; i < sm->n_labels; i++)
+    p += sprintf(p, "%s%s=\"%s\"", i ? "," : "", sm->labels[i]->key,
+                 sm->labels[i]->value);
+  return out;
+}
+
+hc_err hc_get_stats(hc_conn *c, int deadline_ms, hc_stats **out,
+                    hc_status *st) {
+  if (out != NULL)
+    *out = NULL;
+  if (c == NULL || out == NULL)
+    return local_error(st, HC_EINVAL);
+  Handlers__V1__GetStatsRequest req = HANDLERS__V1__GET_STATS_REQUEST__INIT;
+  Handlers__V1__GetStatsReply *reply = NULL;
+  hc_err err = call_pb(c, HC_METHOD_STATS, &req.base,
+                       &handlers__v1__get_stats_reply__descriptor, deadline_ms,
+                       (ProtobufCMessage **)&reply, st);
+  if (err != HC_OK)
+    return err;
+  hc_stats *s = calloc(1, sizeof *s);
+  if (s != NULL && reply->n_samples > 0 &&
+      (s->items = calloc(reply->n_samples, sizeof *s->items)) == NULL) {
+    free(s);
+    s = NULL;
+  }
+  err = s == NULL ? HC_ENOMEM : HC_OK;
+  for (size_t i = 0; err == HC_OK && i < reply->n_samples; i++) {
+    hc_stat *x = &s->items[i];
+    s->count = i + 1;
+    x->name = strdup(reply->samples[i]->name);
+    x->labels = labels_text(reply->samples[i]);
+    x->value = reply->samples[i]->value;
+    if (x->name == NULL || x->labels == NULL)
+      err = HC_ENOMEM;
+  }
+  handlers__v1__get_stats_reply__free_unpacked(reply, NULL);
+  if (err != HC_OK) {
+    hc_stats_free(s);
+    return local_error(st, err);
+  }
+  *out = s;
+  return HC_OK;
+}
+
 /* ---- health
  * ----------------------------------------------------------------------- */
 

@@ -19,6 +19,7 @@
 #define HC_METHOD_ADD "/handlers.v1.Handlers/AddHandler"
 #define HC_METHOD_REMOVE "/handlers.v1.Handlers/RemoveHandler"
 #define HC_METHOD_LIST "/handlers.v1.Handlers/ListHandlers"
+#define HC_METHOD_STATS "/handlers.v1.Handlers/GetStats"
 #define HC_METHOD_HEALTH "/grpc.health.v1.Health/Check"
 
 struct hc_conn {

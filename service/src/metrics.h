@@ -10,7 +10,7 @@
 
 #include <stdint.h>
 
-#define HD_METRICS_METHODS 8 /* method slots; the last is "unknown" */
+#define HD_METRICS_METHODS 12 /* method slots; the last is "unknown" */
 
 /* Names method slot `i` (the server's method table order). */
 void hd_metrics_set_method_name(int i, const char *name);

@@ -15,6 +15,7 @@
 #include "grpc/health/v1/health.pb-c.h"
 #include "metrics.h"
 #include "proto_event.h"
+#include "stats.h"
 
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
@@ -49,6 +50,7 @@ typedef enum method {
   M_ADD,
   M_REMOVE,
   M_LIST,
+  M_STATS,
   M_HEALTH_CHECK,
   M_HEALTH_WATCH
 } method;
@@ -97,7 +99,7 @@ struct call {
 
 typedef void unary_fn(call *c, grpc_slice body);
 static unary_fn handle_dispatch, handle_add, handle_remove, handle_list,
-    handle_health_check, handle_health_watch;
+    handle_stats, handle_health_check, handle_health_watch;
 
 /* The methods served; unary ones (and Watch, which reads one request) name
  * the function that handles their request. */
@@ -111,6 +113,7 @@ static const struct {
     {"/handlers.v1.Handlers/AddHandler", M_ADD, handle_add},
     {"/handlers.v1.Handlers/RemoveHandler", M_REMOVE, handle_remove},
     {"/handlers.v1.Handlers/ListHandlers", M_LIST, handle_list},
+    {"/handlers.v1.Handlers/GetStats", M_STATS, handle_stats},
     {"/grpc.health.v1.Health/Check", M_HEALTH_CHECK, handle_health_check},
     {"/grpc.health.v1.Health/Watch", M_HEALTH_WATCH, handle_health_watch},
 };
@@ -440,6 +443,17 @@ static void handle_list(call *c, grpc_slice body) {
   answer(c, err, msg, &reply.base);
 }
 
+static void handle_stats(call *c, grpc_slice body) {
+  if (!unpack_request(c, body, &handlers__v1__get_stats_request__descriptor))
+    return;
+  Handlers__V1__GetStatsReply reply = HANDLERS__V1__GET_STATS_REPLY__INIT;
+  char *text = hd_metrics_render();
+  hd_err err = text ? hd_stats_from_text(c->arena, text, &reply) : HD_ENOMEM;
+  free(text);
+  answer(c, err, err == HD_EINVAL ? "metrics text did not parse" : "",
+         &reply.base);
+}
+
 static void on_unary_recv(void *owner, int ok) {
   call *c = owner;
   if (!ok) { /* cancelled or broken: nothing to answer */
@@ -615,6 +629,7 @@ static int needs_token(const hd_server *srv, method m) {
   case M_ADD:
   case M_REMOVE:
   case M_LIST:
+  case M_STATS:
     return 1;
   case M_DISPATCH:
   case M_STREAM:

@@ -148,6 +148,7 @@ class _TokenServer(_Case):
                 key=key, handler_id=hid)),
             (self.stub.ListHandlers, pb.ListHandlersRequest()),
             (self.stub.ListHandlers, pb.ListHandlersRequest(key=key)),
+            (self.stub.GetStats, pb.GetStatsRequest()),
         ]
 
     def stream_once(self, key, md=()):

@@ -157,6 +157,72 @@ class TestMetrics(unittest.TestCase):
                                '{kind="webhook",outcome="error"}'), 1)
         self.assertEqual(after["handlerd_webhook_deliveries_in_flight"], 0)
 
+    def test_get_stats_matches_metrics(self):
+        """GetStats (what handlerctl stats prints) carries the same series
+        as /metrics."""
+        self.stub.AddHandler(pb.AddHandlerRequest(
+            key="s", target=pb.Target(local="count")), timeout=TIMEOUT)
+        self.stub.Dispatch(pb.DispatchRequest(
+            key="s", event="update", update=pb.UpdateArgs(topic_path="a")),
+            timeout=TIMEOUT)
+        reply = self.stub.GetStats(pb.GetStatsRequest(), timeout=TIMEOUT)
+        scraped = self.scrape()
+        got = {}
+        for smp in reply.samples:
+            labels = ",".join('%s="%s"' % kv for kv in smp.labels.items())
+            got[smp.name + ("{%s}" % labels if labels else "")] = smp.value
+
+        def norm(series):  # label order may differ: sort the pairs
+            if "{" not in series:
+                return series
+            name, rest = series.split("{", 1)
+            return name + "{" + ",".join(sorted(rest[:-1].split(","))) + "}"
+
+        got = {norm(k): v for k, v in got.items()}
+        want = {norm(k): v for k, v in scraped.items()}
+        moving = ("GetStats", "calls_in_flight")  # this very call
+
+        def steady(keys):
+            return {k for k in keys if not any(m in k for m in moving)}
+
+        self.assertEqual(steady(got), steady(want))
+        for k, v in want.items():
+            if not any(m in k for m in moving):
+                self.assertEqual(got[k], v, k)
+        self.assertGreater(len(got), 30)
+
+    def test_handlerctl_stats(self):
+        import subprocess
+        ctl = os.environ.get("HANDLERCTL_BIN")
+        if not ctl:
+            self.skipTest("HANDLERCTL_BIN not set (no handlerctl built)")
+        self.stub.AddHandler(pb.AddHandlerRequest(
+            key="hs", target=pb.Target(local="count")), timeout=TIMEOUT)
+        for _ in range(2):
+            self.stub.Dispatch(pb.DispatchRequest(
+                key="hs", event="close",
+                subscribe=pb.SubHandlerArgs(topic_path="a")),
+                timeout=TIMEOUT)
+        out = subprocess.run([ctl, "--addr", self.server.address, "stats"],
+                             capture_output=True, text=True, timeout=TIMEOUT)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        rows = [l.split() for l in out.stdout.splitlines()]
+        self.assertEqual(rows[0], ["FIGURE", "LABELS", "VALUE"])
+        close_ok = [r for r in rows if r[0] == "handlerd_dispatches_total"
+                    and r[1] == 'code="OK",event="close"']
+        self.assertEqual(len(close_ok), 1, out.stdout)
+        self.assertGreaterEqual(float(close_ok[0][2]), 2)
+        self.assertTrue(any(r[:2] == ["handlerd_dispatch_duration_seconds",
+                                      "p99"] for r in rows), out.stdout)
+        self.assertFalse(any(r[0].endswith("_bucket") for r in rows))
+        js = subprocess.run([ctl, "--addr", self.server.address, "-o", "json",
+                             "stats"], capture_output=True, text=True,
+                            timeout=TIMEOUT)
+        self.assertEqual(js.returncode, 0, js.stderr)
+        import json
+        names = {x["name"] for x in json.loads(js.stdout)["stats"]}
+        self.assertIn("handlerd_dispatch_duration_seconds_bucket", names)
+
     def test_other_paths_are_404(self):
         with self.assertRaises(urllib.error.HTTPError) as cm:
             self.scrape("/")

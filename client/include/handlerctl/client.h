@@ -357,6 +357,28 @@ void hc_handler_list_free(hc_handler_list *l);
 hc_err hc_list_handlers(hc_conn *c, const char *key, int deadline_ms,
                         hc_handler_list **out, hc_status *st);
 
+/* ---- stats --------------------------------------------------------------- */
+
+/* One figure of GetStats, as /metrics shows it. Owned by the hc_stats. */
+typedef struct hc_stat {
+  char *name;   /* "handlerd_dispatches_total", "..._bucket", ... */
+  char *labels; /* 'event="update",code="OK"' as Prometheus prints them, in
+                   key order; "" when none */
+  double value;
+} hc_stat;
+
+typedef struct hc_stats {
+  size_t count;
+  hc_stat *items; /* in the server's order */
+} hc_stats;
+
+/* Frees `s` and everything it points to (NULL is ignored). */
+void hc_stats_free(hc_stats *s);
+
+/* GetStats: the server's counters and gauges. On HC_OK *out is the list
+ * (free with hc_stats_free). Needs the token when the server has one. */
+hc_err hc_get_stats(hc_conn *c, int deadline_ms, hc_stats **out, hc_status *st);
+
 /* ---- health -------------------------------------------------------------- */
 
 /* grpc.health.v1 serving status. */
