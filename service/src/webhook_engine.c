@@ -223,7 +223,9 @@ static hd_err set_value(hd_result *r, const char *body, size_t len,
 
   if (len == 0)
     return HD_OK;
-  if (!truncated) {
+  /* jansson accepts a scalar followed by a NUL ("4\0"); JSON text has no
+   * raw NUL, and the reply's json_value could not carry it anyway. */
+  if (!truncated && memchr(body, '\0', len) == NULL) {
     json_t *j = json_loadb(body, len, JSON_DECODE_ANY, NULL);
     if (j != NULL) {
       json_decref(j);
@@ -363,9 +365,17 @@ static int grpc_code_for_http(long status) {
 
 /* "connection refused" from "Connection refused": messages continue a
  * sentence, so lower the first letter of an ordinary word. */
-static void lower_first(char *s) {
-  if (s[0] != '\0' && isupper((unsigned char)s[0]) &&
-      islower((unsigned char)s[1]))
+/* "Connection refused" -> "connection refused", but "OpenSSL ..." and
+ * "SSL ..." keep their capitals; trailing blanks go. */
+static void tidy_reason(char *s) {
+  size_t n = strlen(s), word = strcspn(s, " /:");
+  int caps_inside = 0;
+
+  while (n > 0 && isspace((unsigned char)s[n - 1]))
+    s[--n] = '\0';
+  for (size_t i = 1; i < word; i++)
+    caps_inside |= isupper((unsigned char)s[i]) != 0;
+  if (s[0] != '\0' && isupper((unsigned char)s[0]) && !caps_inside)
     s[0] = (char)tolower((unsigned char)s[0]);
 }
 
@@ -397,6 +407,12 @@ static void complete_failure(delivery *d, CURLcode code, long status,
                      d->attempt_timeout_ms, d->attempts, plural, note);
     return;
   }
+  if (code == CURLE_OK && status >= 300 && status < 400) {
+    complete_error(d, HD_EHANDLER, grpc_code_for_http(status),
+                   "HTTP %ld redirect not followed after %d attempt%s%s",
+                   status, d->attempts, plural, note);
+    return;
+  }
   if (code == CURLE_OK) {
     complete_error(d, HD_EHANDLER, grpc_code_for_http(status),
                    "HTTP %ld after %d attempt%s%s", status, d->attempts, plural,
@@ -412,11 +428,14 @@ static void complete_failure(delivery *d, CURLcode code, long status,
     snprintf(reason, sizeof(reason), "%s", strerror((int)os_errno));
   else if (code == CURLE_COULDNT_RESOLVE_HOST)
     snprintf(reason, sizeof(reason), "cannot resolve host");
+  else if (code == CURLE_SSL_CONNECT_ERROR)
+    snprintf(reason, sizeof(reason), "TLS handshake failed: %s",
+             d->errbuf[0] != '\0' ? d->errbuf : curl_easy_strerror(code));
   else if (d->errbuf[0] != '\0')
     snprintf(reason, sizeof(reason), "%s", d->errbuf);
   else
     snprintf(reason, sizeof(reason), "%s", curl_easy_strerror(code));
-  lower_first(reason);
+  tidy_reason(reason);
   complete_error(d, HD_EHANDLER, 14, "%s after %d attempt%s%s", reason,
                  d->attempts, plural, note);
 }
@@ -553,9 +572,18 @@ static void attempt_start(hd_webhook_engine *e, delivery *d, int64_t now) {
   rc |= curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, open_socket);
   rc |= curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, d);
   rc |= curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-  rc |= curl_easy_setopt(h, CURLOPT_PIPEWAIT, 1L);
+  /* Waiting for a connection that may multiplex only pays over https (h2);
+   * for http it would queue every delivery to a host behind a first one
+   * that hangs. */
+  rc |= curl_easy_setopt(h, CURLOPT_PIPEWAIT,
+                         strncasecmp(d->job.url, "https:", 6) == 0 ? 1L : 0L);
   if (e->cfg.ca_file != NULL)
     rc |= curl_easy_setopt(h, CURLOPT_CAINFO, e->cfg.ca_file);
+  /* Debian's libcurl also sets a CA directory by default, which turns off
+   * its CA cache: every new TLS connection would re-read the bundle on this
+   * thread (60-190 ms, delaying every other webhook). The bundle alone is
+   * the same trust. */
+  rc |= curl_easy_setopt(h, CURLOPT_CAPATH, NULL);
   rc |= curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
   rc |= curl_easy_setopt(h, CURLOPT_POST, 1L);
   rc |= curl_easy_setopt(h, CURLOPT_POSTFIELDS, d->job.body);

@@ -557,6 +557,22 @@ static void test_text_response_becomes_string_result(void **state) {
   hook_end(&k);
 }
 
+/* Found by fuzz_webhook_body: jansson parses "4" followed by a NUL, which
+ * is not JSON text; such a body is bytes, not a cut-short JSON value. */
+static void test_json_then_nul_is_binary(void **state) {
+  static const rx_step ok = {.status = 200, .body = "4\0 ", .body_len = 3};
+  hook k;
+  hd_result *res;
+
+  (void)state;
+  res = hook_run(&k, &ok, 1);
+  assert_int_equal(res->err, HD_OK);
+  assert_int_equal(res->value.type, HD_VALUE_BINARY);
+  assert_int_equal(res->value.u.bytes.len, 3);
+  assert_memory_equal(res->value.u.bytes.data, "4\0 ", 3);
+  hook_end(&k);
+}
+
 static void test_large_response_is_truncated(void **state) {
   size_t len = 100 * 1024;
   char *big = malloc(len);
@@ -917,6 +933,7 @@ int main(void) {
       cmocka_unit_test(test_generated_secret_signs_every_attempt),
       cmocka_unit_test(test_json_response_becomes_json_result),
       cmocka_unit_test(test_text_response_becomes_string_result),
+      cmocka_unit_test(test_json_then_nul_is_binary),
       cmocka_unit_test(test_large_response_is_truncated),
       cmocka_unit_test(test_server_errors_are_retried_until_success),
       cmocka_unit_test(test_not_found_fails_after_one_attempt),
