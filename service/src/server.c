@@ -76,11 +76,14 @@ struct call {
   grpc_call_details details;
   grpc_metadata_array md;
   method m;
-  size_t m_index;   /* into methods[] when m != M_UNKNOWN */
+  size_t m_index; /* into methods[] when m != M_UNKNOWN */
+  int generic;    /* requested with grpc_server_request_call: unknown */
+  gpr_timespec deadline;
   int64_t start_ns; /* CLOCK_MONOTONIC when a unary dispatch started */
   atomic_int refs;
   int counted; /* included in srv->in_flight */
   int md_sent;
+  int close_started; /* RECV_CLOSE_ON_SERVER is in a batch */
   int cancelled;
   tag t_new, t_recv, t_send, t_close, t_status;
   grpc_byte_buffer *recv_buf, *send_buf;
@@ -118,8 +121,11 @@ static const struct {
     {"/grpc.health.v1.Health/Watch", M_HEALTH_WATCH, handle_health_watch},
 };
 
+#define N_METHODS (sizeof(methods) / sizeof(methods[0]))
+
 struct hd_server {
   grpc_server *server;
+  void *registered[N_METHODS]; /* grpc_server_register_method handles */
   int n_cq;
   grpc_completion_queue **cqs;
   pthread_t *threads;
@@ -228,6 +234,19 @@ static void add_initial_metadata(call *c, grpc_op *ops, size_t *n) {
   (*n)++;
 }
 
+/* Unary calls ask for the client's close in their last batch: one batch
+ * and one completion fewer per call than a separate RECV_CLOSE_ON_SERVER.
+ * (Streams and Watch start it at once: it tells them the client left.) */
+static void add_close(call *c, grpc_op *ops, size_t *n) {
+  if (c->close_started)
+    return;
+  c->close_started = 1;
+  memset(&ops[*n], 0, sizeof(ops[*n]));
+  ops[*n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+  ops[*n].data.recv_close_on_server.cancelled = &c->cancelled;
+  (*n)++;
+}
+
 static void count_call(const call *c, int code) {
   hd_metrics_call(c->m == M_UNKNOWN ? HD_METRICS_METHODS - 1 : (int)c->m_index,
                   code);
@@ -243,9 +262,10 @@ static void finish_status(call *c, grpc_status_code code, const char *fmt,
   va_end(ap);
   count_call(c, code);
   grpc_slice details = grpc_slice_from_copied_string(msg);
-  grpc_op ops[2];
+  grpc_op ops[3];
   size_t n = 0;
   add_initial_metadata(c, ops, &n);
+  add_close(c, ops, &n);
   memset(&ops[n], 0, sizeof(ops[n]));
   ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
   ops[n].data.send_status_from_server.status = code;
@@ -269,11 +289,12 @@ static grpc_byte_buffer *pack(const ProtobufCMessage *msg) {
 
 /* Sends a unary reply and an OK status in one batch. */
 static void send_reply(call *c, const ProtobufCMessage *msg) {
-  grpc_op ops[3];
+  grpc_op ops[4];
   size_t n = 0;
   count_call(c, GRPC_STATUS_OK);
   c->send_buf = pack(msg);
   add_initial_metadata(c, ops, &n);
+  add_close(c, ops, &n);
   memset(&ops[n], 0, 2 * sizeof(ops[0]));
   ops[n].op = GRPC_OP_SEND_MESSAGE;
   ops[n++].data.send_message.send_message = c->send_buf;
@@ -297,8 +318,7 @@ static grpc_slice read_all(grpc_byte_buffer *bb) {
 
 /* The caller's deadline as CLOCK_REALTIME ns; 0 when there is none. */
 static int64_t deadline_ns(const call *c) {
-  gpr_timespec d =
-      gpr_convert_clock_type(c->details.deadline, GPR_CLOCK_REALTIME);
+  gpr_timespec d = gpr_convert_clock_type(c->deadline, GPR_CLOCK_REALTIME);
   if (gpr_time_cmp(d, gpr_inf_future(GPR_CLOCK_REALTIME)) == 0)
     return 0;
   return (int64_t)d.tv_sec * 1000000000 + d.tv_nsec;
@@ -463,12 +483,9 @@ static void handle_stats(call *c, grpc_slice body) {
          &reply.base);
 }
 
-static void on_unary_recv(void *owner, int ok) {
-  call *c = owner;
-  if (!ok) { /* cancelled or broken: nothing to answer */
-    call_unref(c);
-    return;
-  }
+/* Handles the request in c->recv_buf (the payload that came with the
+ * call) and drops the reference the caller holds. */
+static void unary_start(call *c) {
   if (!c->recv_buf) {
     finish_status(c, GRPC_STATUS_INVALID_ARGUMENT,
                   "the client sent no request message");
@@ -855,15 +872,12 @@ static void stream_recv_next(call *c) {
 
 /* ---- accepting calls ---- */
 
-static void request_call(hd_server *srv, grpc_completion_queue *cq);
+/* Requests the next call of method `i` on `cq` (with its payload for
+ * unary methods), or of any unknown method when `i` is N_METHODS. */
+static void request_call(hd_server *srv, grpc_completion_queue *cq, size_t i);
 
-static method method_of(grpc_slice path, size_t *index) {
-  for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
-    if (grpc_slice_str_cmp(path, methods[i].path) == 0) {
-      *index = i;
-      return methods[i].m;
-    }
-  return M_UNKNOWN;
+static int is_streaming(method m) {
+  return m == M_STREAM;
 }
 
 static void on_new_call(void *owner, int ok) {
@@ -874,20 +888,22 @@ static void on_new_call(void *owner, int ok) {
     return;
   }
   if (!atomic_load(&srv->shutting_down))
-    request_call(srv, c->cq);
+    request_call(srv, c->cq, c->generic ? N_METHODS : c->m_index);
 
   atomic_store(&c->refs, 1); /* this function's own reference */
   c->counted = 1;
   int in_flight = atomic_fetch_add(&srv->in_flight, 1) + 1;
+  if (c->generic)
+    c->deadline = c->details.deadline;
 
-  grpc_op close_op;
-  memset(&close_op, 0, sizeof(close_op));
-  close_op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-  close_op.data.recv_close_on_server.cancelled = &c->cancelled;
-  c->m = method_of(c->details.method, &c->m_index);
-  c->t_close =
-      (tag){c->m == M_HEALTH_WATCH ? on_watch_closed : on_batch_done, c};
-  start_batch(c, &close_op, 1, &c->t_close);
+  if (c->m == M_STREAM || c->m == M_HEALTH_WATCH) {
+    grpc_op close_op;
+    size_t n = 0;
+    add_close(c, &close_op, &n);
+    c->t_close =
+        (tag){c->m == M_HEALTH_WATCH ? on_watch_closed : on_batch_done, c};
+    start_batch(c, &close_op, 1, &c->t_close);
+  }
 
   if (c->m == M_UNKNOWN) {
     char *path = grpc_slice_to_c_string(c->details.method);
@@ -903,18 +919,20 @@ static void on_new_call(void *owner, int ok) {
                   "<token>)");
   } else if (atomic_load(&srv->shutting_down)) {
     finish_status(c, GRPC_STATUS_UNAVAILABLE, "handlerd is shutting down");
-  } else if (c->m == M_STREAM) {
+  } else if (is_streaming(c->m)) {
     pthread_mutex_lock(&c->lock);
     stream_recv_next(c);
     pthread_mutex_unlock(&c->lock);
   } else {
-    start_recv(c, on_unary_recv);
+    call_ref(c);
+    unary_start(c); /* the request came with the call */
   }
   call_unref(c);
 }
 
-static void request_call(hd_server *srv, grpc_completion_queue *cq) {
+static void request_call(hd_server *srv, grpc_completion_queue *cq, size_t i) {
   call *c = calloc(1, sizeof(*c));
+  grpc_call_error err;
   if (!c) {
     hd_log(HD_LOG_ERROR, "out of memory accepting a call");
     return;
@@ -926,9 +944,20 @@ static void request_call(hd_server *srv, grpc_completion_queue *cq) {
   grpc_metadata_array_init(&c->md);
   c->t_new = (tag){on_new_call, c};
   tag_publish(&c->t_new);
-  if (grpc_server_request_call(srv->server, &c->call, &c->details, &c->md, cq,
-                               cq, &c->t_new) != GRPC_CALL_OK) {
-    hd_log(HD_LOG_ERROR, "grpc_server_request_call failed");
+  if (i >= N_METHODS) {
+    c->generic = 1;
+    c->m = M_UNKNOWN;
+    err = grpc_server_request_call(srv->server, &c->call, &c->details, &c->md,
+                                   cq, cq, &c->t_new);
+  } else {
+    c->m = methods[i].m;
+    c->m_index = i;
+    err = grpc_server_request_registered_call(
+        srv->server, srv->registered[i], &c->call, &c->deadline, &c->md,
+        is_streaming(c->m) ? NULL : &c->recv_buf, cq, cq, &c->t_new);
+  }
+  if (err != GRPC_CALL_OK) {
+    hd_log(HD_LOG_ERROR, "requesting a call failed (%d)", (int)err);
     call_free(c);
   }
 }
@@ -1027,13 +1056,27 @@ hd_err hd_server_start(const hd_server_config *cfg, hd_registry *reg,
     hd_server_free(srv);
     return HD_EIO;
   }
-  for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
+  for (size_t i = 0; i < N_METHODS; i++) {
     hd_metrics_set_method_name((int)i, methods[i].path + 1);
+    srv->registered[i] = grpc_server_register_method(
+        srv->server, methods[i].path, NULL,
+        is_streaming(methods[i].m) ? GRPC_SRM_PAYLOAD_NONE
+                                   : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER,
+        0);
+  }
   grpc_server_start(srv->server);
-  for (int i = 0; i < srv->n_cq; i++) {
-    for (int k = 0; k < CALLS_REQUESTED_PER_CQ; k++)
-      request_call(srv, srv->cqs[i]);
-    pthread_create(&srv->threads[i], NULL, cq_thread, srv->cqs[i]);
+  for (int q = 0; q < srv->n_cq; q++) {
+    /* Enough requested calls that a burst never waits for a re-request:
+     * many for the data path, a few for the rest. */
+    for (size_t i = 0; i <= N_METHODS; i++) {
+      int k = i < N_METHODS &&
+                      (methods[i].m == M_DISPATCH || methods[i].m == M_STREAM)
+                  ? CALLS_REQUESTED_PER_CQ
+                  : 2;
+      while (k-- > 0)
+        request_call(srv, srv->cqs[q], i);
+    }
+    pthread_create(&srv->threads[q], NULL, cq_thread, srv->cqs[q]);
   }
   *out = srv;
   return HD_OK;
