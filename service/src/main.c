@@ -124,6 +124,13 @@ static int write_ready_file(const char *path, const char *listen, int port) {
   return rename(tmp, path);
 }
 
+/* Stops the webhook engine once: at the drain timeout or after the drain. */
+static void stop_engine(void *ud) {
+  hd_webhook_engine **engine = ud;
+  hd_webhook_engine_stop(*engine);
+  *engine = NULL;
+}
+
 static int run(hd_options *o) {
   int rc = 1;
   char msg[512] = "";
@@ -241,8 +248,8 @@ out:
    * still send (or drop) those replies; then free the server once its last
    * call is gone; the registry (owning the webhook handlers) goes last. */
   if (srv)
-    hd_server_shutdown(srv, o->drain_ms);
-  hd_webhook_engine_stop(engine);
+    hd_server_shutdown(srv, o->drain_ms, stop_engine, &engine);
+  stop_engine(&engine);
   hd_server_free(srv);
   hd_control_free(ctl);
   hd_store_close(store);

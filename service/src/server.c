@@ -36,6 +36,9 @@
 
 #define CALLS_REQUESTED_PER_CQ 16
 #define MSG_MAX 512
+/* After the drain timeout, how long calls get to send what their handlers
+ * reported before they are cancelled. */
+#define DRAIN_REPLY_MS 500
 
 typedef void tag_fn(void *owner, int ok);
 typedef struct tag {
@@ -1103,7 +1106,18 @@ static struct timespec realtime_in(int ms) {
   return ts;
 }
 
-void hd_server_shutdown(hd_server *s, int drain_ms) {
+/* Waits for the server's shutdown to complete (every call gone), up to
+ * `ms`. Returns 1 when it did. Call with s->lock held. */
+static int wait_shutdown_done(hd_server *s, int ms) {
+  struct timespec until = realtime_in(ms);
+  while (!s->shutdown_done &&
+         pthread_cond_timedwait(&s->cond, &s->lock, &until) == 0)
+    ;
+  return s->shutdown_done;
+}
+
+void hd_server_shutdown(hd_server *s, int drain_ms,
+                        void (*on_drain_timeout)(void *ud), void *ud) {
   if (atomic_exchange(&s->stopped, 1))
     return;
   pthread_mutex_lock(&s->watch_lock);
@@ -1113,11 +1127,19 @@ void hd_server_shutdown(hd_server *s, int drain_ms) {
   tag_publish(&s->t_shutdown);
   grpc_server_shutdown_and_notify(s->server, s->cqs[0], &s->t_shutdown);
 
-  struct timespec until = realtime_in(drain_ms);
   pthread_mutex_lock(&s->lock);
-  while (!s->shutdown_done &&
-         pthread_cond_timedwait(&s->cond, &s->lock, &until) == 0)
-    ;
+  if (!wait_shutdown_done(s, drain_ms) && on_drain_timeout) {
+    /* Let the calls still waiting (on webhooks) answer with what their
+     * handlers report ("shutting down") rather than be cut off blind. */
+    pthread_mutex_unlock(&s->lock);
+    hd_log(HD_LOG_WARN,
+           "calls still running after %d ms: ending their webhook "
+           "deliveries",
+           drain_ms);
+    on_drain_timeout(ud);
+    pthread_mutex_lock(&s->lock);
+    wait_shutdown_done(s, DRAIN_REPLY_MS);
+  }
   if (!s->shutdown_done) {
     pthread_mutex_unlock(&s->lock);
     hd_log(HD_LOG_WARN, "calls still running after %d ms: cancelling them",
@@ -1146,7 +1168,7 @@ void hd_server_free(hd_server *s) {
   if (!s)
     return;
   if (s->threads && s->cqs && !atomic_load(&s->stopped))
-    hd_server_shutdown(s, 5000);
+    hd_server_shutdown(s, 5000, NULL, NULL);
   if (s->threads && s->cqs && s->shutdown_done) {
     /* A call cancelled by the drain may still wait for an asynchronous
      * handler; its completion starts a batch, which needs live queues. */

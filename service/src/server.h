@@ -38,11 +38,15 @@ hd_err hd_server_start(const hd_server_config *cfg, hd_registry *reg,
 int hd_server_calls_in_flight(const hd_server *s);
 /* The bound port (useful with port 0). */
 int hd_server_port(const hd_server *s);
-/* Stops accepting calls, lets calls in flight finish for up to `drain_ms`,
- * cancels the rest. The queue threads keep running, so asynchronous handlers
- * of cancelled calls can still complete: stop them (the webhook engine)
- * next, then hd_server_free. Idempotent. */
-void hd_server_shutdown(hd_server *s, int drain_ms);
+/* Stops accepting calls, lets calls in flight finish for up to `drain_ms`.
+ * Calls still running then: `on_drain_timeout(ud)` runs (may be NULL;
+ * handlerd stops the webhook engine there, so pending deliveries complete
+ * with a "shutting down" result the calls can still send), calls get half
+ * a second more, and the rest are cancelled. The queue threads keep
+ * running, so asynchronous handlers of cancelled calls can still complete:
+ * stop them (the webhook engine) next, then hd_server_free. Idempotent. */
+void hd_server_shutdown(hd_server *s, int drain_ms,
+                        void (*on_drain_timeout)(void *ud), void *ud);
 /* Shuts down if needed, waits (up to 10 s) for the last call to end, stops
  * the queue threads and frees everything. */
 void hd_server_free(hd_server *s);

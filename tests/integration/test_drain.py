@@ -448,8 +448,17 @@ class TestDrainTimeout(_DrainCase):
                     failed = not out[1].results[0].ok
                 self.assertTrue(failed, "%s: webhook reported ok: %r"
                                 % (name, out[1]))
+                result = (out[1][1].results[0] if name.startswith("s")
+                          else out[1].results[0])
+                self.assertIn("shutting down", result.error.message, name)
             else:
                 self.assertIn(out[0], allowed, "%s: %r" % (name, out))
+        # At the drain timeout handlerd ends the webhook deliveries first, so
+        # the calls answer with what their handlers report instead of being
+        # cancelled blind.
+        self.assertEqual(
+            [n for n, (_, out) in outcomes.items() if out[0] != "OK"], [],
+            "calls cancelled instead of answered: %r" % summary)
 
 
 class TestDrainTimeoutFlag(_DrainCase):
