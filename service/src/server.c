@@ -1080,6 +1080,9 @@ hd_err hd_server_start(const hd_server_config *cfg, hd_registry *reg,
         request_call(srv, srv->cqs[q], i);
     }
     pthread_create(&srv->threads[q], NULL, cq_thread, srv->cqs[q]);
+    char name[16]; /* shown by top -H and perf: "hd-grpc-0" */
+    snprintf(name, sizeof(name), "hd-grpc-%d", q % 1000);
+    pthread_setname_np(srv->threads[q], name);
   }
   *out = srv;
   return HD_OK;

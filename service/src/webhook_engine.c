@@ -815,6 +815,7 @@ hd_err hd_webhook_engine_start(const hd_webhook_engine_config *cfg,
     engine_free(e);
     return HD_EIO;
   }
+  pthread_setname_np(e->thread, "hd-webhooks");
   *out = e;
   return HD_OK;
 }
