@@ -6,7 +6,8 @@
  *   cmd_dispatch.c - dispatch (one event from flags);
  *   cmd_stream.c   - stream (newline-delimited JSON events from stdin);
  *   cmd_stats.c    - stats (GetStats as a table or JSON);
- *   values.c  - parsing of value types, enums, base64 and string helpers;
+ *   values.c  - parsing of numbers, value types, enums, base64 and string
+ *               helpers;
  *   output.c  - aligned tables and JSON documents.
  */
 #ifndef HANDLERCTL_CLI_H

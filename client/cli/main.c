@@ -89,30 +89,6 @@ static void print_main_help(FILE *f) {
   fprintf(f, main_help, list);
 }
 
-int hcli_parse_uint(const char *s, unsigned long max, unsigned long *out) {
-  if (s == NULL || *s < '0' || *s > '9')
-    return -1;
-  char *end;
-  errno = 0;
-  unsigned long v = strtoul(s, &end, 10);
-  if (errno != 0 || *end != '\0' || v > max)
-    return -1;
-  *out = v;
-  return 0;
-}
-
-int hcli_parse_int32(const char *s, int *out) {
-  if (s == NULL || *s == '\0')
-    return -1;
-  char *end;
-  errno = 0;
-  long v = strtol(s, &end, 10);
-  if (errno != 0 || *end != '\0' || v < INT32_MIN || v > INT32_MAX)
-    return -1;
-  *out = (int)v;
-  return 0;
-}
-
 int hcli_usage_error(const hcli *g, const char *fmt, ...) {
   va_list ap;
   if (g->cmd != NULL)

@@ -287,3 +287,27 @@ int hcli_value_from_json(hc_value_type t, json_t *j, hcli_pool *pool,
     return fail(err, size, "has no type");
   }
 }
+
+int hcli_parse_uint(const char *s, unsigned long max, unsigned long *out) {
+  if (s == NULL || *s < '0' || *s > '9')
+    return -1;
+  char *end;
+  errno = 0;
+  unsigned long v = strtoul(s, &end, 10);
+  if (errno != 0 || *end != '\0' || v > max)
+    return -1;
+  *out = v;
+  return 0;
+}
+
+int hcli_parse_int32(const char *s, int *out) {
+  if (s == NULL || *s == '\0')
+    return -1;
+  char *end;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (errno != 0 || *end != '\0' || v < INT32_MIN || v > INT32_MAX)
+    return -1;
+  *out = (int)v;
+  return 0;
+}

@@ -88,32 +88,6 @@ int hcli_report(const hcli *g, hc_err err, const hc_status *st) {
   return HCLI_EXIT_RPC;
 }
 
-/* Copies of main.c's number parsers, which values.c uses (they belong in
- * values.c; until they move, keep these in step with main.c). */
-int hcli_parse_uint(const char *s, unsigned long max, unsigned long *out) {
-  if (s == NULL || *s < '0' || *s > '9')
-    return -1;
-  char *end;
-  errno = 0;
-  unsigned long v = strtoul(s, &end, 10);
-  if (errno != 0 || *end != '\0' || v > max)
-    return -1;
-  *out = v;
-  return 0;
-}
-
-int hcli_parse_int32(const char *s, int *out) {
-  if (s == NULL || *s == '\0')
-    return -1;
-  char *end;
-  errno = 0;
-  long v = strtol(s, &end, 10);
-  if (errno != 0 || *end != '\0' || v < INT32_MIN || v > INT32_MAX)
-    return -1;
-  *out = (int)v;
-  return 0;
-}
-
 int hcli_exit_code(hc_err err, const hc_status *st) {
   (void)err, (void)st;
   return HCLI_EXIT_RPC;

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import unittest
 
 # HD_IT_WRAPPER (e.g. "valgrind --error-exitcode=99 ...") runs handlerd under
 # a wrapper; a wrapper's non-zero exit then fails stop()'s exit-0 check.
@@ -234,3 +235,43 @@ def assert_rpc_status(test, code, fn, *args, **kwargs):
     test.assertEqual(err.code(), code, "expected %s, got %s: %r"
                      % (code, err.code(), err.details()))
     return err
+
+
+class ReceiverCase(unittest.TestCase):
+    """One handlerd (started with EXTRA_ARGS) and one webhook receiver
+    (webhook_receiver.Receiver) per TestCase class, with a gRPC channel
+    and stub to it: cls.server, cls.rx, cls.channel, cls.stub."""
+
+    EXTRA_ARGS = ()
+    RPC_TIMEOUT = 10.0
+
+    @classmethod
+    def setUpClass(cls):
+        import webhook_receiver
+        grpc, _, pb_grpc = import_grpc(cls.__name__)
+        cls.rx = webhook_receiver.Receiver().start()
+        cls.server = Handlerd(cls.EXTRA_ARGS)
+        try:
+            cls.server.start()
+        except BaseException:
+            cls.rx.stop()
+            raise
+        cls.channel = grpc.insecure_channel(cls.server.address)
+        try:
+            grpc.channel_ready_future(cls.channel).result(
+                timeout=cls.RPC_TIMEOUT)
+        except grpc.FutureTimeoutError:
+            cls.channel.close()
+            cls.server.stop()
+            cls.rx.stop()
+            raise AssertionError("gRPC channel to %s not ready"
+                                 % cls.server.address)
+        cls.stub = pb_grpc.HandlersStub(cls.channel)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.channel.close()
+        try:
+            cls.server.stop()  # asserts exit status 0 after SIGTERM
+        finally:
+            cls.rx.stop()

@@ -131,38 +131,8 @@ def event_cases():
     ]
 
 
-class _WebhookCase(unittest.TestCase):
+class _WebhookCase(hd_harness.ReceiverCase):
     """One handlerd and one receiver per TestCase class."""
-
-    EXTRA_ARGS = ()
-
-    @classmethod
-    def setUpClass(cls):
-        cls.rx = wr.Receiver().start()
-        cls.server = hd_harness.Handlerd(cls.EXTRA_ARGS)
-        try:
-            cls.server.start()
-        except BaseException:
-            cls.rx.stop()
-            raise
-        cls.channel = grpc.insecure_channel(cls.server.address)
-        try:
-            grpc.channel_ready_future(cls.channel).result(timeout=RPC_TIMEOUT)
-        except grpc.FutureTimeoutError:
-            cls.channel.close()
-            cls.server.stop()
-            cls.rx.stop()
-            raise AssertionError("gRPC channel to %s not ready"
-                                 % cls.server.address)
-        cls.stub = pb_grpc.HandlersStub(cls.channel)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.channel.close()
-        try:
-            cls.server.stop()  # asserts exit status 0 after SIGTERM
-        finally:
-            cls.rx.stop()
 
     # -- helpers ---------------------------------------------------------
 
