@@ -382,6 +382,13 @@ static hd_err pack_for_store(const Handlers__V1__AddHandlerRequest *req,
   return *out ? HD_OK : HD_ENOMEM;
 }
 
+/* What a store failure answers: HD_EBUSY (no room: RESOURCE_EXHAUSTED) and
+ * HD_ENOMEM as they are, anything else HD_EIO (UNAVAILABLE). Never a code
+ * that would blame the request or say the handler does not exist. */
+static hd_err store_code(hd_err err) {
+  return err == HD_EBUSY || err == HD_ENOMEM ? err : HD_EIO;
+}
+
 static hd_err persist(hd_control *c, const Handlers__V1__AddHandlerRequest *req,
                       const char *id, char *secret, char *msg,
                       size_t msg_size) {
@@ -389,19 +396,20 @@ static hd_err persist(hd_control *c, const Handlers__V1__AddHandlerRequest *req,
     return HD_OK;
   uint8_t *bytes = NULL;
   size_t len = 0;
+  char why[512] = "";
   hd_err err = pack_for_store(req, secret, &bytes, &len);
   if (err == HD_OK)
-    err = hd_store_put(c->store, id, req->key, bytes, len);
+    err = hd_store_put(c->store, id, req->key, bytes, len, why, sizeof(why));
   if (bytes) {
     memset(bytes, 0, len); /* may hold a secret */
     free(bytes);
   }
   if (err != HD_OK) {
     snprintf(msg, msg_size, "cannot save the registration: %s",
-             hd_strerror(err));
-    hd_log(HD_LOG_ERROR, "store: cannot save handler %s: %s", id,
-           hd_strerror(err));
-    return HD_EIO;
+             why[0] ? why : hd_strerror(err));
+    hd_log(HD_LOG_ERROR, "store: cannot save handler %s under key '%s': %s", id,
+           req->key, why[0] ? why : hd_strerror(err));
+    return store_code(err);
   }
   return HD_OK;
 }
@@ -480,8 +488,17 @@ static hd_err add(hd_control *c, hd_arena *a,
   }
   if (err == HD_ENOMEM)
     snprintf(msg, msg_size, "out of memory");
-  if (err != HD_OK && saved)
-    hd_store_del(c->store, hd_handler_id(h));
+  if (err != HD_OK && saved) {
+    /* Refused after all: forget the saved row, or it would come back at the
+     * next start. */
+    char why[512] = "";
+    hd_err derr = hd_store_del(c->store, hd_handler_id(h), why, sizeof(why));
+    if (derr != HD_OK && derr != HD_ENOTFOUND)
+      hd_log(HD_LOG_ERROR,
+             "store: handler %s under key '%s' was refused but stays saved "
+             "(it will be restored at the next start): %s",
+             hd_handler_id(h), req->key, why[0] ? why : hd_strerror(derr));
+  }
   record_free(rec);
   if (secret) {
     /* A generated secret is shown once: wipe our copy. */
@@ -502,39 +519,66 @@ hd_err hd_control_add(hd_control *c, hd_arena *a,
 typedef struct load_ctx {
   hd_control *c;
   size_t loaded;
+  char *msg; /* hd_control_load's */
+  size_t msg_size;
 } load_ctx;
 
+/* Restores one saved registration. One that cannot be restored stops the
+ * load (with a message naming it and why), except for a registry limit:
+ * that one is logged and skipped, and stays in the store. */
 static hd_err load_one(const char *id, const char *key, const void *bytes,
                        size_t len, void *ud) {
   load_ctx *lc = ud;
   char msg[512] = "";
   hd_arena *a = hd_arena_new(4096);
-  if (!a)
+  if (!a) {
+    snprintf(lc->msg, lc->msg_size, "out of memory restoring handler %s", id);
     return HD_ENOMEM;
+  }
   Handlers__V1__AddHandlerRequest *req =
       handlers__v1__add_handler_request__unpack(hd_arena_pb_allocator(a), len,
                                                 bytes);
   hd_err err =
       req ? add(lc->c, a, req, id, 0, NULL, msg, sizeof(msg)) : HD_EINVAL;
-  if (err == HD_OK)
+  if (err == HD_OK) {
     lc->loaded++;
-  else
-    hd_log(HD_LOG_ERROR, "store: cannot restore handler %s under key '%s': %s",
+  } else if (!req) {
+    snprintf(lc->msg, lc->msg_size,
+             "cannot restore handler %s under key '%s': its saved request "
+             "(%zu bytes) is not a valid AddHandlerRequest",
+             id, key, len);
+  } else if (err == HD_EBUSY) {
+    hd_log(HD_LOG_ERROR,
+           "store: handler %s under key '%s' is not restored: %s; it stays "
+           "saved",
            id, key, msg[0] ? msg : hd_strerror(err));
+    err = HD_OK;
+  } else {
+    snprintf(lc->msg, lc->msg_size,
+             "cannot restore handler %s under key '%s': %s (it stays saved: "
+             "start with the plugins and options it was registered under)",
+             id, key, msg[0] ? msg : hd_strerror(err));
+  }
   hd_arena_wipe(a); /* the request may carry a webhook secret */
   hd_arena_free(a);
-  return err == HD_ENOMEM ? err : HD_OK;
+  return err;
 }
 
 hd_err hd_control_load(hd_control *c, size_t *loaded, char *msg,
                        size_t msg_size) {
-  load_ctx lc = {c, 0};
+  char why[512] = "";
+  load_ctx lc = {c, 0, why, sizeof(why)};
+  char store_msg[512] = "";
   *loaded = 0;
   if (!c->store)
     return HD_OK;
-  hd_err err = hd_store_load(c->store, load_one, &lc);
-  if (err != HD_OK)
-    snprintf(msg, msg_size, "cannot load registrations: %s", hd_strerror(err));
+  hd_err err =
+      hd_store_load(c->store, load_one, &lc, store_msg, sizeof(store_msg));
+  if (err != HD_OK && why[0])
+    snprintf(msg, msg_size, "%s", why);
+  else if (err != HD_OK)
+    snprintf(msg, msg_size, "cannot load registrations: %s",
+             store_msg[0] ? store_msg : hd_strerror(err));
   *loaded = lc.loaded;
   return err;
 }
@@ -559,13 +603,17 @@ static hd_err lookup(hd_control *c, const char *key, const char *id) {
 hd_err hd_control_remove(hd_control *c, const char *key, const char *id,
                          char *msg, size_t msg_size) {
   hd_err err = lookup(c, key, id);
+  char why[512] = "";
   /* Forget it durably first: a crash between the two steps must not bring
    * back a handler whose removal was acknowledged. */
-  if (err == HD_OK && c->store && (err = hd_store_del(c->store, id)) != HD_OK &&
+  if (err == HD_OK && c->store &&
+      (err = hd_store_del(c->store, id, why, sizeof(why))) != HD_OK &&
       err != HD_ENOTFOUND) {
     snprintf(msg, msg_size, "cannot delete the registration: %s",
-             hd_strerror(err));
-    return HD_EIO;
+             why[0] ? why : hd_strerror(err));
+    hd_log(HD_LOG_ERROR, "store: cannot delete handler %s under key '%s': %s",
+           id, key, why[0] ? why : hd_strerror(err));
+    return store_code(err);
   }
   if (err == HD_OK || err == HD_ENOTFOUND)
     err = hd_registry_remove(c->reg, key, id);

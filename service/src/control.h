@@ -33,8 +33,16 @@ void hd_control_set_webhook_factory(hd_control *c, hd_webhook_factory_fn *fn,
 void hd_control_set_store(hd_control *c, hd_store *store);
 
 /* Replays the store's registrations into the registry, keeping their ids
- * and order. A registration that no longer builds (e.g. its plugin is gone)
- * is logged and skipped, and stays in the store. Returns how many loaded. */
+ * and order; `loaded` says how many. A registration that cannot be
+ * restored (its saved request does not parse, or no longer builds: its
+ * plugin function is gone, its webhook URL is no longer allowed, ...) stops
+ * the load with that error and a message naming its id, key and the
+ * reason: serving without it would silently drop an acknowledged
+ * registration. It stays in the store. The exception is a registry limit
+ * (HD_EBUSY, only when limits are set before loading): logged, skipped,
+ * kept in the store. A store failure fills `msg` with "cannot load
+ * registrations: <file>: <cause>". After a failure the registry may hold
+ * the registrations restored before it: the caller is expected to stop. */
 hd_err hd_control_load(hd_control *c, size_t *loaded, char *msg,
                        size_t msg_size);
 
@@ -44,13 +52,17 @@ size_t hd_control_count(hd_control *c);
 /* AddHandler. Fills `reply` (strings in the arena). `id` (may be NULL) forces
  * the handler id, for replaying saved registrations. HD_EINVAL (bad key,
  * neither or both of target/routes, unknown function, bad URL) with a message
- * in `msg`. */
+ * in `msg`. When the store cannot save it: "cannot save the registration:
+ * <file>: <cause>" and HD_EBUSY (no room left), HD_ENOMEM or HD_EIO
+ * (read-only database, I/O error, ...); nothing changes then. */
 hd_err hd_control_add(hd_control *c, hd_arena *a,
                       const Handlers__V1__AddHandlerRequest *req,
                       const char *id, Handlers__V1__AddHandlerReply *reply,
                       char *msg, size_t msg_size);
 
-/* RemoveHandler. HD_ENOKEY / HD_ENOTFOUND with a message. */
+/* RemoveHandler. HD_ENOKEY / HD_ENOTFOUND with a message. When the store
+ * cannot delete it: "cannot delete the registration: <file>: <cause>" and
+ * HD_EBUSY, HD_ENOMEM or HD_EIO as for add; the handler stays. */
 hd_err hd_control_remove(hd_control *c, const char *key, const char *id,
                          char *msg, size_t msg_size);
 

@@ -55,12 +55,14 @@ static void mem_rec_free(mem_rec *r) {
 }
 
 static hd_err mem_put(hd_store *s, const char *id, const char *key,
-                      const void *req, size_t len) {
+                      const void *req, size_t len, char *msg, size_t msg_size) {
   mem_store *m = (mem_store *)s;
   for (size_t i = 0; i < m->n; i++)
     FUZZ_CHECK(strcmp(m->recs[i].id, id) != 0); /* control checks first */
-  if (m->n == sizeof(m->recs) / sizeof(m->recs[0]))
+  if (m->n == sizeof(m->recs) / sizeof(m->recs[0])) {
+    snprintf(msg, msg_size, "memory store: full");
     return HD_EIO;
+  }
   mem_rec *r = &m->recs[m->n];
   r->id = strdup(id);
   r->key = strdup(key);
@@ -75,8 +77,9 @@ static hd_err mem_put(hd_store *s, const char *id, const char *key,
   return HD_OK;
 }
 
-static hd_err mem_del(hd_store *s, const char *id) {
+static hd_err mem_del(hd_store *s, const char *id, char *msg, size_t msg_size) {
   mem_store *m = (mem_store *)s;
+  (void)msg, (void)msg_size;
   for (size_t i = 0; i < m->n; i++)
     if (strcmp(m->recs[i].id, id) == 0) {
       mem_rec_free(&m->recs[i]);
@@ -87,8 +90,10 @@ static hd_err mem_del(hd_store *s, const char *id) {
   return HD_ENOTFOUND;
 }
 
-static hd_err mem_load(hd_store *s, hd_store_load_fn *fn, void *ud) {
+static hd_err mem_load(hd_store *s, hd_store_load_fn *fn, void *ud, char *msg,
+                       size_t msg_size) {
   mem_store *m = (mem_store *)s;
+  (void)msg, (void)msg_size;
   for (size_t i = 0; i < m->n; i++) {
     hd_err err =
         fn(m->recs[i].id, m->recs[i].key, m->recs[i].bytes, m->recs[i].len, ud);

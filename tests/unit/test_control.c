@@ -774,28 +774,239 @@ static void test_load_without_store_loads_nothing(void **state) {
   assert_int_equal(loaded, 0);
 }
 
-static void test_load_skips_a_registration_that_no_longer_builds(void **state) {
+/* Saves `r` under `id` straight into the fixture's store, as if an earlier
+ * run (or another build) had registered it. */
+static void save_raw(fixture *f, const char *id, const request *r) {
+  size_t len = handlers__v1__add_handler_request__get_packed_size(&r->req);
+  uint8_t *buf = malloc(len ? len : 1);
+  char msg[256] = "";
+
+  assert_non_null(buf);
+  handlers__v1__add_handler_request__pack(&r->req, buf);
+  if (hd_store_put(f->store, id, r->req.key, buf, len, msg, sizeof(msg)) !=
+      HD_OK)
+    fail_msg("put %s: %s", id, msg);
+  free(buf);
+}
+
+static hd_err count_row(const char *id, const char *key, const void *req,
+                        size_t len, void *ud) {
+  (void)id, (void)key, (void)req, (void)len;
+  ++*(size_t *)ud;
+  return HD_OK;
+}
+
+static size_t stored_rows(fixture *f) {
+  size_t n = 0;
+  assert_int_equal(hd_store_load(f->store, count_row, &n, NULL, 0), HD_OK);
+  return n;
+}
+
+/* Opens `q` over the fixture's store and loads it, which must fail with
+ * `want`; returns the message (static). */
+static const char *replay_fails(fixture *f, plane *q, hd_err want) {
+  static char msg[512];
+  size_t loaded = 99;
+
+  msg[0] = '\0';
+  plane_open(q);
+  hd_control_set_store(q->ctl, f->store);
+  assert_int_equal(hd_control_load(q->ctl, &loaded, msg, sizeof(msg)), want);
+  assert_true(msg[0] != '\0');
+  return msg;
+}
+
+static void
+test_load_stops_at_a_registration_that_no_longer_builds(void **state) {
   fixture *f = *state;
   request r;
 
   open_store(f);
   local_request(&r, "k", "echo");
-  const char *kept = add_ok(f, &f->p, &r, NULL);
+  add_ok(f, &f->p, &r, NULL);
   /* As if saved by a build that had a plugin function "gone". */
   request gone;
   local_request(&gone, "k", "gone");
-  size_t len = handlers__v1__add_handler_request__get_packed_size(&gone.req);
-  uint8_t *buf = malloc(len);
-  assert_non_null(buf);
-  handlers__v1__add_handler_request__pack(&gone.req, buf);
-  assert_int_equal(hd_store_put(f->store, "h-0000000000ff", "k", buf, len),
-                   HD_OK);
-  free(buf);
+  save_raw(f, "h-0000000000ff", &gone);
 
+  /* Serving without it would drop an acknowledged registration: the load
+   * stops, naming it and why. */
   plane q;
-  assert_int_equal(replay(f, &q, NULL), 1);
-  only_handler(f, &q, "", kept);
+  const char *msg = replay_fails(f, &q, HD_EINVAL);
+  assert_non_null(strstr(msg, "cannot restore handler h-0000000000ff under "
+                              "key 'k': target: no local function named "
+                              "'gone'"));
   plane_close(&q);
+  /* It stays saved, for a start with the plugin back. */
+  assert_int_equal(stored_rows(f), 2);
+}
+
+static void
+test_load_stops_at_a_saved_request_that_does_not_parse(void **state) {
+  fixture *f = *state;
+  static const unsigned char junk[] = {0xff, 0xff, 0xff, 0xff, 0x0f};
+  char msg[256] = "";
+
+  open_store(f);
+  assert_int_equal(hd_store_put(f->store, "h-00000000000a", "k", junk,
+                                sizeof(junk), msg, sizeof(msg)),
+                   HD_OK);
+  plane q;
+  assert_string_equal(replay_fails(f, &q, HD_EINVAL),
+                      "cannot restore handler h-00000000000a under key 'k': "
+                      "its saved request (5 bytes) is not a valid "
+                      "AddHandlerRequest");
+  plane_close(&q);
+  assert_int_equal(stored_rows(f), 1);
+}
+
+static void test_load_skips_a_registration_over_a_limit(void **state) {
+  fixture *f = *state;
+  request r;
+
+  open_store(f);
+  local_request(&r, "k", "echo");
+  const char *first = add_ok(f, &f->p, &r, NULL);
+  add_ok(f, &f->p, &r, NULL);
+
+  /* A limit set before loading (handlerd sets them after) refuses the
+   * second: logged and skipped, not a reason to stop; it stays saved. */
+  plane q;
+  char msg[256] = "";
+  size_t loaded = 99;
+  plane_open(&q);
+  hd_registry_set_limits(q.reg, 0, 1);
+  hd_control_set_store(q.ctl, f->store);
+  assert_int_equal(hd_control_load(q.ctl, &loaded, msg, sizeof(msg)), HD_OK);
+  assert_int_equal(loaded, 1);
+  only_handler(f, &q, "", first);
+  plane_close(&q);
+  assert_int_equal(stored_rows(f), 2);
+}
+
+/* ---- a store that fails on demand ----------------------------------------
+ */
+
+typedef struct failing_store {
+  hd_store base;
+  hd_err err;      /* what put and del answer; HD_OK: they work */
+  const char *why; /* and the message they give */
+  int puts, dels;
+} failing_store;
+
+static hd_err fs_put(hd_store *s, const char *id, const char *key,
+                     const void *req, size_t len, char *msg, size_t msg_size) {
+  failing_store *fs = s->impl;
+  (void)id, (void)key, (void)req, (void)len;
+  fs->puts++;
+  if (fs->err != HD_OK)
+    snprintf(msg, msg_size, "%s", fs->why);
+  return fs->err;
+}
+
+static hd_err fs_del(hd_store *s, const char *id, char *msg, size_t msg_size) {
+  failing_store *fs = s->impl;
+  (void)id;
+  fs->dels++;
+  if (fs->err != HD_OK)
+    snprintf(msg, msg_size, "%s", fs->why);
+  return fs->err;
+}
+
+static hd_err fs_load(hd_store *s, hd_store_load_fn *fn, void *ud, char *msg,
+                      size_t msg_size) {
+  failing_store *fs = s->impl;
+  (void)fn, (void)ud;
+  if (fs->err != HD_OK)
+    snprintf(msg, msg_size, "%s", fs->why);
+  return fs->err;
+}
+
+static void fs_close(hd_store *s) {
+  (void)s;
+}
+
+static const hd_store_ops failing_ops = {"failing", fs_put, fs_del, fs_load,
+                                         fs_close};
+
+static void failing_store_init(failing_store *fs) {
+  memset(fs, 0, sizeof(*fs));
+  fs->base.ops = &failing_ops;
+  fs->base.impl = fs;
+}
+
+static void
+test_store_failures_name_the_cause_and_change_nothing(void **state) {
+  fixture *f = *state;
+  failing_store fs;
+  request r;
+  char msg[512] = "";
+
+  failing_store_init(&fs);
+  hd_control_set_store(f->p.ctl, &fs.base);
+  local_request(&r, "k", "echo");
+  const char *kept = add_ok(f, &f->p, &r, NULL);
+
+  /* Disk full: RESOURCE_EXHAUSTED's code, the store's message. */
+  fs.err = HD_EBUSY;
+  fs.why = "/state/handlerd.db: database or disk is full";
+  assert_string_equal(add_fails(f, &r, HD_EBUSY),
+                      "cannot save the registration: /state/handlerd.db: "
+                      "database or disk is full");
+  assert_int_equal(fs.dels, 0); /* nothing was saved, nothing to undo */
+  assert_int_equal(hd_control_remove(f->p.ctl, "k", kept, msg, sizeof(msg)),
+                   HD_EBUSY);
+  assert_string_equal(msg, "cannot delete the registration: "
+                           "/state/handlerd.db: database or disk is full");
+  only_handler(f, &f->p, "", kept);
+
+  /* Read-only (or any other store failure): HD_EIO, UNAVAILABLE. */
+  fs.err = HD_EIO;
+  fs.why = "/state/handlerd.db: the database is read-only";
+  assert_string_equal(add_fails(f, &r, HD_EIO),
+                      "cannot save the registration: /state/handlerd.db: "
+                      "the database is read-only");
+  assert_int_equal(hd_control_remove(f->p.ctl, "k", kept, msg, sizeof(msg)),
+                   HD_EIO);
+  assert_string_equal(msg, "cannot delete the registration: "
+                           "/state/handlerd.db: the database is read-only");
+  only_handler(f, &f->p, "", kept);
+  hd_results *rs = dispatch(&f->p, "k", "update");
+  assert_int_equal(hd_results_count(rs), 1);
+  hd_results_free(rs);
+
+  /* A load failure says what the store said. */
+  plane q;
+  size_t loaded = 99;
+  plane_open(&q);
+  hd_control_set_store(q.ctl, &fs.base);
+  assert_int_equal(hd_control_load(q.ctl, &loaded, msg, sizeof(msg)), HD_EIO);
+  assert_string_equal(msg, "cannot load registrations: /state/handlerd.db: "
+                           "the database is read-only");
+  plane_close(&q);
+
+  /* Working again: no restart needed. */
+  fs.err = HD_OK;
+  add_ok(f, &f->p, &r, NULL);
+  assert_int_equal(hd_control_remove(f->p.ctl, "k", kept, msg, sizeof(msg)),
+                   HD_OK);
+  assert_int_equal(hd_control_count(f->p.ctl), 1);
+}
+
+static void test_refused_after_saving_is_deleted_again(void **state) {
+  fixture *f = *state;
+  failing_store fs;
+  request r;
+
+  failing_store_init(&fs);
+  hd_control_set_store(f->p.ctl, &fs.base);
+  hd_registry_set_limits(f->p.reg, 0, 1);
+  local_request(&r, "k", "echo");
+  add_ok(f, &f->p, &r, NULL);
+  /* Saved, then refused by the registry's limit: the save is undone. */
+  assert_non_null(strstr(add_fails(f, &r, HD_EBUSY), "--max-handlers-per-key"));
+  assert_int_equal(fs.puts, 2);
+  assert_int_equal(fs.dels, 1);
 }
 
 static void test_webhook_target_goes_through_the_factory(void **state) {
@@ -913,7 +1124,11 @@ int main(void) {
       T(test_forced_id_that_is_not_an_id_is_einval),
       T(test_load_replays_registrations_with_their_ids_in_order),
       T(test_load_without_store_loads_nothing),
-      T(test_load_skips_a_registration_that_no_longer_builds),
+      T(test_load_stops_at_a_registration_that_no_longer_builds),
+      T(test_load_stops_at_a_saved_request_that_does_not_parse),
+      T(test_load_skips_a_registration_over_a_limit),
+      T(test_store_failures_name_the_cause_and_change_nothing),
+      T(test_refused_after_saving_is_deleted_again),
       T(test_webhook_target_goes_through_the_factory),
       T(test_generated_secret_is_stored_in_place_of_new_secret),
       T(test_generated_secret_on_a_route_is_stored_in_that_route),

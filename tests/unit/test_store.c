@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <sqlite3.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -107,7 +108,7 @@ static hd_err collect(const char *id, const char *key, const void *req,
 static recs *load_all(hd_store *s) {
   recs *rs = calloc(1, sizeof(*rs));
   assert_non_null(rs);
-  assert_int_equal(hd_store_load(s, collect, rs), HD_OK);
+  assert_int_equal(hd_store_load(s, collect, rs, NULL, 0), HD_OK);
   return rs;
 }
 
@@ -121,7 +122,7 @@ static void assert_rec(const rec *r, const char *id, const char *key,
 
 static hd_err put_str(hd_store *s, const char *id, const char *key,
                       const char *req) {
-  return hd_store_put(s, id, key, req, strlen(req));
+  return hd_store_put(s, id, key, req, strlen(req), NULL, 0);
 }
 
 /* ---- behaviour ----------------------------------------------------------- */
@@ -172,8 +173,9 @@ static void test_store_binary_and_empty_requests_round_trip(void **state) {
   hd_store *s = open_store(f->dir);
   const unsigned char bin[] = {0x00, 0xff, 0x00, 0x10, 0x80, 0x00};
 
-  assert_int_equal(hd_store_put(s, "bin", "k", bin, sizeof(bin)), HD_OK);
-  assert_int_equal(hd_store_put(s, "empty", "k", NULL, 0), HD_OK);
+  assert_int_equal(hd_store_put(s, "bin", "k", bin, sizeof(bin), NULL, 0),
+                   HD_OK);
+  assert_int_equal(hd_store_put(s, "empty", "k", NULL, 0, NULL, 0), HD_OK);
   recs *rs = load_all(s);
   assert_int_equal(rs->n, 2);
   assert_int_equal(rs->r[0].len, sizeof(bin));
@@ -191,14 +193,14 @@ static void test_store_del_removes_only_that_record(void **state) {
   assert_int_equal(put_str(s, "a", "k", "req-a"), HD_OK);
   assert_int_equal(put_str(s, "b", "k", "req-b"), HD_OK);
   assert_int_equal(put_str(s, "c", "k", "req-c"), HD_OK);
-  assert_int_equal(hd_store_del(s, "b"), HD_OK);
+  assert_int_equal(hd_store_del(s, "b", NULL, 0), HD_OK);
   recs *rs = load_all(s);
   assert_int_equal(rs->n, 2);
   assert_rec(&rs->r[0], "a", "k", "req-a");
   assert_rec(&rs->r[1], "c", "k", "req-c");
   free(rs);
   /* Deleted means gone: a second delete finds nothing. */
-  assert_int_equal(hd_store_del(s, "b"), HD_ENOTFOUND);
+  assert_int_equal(hd_store_del(s, "b", NULL, 0), HD_ENOTFOUND);
   hd_store_close(s);
 }
 
@@ -206,9 +208,9 @@ static void test_store_del_unknown_id_returns_enotfound(void **state) {
   fixture *f = *state;
   hd_store *s = open_store(f->dir);
 
-  assert_int_equal(hd_store_del(s, "nope"), HD_ENOTFOUND);
+  assert_int_equal(hd_store_del(s, "nope", NULL, 0), HD_ENOTFOUND);
   assert_int_equal(put_str(s, "a", "k", "req-a"), HD_OK);
-  assert_int_equal(hd_store_del(s, "nope"), HD_ENOTFOUND);
+  assert_int_equal(hd_store_del(s, "nope", NULL, 0), HD_ENOTFOUND);
   recs *rs = load_all(s);
   assert_int_equal(rs->n, 1);
   free(rs);
@@ -222,7 +224,7 @@ static void test_store_reopen_keeps_records_and_order(void **state) {
   assert_int_equal(put_str(s, "x", "k1", "req-x"), HD_OK);
   assert_int_equal(put_str(s, "y", "k2", "req-y"), HD_OK);
   assert_int_equal(put_str(s, "z", "k3", "req-z"), HD_OK);
-  assert_int_equal(hd_store_del(s, "y"), HD_OK);
+  assert_int_equal(hd_store_del(s, "y", NULL, 0), HD_OK);
   hd_store_close(s);
 
   s = open_store(f->dir);
@@ -255,7 +257,8 @@ static void test_store_load_stops_at_first_callback_error(void **state) {
   assert_int_equal(put_str(s, "a", "k", "1"), HD_OK);
   assert_int_equal(put_str(s, "b", "k", "2"), HD_OK);
   assert_int_equal(put_str(s, "c", "k", "3"), HD_OK);
-  assert_int_equal(hd_store_load(s, stop_at_second, &calls), HD_EHANDLER);
+  assert_int_equal(hd_store_load(s, stop_at_second, &calls, NULL, 0),
+                   HD_EHANDLER);
   assert_int_equal(calls, 2);
   /* The store is still usable after an interrupted load. */
   recs *rs = load_all(s);
@@ -267,7 +270,7 @@ static void test_store_load_stops_at_first_callback_error(void **state) {
 static hd_err delete_each(const char *id, const char *key, const void *req,
                           size_t len, void *ud) {
   (void)key, (void)req, (void)len;
-  return hd_store_del(ud, id);
+  return hd_store_del(ud, id, NULL, 0);
 }
 
 static void test_store_load_callback_may_change_the_store(void **state) {
@@ -276,7 +279,7 @@ static void test_store_load_callback_may_change_the_store(void **state) {
 
   assert_int_equal(put_str(s, "a", "k", "1"), HD_OK);
   assert_int_equal(put_str(s, "b", "k", "2"), HD_OK);
-  assert_int_equal(hd_store_load(s, delete_each, s), HD_OK);
+  assert_int_equal(hd_store_load(s, delete_each, s, NULL, 0), HD_OK);
   recs *rs = load_all(s);
   assert_int_equal(rs->n, 0);
   free(rs);
@@ -382,8 +385,114 @@ static void test_store_refuses_garbage_db_file_with_eio(void **state) {
 
   assert_int_equal(hd_store_sqlite_open(f->dir, &s, msg, sizeof(msg)), HD_EIO);
   assert_null(s);
-  /* The message carries what SQLite said. */
+  /* The message names the file and carries what SQLite said. */
+  assert_non_null(strstr(msg, f->db));
   assert_non_null(strstr(msg, "file is not a database"));
+}
+
+/* The whole of `path` (at most `cap` bytes) into `buf`; its size. */
+static size_t read_file(const char *path, unsigned char *buf, size_t cap) {
+  FILE *fp = fopen(path, "rb");
+  assert_non_null(fp);
+  size_t n = fread(buf, 1, cap, fp);
+  assert_int_equal(fgetc(fp), EOF); /* all of it */
+  fclose(fp);
+  return n;
+}
+
+#define CORRUPT_CAP (1024 * 1024)
+
+static void
+test_store_refuses_a_corrupt_database_and_leaves_it_alone(void **state) {
+  fixture *f = *state;
+  hd_store *s = open_store(f->dir);
+  char req[2048], msg[512] = "", id[16];
+
+  /* Enough rows for the table to span many pages. */
+  memset(req, 'r', sizeof(req) - 1);
+  req[sizeof(req) - 1] = '\0';
+  for (int i = 0; i < 60; i++) {
+    snprintf(id, sizeof(id), "id-%d", i);
+    assert_int_equal(put_str(s, id, "k", req), HD_OK);
+  }
+  hd_store_close(s);
+
+  /* Keep page 1 (header and schema); overwrite the rest. */
+  unsigned char *before = malloc(CORRUPT_CAP), *after = malloc(CORRUPT_CAP);
+  assert_non_null(before);
+  assert_non_null(after);
+  size_t n = read_file(f->db, before, CORRUPT_CAP);
+  assert_true(n > 16 * 4096);
+  for (size_t i = 4096; i < n; i++)
+    before[i] = (unsigned char)(i * 2654435761u >> 13);
+  FILE *fp = fopen(f->db, "wb");
+  assert_non_null(fp);
+  assert_int_equal(fwrite(before, 1, n, fp), n);
+  assert_int_equal(fclose(fp), 0);
+
+  s = (hd_store *)1;
+  assert_int_equal(hd_store_sqlite_open(f->dir, &s, msg, sizeof(msg)), HD_EIO);
+  assert_null(s);
+  /* One line naming the file and the problem. */
+  assert_non_null(strstr(msg, f->db));
+  if (!strstr(msg, "corrupt") && !strstr(msg, "malformed"))
+    fail_msg("the message does not say the file is corrupt: %s", msg);
+  assert_null(strchr(msg, '\n'));
+  /* Not a byte changed. */
+  assert_int_equal(read_file(f->db, after, CORRUPT_CAP), n);
+  assert_memory_equal(after, before, n);
+  free(before);
+  free(after);
+}
+
+/* A put that cannot be written (here: past RLIMIT_FSIZE, EFBIG) fails with
+ * the file and the system's reason, changes nothing, and the store takes
+ * writes again once the cause is gone. */
+static void test_store_write_error_names_the_file_and_the_cause(void **state) {
+  fixture *f = *state;
+  hd_store *s = open_store(f->dir);
+  struct rlimit old, low;
+  char msg[512] = "";
+  size_t big_len = 512 * 1024;
+  char *big = malloc(big_len);
+
+  assert_non_null(big);
+  memset(big, 'b', big_len);
+  assert_int_equal(put_str(s, "a", "k", "req-a"), HD_OK);
+  assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+  low = old;
+  low.rlim_cur = 128 * 1024;
+  void (*prev)(int) = signal(SIGXFSZ, SIG_IGN);
+  assert_int_equal(setrlimit(RLIMIT_FSIZE, &low), 0);
+  hd_err err = hd_store_put(s, "big", "k", big, big_len, msg, sizeof(msg));
+  assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+  signal(SIGXFSZ, prev);
+
+  print_message("  %s\n", msg);
+  assert_int_equal(err, HD_EIO);
+  assert_non_null(strstr(msg, f->db));
+  /* SQLite does not keep the errno of a failed WAL write (EFBIG here), but
+   * says what failed. */
+  if (!strstr(msg, "disk I/O error (writing"))
+    fail_msg("the message does not say what failed: %s", msg);
+  recs *rs = load_all(s);
+  assert_int_equal(rs->n, 1);
+  free(rs);
+  /* Room again: the same put works, no reopening. */
+  assert_int_equal(hd_store_put(s, "big", "k", big, big_len, msg, sizeof(msg)),
+                   HD_OK);
+  assert_int_equal(put_str(s, "c", "k", "req-c"), HD_OK);
+  hd_store_close(s);
+  free(big);
+
+  s = open_store(f->dir);
+  assert_int_equal(hd_store_del(s, "big", msg, sizeof(msg)), HD_OK);
+  rs = load_all(s);
+  assert_int_equal(rs->n, 2);
+  assert_rec(&rs->r[0], "a", "k", "req-a");
+  assert_rec(&rs->r[1], "c", "k", "req-c");
+  free(rs);
+  hd_store_close(s);
 }
 
 static void
@@ -417,13 +526,13 @@ test_store_wrappers_reject_null_and_close_null_is_noop(void **state) {
   fixture *f = *state;
   hd_store *s = open_store(f->dir);
 
-  assert_int_equal(hd_store_put(NULL, "a", "k", "x", 1), HD_EINVAL);
-  assert_int_equal(hd_store_put(s, NULL, "k", "x", 1), HD_EINVAL);
-  assert_int_equal(hd_store_put(s, "a", NULL, "x", 1), HD_EINVAL);
-  assert_int_equal(hd_store_put(s, "a", "k", NULL, 1), HD_EINVAL);
-  assert_int_equal(hd_store_del(NULL, "a"), HD_EINVAL);
-  assert_int_equal(hd_store_del(s, NULL), HD_EINVAL);
-  assert_int_equal(hd_store_load(s, NULL, NULL), HD_EINVAL);
+  assert_int_equal(hd_store_put(NULL, "a", "k", "x", 1, NULL, 0), HD_EINVAL);
+  assert_int_equal(hd_store_put(s, NULL, "k", "x", 1, NULL, 0), HD_EINVAL);
+  assert_int_equal(hd_store_put(s, "a", NULL, "x", 1, NULL, 0), HD_EINVAL);
+  assert_int_equal(hd_store_put(s, "a", "k", NULL, 1, NULL, 0), HD_EINVAL);
+  assert_int_equal(hd_store_del(NULL, "a", NULL, 0), HD_EINVAL);
+  assert_int_equal(hd_store_del(s, NULL, NULL, 0), HD_EINVAL);
+  assert_int_equal(hd_store_load(s, NULL, NULL, NULL, 0), HD_EINVAL);
   hd_store *other = (hd_store *)1;
   assert_int_equal(hd_store_sqlite_open(NULL, &other, NULL, 0), HD_EINVAL);
   assert_null(other);
@@ -565,6 +674,8 @@ int main(void) {
       T(test_store_db_uses_wal_and_schema_version_1),
       T(test_store_refuses_newer_schema_version),
       T(test_store_refuses_garbage_db_file_with_eio),
+      T(test_store_refuses_a_corrupt_database_and_leaves_it_alone),
+      T(test_store_write_error_names_the_file_and_the_cause),
       T(test_store_open_fails_with_message_when_parent_missing),
       T(test_store_open_fails_when_path_is_a_file),
       T(test_store_wrappers_reject_null_and_close_null_is_noop),
