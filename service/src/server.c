@@ -737,6 +737,10 @@ static void stream_pump(call *c) {
     memset(&op, 0, sizeof(op));
     op.op = GRPC_OP_SEND_MESSAGE;
     op.data.send_message.send_message = c->send_buf;
+    /* More replies ready behind this one: let gRPC buffer it and flush them
+     * together, one write for many small messages. */
+    if (c->head && c->head->ready)
+      op.flags = GRPC_WRITE_BUFFER_HINT;
     c->send_busy = 1;
     c->t_send = (tag){on_stream_sent, c};
     if (start_batch(c, &op, 1, &c->t_send) != 0) {
