@@ -36,7 +36,7 @@ import webhook_receiver as wr  # noqa: E402
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
-SLOW = 4.0 if hd_harness.WRAPPER else 1.0  # valgrind: every bound stretches
+SLOW = hd_harness.SLOW  # valgrind, sanitizers: every bound stretches
 RPC_TIMEOUT = 10.0 * SLOW
 CALL_DEADLINE = 60.0 * SLOW  # client deadline of the calls kept in flight
 DEFAULT_DRAIN_S = 10.0  # handlerd's documented default --drain-timeout

@@ -38,7 +38,7 @@ RPC_TIMEOUT = 10.0
 # Under HD_IT_WRAPPER (valgrind) handlerd is much slower: every time bound
 # (and the per-attempt timeout, so that slowness is not taken for a fault)
 # gets this factor.
-SLOW = 4.0 if hd_harness.WRAPPER else 1.0
+SLOW = hd_harness.SLOW
 DEADLINE_S = 3.0 * SLOW           # the Dispatch's gRPC deadline
 BAD_TIMEOUT_MS = int(1000 * SLOW)  # the bad webhook's per-attempt timeout
 MAX_ATTEMPTS = 2                   # the bad webhook's max_attempts
@@ -48,7 +48,7 @@ HEALTHY_MAX_S = 0.5 * SLOW        # a healthy webhook's duration bound
 # that far more than SLOW (2.5 s, and over 4 s on a loaded machine, seen),
 # so under a wrapper the TLS cases get this factor instead and bound the
 # healthy webhook by the deadline only.
-TLS_SLOW = 10.0 if hd_harness.WRAPPER else 1.0
+TLS_SLOW = 10.0 if hd_harness.WRAPPER else hd_harness.SLOW
 TLS_DEADLINE_S = 3.0 * TLS_SLOW
 TLS_TIMEOUT_MS = int(1000 * TLS_SLOW)
 HEALTHY_MAX_TLS_S = TLS_DEADLINE_S / 2 if hd_harness.WRAPPER \

@@ -31,7 +31,7 @@ RPC_TIMEOUT = 10.0
 RESPONSE_LIMIT = 64 * 1024  # documented webhook response size limit
 # Under HD_IT_WRAPPER (valgrind) everything in handlerd is much slower:
 # upper time bounds get this factor on their slack.
-SLOW = 4.0 if hd_harness.WRAPPER else 1.0
+SLOW = hd_harness.SLOW
 
 # RFC 3339 date-time (section 5.6), any fraction, Z or numeric offset.
 RFC3339 = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})"
