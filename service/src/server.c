@@ -1123,6 +1123,9 @@ static int wait_shutdown_done(hd_server *s, int ms) {
   return s->shutdown_done;
 }
 
+/* Waits until no call is left, up to `ms`. 0 when none is left. */
+static int wait_calls_done(hd_server *s, int ms);
+
 void hd_server_shutdown(hd_server *s, int drain_ms,
                         void (*on_drain_timeout)(void *ud), void *ud) {
   if (atomic_exchange(&s->stopped, 1))
@@ -1131,23 +1134,27 @@ void hd_server_shutdown(hd_server *s, int drain_ms,
   atomic_store(&s->shutting_down, 1);
   pthread_mutex_unlock(&s->watch_lock);
   watchers_not_serving(s);
+
+  /* Drain while still accepting: a call arriving now is answered
+   * UNAVAILABLE "handlerd is shutting down" by on_new_call. Once gRPC's own
+   * shutdown starts, a late call is cancelled by the core without a word
+   * (CANCELLED), so that waits for the calls in flight. */
+  int left = wait_calls_done(s, drain_ms);
+  if (left > 0 && on_drain_timeout) {
+    /* Let the calls still waiting (on webhooks) answer with what their
+     * handlers report ("shutting down") rather than be cut off blind. */
+    hd_log(HD_LOG_WARN,
+           "%d calls still running after %d ms: ending their webhook "
+           "deliveries",
+           left, drain_ms);
+    on_drain_timeout(ud);
+    left = wait_calls_done(s, DRAIN_REPLY_MS);
+  }
   tag_publish(&s->t_shutdown);
   grpc_server_shutdown_and_notify(s->server, s->cqs[0], &s->t_shutdown);
 
   pthread_mutex_lock(&s->lock);
-  if (!wait_shutdown_done(s, drain_ms) && on_drain_timeout) {
-    /* Let the calls still waiting (on webhooks) answer with what their
-     * handlers report ("shutting down") rather than be cut off blind. */
-    pthread_mutex_unlock(&s->lock);
-    hd_log(HD_LOG_WARN,
-           "calls still running after %d ms: ending their webhook "
-           "deliveries",
-           drain_ms);
-    on_drain_timeout(ud);
-    pthread_mutex_lock(&s->lock);
-    wait_shutdown_done(s, DRAIN_REPLY_MS);
-  }
-  if (!s->shutdown_done) {
+  if (!wait_shutdown_done(s, left > 0 ? 0 : DRAIN_REPLY_MS)) {
     pthread_mutex_unlock(&s->lock);
     hd_log(HD_LOG_WARN, "calls still running after %d ms: cancelling them",
            drain_ms);
@@ -1159,7 +1166,6 @@ void hd_server_shutdown(hd_server *s, int drain_ms,
   pthread_mutex_unlock(&s->lock);
 }
 
-/* Waits until no call is left, up to `ms`. 0 when none is left. */
 static int wait_calls_done(hd_server *s, int ms) {
   struct timespec until = realtime_in(ms);
   pthread_mutex_lock(&s->lock);

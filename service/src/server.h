@@ -38,7 +38,8 @@ hd_err hd_server_start(const hd_server_config *cfg, hd_registry *reg,
 int hd_server_calls_in_flight(const hd_server *s);
 /* The bound port (useful with port 0). */
 int hd_server_port(const hd_server *s);
-/* Stops accepting calls, lets calls in flight finish for up to `drain_ms`.
+/* Turns health NOT_SERVING and answers new calls UNAVAILABLE while the
+ * calls in flight finish, for up to `drain_ms`; then stops gRPC (GOAWAY).
  * Calls still running then: `on_drain_timeout(ud)` runs (may be NULL;
  * handlerd stops the webhook engine there, so pending deliveries complete
  * with a "shutting down" result the calls can still send), calls get half
