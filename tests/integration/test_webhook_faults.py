@@ -384,5 +384,40 @@ class TestResponseLimitFlag(_FaultCase):
         self.huge_body(fs.make_huge(chunked=False), self.LIMIT)
 
 
+class TestInflightLimitFlag(_FaultCase):
+    """--max-webhook-inflight 2: with two deliveries stuck on a receiver that
+    never answers, a third webhook result fails at once with
+    RESOURCE_EXHAUSTED naming the flag, the local handler still answers, and
+    once the stuck ones end, deliveries go out again."""
+
+    EXTRA_ARGS = ("--max-webhook-inflight", "2")
+
+    def test_third_delivery_refused_while_two_hang(self):
+        srv = self.faulty(fs.hang)
+        ids = [self.add("f-inflight", pb.Target(webhook=pb.Webhook(
+            url=srv.url(), timeout_ms=BAD_TIMEOUT_MS, max_attempts=1)))
+            for _ in range(3)]
+        count_id = self.add("f-inflight", pb.Target(local="count"))
+        reply = self.dispatch_within("f-inflight")
+        self.assertEqual([r.handler_id for r in reply.results],
+                         ids + [count_id])
+        refused = [r for r in reply.results[:3]
+                   if not r.ok and r.error.code == 8]
+        timed_out = [r for r in reply.results[:3]
+                     if not r.ok and r.error.code == DEADLINE_EXCEEDED]
+        self.assertEqual(len(refused), 1, reply)
+        self.assertEqual(len(timed_out), 2, reply)
+        self.assertIn("--max-webhook-inflight", refused[0].error.message)
+        self.assertEqual(refused[0].error.attempts, 0)
+        self.assertLess(refused[0].duration_ns, 0.5e9 * SLOW,
+                        "the refusal waited for the stuck deliveries")
+        self.assert_ok(reply.results[3], count_id)
+        # The two stuck ones ended (timeout): the limit frees up again.
+        good_id, good_path = self.add_good("f-inflight-after")
+        again = self.dispatch_within("f-inflight-after")
+        self.assert_ok(again.results[0], good_id)
+        self.assertEqual(len(self.rx.requests(good_path)), 1)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
