@@ -90,7 +90,9 @@ struct call {
   int cancelled;
   tag t_new, t_recv, t_send, t_close, t_status;
   grpc_byte_buffer *recv_buf, *send_buf;
-  hd_arena *arena; /* unary: request and reply */
+  hd_arena *arena;         /* unary: request and reply */
+  hd_results *hop_results; /* results waiting for t_hop */
+  tag t_hop;
   hd_event ev;
   /* DispatchStream */
   pthread_mutex_t lock;
@@ -339,8 +341,11 @@ static void count_dispatch(const hd_event *ev, const hd_results *rs,
   hd_metrics_dispatch(ev->name, GRPC_STATUS_OK, mono_ns() - start_ns);
 }
 
-static void dispatch_done(hd_results *rs, void *ud) {
-  call *c = ud;
+/* Set in the completion-queue threads: results that arrive on another
+ * thread (the webhook engine's) hop back to one of them to be sent. */
+static __thread int in_cq_thread;
+
+static void reply_with_results(call *c, hd_results *rs) {
   count_dispatch(&c->ev, rs, c->start_ns);
   Handlers__V1__DispatchReply reply = HANDLERS__V1__DISPATCH_REPLY__INIT;
   if (hd_proto_from_results(c->arena, rs, &reply.results, &reply.n_results) !=
@@ -349,6 +354,32 @@ static void dispatch_done(hd_results *rs, void *ud) {
   else
     send_reply(c, &reply.base);
   hd_results_free(rs);
+}
+
+static void on_results_hop(void *owner, int ok) {
+  call *c = owner;
+  hd_results *rs = c->hop_results;
+  (void)ok; /* an empty batch: nothing failed, the results still go out */
+  c->hop_results = NULL;
+  reply_with_results(c, rs);
+  call_unref(c);
+}
+
+static void dispatch_done(hd_results *rs, void *ud) {
+  call *c = ud;
+  if (!in_cq_thread) {
+    /* An empty batch completes at once on the call's queue: encoding and
+     * the gRPC write then run there, not on the webhook engine's thread,
+     * which is the busiest one under webhook load. */
+    c->hop_results = rs;
+    c->t_hop = (tag){on_results_hop, c};
+    if (start_batch(c, NULL, 0, &c->t_hop) == 0) {
+      call_unref(c);
+      return;
+    }
+    c->hop_results = NULL;
+  }
+  reply_with_results(c, rs);
   call_unref(c);
 }
 
@@ -982,6 +1013,7 @@ static void on_shutdown_done(void *owner, int ok) {
 
 static void *cq_thread(void *arg) {
   grpc_completion_queue *cq = arg;
+  in_cq_thread = 1;
   for (;;) {
     grpc_event ev = grpc_completion_queue_next(
         cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
