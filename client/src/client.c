@@ -748,7 +748,8 @@ static int cmp_label(const void *a, const void *b) {
 /* 'k="v",k2="v2"' in key order (a map has no order on the wire). */
 static char *labels_text(Handlers__V1__StatsSample *sm) {
   size_t len = 1;
-  qsort(sm->labels, sm->n_labels, sizeof(*sm->labels), cmp_label);
+  if (sm->n_labels > 1) /* labels is NULL when there are none */
+    qsort(sm->labels, sm->n_labels, sizeof(*sm->labels), cmp_label);
   for (size_t i = 0; i < sm->n_labels; i++)
     len += strlen(sm->labels[i]->key) + strlen(sm->labels[i]->value) + 4;
   char *out = malloc(len), *p = out;
