@@ -73,6 +73,23 @@ static double now_s(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* A JSON string of `s`; a message quoting a bad input line may hold bytes
+ * that are not UTF-8, which JSON cannot carry: those become '?'. */
+static json_t *utf8_string(const char *s) {
+  json_t *j = json_string(s);
+  if (j != NULL)
+    return j;
+  char *copy = strdup(s);
+  if (copy == NULL)
+    return json_string("(out of memory)");
+  for (unsigned char *p = (unsigned char *)copy; *p; p++)
+    if (*p >= 0x80)
+      *p = '?';
+  j = json_string(copy);
+  free(copy);
+  return j;
+}
+
 /* Records one failure: counted, printed (up to a limit), kept for JSON. */
 static void line_failed(stream_run *r, size_t line, const char *code,
                         const char *message) {
@@ -86,9 +103,9 @@ static void line_failed(stream_run *r, size_t line, const char *code,
   }
   r->printed++;
   if (r->errors != NULL && json_array_size(r->errors) < MAX_JSON_ERRORS)
-    json_array_append_new(r->errors,
-                          json_pack("{s:I, s:s, s:s}", "line", (json_int_t)line,
-                                    "code", code, "message", message));
+    json_array_append_new(
+        r->errors, json_pack("{s:I, s:s, s:o}", "line", (json_int_t)line,
+                             "code", code, "message", utf8_string(message)));
 }
 
 static void show_progress(stream_run *r, int force) {
