@@ -398,8 +398,25 @@ static hd_err persist(hd_control *c, const Handlers__V1__AddHandlerRequest *req,
   size_t len = 0;
   char why[512] = "";
   hd_err err = pack_for_store(req, secret, &bytes, &len);
-  if (err == HD_OK)
+  if (err == HD_OK) {
+    /* Never acknowledge what a restart could not read back: protobuf-c
+     * keeps unknown fields it accepted (even an overlong tag 0) and writes
+     * them out in a form its own decoder refuses. (Found by fuzz_control.) */
+    Handlers__V1__AddHandlerRequest *back =
+        handlers__v1__add_handler_request__unpack(NULL, len, bytes);
+    if (back == NULL) {
+      if (bytes) {
+        memset(bytes, 0, len);
+        free(bytes);
+      }
+      snprintf(msg, msg_size,
+               "the request does not survive re-encoding (a malformed "
+               "unknown field?): not registered");
+      return HD_EINVAL;
+    }
+    handlers__v1__add_handler_request__free_unpacked(back, NULL);
     err = hd_store_put(c->store, id, req->key, bytes, len, why, sizeof(why));
+  }
   if (bytes) {
     memset(bytes, 0, len); /* may hold a secret */
     free(bytes);
