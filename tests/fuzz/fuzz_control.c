@@ -340,7 +340,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   char msg[512] = "";
   size_t loaded = 0;
   plane_open(&again, &s->store);
-  FUZZ_CHECK(hd_control_load(again.ctl, &loaded, msg, sizeof(msg)) == HD_OK);
+  hd_err load_err = hd_control_load(again.ctl, &loaded, msg, sizeof(msg));
+  if (load_err != HD_OK)
+    fprintf(stderr, "reload failed: %s: %s\n", hd_strerror(load_err), msg);
+  FUZZ_CHECK(load_err == HD_OK);
   FUZZ_CHECK(loaded == live_count(s));
   check_list(s, &again, "");
 
