@@ -933,7 +933,12 @@ static void on_unary_recv(void *owner, int ok) {
 static void on_new_call(void *owner, int ok) {
   call *c = owner;
   hd_server *srv = c->srv;
-  if (!ok) { /* the server is shutting down */
+  if (!ok) {
+    /* Shutting down, or gRPC gave up on this request (a call that went
+     * away before it was matched): keep the slot filled, or calls of this
+     * method would stop being accepted once the slots ran out. */
+    if (!atomic_load(&srv->shutting_down))
+      request_call(srv, c->cq, c->generic ? N_METHODS : c->m_index);
     call_free(c);
     return;
   }
