@@ -24,6 +24,7 @@ struct hd_control {
   hd_store *store;
   hd_webhook_factory_fn *webhook_factory;
   void *webhook_ud;
+  hd_control_limits limits;
   pthread_mutex_t lock;
   record **recs; /* sorted by id */
   size_t n_recs, cap_recs;
@@ -52,9 +53,20 @@ hd_err hd_control_new(hd_registry *reg, hd_functions *fns, hd_control **out) {
     return HD_ENOMEM;
   c->reg = reg;
   c->fns = fns;
+  hd_control_limits_init(&c->limits);
   pthread_mutex_init(&c->lock, NULL);
   *out = c;
   return HD_OK;
+}
+
+void hd_control_limits_init(hd_control_limits *l) {
+  l->max_events = 256;
+  l->max_routes = 256;
+  l->max_headers = 64;
+}
+
+void hd_control_set_limits(hd_control *c, const hd_control_limits *l) {
+  c->limits = *l;
 }
 
 void hd_control_free(hd_control *c) {

@@ -22,6 +22,19 @@ typedef hd_err hd_webhook_factory_fn(void *ud, const char *key,
                                      hd_handler **out, char **secret_out,
                                      char *msg, size_t msg_size);
 
+/* Limits on one registration, checked before any work is done for it. */
+typedef struct hd_control_limits {
+  int max_events;  /* names in AddHandlerRequest.events */
+  int max_routes;  /* entries in AddHandlerRequest.routes */
+  int max_headers; /* headers of one webhook target */
+} hd_control_limits;
+
+/* Fills `l` with the defaults (256 events, 256 routes, 64 headers). */
+void hd_control_limits_init(hd_control_limits *l);
+
+/* Replaces the registration limits (copied). Set before serving. */
+void hd_control_set_limits(hd_control *c, const hd_control_limits *l);
+
 /* Borrows `reg` and `fns`, which must outlive the control. */
 hd_err hd_control_new(hd_registry *reg, hd_functions *fns, hd_control **out);
 void hd_control_free(hd_control *c);

@@ -164,6 +164,7 @@ static int run(hd_options *o) {
     goto out;
   }
   hd_control_set_webhook_factory(ctl, hd_webhook_factory, engine);
+  hd_control_set_limits(ctl, &o->control);
   if (o->state_dir) {
     size_t loaded = 0;
     if (hd_store_sqlite_open(o->state_dir, &store, msg, sizeof(msg)) != HD_OK) {

@@ -72,6 +72,39 @@ static const opt_def defs[] = {
      16 << 20,
      "response body bytes kept as a webhook's result\n"
      "(HANDLERD_MAX_WEBHOOK_RESPONSE_BYTES, default 65536)"},
+    {"max-connections", 0, "N", "HANDLERD_MAX_CONNECTIONS", T_INT,
+     F(server.max_connections), 1, 10000000,
+     "client connections open at once; more are closed as they\n"
+     "arrive (HANDLERD_MAX_CONNECTIONS, default: half the open-files\n"
+     "limit)"},
+    {"idle-timeout", 0, "DURATION", "HANDLERD_IDLE_TIMEOUT", T_DURATION,
+     F(server.idle_timeout_ms), 1000, 86400000,
+     "close a connection with no call for this long (GOAWAY)\n"
+     "(HANDLERD_IDLE_TIMEOUT, default 5m)"},
+    {"handshake-timeout", 0, "DURATION", "HANDLERD_HANDSHAKE_TIMEOUT",
+     T_DURATION, F(server.handshake_timeout_ms), 100, 3600000,
+     "close a connection that has not finished its HTTP/2 (and TLS)\n"
+     "handshake after this long (HANDLERD_HANDSHAKE_TIMEOUT, default 10s)"},
+    {"keepalive-time", 0, "DURATION", "HANDLERD_KEEPALIVE_TIME", T_DURATION,
+     F(server.keepalive_time_ms), 1000, 86400000,
+     "ping a client after this long without traffic; no answer within\n"
+     "20s closes the connection (HANDLERD_KEEPALIVE_TIME, default 2m)"},
+    {"max-health-watches", 0, "N", "HANDLERD_MAX_HEALTH_WATCHES", T_INT,
+     F(server.max_health_watches), 1, 1000000,
+     "open grpc.health.v1.Health/Watch streams; they do not count in\n"
+     "--max-calls (HANDLERD_MAX_HEALTH_WATCHES, default 100)"},
+    {"max-events-per-handler", 0, "N", "HANDLERD_MAX_EVENTS_PER_HANDLER", T_INT,
+     F(control.max_events), 1, 1000000,
+     "event names in one registration (HANDLERD_MAX_EVENTS_PER_HANDLER,\n"
+     "default 256)"},
+    {"max-routes-per-handler", 0, "N", "HANDLERD_MAX_ROUTES_PER_HANDLER", T_INT,
+     F(control.max_routes), 1, 1000000,
+     "routes in one event-stream registration\n"
+     "(HANDLERD_MAX_ROUTES_PER_HANDLER, default 256)"},
+    {"max-webhook-headers", 0, "N", "HANDLERD_MAX_WEBHOOK_HEADERS", T_INT,
+     F(control.max_headers), 0, 10000,
+     "headers on one webhook (HANDLERD_MAX_WEBHOOK_HEADERS,\n"
+     "default 64)"},
     {"drain-timeout", 0, "DURATION", "HANDLERD_DRAIN_TIMEOUT", T_DURATION,
      F(drain_ms), 0, 3600000,
      "how long shutdown waits for calls in flight, e.g. 10s, 500ms\n"
@@ -129,6 +162,7 @@ void hd_options_init(hd_options *o) {
   o->max_keys = 100000;
   o->max_handlers_per_key = 1000;
   o->max_webhook_response = HD_WEBHOOK_DEFAULT_MAX_RESPONSE;
+  hd_control_limits_init(&o->control);
 }
 
 void hd_options_free(hd_options *o) {
@@ -348,8 +382,16 @@ void hd_options_log_limits(const hd_options *o) {
   hd_log(HD_LOG_INFO,
          "limits: max-calls %d, max-message-bytes %d, max-topic-path-bytes "
          "%d, max-keys %d, max-handlers-per-key %d, max-webhook-inflight %d, "
-         "max-webhook-response-bytes %d, drain-timeout %d ms",
+         "max-webhook-response-bytes %d, drain-timeout %d ms, "
+         "max-connections %d, idle-timeout %d ms, handshake-timeout %d ms, "
+         "keepalive-time %d ms, max-health-watches %d, "
+         "max-events-per-handler %d, max-routes-per-handler %d, "
+         "max-webhook-headers %d",
          o->server.max_calls, o->server.max_message_bytes,
          o->server.max_topic_path, o->max_keys, o->max_handlers_per_key,
-         o->webhook.max_in_flight, o->max_webhook_response, o->drain_ms);
+         o->webhook.max_in_flight, o->max_webhook_response, o->drain_ms,
+         o->server.max_connections, o->server.idle_timeout_ms,
+         o->server.handshake_timeout_ms, o->server.keepalive_time_ms,
+         o->server.max_health_watches, o->control.max_events,
+         o->control.max_routes, o->control.max_headers);
 }

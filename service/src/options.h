@@ -8,6 +8,7 @@
 #define HD_OPTIONS_H
 
 #include "handlerd/handlerd.h"
+#include "control.h"
 #include "server.h"
 #include "webhook.h"
 
@@ -18,6 +19,7 @@
 typedef struct hd_options {
   hd_server_config server;
   hd_webhook_engine_config webhook;
+  hd_control_limits control;
   const char *ready_file;
   const char *event_log;
   const char *state_dir;

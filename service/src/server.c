@@ -158,6 +158,11 @@ void hd_server_config_init(hd_server_config *cfg) {
   cfg->max_message_bytes = 4 * 1024 * 1024;
   cfg->stream_window = 64;
   cfg->max_topic_path = HD_TOPIC_PATH_DEFAULT;
+  cfg->max_connections = 0;
+  cfg->idle_timeout_ms = 5 * 60 * 1000;
+  cfg->handshake_timeout_ms = 10 * 1000;
+  cfg->keepalive_time_ms = 2 * 60 * 1000;
+  cfg->max_health_watches = 100;
 }
 
 /* ---- call lifetime ---- */

@@ -17,6 +17,13 @@ typedef struct hd_server_config {
   int max_message_bytes; /* largest request accepted */
   int stream_window;     /* stream requests handled ahead of replies */
   int max_topic_path;    /* bytes; longer is INVALID_ARGUMENT */
+  /* Client connections open at once (0: half the open-files limit); one
+   * more is closed as it arrives. */
+  int max_connections;
+  int idle_timeout_ms;      /* a connection without calls is closed */
+  int handshake_timeout_ms; /* a connection that never finishes its own */
+  int keepalive_time_ms;    /* ping an idle client after this long */
+  int max_health_watches;   /* Health/Watch streams (not in max_calls) */
   /* Bearer token for the control RPCs (AddHandler, RemoveHandler,
    * ListHandlers); NULL: no authentication. Only a digest is kept. */
   const char *token;
