@@ -2,8 +2,10 @@
  * handlerd: the daemon. Flags win over HANDLERD_* environment variables,
  * which win over defaults. SIGINT/SIGTERM start a clean shutdown: stop
  * accepting calls, let calls in flight finish (--drain-timeout), free
- * everything, exit 0.
+ * everything, exit 0. SIGHUP re-reads --token-file and the TLS certificate
+ * and key. A listener that fails for good ends the process with status 1.
  */
+#include "conn_guard.h"
 #include "control.h"
 #include "handlerd/handlerd.h"
 #include "metrics.h"
@@ -16,9 +18,13 @@
 #include <grpc/grpc.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 /* Reads a whole (small) file; NULL with errno set on failure. */
 static char *read_file(const char *path) {
@@ -124,6 +130,107 @@ static int write_ready_file(const char *path, const char *listen, int port) {
   return rename(tmp, path);
 }
 
+/* Descriptors are what a connection flood exhausts: take all the hard
+ * limit allows, and size --max-connections from it unless it is set. */
+static void raise_open_files(hd_options *o) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+    return;
+  rlim_t soft = rl.rlim_cur;
+  if (rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+      rl.rlim_cur = soft;
+  }
+  if (rl.rlim_cur == soft)
+    hd_log(HD_LOG_INFO, "open files: limit %llu (hard limit %llu)",
+           (unsigned long long)soft, (unsigned long long)rl.rlim_max);
+  else
+    hd_log(HD_LOG_INFO,
+           "open files: soft limit raised from %llu to the hard limit %llu",
+           (unsigned long long)soft, (unsigned long long)rl.rlim_cur);
+  if (o->server.max_connections == 0) {
+    rlim_t half = rl.rlim_cur / 2;
+    o->server.max_connections = half < 16        ? 16
+                                : half > 1000000 ? 1000000
+                                                 : (int)half;
+  }
+}
+
+static atomic_int listener_failed;
+
+static void on_listener_failed(const char *why) {
+  hd_log(HD_LOG_ERROR,
+         "gRPC listener: %s; exiting with status 1 so a supervisor "
+         "restarts handlerd",
+         why);
+  atomic_store(&listener_failed, 1);
+  kill(getpid(), SIGTERM);
+}
+
+/* A secret readable by others is a secret shared with them: say so. */
+static void warn_if_exposed(const char *flag, const char *path) {
+  struct stat st;
+  if (path && stat(path, &st) == 0 && (st.st_mode & (S_IRWXG | S_IRWXO)))
+    hd_log(HD_LOG_WARN,
+           "%s %s is readable by group or others (mode %04o): chmod 600 it",
+           flag, path, (unsigned)(st.st_mode & 07777));
+}
+
+static int is_loopback_listen(const char *listen) {
+  return strncmp(listen, "127.", 4) == 0 ||
+         strncmp(listen, "localhost:", 10) == 0 ||
+         strncmp(listen, "[::1]:", 6) == 0 || strncmp(listen, "unix:", 5) == 0;
+}
+
+/* SIGHUP: the token and the TLS files again, for calls and handshakes from
+ * now on. What cannot be read is logged and the old value kept. */
+static void reload_secrets(hd_options *o, hd_server *srv) {
+  char *token = NULL, *cert = NULL, *key = NULL, *ca = NULL;
+  int ok = 1;
+  if (o->token_file && !(token = read_token(o->token_file))) {
+    hd_log(HD_LOG_ERROR,
+           "SIGHUP: cannot read --token-file %s: %s; keeping "
+           "the old token",
+           o->token_file,
+           errno == ENODATA ? "the file is empty" : strerror(errno));
+    ok = 0;
+  }
+  if (o->tls_cert) {
+    cert = read_file(o->tls_cert);
+    key = read_file(o->tls_key);
+    ca = o->tls_client_ca ? read_file(o->tls_client_ca) : NULL;
+    if (!cert || !key || (o->tls_client_ca && !ca)) {
+      hd_log(HD_LOG_ERROR,
+             "SIGHUP: cannot read the TLS files (%s, %s%s%s): "
+             "keeping the old certificate",
+             o->tls_cert, o->tls_key, o->tls_client_ca ? ", " : "",
+             o->tls_client_ca ? o->tls_client_ca : "");
+      free(cert);
+      free(key);
+      free(ca);
+      cert = key = ca = NULL;
+      ok = 0;
+    }
+  }
+  if ((token || cert) && hd_server_reload(srv, token, cert, key, ca) == HD_OK) {
+    hd_log(HD_LOG_INFO, "SIGHUP: reloaded%s%s", token ? " the token" : "",
+           cert ? (token ? " and the TLS certificate and key"
+                         : " the TLS certificate and key")
+                : "");
+  } else if (ok) {
+    hd_log(HD_LOG_INFO, "SIGHUP: nothing to reload (no --token-file, no TLS)");
+  }
+  warn_if_exposed("--token-file", o->token_file);
+  warn_if_exposed("--tls-key", o->tls_key);
+  char *owned[] = {token, cert, key, ca};
+  for (size_t i = 0; i < sizeof(owned) / sizeof(owned[0]); i++) {
+    if (owned[i])
+      memset(owned[i], 0, strlen(owned[i]));
+    free(owned[i]);
+  }
+}
+
 /* Stops the webhook engine once: at the drain timeout or after the drain. */
 static void stop_engine(void *ud) {
   hd_webhook_engine **engine = ud;
@@ -187,6 +294,20 @@ static int run(hd_options *o) {
                          (size_t)o->max_handlers_per_key);
   if (load_secrets(o, secrets, 4) != 0)
     goto out;
+  warn_if_exposed("--token-file", o->token_file);
+  warn_if_exposed("--tls-key", o->tls_key);
+  if (!o->tls_cert && !o->token_file && !is_loopback_listen(o->server.listen))
+    hd_log(HD_LOG_WARN,
+           "listening in plaintext on %s with no --token-file: anyone who "
+           "can reach it can add handlers (set --token-file, TLS, or listen "
+           "on 127.0.0.1)",
+           o->server.listen);
+  raise_open_files(o);
+  if (hd_conn_guard_init(o->server.max_connections, on_listener_failed) != 0) {
+    hd_log(HD_LOG_ERROR, "cannot reserve a spare file descriptor: %s",
+           strerror(errno));
+    goto out;
+  }
   if (hd_server_start(&o->server, reg, ctl, &srv, msg, sizeof(msg)) != HD_OK) {
     hd_log(HD_LOG_ERROR, "%s", msg[0] ? msg : "cannot start the gRPC server");
     goto out;
@@ -232,10 +353,16 @@ static int run(hd_options *o) {
   sigemptyset(&stop);
   sigaddset(&stop, SIGINT);
   sigaddset(&stop, SIGTERM);
+  sigaddset(&stop, SIGHUP);
   int sig = 0;
-  sigwait(&stop, &sig);
-  hd_log(HD_LOG_INFO, "%s received: shutting down", strsignal(sig));
-  rc = 0;
+  while (sigwait(&stop, &sig) == 0 && sig == SIGHUP)
+    reload_secrets(o, srv);
+  if (atomic_load(&listener_failed)) {
+    rc = 1;
+  } else {
+    hd_log(HD_LOG_INFO, "%s received: shutting down", strsignal(sig));
+    rc = 0;
+  }
 
 out:
   for (int i = 0; i < 4; i++) {
@@ -278,6 +405,7 @@ int main(int argc, char **argv) {
   sigemptyset(&stop);
   sigaddset(&stop, SIGINT);
   sigaddset(&stop, SIGTERM);
+  sigaddset(&stop, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &stop, NULL);
   signal(SIGPIPE, SIG_IGN);
 

@@ -12,6 +12,7 @@
 #include "clock.h"
 
 #include "arena.h"
+#include "conn_guard.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "metrics.h"
 #include "proto_event.h"
@@ -39,6 +40,8 @@
 /* After the drain timeout, how long calls get to send what their handlers
  * reported before they are cancelled. */
 #define DRAIN_REPLY_MS 500
+/* A keepalive ping unanswered this long closes the connection. */
+#define KEEPALIVE_TIMEOUT_MS 20000
 
 typedef void tag_fn(void *owner, int ok);
 typedef struct tag {
@@ -84,7 +87,8 @@ struct call {
   gpr_timespec deadline;
   int64_t start_ns; /* CLOCK_MONOTONIC when a unary dispatch started */
   atomic_int refs;
-  int counted; /* included in srv->in_flight */
+  int counted;       /* included in srv->in_flight */
+  int counted_watch; /* included in srv->watches */
   int md_sent;
   int close_started; /* RECV_CLOSE_ON_SERVER is in a batch */
   int cancelled;
@@ -139,6 +143,10 @@ struct hd_server {
   hd_server_config cfg;
   int port;
   atomic_int in_flight;
+  atomic_int watches; /* Health/Watch streams, also in in_flight */
+  /* Set just before gRPC's shutdown: until then calls keep being requested,
+   * so a call arriving while draining is answered, not left pending. */
+  atomic_int grpc_stopping;
   atomic_int shutting_down;
   atomic_int stopped;
   pthread_mutex_t lock;
@@ -146,7 +154,12 @@ struct hd_server {
   int shutdown_done;
   tag t_shutdown;
   int have_token;
+  /* Guards token_digest and tls_pending, which SIGHUP replaces. */
+  pthread_mutex_t secrets_lock;
   unsigned char token_digest[SHA256_DIGEST_LENGTH];
+  int tls;
+  /* Handed to gRPC at its next handshake (fetch_tls), then NULL. */
+  grpc_ssl_server_certificate_config *tls_pending;
   pthread_mutex_t watch_lock;
   call *watchers;
 };
@@ -181,6 +194,8 @@ static void call_free(call *c) {
   hd_arena_free(c->arena);
   hd_server *srv = c->srv;
   int counted = c->counted;
+  if (c->counted_watch)
+    atomic_fetch_sub(&srv->watches, 1);
   pthread_mutex_destroy(&c->lock);
   free(c);
   /* hd_server_free waits for the last call before stopping the queues. */
@@ -336,14 +351,30 @@ static int64_t deadline_ns(const call *c) {
 
 /* ---- unary methods ---- */
 
-/* Metrics for a dispatch that ran: its results and latency. */
+/* Metrics for a dispatch that ran: its results and latency, and the status
+ * the caller sees: a reply that leaves after the call's deadline
+ * (`deadline`, CLOCK_REALTIME ns, 0: none) reaches it as
+ * DEADLINE_EXCEEDED. */
 static void count_dispatch(const hd_event *ev, const hd_results *rs,
-                           int64_t start_ns) {
+                           int64_t start_ns, int64_t deadline) {
   for (size_t i = 0, n = hd_results_count(rs); i < n; i++) {
     const hd_result *r = hd_results_at(rs, i);
     hd_metrics_result(r->kind, r->err == HD_OK);
   }
-  hd_metrics_dispatch(ev->name, GRPC_STATUS_OK, mono_ns() - start_ns);
+  int late = deadline != 0 && real_ns() >= deadline;
+  hd_metrics_dispatch(ev->name,
+                      late ? GRPC_STATUS_DEADLINE_EXCEEDED : GRPC_STATUS_OK,
+                      mono_ns() - start_ns);
+}
+
+/* The part of a call's time kept for sending the reply: handlers get the
+ * deadline minus this, so the results of those that answered go back in
+ * time even when another one waits until its deadline. A quarter of the
+ * time left, from 10 ms to 250 ms (README: "Deadlines"). */
+int64_t hd_server_reply_margin_ns(int64_t left_ns) {
+  const int64_t lo = 10 * 1000000LL, hi = 250 * 1000000LL;
+  int64_t m = left_ns / 4;
+  return m < lo ? lo : m > hi ? hi : m;
 }
 
 /* Set in the completion-queue threads: results that arrive on another
@@ -351,7 +382,7 @@ static void count_dispatch(const hd_event *ev, const hd_results *rs,
 static __thread int in_cq_thread;
 
 static void reply_with_results(call *c, hd_results *rs) {
-  count_dispatch(&c->ev, rs, c->start_ns);
+  count_dispatch(&c->ev, rs, c->start_ns, deadline_ns(c));
   Handlers__V1__DispatchReply reply = HANDLERS__V1__DISPATCH_REPLY__INIT;
   if (hd_proto_from_results(c->arena, rs, &reply.results, &reply.n_results) !=
       HD_OK)
@@ -411,9 +442,13 @@ static grpc_status_code start_dispatch(hd_server *srv, hd_arena *a,
         strlen(ev->topic.path), srv->cfg.max_topic_path);
     return GRPC_STATUS_INVALID_ARGUMENT;
   }
-  if (deadline && deadline <= real_ns()) {
-    snprintf(msg, msg_size, "deadline passed before dispatch");
-    return GRPC_STATUS_DEADLINE_EXCEEDED;
+  if (deadline) {
+    int64_t left = deadline - real_ns();
+    if (left <= 0) {
+      snprintf(msg, msg_size, "deadline passed before dispatch");
+      return GRPC_STATUS_DEADLINE_EXCEEDED;
+    }
+    deadline -= hd_server_reply_margin_ns(left);
   }
   ev->deadline_ns = deadline;
   err = hd_registry_dispatch(srv->reg, ev, done, done_data);
@@ -715,9 +750,12 @@ static int token_ok(const hd_server *srv, const grpc_metadata_array *md) {
     size_t len = GRPC_SLICE_LENGTH(md->metadata[i].value);
     if (len < plen || strncasecmp((const char *)v, prefix, plen) != 0)
       return 0;
-    unsigned char digest[SHA256_DIGEST_LENGTH];
+    unsigned char digest[SHA256_DIGEST_LENGTH], want[SHA256_DIGEST_LENGTH];
     SHA256(v + plen, len - plen, digest);
-    return CRYPTO_memcmp(digest, srv->token_digest, sizeof(digest)) == 0;
+    pthread_mutex_lock((pthread_mutex_t *)&srv->secrets_lock);
+    memcpy(want, srv->token_digest, sizeof(want));
+    pthread_mutex_unlock((pthread_mutex_t *)&srv->secrets_lock);
+    return CRYPTO_memcmp(digest, want, sizeof(digest)) == 0;
   }
   return 0;
 }
@@ -814,7 +852,7 @@ static void on_stream_sent(void *owner, int ok) {
 static void stream_dispatch_done(hd_results *rs, void *ud) {
   stream_item *it = ud;
   call *c = it->c;
-  count_dispatch(&it->ev, rs, it->start_ns);
+  count_dispatch(&it->ev, rs, it->start_ns, deadline_ns(c));
   item_set_reply(it, GRPC_STATUS_OK, NULL, rs);
   hd_results_free(rs);
   pthread_mutex_lock(&c->lock);
@@ -938,21 +976,26 @@ static void on_unary_recv(void *owner, int ok) {
 static void on_new_call(void *owner, int ok) {
   call *c = owner;
   hd_server *srv = c->srv;
+  int watches = 0;
   if (!ok) {
     /* Shutting down, or gRPC gave up on this request (a call that went
      * away before it was matched): keep the slot filled, or calls of this
      * method would stop being accepted once the slots ran out. */
-    if (!atomic_load(&srv->shutting_down))
+    if (!atomic_load(&srv->grpc_stopping))
       request_call(srv, c->cq, c->generic ? N_METHODS : c->m_index);
     call_free(c);
     return;
   }
-  if (!atomic_load(&srv->shutting_down))
+  if (!atomic_load(&srv->grpc_stopping))
     request_call(srv, c->cq, c->generic ? N_METHODS : c->m_index);
 
   atomic_store(&c->refs, 1); /* this function's own reference */
   c->counted = 1;
   int in_flight = atomic_fetch_add(&srv->in_flight, 1) + 1;
+  if (c->m == M_HEALTH_WATCH) {
+    c->counted_watch = 1;
+    watches = atomic_fetch_add(&srv->watches, 1) + 1;
+  }
   if (c->generic)
     c->deadline = c->details.deadline;
 
@@ -965,20 +1008,34 @@ static void on_new_call(void *owner, int ok) {
     start_batch(c, &close_op, 1, &c->t_close);
   }
 
+  /* Authentication first: a caller without the token is refused before it
+   * can take a place under any limit. Health Watch streams have a cap of
+   * their own and do not count in --max-calls, so they never lock out the
+   * RPCs. */
   if (c->m == M_UNKNOWN) {
     char *path = grpc_slice_to_c_string(c->details.method);
     finish_status(c, GRPC_STATUS_UNIMPLEMENTED, "unknown method %s", path);
     gpr_free(path);
-  } else if (in_flight > srv->cfg.max_calls) {
-    finish_status(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
-                  "too many calls in flight (limit %d)", srv->cfg.max_calls);
   } else if (needs_token(srv, c->m) && !token_ok(srv, &c->md)) {
     /* Never log the token or the header's value. */
+    hd_log(HD_LOG_DEBUG, "refused a call: missing or invalid bearer token");
     finish_status(c, GRPC_STATUS_UNAUTHENTICATED,
                   "missing or invalid bearer token (authorization: Bearer "
                   "<token>)");
   } else if (atomic_load(&srv->shutting_down)) {
     finish_status(c, GRPC_STATUS_UNAVAILABLE, "handlerd is shutting down");
+  } else if (c->m == M_HEALTH_WATCH && watches > srv->cfg.max_health_watches) {
+    hd_log(HD_LOG_DEBUG, "refused a call: --max-health-watches reached");
+    finish_status(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                  "too many health Watch streams (limit %d, "
+                  "--max-health-watches)",
+                  srv->cfg.max_health_watches);
+  } else if (c->m != M_HEALTH_WATCH &&
+             in_flight - atomic_load(&srv->watches) > srv->cfg.max_calls) {
+    hd_log(HD_LOG_DEBUG, "refused a call: --max-calls reached");
+    finish_status(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                  "too many calls in flight (limit %d, --max-calls)",
+                  srv->cfg.max_calls);
   } else if (is_streaming(c->m)) {
     pthread_mutex_lock(&c->lock);
     stream_recv_next(c);
@@ -1049,6 +1106,53 @@ static void *cq_thread(void *arg) {
   return NULL;
 }
 
+/* gRPC 1.51 asserts that a fetched config has client roots, even when no
+ * client certificate is requested: then the server's own chain stands in,
+ * unused. */
+static const char *roots_for(const char *client_ca_pem, const char *cert_pem) {
+  return client_ca_pem ? client_ca_pem : cert_pem;
+}
+
+/* gRPC asks at every handshake: a certificate set by hd_server_reload is
+ * handed over once. */
+static grpc_ssl_certificate_config_reload_status
+fetch_tls(void *ud, grpc_ssl_server_certificate_config **config) {
+  hd_server *srv = ud;
+  pthread_mutex_lock(&srv->secrets_lock);
+  grpc_ssl_server_certificate_config *next = srv->tls_pending;
+  srv->tls_pending = NULL;
+  pthread_mutex_unlock(&srv->secrets_lock);
+  if (!next)
+    return GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_UNCHANGED;
+  *config = next;
+  return GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_NEW;
+}
+
+hd_err hd_server_reload(hd_server *s, const char *token, const char *cert_pem,
+                        const char *key_pem, const char *client_ca_pem) {
+  if ((token && !s->have_token) || (cert_pem && !s->tls) ||
+      !cert_pem != !key_pem)
+    return HD_EINVAL;
+  grpc_ssl_server_certificate_config *next = NULL;
+  if (cert_pem) {
+    grpc_ssl_pem_key_cert_pair pair = {key_pem, cert_pem};
+    next = grpc_ssl_server_certificate_config_create(
+        roots_for(client_ca_pem, cert_pem), &pair, 1);
+    if (!next)
+      return HD_ENOMEM;
+  }
+  pthread_mutex_lock(&s->secrets_lock);
+  if (token)
+    SHA256((const unsigned char *)token, strlen(token), s->token_digest);
+  if (next) {
+    if (s->tls_pending)
+      grpc_ssl_server_certificate_config_destroy(s->tls_pending);
+    s->tls_pending = next;
+  }
+  pthread_mutex_unlock(&s->secrets_lock);
+  return HD_OK;
+}
+
 hd_err hd_server_start(const hd_server_config *cfg, hd_registry *reg,
                        hd_control *ctl, hd_server **out, char *msg,
                        size_t msg_size) {
@@ -1067,6 +1171,7 @@ hd_err hd_server_start(const hd_server_config *cfg, hd_registry *reg,
   pthread_mutex_init(&srv->lock, NULL);
   pthread_cond_init(&srv->cond, NULL);
   pthread_mutex_init(&srv->watch_lock, NULL);
+  pthread_mutex_init(&srv->secrets_lock, NULL);
   if (cfg->token) {
     srv->have_token = 1;
     SHA256((const unsigned char *)cfg->token, strlen(cfg->token),
@@ -1075,15 +1180,29 @@ hd_err hd_server_start(const hd_server_config *cfg, hd_registry *reg,
   srv->cfg.token = NULL; /* only the digest is kept */
   srv->t_shutdown = (tag){on_shutdown_done, srv};
 
-  grpc_arg args[2];
-  args[0].type = GRPC_ARG_INTEGER;
-  args[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-  args[0].value.integer = cfg->max_message_bytes;
-  /* Two daemons on one port would split traffic silently: refuse instead. */
-  args[1].type = GRPC_ARG_INTEGER;
-  args[1].key = (char *)GRPC_ARG_ALLOW_REUSEPORT;
-  args[1].value.integer = 0;
-  grpc_channel_args ch_args = {2, args};
+  /* Two daemons on one port would split traffic silently: REUSEPORT off.
+   * Connections cost memory while they are open: those without calls, or
+   * that never finish their handshake, are closed; keepalive pings find
+   * the dead ones that hold a stream open. */
+  grpc_arg args[] = {
+      {GRPC_ARG_INTEGER,
+       (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+       {.integer = cfg->max_message_bytes}},
+      {GRPC_ARG_INTEGER, (char *)GRPC_ARG_ALLOW_REUSEPORT, {.integer = 0}},
+      {GRPC_ARG_INTEGER,
+       (char *)GRPC_ARG_MAX_CONNECTION_IDLE_MS,
+       {.integer = cfg->idle_timeout_ms}},
+      {GRPC_ARG_INTEGER,
+       (char *)GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,
+       {.integer = cfg->handshake_timeout_ms}},
+      {GRPC_ARG_INTEGER,
+       (char *)GRPC_ARG_KEEPALIVE_TIME_MS,
+       {.integer = cfg->keepalive_time_ms}},
+      {GRPC_ARG_INTEGER,
+       (char *)GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+       {.integer = KEEPALIVE_TIMEOUT_MS}},
+  };
+  grpc_channel_args ch_args = {sizeof(args) / sizeof(args[0]), args};
   srv->server = grpc_server_create(&ch_args, NULL);
   srv->cqs = calloc(srv->n_cq, sizeof(*srv->cqs));
   srv->threads = calloc(srv->n_cq, sizeof(*srv->threads));
@@ -1097,13 +1216,18 @@ hd_err hd_server_start(const hd_server_config *cfg, hd_registry *reg,
   }
   grpc_server_credentials *creds;
   if (cfg->tls_cert_pem && cfg->tls_key_pem) {
+    /* Through a fetcher, so SIGHUP can hand gRPC a new certificate. */
     grpc_ssl_pem_key_cert_pair pair = {cfg->tls_key_pem, cfg->tls_cert_pem};
-    creds = grpc_ssl_server_credentials_create_ex(
-        cfg->tls_client_ca_pem, &pair, 1,
-        cfg->tls_client_ca_pem
-            ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
-            : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE,
-        NULL);
+    srv->tls = 1;
+    srv->tls_pending = grpc_ssl_server_certificate_config_create(
+        roots_for(cfg->tls_client_ca_pem, cfg->tls_cert_pem), &pair, 1);
+    grpc_ssl_server_credentials_options *opts =
+        grpc_ssl_server_credentials_create_options_using_config_fetcher(
+            cfg->tls_client_ca_pem
+                ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+                : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE,
+            fetch_tls, srv);
+    creds = grpc_ssl_server_credentials_create_with_options(opts);
   } else {
     creds = grpc_insecure_server_credentials_create();
   }
@@ -1116,6 +1240,11 @@ hd_err hd_server_start(const hd_server_config *cfg, hd_registry *reg,
     hd_server_free(srv);
     return HD_EIO;
   }
+  if (hd_conn_guard_watch_port(srv->port) == 0)
+    hd_log(HD_LOG_WARN,
+           "no listening socket found on port %d: connections "
+           "are not counted against --max-connections",
+           srv->port);
   for (size_t i = 0; i < N_METHODS; i++) {
     hd_metrics_set_method_name((int)i, methods[i].path + 1);
     srv->registered[i] = grpc_server_register_method(
@@ -1200,6 +1329,8 @@ void hd_server_shutdown(hd_server *s, int drain_ms,
     on_drain_timeout(ud);
     left = wait_calls_done(s, DRAIN_REPLY_MS);
   }
+  hd_conn_guard_stop();
+  atomic_store(&s->grpc_stopping, 1);
   tag_publish(&s->t_shutdown);
   grpc_server_shutdown_and_notify(s->server, s->cqs[0], &s->t_shutdown);
 
@@ -1268,5 +1399,8 @@ void hd_server_free(hd_server *s) {
   pthread_cond_destroy(&s->cond);
   pthread_mutex_destroy(&s->lock);
   pthread_mutex_destroy(&s->watch_lock);
+  if (s->tls_pending)
+    grpc_ssl_server_certificate_config_destroy(s->tls_pending);
+  pthread_mutex_destroy(&s->secrets_lock);
   free(s);
 }

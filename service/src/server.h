@@ -33,6 +33,10 @@ typedef struct hd_server_config {
   const char *tls_cert_pem, *tls_key_pem, *tls_client_ca_pem;
 } hd_server_config;
 
+/* How much of the `left_ns` before a call's deadline handlerd keeps for
+ * sending the reply: handlers are given the deadline minus this. */
+int64_t hd_server_reply_margin_ns(int64_t left_ns);
+
 /* Fills `cfg` with the defaults. */
 void hd_server_config_init(hd_server_config *cfg);
 
@@ -41,6 +45,14 @@ void hd_server_config_init(hd_server_config *cfg);
 hd_err hd_server_start(const hd_server_config *cfg, hd_registry *reg,
                        hd_control *ctl, hd_server **out, char *msg,
                        size_t msg_size);
+/* Replaces, for calls and TLS handshakes from now on, the bearer token
+ * (NULL: keep it) and the TLS certificate chain and key with the client CA
+ * (cert_pem and key_pem NULL: keep them). Strings are copied. HD_EINVAL
+ * when the server was started without a token (or without TLS) or only
+ * one of cert and key is given; a certificate gRPC cannot use is refused
+ * at the next handshake (logged by gRPC) and the old one stays. */
+hd_err hd_server_reload(hd_server *s, const char *token, const char *cert_pem,
+                        const char *key_pem, const char *client_ca_pem);
 /* Calls being served now (a gauge for /metrics). */
 int hd_server_calls_in_flight(const hd_server *s);
 /* The bound port (useful with port 0). */
