@@ -5,7 +5,8 @@
  * Replies are read while sending (at most WINDOW requests unanswered), so
  * memory stays bounded whatever the input's length. A line that is not a
  * valid event is reported with its number and counted as failed; it is not
- * sent and does not stop the stream.
+ * sent and does not stop the stream. --key is the default key of the lines
+ * without their own "key"; without --key such a line is a bad line.
  */
 #include "cli.h"
 
@@ -24,12 +25,12 @@ static int run_stream(hcli *g, int argc, char **argv);
 
 const hcli_command hcli_cmd_stream = {
     "stream", "send newline-delimited JSON events from stdin (DispatchStream)",
-    "usage: handlerctl stream --key K < events.ndjson\n"
+    "usage: handlerctl stream [--key K] < events.ndjson\n"
     "\n"
     "Reads one JSON object per line from stdin and sends each as an event\n"
     "over one DispatchStream call. Fields (only `event` is required):\n"
     "  event              the event name (update, subscribe, ...)\n"
-    "  key                overrides --key for this line\n"
+    "  key                the event's key (default: --key)\n"
     "  args               none, subscribe, update, unsubscribe, error, "
     "response\n"
     "  topic              the topic path (also: topic_path, path)\n"
@@ -52,7 +53,9 @@ const hcli_command hcli_cmd_stream = {
     "the counts and the errors). Exit 0 when every line succeeded, 1 when\n"
     "any failed.\n"
     "\n"
-    "  --key K   the key of every event without its own \"key\" (required)\n",
+    "  --key K   the key of every event without its own \"key\" (needed\n"
+    "            unless every line has one: a line with neither is a bad "
+    "line)\n",
     run_stream};
 
 typedef struct stream_run {
@@ -195,6 +198,10 @@ static int event_from_json(json_t *obj, const char *default_key, hc_event *ev,
   if (bad || ev->event == NULL || *ev->event == '\0') {
     snprintf(err, size, "\"event\" must be a non-empty string%s",
              bad ? " (and \"key\" a string)" : "");
+    return -1;
+  }
+  if (ev->key == NULL) {
+    snprintf(err, size, "no \"key\" on this line and no --key");
     return -1;
   }
   if ((s = str_field(obj, "args", &bad)) != NULL &&
@@ -408,8 +415,9 @@ static int run_stream(hcli *g, int argc, char **argv) {
                             "unexpected argument '%s' (events come from "
                             "stdin)",
                             argv[first]);
-  if (key == NULL || *key == '\0')
-    return hcli_usage_error(g, "missing --key");
+  /* Without --key every line must carry its own "key" (checked per line). */
+  if (key != NULL && *key == '\0')
+    return hcli_usage_error(g, "--key needs a non-empty key");
 
   int rc;
   hc_conn *conn = hcli_connect(g, &rc);

@@ -347,7 +347,7 @@ int main(int argc, char **argv) {
   if (cmd == NULL)
     return hcli_usage_error(&g,
                             "unknown command '%s' (health, list, add, "
-                            "remove, dispatch, stream)",
+                            "remove, dispatch, stream, stats)",
                             name);
   g.cmd = cmd->name;
   return cmd->run(&g, argc - optind, argv + optind);
