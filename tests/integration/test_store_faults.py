@@ -18,8 +18,17 @@ never loses an acknowledged registration:
   few seconds with one stderr line naming the file and the problem, and
   leaves the file as it was.
 
-The read-only and disk-full cases mount file systems: they need root and
-are skipped with a message otherwise (or when mount fails).
+What each failure answers (control.h, store.h, store_sqlite.c): a
+read-only database is UNAVAILABLE with "cannot save (delete) the
+registration: <file>: the database is read-only ..."; a full disk is
+RESOURCE_EXHAUSTED (no room: retry later) with "cannot save the
+registration: <file>: database or disk is full" (SQLite's SQLITE_FULL, not
+its generic "disk I/O error").
+
+The read-only and disk-full cases mount file systems: they need root,
+mount(8) and CAP_SYS_ADMIN. Without them they fail with CI=true, naming
+what is missing, and are skipped loudly otherwise
+(hd_harness.require_or_skip).
 
 Run by CTest with /usr/bin/python3 (see CMakeLists.txt).
 """
@@ -43,17 +52,12 @@ grpc, pb, pb_grpc = hd_harness.import_grpc("test_store_faults")
 RPC_TIMEOUT = 10.0
 DB_NAME = "handlerd.db"
 EXIT_WITHIN_S = 30.0 if hd_harness.WRAPPER else 10.0
-READ_ONLY = re.compile(r"read.?only", re.I)
-NO_SPACE = re.compile(r"full|no space|disk", re.I)
+# The message after "cannot save/delete the registration: <file>: ".
+READ_ONLY = re.compile(r"the database is read-only \(its file system was "
+                       r"read-only when handlerd started\)")
+NO_SPACE = re.compile(r"database or disk is full$")
 CORRUPT = re.compile(r"not a database|corrupt|malformed|damaged|invalid",
                      re.I)
-# Codes that say "the server cannot do this now" rather than blaming the
-# request or pretending the handler does not exist.
-STORE_FAILURE_CODES = (grpc.StatusCode.UNAVAILABLE,
-                       grpc.StatusCode.FAILED_PRECONDITION,
-                       grpc.StatusCode.RESOURCE_EXHAUSTED,
-                       grpc.StatusCode.INTERNAL,
-                       grpc.StatusCode.ABORTED)
 
 
 def run(*argv):
@@ -61,20 +65,28 @@ def run(*argv):
                           timeout=30)
 
 
-def require_root(test):
+def require_root():
+    """Fails (CI=true) or skips loudly unless this runs as root with
+    mount(8)."""
     if os.geteuid() != 0:
-        test.skipTest("needs root to mount a file system (read-only bind "
-                      "mount / tiny tmpfs); running as uid %d" % os.geteuid())
+        hd_harness.require_or_skip(
+            "needs root to mount a file system (read-only bind mount / tiny "
+            "tmpfs); running as uid %d" % os.geteuid())
+    if shutil.which("mount") is None:
+        hd_harness.require_or_skip("needs mount(8) (util-linux), which is "
+                                   "not on PATH")
 
 
-def mount_or_skip(test, *argv):
-    """Runs mount(8) with `argv`; skips the test when not root or when the
-    mount fails (e.g. no CAP_SYS_ADMIN in this container)."""
-    require_root(test)
+def mount_or_skip(*argv):
+    """Runs mount(8) with `argv`; fails (CI=true) or skips loudly when not
+    root or when the mount fails (e.g. no CAP_SYS_ADMIN in this
+    container)."""
+    require_root()
     p = run("mount", *argv)
     if p.returncode != 0:
-        test.skipTest("cannot mount (%s): %s" % (" ".join(argv),
-                                                 p.stderr.strip()))
+        hd_harness.require_or_skip(
+            "cannot mount (mount %s): %s (needs CAP_SYS_ADMIN)"
+            % (" ".join(argv), " ".join(p.stderr.split())))
 
 
 def umount(path):
@@ -160,23 +172,27 @@ class _Case(unittest.TestCase):
         self.daemons.append(d)
         return d
 
-    def assert_store_failure(self, err, cause, what, d):
-        """`err` (a grpc.RpcError, or None when the call succeeded) is a
-        store failure whose message matches `cause`."""
+    def assert_store_failure(self, err, code, doing, state, cause, what, d):
+        """`err` (a grpc.RpcError, or None when the call succeeded) is the
+        store failure `code` with the message "cannot `doing` the
+        registration: <state>/handlerd.db: <text matching `cause`>"."""
         self.assertIsNotNone(err, "%s succeeded" % what)
-        self.assertIn(err.code(), STORE_FAILURE_CODES,
-                      "%s: %s %r" % (what, err.code(), err.details()))
-        self.assertRegex(err.details() or "", cause,
-                         "%s: the message does not name the cause: %s %r\n"
-                         "--- handlerd stderr (end) ---\n%s"
-                         % (what, err.code(), err.details(),
-                            d.stderr()[-3000:]))
+        facts = ("%s: %s %r\n--- handlerd stderr (end) ---\n%s"
+                 % (what, err.code(), err.details(), d.stderr()[-3000:]))
+        self.assertEqual(err.code(), code, facts)
+        prefix = "cannot %s the registration: %s: " % (
+            doing, os.path.join(state, DB_NAME))
+        msg = err.details() or ""
+        self.assertTrue(msg.startswith(prefix), "the message does not name "
+                        "the operation and the file: " + facts)
+        self.assertRegex(msg[len(prefix):], cause, "the message does not "
+                         "name the cause: " + facts)
 
 
 class TestReadOnly(_Case):
 
     def test_read_only_state_database(self):
-        require_root(self)
+        require_root()
         state = os.path.join(self.tmp, "state")
         d = self.start(state)
         a_id, err = d.add("ro-a", pb.Target(local="count"))
@@ -186,12 +202,13 @@ class TestReadOnly(_Case):
         before = d.list()
         d.stop()
 
-        mount_or_skip(self, "--bind", state, state)
+        mount_or_skip("--bind", state, state)
         self.addCleanup(umount, state)
         p = run("mount", "-o", "remount,bind,ro", state)
         if p.returncode != 0:
-            self.skipTest("cannot remount %s read-only: %s"
-                          % (state, p.stderr.strip()))
+            hd_harness.require_or_skip(
+                "cannot remount %s read-only: %s (needs CAP_SYS_ADMIN)"
+                % (state, " ".join(p.stderr.split())))
         db = os.path.join(state, DB_NAME)
         digest = file_digest(db)
 
@@ -203,14 +220,18 @@ class TestReadOnly(_Case):
         # Registrations fail, saying why; nothing changes in memory.
         for i in range(2):
             hid, err = d.add("ro-new", pb.Target(local="count"))
-            self.assert_store_failure(err, READ_ONLY, "AddHandler %d" % i, d)
+            self.assert_store_failure(err, grpc.StatusCode.UNAVAILABLE,
+                                      "save", state, READ_ONLY,
+                                      "AddHandler %d" % i, d)
         try:
             d.stub.RemoveHandler(pb.RemoveHandlerRequest(
                 key="ro-b", handler_id=b_id), timeout=RPC_TIMEOUT)
             err = None
         except grpc.RpcError as e:
             err = e
-        self.assert_store_failure(err, READ_ONLY, "RemoveHandler", d)
+        self.assert_store_failure(err, grpc.StatusCode.UNAVAILABLE,
+                                  "delete", state, READ_ONLY,
+                                  "RemoveHandler", d)
         self.assertEqual(d.list(), before, "in-memory registrations "
                          "changed though the database could not be written")
         self.assertEqual(d.count("ro-b"), [(True, 2)])
@@ -230,8 +251,8 @@ class TestDiskFull(_Case):
     def test_disk_full(self):
         mnt = os.path.join(self.tmp, "mnt")
         os.mkdir(mnt)
-        mount_or_skip(self, "-t", "tmpfs", "-o", "size=1m,mode=0700",
-                      "tmpfs", mnt)
+        mount_or_skip("-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs",
+                      mnt)
         self.addCleanup(umount, mnt)
         state = os.path.join(mnt, "state")
         d = self.start(state)
@@ -269,8 +290,9 @@ class TestDiskFull(_Case):
             hid, err = add("df-full", pb.Target(webhook=pb.Webhook(
                 url=url, headers=big_headers(8000, "f%d" % i))),
                 "webhook:" + url)
-            self.assert_store_failure(err, NO_SPACE,
-                                      "AddHandler on a full disk (%d)" % i, d)
+            self.assert_store_failure(
+                err, grpc.StatusCode.RESOURCE_EXHAUSTED, "save", state,
+                NO_SPACE, "AddHandler on a full disk (%d)" % i, d)
         self.assertEqual(d.list(), acked, "a refused registration is "
                          "listed: it would be lost on restart")
         self.assertEqual(d.count("df-count"), [(True, 1)] * 3)
@@ -288,9 +310,9 @@ class TestDiskFull(_Case):
                 webhook=pb.Webhook(url=url, headers=big_headers(
                     8000, "g%d" % i))), "webhook:" + url)
             if err is not None:
-                self.assert_store_failure(err, NO_SPACE,
-                                          "AddHandler %d while growing" % i,
-                                          d)
+                self.assert_store_failure(
+                    err, grpc.StatusCode.RESOURCE_EXHAUSTED, "save", state,
+                    NO_SPACE, "AddHandler %d while growing" % i, d)
                 failed_at = i
                 break
         self.assertIsNotNone(failed_at, "1 MiB never filled up")
@@ -392,4 +414,4 @@ class TestCorruptAtStart(_Case):
 
 
 if __name__ == "__main__":
-    unittest.main(verbosity=2)
+    hd_harness.main()
