@@ -14,6 +14,10 @@
 
 #include <cmocka.h>
 
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "control.h"
@@ -36,6 +40,10 @@ typedef struct fixture {
   hd_store *store;
   char base[64]; /* mkdtemp result */
   char dir[96];  /* base/state: the store's directory */
+  /* Run first by teardown, when set (a test's own clean-up that must
+   * happen even when an assertion ends the test). */
+  void (*cleanup)(void *);
+  void *cleanup_arg;
 } fixture;
 
 static void plane_open(plane *p) {
@@ -66,6 +74,8 @@ static int setup(void **state) {
 static int teardown(void **state) {
   fixture *f = *state;
 
+  if (f->cleanup)
+    f->cleanup(f->cleanup_arg);
   plane_close(&f->p);
   hd_arena_free(f->a);
   hd_store_close(f->store);
@@ -1009,6 +1019,341 @@ static void test_refused_after_saving_is_deleted_again(void **state) {
   assert_int_equal(fs.dels, 1);
 }
 
+/* ---- commit before acknowledgement -----------------------------------------
+ */
+
+/* A store in front of the fixture's SQLite store whose put and del stop at
+ * a gate until the test opens it (a commit that stalls), then either commit
+ * in the real store or fail without touching it (a commit that fails); and
+ * one hd_control_add or hd_control_remove run on its own thread, as a gRPC
+ * thread would run it, against that store. On the heap, and released by
+ * teardown (which opens the gate and joins the thread first), so a failed
+ * assertion does not leave the thread waiting on a dead stack frame. */
+typedef struct held_call {
+  hd_store base;
+  hd_store *real;
+  hd_err fail;     /* after the gate: HD_OK commits, else this is returned */
+  const char *why; /* the failure's message */
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  int gated;   /* put and del wait at the gate */
+  int waiting; /* a put or del is at the gate */
+  int open;    /* the gate is open */
+
+  hd_control *ctl;
+  int add;     /* add req, or else remove key/id */
+  request req; /* here: the thread may outlive the test's frame */
+  const char *key, *id;
+  hd_arena *a; /* the call's own: the test thread uses the fixture's */
+  Handlers__V1__AddHandlerReply reply;
+  hd_err err;
+  char msg[512];
+  atomic_int answered;
+  int started; /* the thread runs (until joined) */
+  pthread_t thread;
+} held_call;
+
+static void gate_pass(held_call *hc) {
+  pthread_mutex_lock(&hc->lock);
+  if (hc->gated) {
+    hc->waiting = 1;
+    pthread_cond_broadcast(&hc->cond);
+    while (!hc->open)
+      pthread_cond_wait(&hc->cond, &hc->lock);
+  }
+  pthread_mutex_unlock(&hc->lock);
+}
+
+static void gate_open(held_call *hc) {
+  pthread_mutex_lock(&hc->lock);
+  hc->open = 1;
+  pthread_cond_broadcast(&hc->cond);
+  pthread_mutex_unlock(&hc->lock);
+}
+
+/* Waits (up to 10 s) until a put or del is held at the gate; whether one
+ * is. */
+static int gate_wait_held(held_call *hc) {
+  struct timespec until;
+  int rc = 0;
+
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += 10;
+  pthread_mutex_lock(&hc->lock);
+  while (!hc->waiting && rc != ETIMEDOUT)
+    rc = pthread_cond_timedwait(&hc->cond, &hc->lock, &until);
+  int held = hc->waiting;
+  pthread_mutex_unlock(&hc->lock);
+  return held;
+}
+
+static hd_err hc_put(hd_store *s, const char *id, const char *key,
+                     const void *req, size_t len, char *msg, size_t msg_size) {
+  held_call *hc = s->impl;
+  gate_pass(hc);
+  if (hc->fail != HD_OK) {
+    snprintf(msg, msg_size, "%s", hc->why);
+    return hc->fail;
+  }
+  return hd_store_put(hc->real, id, key, req, len, msg, msg_size);
+}
+
+static hd_err hc_del(hd_store *s, const char *id, char *msg, size_t msg_size) {
+  held_call *hc = s->impl;
+  gate_pass(hc);
+  if (hc->fail != HD_OK) {
+    snprintf(msg, msg_size, "%s", hc->why);
+    return hc->fail;
+  }
+  return hd_store_del(hc->real, id, msg, msg_size);
+}
+
+static hd_err hc_load(hd_store *s, hd_store_load_fn *fn, void *ud, char *msg,
+                      size_t msg_size) {
+  held_call *hc = s->impl;
+  return hd_store_load(hc->real, fn, ud, msg, msg_size);
+}
+
+static const hd_store_ops held_ops = {"held", hc_put, hc_del, hc_load,
+                                      fs_close};
+
+static void held_call_free(void *p) {
+  held_call *hc = p;
+
+  if (hc->started) {
+    gate_open(hc);
+    pthread_join(hc->thread, NULL);
+  }
+  hd_arena_free(hc->a);
+  pthread_cond_destroy(&hc->cond);
+  pthread_mutex_destroy(&hc->lock);
+  free(hc);
+}
+
+/* Opens the fixture's SQLite store and puts a new held_call's store, gate
+ * open, in front of it on the fixture's plane. */
+static held_call *held_call_new(fixture *f) {
+  held_call *hc = calloc(1, sizeof(*hc));
+
+  assert_non_null(hc);
+  pthread_mutex_init(&hc->lock, NULL);
+  pthread_cond_init(&hc->cond, NULL);
+  f->cleanup = held_call_free;
+  f->cleanup_arg = hc;
+  open_store(f);
+  hc->base.ops = &held_ops;
+  hc->base.impl = hc;
+  hc->real = f->store;
+  hc->ctl = f->p.ctl;
+  hc->reply =
+      (Handlers__V1__AddHandlerReply)HANDLERS__V1__ADD_HANDLER_REPLY__INIT;
+  hc->a = hd_arena_new(4096);
+  assert_non_null(hc->a);
+  hd_control_set_store(f->p.ctl, &hc->base);
+  return hc;
+}
+
+static void *held_call_run(void *arg) {
+  held_call *hc = arg;
+
+  if (hc->add)
+    hc->err = hd_control_add(hc->ctl, hc->a, &hc->req.req, NULL, &hc->reply,
+                             hc->msg, sizeof(hc->msg));
+  else
+    hc->err =
+        hd_control_remove(hc->ctl, hc->key, hc->id, hc->msg, sizeof(hc->msg));
+  atomic_store(&hc->answered, 1);
+  return NULL;
+}
+
+/* Closes the gate, starts the call on its own thread and returns once its
+ * commit is held at the gate, not answered. */
+static void start_held(held_call *hc) {
+  hc->gated = 1;
+  assert_int_equal(pthread_create(&hc->thread, NULL, held_call_run, hc), 0);
+  hc->started = 1;
+  if (!gate_wait_held(hc))
+    fail_msg("the store was never asked to commit");
+  /* A call that answered before its commit did would have done so by
+   * now. */
+  usleep(50 * 1000);
+  if (atomic_load(&hc->answered))
+    fail_msg("answered (%s: %s) while the store's commit was still held",
+             hd_strerror(hc->err), hc->msg);
+}
+
+/* Lets the held commit go on; the call's answer. */
+static hd_err finish_held(held_call *hc) {
+  gate_open(hc);
+  assert_int_equal(pthread_join(hc->thread, NULL), 0);
+  hc->started = 0;
+  assert_true(atomic_load(&hc->answered));
+  return hc->err;
+}
+
+/* What a restart would load from the fixture's store: a fresh plane over
+ * it, which must load `want` registrations (then closed). */
+static void restart_loads(fixture *f, size_t want) {
+  plane q;
+  assert_int_equal(replay(f, &q, NULL), want);
+  plane_close(&q);
+}
+
+/* The handler registered under "k" is `id`, and it answers. */
+static void still_serving(fixture *f, const char *id) {
+  only_handler(f, &f->p, "k", id);
+  hd_results *rs = dispatch(&f->p, "k", "update");
+  assert_int_equal(hd_results_count(rs), 1);
+  assert_string_equal(hd_results_at(rs, 0)->handler_id, id);
+  hd_results_free(rs);
+}
+
+/* AddHandler is answered only after its registration is committed, and
+ * nothing of it can be seen (listed, dispatched to) before then: a crash
+ * while the commit is held loses nothing anyone was told about. */
+static void test_add_answers_only_after_the_commit(void **state) {
+  fixture *f = *state;
+  held_call *hc = held_call_new(f);
+
+  local_request(&hc->req, "k", "echo");
+  hc->add = 1;
+  start_held(hc);
+  assert_int_equal(hd_control_count(f->p.ctl), 0);
+  assert_int_equal(hd_registry_key_count(f->p.reg), 0);
+  assert_int_equal(list_ok(f, &f->p, "").n_handlers, 0);
+  assert_int_equal(stored_rows(f), 0);
+
+  assert_int_equal(finish_held(hc), HD_OK);
+  assert_non_null(hc->reply.handler_id);
+  still_serving(f, hc->reply.handler_id);
+  assert_int_equal(stored_rows(f), 1);
+  restart_loads(f, 1);
+}
+
+/* A commit that fails (after stalling) fails AddHandler with the store's
+ * cause, and leaves nothing registered and nothing saved. */
+static void test_add_whose_commit_fails_registers_nothing(void **state) {
+  fixture *f = *state;
+  held_call *hc = held_call_new(f);
+
+  hc->fail = HD_EIO;
+  hc->why = "/state/handlerd.db: disk I/O error (syncing: Input/output error)";
+  local_request(&hc->req, "k", "echo");
+  hc->add = 1;
+  start_held(hc);
+  assert_int_equal(hd_registry_key_count(f->p.reg), 0);
+
+  assert_int_equal(finish_held(hc), HD_EIO);
+  assert_string_equal(hc->msg, "cannot save the registration: "
+                               "/state/handlerd.db: disk I/O error (syncing: "
+                               "Input/output error)");
+  assert_int_equal(hd_control_count(f->p.ctl), 0);
+  assert_int_equal(hd_registry_key_count(f->p.reg), 0);
+  assert_int_equal(list_ok(f, &f->p, "").n_handlers, 0);
+  assert_int_equal(stored_rows(f), 0);
+  restart_loads(f, 0);
+}
+
+/* RemoveHandler is answered only after the removal is committed; until
+ * then the handler is still registered and served (dropped first, a crash
+ * would bring back a handler that had already stopped being served). */
+static void test_remove_answers_only_after_the_commit(void **state) {
+  fixture *f = *state;
+  held_call *hc = held_call_new(f);
+  request r;
+
+  local_request(&r, "k", "echo");
+  const char *id = add_ok(f, &f->p, &r, NULL);
+  hc->key = "k";
+  hc->id = id;
+  start_held(hc);
+  still_serving(f, id);
+  assert_int_equal(stored_rows(f), 1);
+
+  assert_int_equal(finish_held(hc), HD_OK);
+  assert_int_equal(hd_control_count(f->p.ctl), 0);
+  assert_int_equal(hd_registry_key_count(f->p.reg), 0);
+  assert_int_equal(stored_rows(f), 0);
+  restart_loads(f, 0);
+}
+
+/* A removal whose commit fails is refused with the store's cause; the
+ * handler stays registered, served and saved. */
+static void test_remove_whose_commit_fails_keeps_the_handler(void **state) {
+  fixture *f = *state;
+  held_call *hc = held_call_new(f);
+  request r;
+
+  local_request(&r, "k", "echo");
+  const char *id = add_ok(f, &f->p, &r, NULL);
+  hc->fail = HD_EBUSY;
+  hc->why = "/state/handlerd.db: database or disk is full";
+  hc->key = "k";
+  hc->id = id;
+  start_held(hc);
+  still_serving(f, id);
+
+  assert_int_equal(finish_held(hc), HD_EBUSY);
+  assert_string_equal(hc->msg, "cannot delete the registration: "
+                               "/state/handlerd.db: database or disk is full");
+  still_serving(f, id);
+  assert_int_equal(stored_rows(f), 1);
+  restart_loads(f, 1);
+}
+
+/* ---- regressions found by fuzzing -------------------------------------------
+ */
+
+/* Found by fuzz_control (commit 82f7007; the seed is
+ * tests/fuzz/seeds/fuzz_control/overlong-tag0-unknown-field): protobuf-c
+ * accepts an unknown field whose tag, 0, is written in an overlong varint
+ * (80 00), keeps it, and writes it back as a plain 00, which its own
+ * decoder refuses. Saved as it was, the registration would stop the next
+ * start ("not a valid AddHandlerRequest"). AddHandler refuses it. */
+static void test_add_refuses_a_request_that_does_not_reencode(void **state) {
+  fixture *f = *state;
+  /* key: "k", target { local: "echo" }, then field 0 (overlong) = 1. */
+  static const uint8_t wire[] = {0x0a, 0x01, 'k', 0x12, 0x06, 0x0a, 0x04,
+                                 'e',  'c',  'h', 'o',  0x80, 0x00, 0x01};
+  static const size_t clean_len = 11; /* without the unknown field */
+  char msg[512] = "";
+  Handlers__V1__AddHandlerReply reply = HANDLERS__V1__ADD_HANDLER_REPLY__INIT;
+
+  open_store(f);
+  Handlers__V1__AddHandlerRequest *req =
+      handlers__v1__add_handler_request__unpack(NULL, sizeof(wire), wire);
+  /* The premise: the decoder takes it, and what it writes back does not
+   * decode. */
+  assert_non_null(req);
+  assert_string_equal(req->key, "k");
+  assert_int_equal(req->base.n_unknown_fields, 1);
+  size_t len = handlers__v1__add_handler_request__get_packed_size(req);
+  uint8_t *again = malloc(len);
+  assert_non_null(again);
+  handlers__v1__add_handler_request__pack(req, again);
+  assert_null(handlers__v1__add_handler_request__unpack(NULL, len, again));
+  free(again);
+
+  assert_int_equal(
+      hd_control_add(f->p.ctl, f->a, req, NULL, &reply, msg, sizeof(msg)),
+      HD_EINVAL);
+  assert_string_equal(msg, "the request does not survive re-encoding (a "
+                           "malformed unknown field?): not registered");
+  handlers__v1__add_handler_request__free_unpacked(req, NULL);
+  assert_int_equal(hd_control_count(f->p.ctl), 0);
+  assert_int_equal(hd_registry_key_count(f->p.reg), 0);
+  assert_int_equal(stored_rows(f), 0);
+
+  /* The same request without the field is registered, and restarts. */
+  req = handlers__v1__add_handler_request__unpack(NULL, clean_len, wire);
+  assert_non_null(req);
+  assert_int_equal(
+      hd_control_add(f->p.ctl, f->a, req, NULL, &reply, msg, sizeof(msg)),
+      HD_OK);
+  handlers__v1__add_handler_request__free_unpacked(req, NULL);
+  restart_loads(f, 1);
+}
+
 static void test_webhook_target_goes_through_the_factory(void **state) {
   fixture *f = *state;
   factory_log log;
@@ -1129,6 +1474,11 @@ int main(void) {
       T(test_load_skips_a_registration_over_a_limit),
       T(test_store_failures_name_the_cause_and_change_nothing),
       T(test_refused_after_saving_is_deleted_again),
+      T(test_add_answers_only_after_the_commit),
+      T(test_add_whose_commit_fails_registers_nothing),
+      T(test_remove_answers_only_after_the_commit),
+      T(test_remove_whose_commit_fails_keeps_the_handler),
+      T(test_add_refuses_a_request_that_does_not_reencode),
       T(test_webhook_target_goes_through_the_factory),
       T(test_generated_secret_is_stored_in_place_of_new_secret),
       T(test_generated_secret_on_a_route_is_stored_in_that_route),

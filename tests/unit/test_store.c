@@ -347,6 +347,70 @@ static void test_store_db_uses_wal_and_schema_version_1(void **state) {
   hd_store_close(s);
 }
 
+/* ---- the store's own connection ------------------------------------------ */
+
+/* PRAGMA synchronous is per connection: a second connection opened by the
+ * test would report its own default, not the store's setting. SQLite calls
+ * every automatic extension on each connection it opens, so one registered
+ * around hd_store_sqlite_open catches the store's own. */
+static sqlite3 *caught_db;
+
+static int catch_connection(sqlite3 *db, const char **err,
+                            const struct sqlite3_api_routines *api) {
+  (void)err, (void)api;
+  caught_db = db;
+  return SQLITE_OK;
+}
+
+/* Opens a store on `dir` and returns it, with its connection in *db. */
+static hd_store *open_store_catching(const char *dir, sqlite3 **db) {
+  caught_db = NULL;
+  assert_int_equal(sqlite3_auto_extension((void (*)(void))catch_connection),
+                   SQLITE_OK);
+  hd_store *s = open_store(dir);
+  sqlite3_cancel_auto_extension((void (*)(void))catch_connection);
+  assert_non_null(caught_db);
+  *db = caught_db;
+  caught_db = NULL;
+  return s;
+}
+
+static int pragma_int(sqlite3 *db, const char *sql) {
+  sqlite3_stmt *st = NULL;
+  assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+  assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+  int v = sqlite3_column_int(st, 0);
+  sqlite3_finalize(st);
+  return v;
+}
+
+/* The README's durability promise: WAL with synchronous=FULL (2), so the
+ * WAL is synced at every commit and a put is on disk when it returns; at
+ * NORMAL (1) a power loss could take acknowledged registrations back. The
+ * kill tests cannot see this (SIGKILL keeps the page cache), so it is
+ * checked on the connection itself: for a new database and for one that
+ * exists, before and after writes. */
+static void test_store_connection_is_synchronous_full(void **state) {
+  fixture *f = *state;
+  sqlite3 *db = NULL;
+
+  for (int round = 0; round < 2; round++) {
+    hd_store *s = open_store_catching(f->dir, &db);
+    assert_int_equal(pragma_int(db, "PRAGMA synchronous"), 2);
+    assert_int_equal(pragma_int(db, "PRAGMA secure_delete"), 1);
+    assert_int_equal(put_str(s, round ? "b" : "a", "k", "req"), HD_OK);
+    assert_int_equal(pragma_int(db, "PRAGMA synchronous"), 2);
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(
+        sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, NULL),
+        SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(st, 0), "wal");
+    sqlite3_finalize(st);
+    hd_store_close(s);
+  }
+}
+
 static void test_store_refuses_newer_schema_version(void **state) {
   fixture *f = *state;
   hd_store *s = open_store(f->dir);
@@ -672,6 +736,7 @@ int main(void) {
       T(test_store_creates_dir_0700_and_db_files_0600),
       T(test_store_restricts_mode_of_existing_db_file),
       T(test_store_db_uses_wal_and_schema_version_1),
+      T(test_store_connection_is_synchronous_full),
       T(test_store_refuses_newer_schema_version),
       T(test_store_refuses_garbage_db_file_with_eio),
       T(test_store_refuses_a_corrupt_database_and_leaves_it_alone),
