@@ -1,6 +1,7 @@
 #include "conn_guard.h"
 
 #include "handlerd/handlerd.h"
+#include "metrics.h"
 
 #include <dirent.h>
 #include <dlfcn.h>
@@ -26,8 +27,9 @@ typedef int close_fn(int);
 static _Atomic(accept4_fn *) real_accept4_p;
 static _Atomic(close_fn *) real_close_p;
 
-static int max_conns;
-static hd_conn_guard_fatal_fn *on_fatal;
+/* Set once at init, read by gRPC's threads, which grpc_init() started. */
+static atomic_int max_conns;
+static _Atomic(hd_conn_guard_fatal_fn *) on_fatal;
 static atomic_int listeners[MAX_LISTENERS];
 static atomic_int n_listeners;
 static atomic_int stopping;
@@ -39,7 +41,7 @@ static atomic_llong last_shed_log_ns;
 /* One flag per descriptor number: accepted on a guarded listener and not
  * closed yet. Sized to the open-files limit at init. */
 static atomic_uchar *accepted;
-static size_t n_accepted;
+static _Atomic size_t n_accepted;
 
 static pthread_mutex_t spare_lock = PTHREAD_MUTEX_INITIALIZER;
 static int spare_fd = -1;
@@ -64,8 +66,8 @@ static close_fn *real_close(void) {
 
 int hd_conn_guard_init(int max_connections, hd_conn_guard_fatal_fn *fatal) {
   struct rlimit rl;
-  max_conns = max_connections > 0 ? max_connections : 1;
-  on_fatal = fatal;
+  atomic_store(&max_conns, max_connections > 0 ? max_connections : 1);
+  atomic_store(&on_fatal, fatal);
   real_accept4();
   real_close();
   size_t n = 1u << 20;
@@ -77,9 +79,12 @@ int hd_conn_guard_init(int max_connections, hd_conn_guard_fatal_fn *fatal) {
     errno = ENOMEM;
     return -1;
   }
-  n_accepted = n; /* close() looks at the array from now on */
+  atomic_store(&n_accepted, n); /* close() looks at the array from now on */
+  pthread_mutex_lock(&spare_lock);
   spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  return spare_fd < 0 ? -1 : 0;
+  int ok = spare_fd >= 0;
+  pthread_mutex_unlock(&spare_lock);
+  return ok ? 0 : -1;
 }
 
 static int port_of(int fd) {
@@ -140,8 +145,9 @@ static int is_guarded(int fd) {
   return 0;
 }
 
-static void note_shed(const char *why) {
+static void note_shed(const char *reason, const char *why) {
   struct timespec ts;
+  hd_metrics_call_refused(reason);
   long total = atomic_fetch_add(&shed, 1) + 1;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   long long now = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
@@ -179,8 +185,9 @@ static void listener_failed(int err) {
     return;
   char why[128];
   snprintf(why, sizeof(why), "accepting connections failed: %s", strerror(err));
-  if (on_fatal)
-    on_fatal(why);
+  hd_conn_guard_fatal_fn *fatal = atomic_load(&on_fatal);
+  if (fatal)
+    fatal(why);
 }
 
 int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags) {
@@ -189,13 +196,13 @@ int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags) {
   for (;;) {
     int c = real_accept4()(fd, addr, len, flags);
     if (c >= 0) {
-      if (atomic_fetch_add(&open_conns, 1) >= max_conns) {
+      if (atomic_fetch_add(&open_conns, 1) >= atomic_load(&max_conns)) {
         atomic_fetch_sub(&open_conns, 1);
         real_close()(c);
-        note_shed("--max-connections reached");
+        note_shed("max_connections", "--max-connections reached");
         continue;
       }
-      if ((size_t)c < n_accepted)
+      if ((size_t)c < atomic_load(&n_accepted))
         atomic_store(&accepted[c], 1);
       return c;
     }
@@ -208,7 +215,8 @@ int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags) {
     case EMFILE:
     case ENFILE:
       if (shed_waiting(fd)) {
-        note_shed("out of file descriptors (raise the open-files limit or "
+        note_shed("out_of_descriptors",
+                  "out of file descriptors (raise the open-files limit or "
                   "lower --max-connections)");
         continue;
       }
@@ -231,7 +239,7 @@ int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags) {
 }
 
 int close(int fd) {
-  if (fd >= 0 && (size_t)fd < n_accepted &&
+  if (fd >= 0 && (size_t)fd < atomic_load(&n_accepted) &&
       atomic_exchange(&accepted[fd], 0) != 0)
     atomic_fetch_sub(&open_conns, 1);
   return real_close()(fd);

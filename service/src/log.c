@@ -7,10 +7,17 @@
  * The threshold is an atomic so hd_log() can test it on every call without a
  * lock; the line is built in memory first and written with a single call so
  * lines from concurrent threads do not interleave.
+ *
+ * A message is data, often from a client (a key, an event name): in a text
+ * line every control character is escaped (\n, \r, \t, else \xNN; also
+ * DEL, the C1 controls and bytes that are not UTF-8), so a message can
+ * neither forge a line nor send a terminal an escape sequence.
  */
 #include "handlerd/handlerd.h"
+#include "log_grpc.h"
 #include "utf8.h"
 
+#include <grpc/support/log.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,6 +85,12 @@ static void write_all(const char *buf, size_t len) {
   }
 }
 
+/* 1 when the UTF-8 character of `n` bytes at `u` is a C1 control
+ * (U+0080..U+009F), which some terminals obey like an ESC sequence. */
+static int is_c1(const unsigned char *u, size_t n) {
+  return n == 2 && u[0] == 0xc2 && u[1] < 0xa0;
+}
+
 /* Appends `s` as JSON string content to the buffer at *at; bytes that are
  * not UTF-8 become U+FFFD so a collector's parser never chokes. Returns 0,
  * or -1 when `cap` is too small. */
@@ -95,6 +108,12 @@ static int json_escape(char *buf, size_t cap, size_t *at, const char *s,
       memcpy(buf + o, "\xef\xbf\xbd", 3);
       o += 3;
       i++;
+    } else if (is_c1(u + i, n)) {
+      memcpy(buf + o, "\\u00", 4);
+      buf[o + 4] = hex[u[i + 1] >> 4];
+      buf[o + 5] = hex[u[i + 1] & 15];
+      o += 6;
+      i += 2;
     } else if (n > 1) {
       memcpy(buf + o, u + i, n);
       o += n;
@@ -136,6 +155,58 @@ static char *json_line(const char *ts, hd_log_level level, const char *message,
   memcpy(buf + at, "\"}\n", 3);
   *out_len = at + 3;
   return buf;
+}
+
+/* 1 when a text line's message has a byte text_escape() escapes. */
+static int text_needs_escape(const unsigned char *u, size_t len) {
+  for (size_t i = 0; i < len;) {
+    size_t n = hd_utf8_char_len(u + i, len - i);
+    if (n == 0 || (n == 1 && (u[i] < 0x20 || u[i] == 0x7f)) || is_c1(u + i, n))
+      return 1;
+    i += n;
+  }
+  return 0;
+}
+
+/* Writes the `len` bytes at `s` into `out` (room for 4 * len) with every
+ * control character, C1 control and byte that is not UTF-8 escaped: \n,
+ * \r, \t or \xNN. Returns the length written. */
+static size_t text_escape(char *out, const char *s, size_t len) {
+  static const char hex[] = "0123456789abcdef";
+  const unsigned char *u = (const unsigned char *)s;
+  size_t o = 0;
+
+  for (size_t i = 0; i < len;) {
+    size_t n = hd_utf8_char_len(u + i, len - i), esc;
+
+    if (n == 0) {
+      esc = 1; /* not UTF-8: this byte */
+    } else if (is_c1(u + i, n)) {
+      esc = 2;
+    } else if (n == 1 && (u[i] < 0x20 || u[i] == 0x7f)) {
+      esc = 1;
+    } else {
+      memcpy(out + o, u + i, n);
+      o += n;
+      i += n;
+      continue;
+    }
+    for (size_t k = 0; k < esc; k++, i++) {
+      out[o++] = '\\';
+      if (u[i] == '\n') {
+        out[o++] = 'n';
+      } else if (u[i] == '\r') {
+        out[o++] = 'r';
+      } else if (u[i] == '\t') {
+        out[o++] = 't';
+      } else {
+        out[o++] = 'x';
+        out[o++] = hex[u[i] >> 4];
+        out[o++] = hex[u[i] & 15];
+      }
+    }
+  }
+  return o;
 }
 
 void hd_log(hd_log_level level, const char *fmt, ...) {
@@ -194,14 +265,57 @@ void hd_log(hd_log_level level, const char *fmt, ...) {
       free(line);
     return;
   }
-  /* One event, one line: embedded newlines (e.g. from a client-supplied
-   * name) would let a message forge extra log lines. */
-  for (char *p = line + head; p < line + head + body; p++) {
-    if (*p == '\n' || *p == '\r')
-      *p = ' ';
+  /* One event, one line, and nothing a terminal would obey: a message
+   * with a control character (e.g. from a client-supplied name) is written
+   * escaped. */
+  if (text_needs_escape((const unsigned char *)line + head, (size_t)body)) {
+    char *esc = malloc((size_t)head + 4 * (size_t)body + 1);
+    if (esc != NULL) {
+      size_t n;
+      memcpy(esc, line, (size_t)head);
+      n = text_escape(esc + head, line + head, (size_t)body);
+      esc[(size_t)head + n] = '\n';
+      write_all(esc, (size_t)head + n + 1);
+      free(esc);
+    } else { /* out of memory: at least keep it one line, no ESC */
+      for (char *p = line + head; p < line + head + body; p++) {
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+          *p = ' ';
+      }
+      line[head + body] = '\n';
+      write_all(line, (size_t)head + (size_t)body + 1);
+    }
+  } else {
+    line[head + body] = '\n';
+    write_all(line, (size_t)head + (size_t)body + 1);
   }
-  line[head + body] = '\n';
-  write_all(line, (size_t)head + (size_t)body + 1);
   if (line != stack)
     free(line);
+}
+
+/* ---- gRPC core's own lines ------------------------------------------------
+ */
+
+static void grpc_log_line(gpr_log_func_args *args) {
+  hd_log_level level;
+  const char *file = args->file != NULL ? args->file : "?";
+  const char *base = strrchr(file, '/');
+
+  switch (args->severity) {
+  case GPR_LOG_SEVERITY_ERROR:
+    level = HD_LOG_ERROR;
+    break;
+  case GPR_LOG_SEVERITY_INFO:
+    level = HD_LOG_INFO;
+    break;
+  default:
+    level = HD_LOG_DEBUG;
+    break;
+  }
+  hd_log(level, "grpc: %s (%s:%d)", args->message != NULL ? args->message : "",
+         base ? base + 1 : file, args->line);
+}
+
+void hd_log_capture_grpc(void) {
+  gpr_set_log_function(grpc_log_line);
 }

@@ -8,6 +8,7 @@
 #include "conn_guard.h"
 #include "control.h"
 #include "handlerd/handlerd.h"
+#include "log_grpc.h"
 #include "metrics.h"
 #include "options.h"
 #include "server.h"
@@ -409,6 +410,7 @@ int main(int argc, char **argv) {
   pthread_sigmask(SIG_BLOCK, &stop, NULL);
   signal(SIGPIPE, SIG_IGN);
 
+  hd_log_capture_grpc();
   grpc_init();
   int rc = run(&o);
   grpc_shutdown();

@@ -3,12 +3,16 @@
 #include "handlerd/grpc_status_names.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #define CODES HD_GRPC_STATUS_COUNT
 #define GAUGES 8
@@ -36,7 +40,17 @@ typedef struct histogram {
   atomic_uint_fast64_t count, sum_ns;
 } histogram;
 
+static const char *const refusals[] = {"unauthenticated",
+                                       "max_calls",
+                                       "max_health_watches",
+                                       "max_connections",
+                                       "out_of_descriptors",
+                                       "shutting_down",
+                                       "other"};
+#define REFUSALS (sizeof(refusals) / sizeof(refusals[0]))
+
 static atomic_uint_fast64_t dispatches[EVENTS][CODES];
+static atomic_uint_fast64_t refused[REFUSALS];
 static histogram dispatch_latency;
 static atomic_uint_fast64_t results[KINDS][2];
 static atomic_uint_fast64_t webhook_attempts, webhook_retries;
@@ -81,6 +95,11 @@ void hd_metrics_call(int method, int code) {
   if (method < 0 || method >= HD_METRICS_METHODS)
     method = HD_METRICS_METHODS - 1;
   atomic_fetch_add_explicit(&calls[method][code_slot(code)], 1,
+                            memory_order_relaxed);
+}
+
+void hd_metrics_call_refused(const char *reason) {
+  atomic_fetch_add_explicit(&refused[slot_of(refusals, REFUSALS, reason)], 1,
                             memory_order_relaxed);
 }
 
@@ -170,6 +189,17 @@ char *hd_metrics_render(void) {
                 method_names[m] ? method_names[m] : "unknown",
                 hd_grpc_status_name(c), (unsigned long long)v);
     }
+  fprintf(f, "# HELP handlerd_calls_refused_total gRPC calls refused before "
+             "they ran, by reason.\n"
+             "# TYPE handlerd_calls_refused_total counter\n");
+  for (size_t i = 0; i < REFUSALS; i++) {
+    uint_fast64_t v = atomic_load_explicit(&refused[i], memory_order_relaxed);
+    /* Every named reason, 0 included (a rate needs the series); "other"
+     * only once it happened. */
+    if (v || i + 1 < REFUSALS)
+      fprintf(f, "handlerd_calls_refused_total{reason=\"%s\"} %llu\n",
+              refusals[i], (unsigned long long)v);
+  }
   fprintf(f, "# HELP handlerd_dispatches_total Events dispatched, by event "
              "and status (a stream's items one by one).\n"
              "# TYPE handlerd_dispatches_total counter\n");
@@ -272,6 +302,39 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
   return r;
 }
 
+/* libmicrohttpd's messages ("Failed to bind ...", "Error: ...") as
+ * handlerd's log lines rather than raw text on stderr. */
+static void mhd_log(void *cls, const char *fmt, va_list ap) {
+  char line[512];
+  size_t n;
+
+  (void)cls;
+  vsnprintf(line, sizeof(line), fmt, ap);
+  n = strlen(line);
+  while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+    line[--n] = '\0';
+  hd_log(HD_LOG_WARN, "metrics server: %s", line);
+}
+
+/* A listening TCP socket on `sa`, or -1 with errno set. Bound here rather
+ * than by libmicrohttpd so that a failure says why. */
+static int listen_on(const struct sockaddr_in *sa) {
+  int one = 1, fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+  if (fd < 0)
+    return -1;
+  /* As libmicrohttpd does: a restart need not wait out TIME_WAIT. */
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (bind(fd, (const struct sockaddr *)sa, sizeof(*sa)) != 0 ||
+      listen(fd, 64) != 0) {
+    int e = errno;
+    close(fd);
+    errno = e;
+    return -1;
+  }
+  return fd;
+}
+
 hd_err hd_metrics_server_start(const char *listen, hd_metrics_server **out,
                                char *msg, size_t msg_size) {
   char host[64];
@@ -296,17 +359,50 @@ hd_err hd_metrics_server_start(const char *listen, hd_metrics_server **out,
     return HD_EINVAL;
   }
   sa.sin_port = htons((uint16_t)port);
+  int fd = listen_on(&sa);
+  if (fd < 0) {
+    int e = errno;
+    if (e == EADDRINUSE)
+      snprintf(msg, msg_size,
+               "cannot serve metrics on %s (--metrics-listen): port %ld is "
+               "already in use",
+               listen, port);
+    else if (e == EADDRNOTAVAIL)
+      snprintf(msg, msg_size,
+               "cannot serve metrics on %s (--metrics-listen): %s is not an "
+               "address of this host",
+               listen, hlen ? host : "0.0.0.0");
+    else if (e == EACCES)
+      snprintf(msg, msg_size,
+               "cannot serve metrics on %s (--metrics-listen): port %ld needs "
+               "privileges (permission denied)",
+               listen, port);
+    else
+      snprintf(msg, msg_size,
+               "cannot serve metrics on %s (--metrics-listen): %s", listen,
+               strerror(e));
+    return HD_EIO;
+  }
   hd_metrics_server *s = calloc(1, sizeof(*s));
-  if (!s)
+  if (!s) {
+    close(fd);
     return HD_ENOMEM;
-  s->daemon =
-      MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0,
-                       NULL, NULL, on_request, NULL, MHD_OPTION_SOCK_ADDR,
-                       (struct sockaddr *)&sa, MHD_OPTION_CONNECTION_LIMIT, 64,
-                       MHD_OPTION_CONNECTION_TIMEOUT, 10, MHD_OPTION_END);
+  }
+  /* The logger first: libmicrohttpd uses its own for options before it.
+   * The daemon owns fd from here: MHD_stop_daemon closes it. A failed
+   * start closes it on some paths and not on others, so then it is left
+   * open (a leak at worst, never a double close). */
+  s->daemon = MHD_start_daemon(
+      MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL,
+      on_request, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+      MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd, MHD_OPTION_CONNECTION_LIMIT, 64,
+      MHD_OPTION_CONNECTION_TIMEOUT, 10, MHD_OPTION_END);
   if (!s->daemon) {
     free(s);
-    snprintf(msg, msg_size, "cannot serve metrics on %s", listen);
+    snprintf(msg, msg_size,
+             "cannot serve metrics on %s (--metrics-listen): the HTTP server "
+             "did not start",
+             listen);
     return HD_EIO;
   }
   *out = s;

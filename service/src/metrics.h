@@ -26,6 +26,13 @@ void hd_metrics_webhook_attempt(int retry);
 /* One webhook delivery completed with result code `code` (0: ok). */
 void hd_metrics_webhook_delivery(int code, int64_t duration_ns);
 
+/* One gRPC call refused before it ran: `reason` is "unauthenticated",
+ * "max_calls", "max_health_watches", "max_connections",
+ * "out_of_descriptors" or "shutting_down"
+ * (anything else counts as "other"). Rendered as
+ * handlerd_calls_refused_total{reason="..."}. */
+void hd_metrics_call_refused(const char *reason);
+
 /* A gauge read when /metrics is scraped. */
 typedef int64_t hd_gauge_fn(void *ud);
 void hd_metrics_set_gauge(const char *name, const char *help, hd_gauge_fn *fn,
@@ -35,8 +42,10 @@ void hd_metrics_set_gauge(const char *name, const char *help, hd_gauge_fn *fn,
 char *hd_metrics_render(void);
 
 typedef struct hd_metrics_server hd_metrics_server;
-/* Serves /metrics on `listen` ("host:port"; IPv4). HD_EIO with a message
- * when it cannot bind. */
+/* Serves /metrics on `listen` ("host:port"; IPv4). HD_EINVAL with a message
+ * for a bad address; HD_EIO with a message naming the address and the
+ * reason when it cannot listen there ("... 127.0.0.1:9464: port 9464 is
+ * already in use"). libmicrohttpd's own messages go through hd_log. */
 hd_err hd_metrics_server_start(const char *listen, hd_metrics_server **out,
                                char *msg, size_t msg_size);
 void hd_metrics_server_stop(hd_metrics_server *s);

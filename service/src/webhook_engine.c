@@ -17,6 +17,7 @@
 #include "webhook_engine.h"
 #include "clock.h"
 
+#include "handlerd/grpc_status_names.h"
 #include "metrics.h"
 #include "utf8.h"
 #include "webhook_retry.h"
@@ -51,6 +52,22 @@
 #define DEFAULT_MAX_HOST_CONNECTIONS 16
 #define DEFAULT_BACKOFF_BASE_MS 100
 #define DEFAULT_BACKOFF_MAX_MS 10000
+/* Handlers whose failures are rate-limited one by one; past that, the
+ * failures of the others share one counter. */
+#define FAIL_LOG_MAX 1024
+#define FAIL_LOG_BUCKETS 256
+#define FAIL_LOG_WINDOW_NS                                                     \
+  ((int64_t)HD_WEBHOOK_FAILURE_LOG_WINDOW_S * 1000000000)
+/* "host:port" of a URL: a DNS name is at most 253 bytes. */
+#define HOST_MAX 300
+
+/* What an attempt that ran out of time was waiting for. */
+typedef enum phase {
+  PHASE_CONNECT = 0, /* name resolution and TCP connect */
+  PHASE_TLS,         /* the TLS handshake */
+  PHASE_RESPONSE,    /* the request is out (or going): the answer */
+  PHASE_REST,        /* the answer began: the rest of it */
+} phase;
 
 typedef struct delivery {
   hd_webhook_job job; /* first: a job pointer is a delivery pointer */
@@ -76,7 +93,25 @@ typedef struct delivery {
   int addr_refused;
   char refused_addr[INET6_ADDRSTRLEN];
   char errbuf[CURL_ERROR_SIZE];
+  phase phase;          /* where the last attempt was when it ended */
+  int no_log;           /* a failure that is not the receiver's (shutdown) */
+  char *host;           /* "host:port" of the URL, made on first use; owned */
+  size_t host_name_len; /* the length of its host part */
 } delivery;
+
+/* The failures of one handler within its log window. */
+typedef struct fail_entry {
+  struct fail_entry *next;  /* the window list, oldest window first */
+  struct fail_entry *chain; /* the hash bucket */
+  int64_t window_end_ns;    /* CLOCK_MONOTONIC */
+  uint64_t suppressed;      /* failures in the window not logged */
+  char handler_id[HD_HANDLER_ID_MAX + 1];
+  /* The last suppressed failure, for the summary line. */
+  char key[HD_KEY_MAX + 1];
+  char host[HOST_MAX];
+  int attempts, http_status, code;
+  char message[256];
+} fail_entry;
 
 struct hd_webhook_engine {
   atomic_uint refs;
@@ -96,6 +131,15 @@ struct hd_webhook_engine {
   CURL *pool[POOL_MAX];
   int n_pool;
   uint64_t rng;
+
+  /* The failure log's rate limit: any thread may complete a failed job. */
+  pthread_mutex_t fail_lock;
+  fail_entry *fail_buckets[FAIL_LOG_BUCKETS];
+  fail_entry *fail_head, *fail_tail; /* by window end */
+  int n_fail;
+  int fail_closed;           /* stopped: nothing more is logged */
+  uint64_t fail_overflow;    /* failures of handlers past FAIL_LOG_MAX */
+  int64_t fail_overflow_end; /* the overflow counter's window; 0: none */
 };
 
 /* ---- jobs -----------------------------------------------------------------
@@ -127,11 +171,222 @@ void hd_webhook_job_free(hd_webhook_job *job) {
   free(job->headers);
   free(job->body);
   explicit_bzero(job->key, sizeof(job->key));
+  free(d->host);
   curl_slist_free_all(d->req_headers);
   free(d->resp);
   hd_results_free(d->results);
   free(d);
 }
+
+/* ---- where a delivery goes -------------------------------------------------
+ */
+
+/* "host:port" of the job's URL (the port is the scheme's when the URL has
+ * none): what messages and the log name, never the path, the query or a
+ * user name. "?" when it does not parse (it did at registration). */
+static const char *delivery_host(delivery *d) {
+  CURLU *u;
+  char *host = NULL, *port = NULL;
+
+  if (d->host != NULL)
+    return d->host;
+  u = curl_url();
+  if (u != NULL && curl_url_set(u, CURLUPART_URL, d->job.url, 0) == CURLUE_OK &&
+      curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK) {
+    curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT);
+    if (asprintf(&d->host, "%s%s%s", host, port ? ":" : "", port ? port : "") <
+        0)
+      d->host = NULL;
+    else
+      d->host_name_len = strlen(host);
+  }
+  curl_free(host);
+  curl_free(port);
+  curl_url_cleanup(u);
+  return d->host != NULL ? d->host : "?";
+}
+
+/* The host part of delivery_host(), into `out`. */
+static const char *delivery_host_name(delivery *d, char *out, size_t size) {
+  const char *hp = delivery_host(d);
+  size_t n = d->host != NULL ? d->host_name_len : strlen(hp);
+
+  snprintf(out, size, "%.*s", (int)n, hp);
+  return out;
+}
+
+/* "waiting for the response from host:port", ...: what the last attempt
+ * was waiting for when it ended. */
+static const char *phase_text(delivery *d, char *out, size_t size) {
+  static const char *const what[] = {
+      [PHASE_CONNECT] = "waiting to connect to",
+      [PHASE_TLS] = "waiting for the TLS handshake with",
+      [PHASE_RESPONSE] = "waiting for the response from",
+      [PHASE_REST] = "waiting for the rest of the response from",
+  };
+
+  snprintf(out, size, "%s %s", what[d->phase], delivery_host(d));
+  return out;
+}
+
+/* Notes how far the attempt on d->easy got (before the handle goes). */
+static void note_phase(delivery *d) {
+  curl_off_t connect = 0, app = 0, pre = 0, start = 0;
+
+  curl_easy_getinfo(d->easy, CURLINFO_CONNECT_TIME_T, &connect);
+  curl_easy_getinfo(d->easy, CURLINFO_APPCONNECT_TIME_T, &app);
+  curl_easy_getinfo(d->easy, CURLINFO_PRETRANSFER_TIME_T, &pre);
+  curl_easy_getinfo(d->easy, CURLINFO_STARTTRANSFER_TIME_T, &start);
+  if (start > 0)
+    d->phase = PHASE_REST;
+  else if (pre > 0 || app > 0)
+    d->phase = PHASE_RESPONSE;
+  else if (connect > 0 && strncasecmp(d->job.url, "https:", 6) == 0)
+    d->phase = PHASE_TLS;
+  else
+    d->phase = PHASE_CONNECT;
+}
+
+/* ---- the failure log --------------------------------------------------------
+ *
+ * A delivery that fails for good is one warn line, but a dead receiver must
+ * not flood the log: per handler, the first failure is logged and starts a
+ * window of FAIL_LOG_WINDOW_NS; the failures within it are counted, and at
+ * its end one line gives their number and the last one (and starts the next
+ * window). Entries live while their window does; the engine thread ends
+ * windows (fail_log_flush), stop() writes what is left.
+ */
+
+static unsigned fail_bucket(const char *id) {
+  unsigned h = 2166136261u; /* FNV-1a */
+
+  for (const unsigned char *p = (const unsigned char *)id; *p; p++)
+    h = (h ^ *p) * 16777619u;
+  return h % FAIL_LOG_BUCKETS;
+}
+
+static void fail_summary(const fail_entry *f, double seconds) {
+  hd_log(HD_LOG_WARN,
+         "webhook deliveries failed: key=\"%s\" handler=%s host=%s: %" PRIu64
+         " more in the last %.1f s (not logged one by one); the last: "
+         "attempts=%d http_status=%d code=%s error=\"%s\"",
+         f->key, f->handler_id, f->host, f->suppressed, seconds, f->attempts,
+         f->http_status, hd_grpc_status_name(f->code), f->message);
+}
+
+/* Ends the windows that are over at `now` (all of them with `all`).
+ * Under fail_lock. */
+static void fail_log_flush_locked(hd_webhook_engine *e, int64_t now, int all) {
+  while (e->fail_head != NULL && (all || e->fail_head->window_end_ns <= now)) {
+    fail_entry *f = e->fail_head;
+    int64_t began = f->window_end_ns - FAIL_LOG_WINDOW_NS;
+
+    e->fail_head = f->next;
+    if (e->fail_head == NULL)
+      e->fail_tail = NULL;
+    f->next = NULL;
+    if (f->suppressed > 0) {
+      fail_summary(f, (double)((all ? now : f->window_end_ns) - began) / 1e9);
+      if (!all) { /* the summary line starts the next window */
+        f->suppressed = 0;
+        f->window_end_ns = now + FAIL_LOG_WINDOW_NS;
+        if (e->fail_tail != NULL)
+          e->fail_tail->next = f;
+        else
+          e->fail_head = f;
+        e->fail_tail = f;
+        continue;
+      }
+    }
+    for (fail_entry **pp = &e->fail_buckets[fail_bucket(f->handler_id)];
+         *pp != NULL; pp = &(*pp)->chain) {
+      if (*pp == f) {
+        *pp = f->chain;
+        break;
+      }
+    }
+    e->n_fail--;
+    free(f);
+  }
+  if (e->fail_overflow_end != 0 && (all || e->fail_overflow_end <= now)) {
+    if (e->fail_overflow > 0)
+      hd_log(HD_LOG_WARN,
+             "webhook deliveries failed: %" PRIu64 " more failures of other "
+             "handlers not logged (more than %d handlers failing at once)",
+             e->fail_overflow, FAIL_LOG_MAX);
+    e->fail_overflow = 0;
+    e->fail_overflow_end = 0;
+  }
+}
+
+static void fail_log_flush(hd_webhook_engine *e, int64_t now) {
+  pthread_mutex_lock(&e->fail_lock);
+  if ((e->fail_head != NULL && e->fail_head->window_end_ns <= now) ||
+      (e->fail_overflow_end != 0 && e->fail_overflow_end <= now))
+    fail_log_flush_locked(e, now, 0);
+  pthread_mutex_unlock(&e->fail_lock);
+}
+
+/* Logs (or counts) the failed result `r` of `d`. */
+static void log_failure(hd_webhook_engine *e, delivery *d, const hd_result *r) {
+  const char *id = d->job.handler_id[0] != '\0' ? d->job.handler_id : "?";
+  const char *key = d->job.registry_key[0] != '\0' ? d->job.registry_key : "?";
+  const char *msg = r->message != NULL ? r->message : "";
+  const char *host = delivery_host(d);
+  int64_t now = mono_ns();
+  unsigned b = fail_bucket(id);
+  fail_entry *f;
+
+  pthread_mutex_lock(&e->fail_lock);
+  if (e->fail_closed) {
+    pthread_mutex_unlock(&e->fail_lock);
+    return;
+  }
+  for (f = e->fail_buckets[b]; f != NULL; f = f->chain) {
+    if (strcmp(f->handler_id, id) == 0)
+      break;
+  }
+  if (f != NULL) { /* within its window: count it */
+    f->suppressed++;
+    snprintf(f->key, sizeof(f->key), "%s", key);
+    snprintf(f->host, sizeof(f->host), "%s", host);
+    snprintf(f->message, sizeof(f->message), "%s", msg);
+    f->attempts = r->attempts;
+    f->http_status = r->http_status;
+    f->code = r->grpc_code;
+    pthread_mutex_unlock(&e->fail_lock);
+    return;
+  }
+  if (e->n_fail >= FAIL_LOG_MAX || (f = calloc(1, sizeof(*f))) == NULL) {
+    /* Too many handlers failing: they share one window and counter. */
+    if (e->fail_overflow_end != 0) {
+      e->fail_overflow++;
+      pthread_mutex_unlock(&e->fail_lock);
+      return;
+    }
+    e->fail_overflow_end = now + FAIL_LOG_WINDOW_NS;
+  } else {
+    snprintf(f->handler_id, sizeof(f->handler_id), "%s", id);
+    f->window_end_ns = now + FAIL_LOG_WINDOW_NS;
+    f->chain = e->fail_buckets[b];
+    e->fail_buckets[b] = f;
+    if (e->fail_tail != NULL)
+      e->fail_tail->next = f;
+    else
+      e->fail_head = f;
+    e->fail_tail = f;
+    e->n_fail++;
+  }
+  hd_log(HD_LOG_WARN,
+         "webhook delivery failed: key=\"%s\" handler=%s host=%s attempts=%d "
+         "http_status=%d code=%s error=\"%s\"",
+         key, id, host, r->attempts, r->http_status,
+         hd_grpc_status_name(r->grpc_code), msg);
+  pthread_mutex_unlock(&e->fail_lock);
+}
+
+/* ---- completion -------------------------------------------------------------
+ */
 
 /* Calls the job's completion with its result and frees the job. */
 static void complete(delivery *d) {
@@ -142,6 +397,8 @@ static void complete(delivery *d) {
   memcpy(r->handler_id, d->job.handler_id, sizeof(r->handler_id));
   r->attempts = d->attempts;
   r->duration_ns = took > 0 ? took : 1;
+  if (r->err != HD_OK && !d->no_log && d->engine != NULL)
+    log_failure(d->engine, d, r);
   hd_metrics_webhook_delivery(r->err == HD_OK ? 0 : r->grpc_code,
                               r->duration_ns);
   d->results = NULL;
@@ -170,6 +427,7 @@ static void complete_error(delivery *d, hd_err err, int grpc_code,
 }
 
 static void complete_shutdown(delivery *d) {
+  d->no_log = 1; /* ours, not the receiver's: the log says we stop */
   complete_error(d, HD_EHANDLER, 14, "handlerd is shutting down");
 }
 
@@ -379,13 +637,66 @@ static void tidy_reason(char *s) {
     s[0] = (char)tolower((unsigned char)s[0]);
 }
 
+/* 1 for the libcurl results of a TLS handshake that did not complete. */
+static int tls_failure(CURLcode code) {
+  switch (code) {
+  case CURLE_SSL_CONNECT_ERROR:
+  case CURLE_PEER_FAILED_VERIFICATION:
+  case CURLE_SSL_CERTPROBLEM:
+  case CURLE_SSL_CIPHER:
+  case CURLE_SSL_ISSUER_ERROR:
+  case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+  case CURLE_SSL_INVALIDCERTSTATUS:
+  case CURLE_SSL_CLIENTCERT:
+    return 1;
+  default:
+    return 0;
+  }
+}
+
+/* What a transport failure was, in words that tell the cases apart:
+ * "connection refused", "no such host: NAME could not be resolved",
+ * "TLS handshake failed: ...", "timed out connecting to HOST:PORT",
+ * "connection reset by peer", else what libcurl says. */
+static void describe_failure(delivery *d, CURLcode code, long os_errno,
+                             char *reason, size_t size) {
+  char name[HOST_MAX];
+  const char *detail =
+      d->errbuf[0] != '\0' ? d->errbuf : curl_easy_strerror(code);
+
+  if (code == CURLE_COULDNT_RESOLVE_HOST) {
+    snprintf(reason, size, "no such host: %s could not be resolved",
+             delivery_host_name(d, name, sizeof(name)));
+    return;
+  }
+  if (tls_failure(code)) {
+    snprintf(reason, size, "TLS handshake failed: %s", detail);
+    tidy_reason(reason);
+    return;
+  }
+  if (code == CURLE_SSL_CACERT_BADFILE) {
+    snprintf(reason, size, "cannot use the CA certificates: %s", detail);
+    return;
+  }
+  if (code == CURLE_COULDNT_CONNECT && os_errno == ETIMEDOUT)
+    snprintf(reason, size, "timed out connecting to %s", delivery_host(d));
+  else if ((code == CURLE_RECV_ERROR || code == CURLE_SEND_ERROR) &&
+           os_errno == ECONNRESET)
+    snprintf(reason, size, "connection reset by peer");
+  else if (code == CURLE_COULDNT_CONNECT && os_errno != 0)
+    snprintf(reason, size, "%s", strerror((int)os_errno));
+  else
+    snprintf(reason, size, "%s", detail);
+  tidy_reason(reason);
+}
+
 /* Fails the job with what the last attempt ran into. `why_stop` (may be
  * NULL) says why there were fewer attempts than allowed. */
 static void complete_failure(delivery *d, CURLcode code, long status,
                              long os_errno, const char *why_stop) {
   hd_result *r = hd_results_at(d->results, 0);
   const char *plural = d->attempts == 1 ? "" : "s";
-  char reason[CURL_ERROR_SIZE + 64];
+  char reason[CURL_ERROR_SIZE + HOST_MAX + 64];
   char note[160] = "";
 
   r->http_status = (int)status;
@@ -399,12 +710,16 @@ static void complete_failure(delivery *d, CURLcode code, long status,
     return;
   }
   if (code == CURLE_OPERATION_TIMEDOUT) {
+    char waiting[HOST_MAX + 64];
+    phase_text(d, waiting, sizeof(waiting));
     if (d->deadline_cut)
-      complete_error(d, HD_ETIMEOUT, 4, "deadline exceeded after %d attempt%s",
-                     d->attempts, plural);
+      complete_error(d, HD_ETIMEOUT, 4,
+                     "deadline exceeded after %d attempt%s, %s", d->attempts,
+                     plural, waiting);
     else
-      complete_error(d, HD_ETIMEOUT, 4, "timeout (%ld ms) after %d attempt%s%s",
-                     d->attempt_timeout_ms, d->attempts, plural, note);
+      complete_error(d, HD_ETIMEOUT, 4,
+                     "timeout (%ld ms) after %d attempt%s, %s%s",
+                     d->attempt_timeout_ms, d->attempts, plural, waiting, note);
     return;
   }
   if (code == CURLE_OK && status >= 300 && status < 400) {
@@ -424,18 +739,7 @@ static void complete_failure(delivery *d, CURLcode code, long status,
                    d->attempts, plural);
     return;
   }
-  if (code == CURLE_COULDNT_CONNECT && os_errno != 0)
-    snprintf(reason, sizeof(reason), "%s", strerror((int)os_errno));
-  else if (code == CURLE_COULDNT_RESOLVE_HOST)
-    snprintf(reason, sizeof(reason), "cannot resolve host");
-  else if (code == CURLE_SSL_CONNECT_ERROR)
-    snprintf(reason, sizeof(reason), "TLS handshake failed: %s",
-             d->errbuf[0] != '\0' ? d->errbuf : curl_easy_strerror(code));
-  else if (d->errbuf[0] != '\0')
-    snprintf(reason, sizeof(reason), "%s", d->errbuf);
-  else
-    snprintf(reason, sizeof(reason), "%s", curl_easy_strerror(code));
-  tidy_reason(reason);
+  describe_failure(d, code, os_errno, reason, sizeof(reason));
   complete_error(d, HD_EHANDLER, 14, "%s after %d attempt%s%s", reason,
                  d->attempts, plural, note);
 }
@@ -535,8 +839,17 @@ static void attempt_start(hd_webhook_engine *e, delivery *d, int64_t now) {
     int64_t left_ms = (d->deadline_ns - now) / 1000000;
     if (left_ms < 1) {
       list_unlink(e, d);
-      complete_error(d, HD_ETIMEOUT, 4, "deadline exceeded after %d attempt%s",
-                     d->attempts, d->attempts == 1 ? "" : "s");
+      if (d->attempts == 0)
+        complete_error(d, HD_ETIMEOUT, 4,
+                       "deadline exceeded after 0 attempts, waiting for the "
+                       "first attempt to %s",
+                       delivery_host(d));
+      else
+        complete_error(d, HD_ETIMEOUT, 4,
+                       "deadline exceeded after %d attempt%s, waiting to retry "
+                       "%s",
+                       d->attempts, d->attempts == 1 ? "" : "s",
+                       delivery_host(d));
       return;
     }
     if (left_ms < timeout) {
@@ -618,6 +931,7 @@ static void attempt_done(hd_webhook_engine *e, delivery *d, CURLcode code) {
 
   curl_easy_getinfo(d->easy, CURLINFO_RESPONSE_CODE, &status);
   curl_easy_getinfo(d->easy, CURLINFO_OS_ERRNO, &os_errno);
+  note_phase(d);
   release_easy(e, d);
   if (code == CURLE_WRITE_ERROR && d->truncated && !d->write_failed)
     code = CURLE_OK; /* on_body stopped at the size limit */
@@ -657,6 +971,21 @@ fail:
   complete_failure(d, code, status, os_errno, why_stop);
 }
 
+/* The call's deadline came while an attempt runs, or waits in libcurl's
+ * queue for a connection to its host (where libcurl's own timeout does not
+ * run): end it now, so the call still answers in time. */
+static void attempt_cut_at_deadline(hd_webhook_engine *e, delivery *d) {
+  note_phase(d);
+  release_easy(e, d);
+  d->deadline_cut = 1;
+  list_unlink(e, d);
+  complete_failure(d, CURLE_OPERATION_TIMEDOUT, 0, 0, NULL);
+}
+
+static int past_deadline(const delivery *d, int64_t now) {
+  return d->easy != NULL && d->deadline_ns != 0 && d->deadline_ns <= now;
+}
+
 /* ---- the thread
  * ------------------------------------------------------------------ */
 
@@ -691,6 +1020,8 @@ static void *engine_thread(void *arg) {
       next = d->next;
       if (d->easy == NULL && d->next_ns <= now)
         attempt_start(e, d, now);
+      else if (past_deadline(d, now))
+        attempt_cut_at_deadline(e, d);
     }
 
     curl_multi_perform(e->multi, &running);
@@ -707,9 +1038,13 @@ static void *engine_thread(void *arg) {
     /* Sleep until libcurl has work (it lowers the timeout to its own
      * timers), a retry is due, or a submission wakes us. */
     now = mono_ns();
+    fail_log_flush(e, now);
     for (d = e->jobs; d != NULL; d = d->next) {
       if (d->easy == NULL && d->next_ns - now < wait_ns)
         wait_ns = d->next_ns - now;
+      if (d->easy != NULL && d->deadline_ns != 0 &&
+          d->deadline_ns - now < wait_ns)
+        wait_ns = d->deadline_ns - now;
     }
     if (wait_ns < 0)
       wait_ns = 0;
@@ -739,6 +1074,7 @@ void hd_webhook_engine_config_init(hd_webhook_engine_config *cfg) {
 }
 
 static void engine_free(hd_webhook_engine *e) {
+  pthread_mutex_destroy(&e->fail_lock);
   pthread_mutex_destroy(&e->lock);
   free(e->instance);
   free(e->ca_file);
@@ -796,6 +1132,7 @@ hd_err hd_webhook_engine_start(const hd_webhook_engine_config *cfg,
       e->rng == 0)
     e->rng = (uint64_t)mono_ns() | 1;
   pthread_mutex_init(&e->lock, NULL);
+  pthread_mutex_init(&e->fail_lock, NULL);
   e->multi = curl_multi_init();
   if (e->multi == NULL) {
     engine_free(e);
@@ -848,6 +1185,11 @@ void hd_webhook_engine_stop(hd_webhook_engine *e) {
     curl_easy_cleanup(e->pool[--e->n_pool]);
   curl_multi_cleanup(e->multi);
   e->multi = NULL;
+  /* What the failure log still counts is written now, not lost. */
+  pthread_mutex_lock(&e->fail_lock);
+  fail_log_flush_locked(e, mono_ns(), 1);
+  e->fail_closed = 1;
+  pthread_mutex_unlock(&e->fail_lock);
   hd_webhook_engine_unref(e);
 }
 

@@ -8,6 +8,12 @@
  * webhook-signature per attempt, retries, and completes the job exactly
  * once with one result, from the engine thread (or from the submitting
  * thread when the engine is stopping).
+ *
+ * A delivery that fails for good is logged at warn, at most one line per
+ * handler per HD_WEBHOOK_FAILURE_LOG_WINDOW_S (later failures in the window
+ * are counted and summed up in one line at its end): key, handler id, the
+ * URL's host and port (never its path or query, a header or the secret),
+ * attempts, last HTTP status, code and message.
  */
 #ifndef HD_WEBHOOK_ENGINE_H
 #define HD_WEBHOOK_ENGINE_H
@@ -15,6 +21,8 @@
 #include "handlerd/handlerd.h"
 #include "webhook.h"
 #include "webhook_sign.h"
+
+#define HD_WEBHOOK_FAILURE_LOG_WINDOW_S 10
 
 typedef struct hd_webhook_job {
   char *url;      /* owned */
@@ -29,6 +37,7 @@ typedef struct hd_webhook_job {
   int max_attempts;                       /* >= 1 */
   int64_t deadline_ns;                    /* CLOCK_REALTIME ns; 0: none */
   char handler_id[HD_HANDLER_ID_MAX + 1]; /* the result's handler_id */
+  char registry_key[HD_KEY_MAX + 1];      /* for the log ("": unknown) */
   hd_done_fn *done;                       /* called once with one result */
   void *done_data;
 } hd_webhook_job;

@@ -123,6 +123,43 @@ static void test_out_of_range_method_and_code_go_to_unknown(void **state) {
   free(text);
 }
 
+static void test_refused_calls_are_counted_by_reason(void **state) {
+  static const char *const reasons[] = {"unauthenticated",    "max_calls",
+                                        "max_health_watches", "max_connections",
+                                        "out_of_descriptors", "shutting_down"};
+  long long before[6];
+  char series[128];
+
+  (void)state;
+  for (int i = 0; i < 6; i++) {
+    snprintf(series, sizeof(series),
+             "handlerd_calls_refused_total{reason=\"%s\"}", reasons[i]);
+    before[i] = current(series);
+    /* Every named reason is rendered from the start, 0 included. */
+    assert_true(before[i] >= 0);
+  }
+  assert_int_equal(current("handlerd_calls_refused_total{reason=\"other\"}"),
+                   -1);
+  for (int i = 0; i < 6; i++)
+    for (int k = 0; k <= i; k++)
+      hd_metrics_call_refused(reasons[i]);
+  hd_metrics_call_refused("no such reason");
+  hd_metrics_call_refused(NULL);
+
+  char *text = hd_metrics_render();
+  assert_non_null(text);
+  assert_non_null(
+      strstr(text, "# TYPE handlerd_calls_refused_total counter\n"));
+  for (int i = 0; i < 6; i++) {
+    snprintf(series, sizeof(series),
+             "handlerd_calls_refused_total{reason=\"%s\"}", reasons[i]);
+    assert_int_equal(sample(text, series), before[i] + i + 1);
+  }
+  assert_int_equal(
+      sample(text, "handlerd_calls_refused_total{reason=\"other\"}"), 2);
+  free(text);
+}
+
 static void test_unnamed_slot_renders_as_unknown(void **state) {
   (void)state;
   hd_metrics_set_method_name(HD_METRICS_METHODS, "/ignored"); /* no slot */
@@ -413,8 +450,35 @@ static void test_server_port_in_use_is_eio(void **state) {
 
   assert_int_equal(hd_metrics_server_start(addr, &s, msg, sizeof(msg)), HD_EIO);
   assert_null(s);
+  /* It names the address and the port and says why. */
   assert_non_null(strstr(msg, addr));
+  assert_non_null(strstr(msg, "--metrics-listen"));
+  snprintf(addr, sizeof(addr), "port %d is already in use", ntohs(sa.sin_port));
+  if (strstr(msg, addr) == NULL)
+    fail_msg("the message does not say the port is in use: %s", msg);
   close(fd);
+}
+
+static void test_server_stop_frees_the_port(void **state) {
+  char addr[64], msg[256] = "";
+  hd_metrics_server *s = NULL;
+  hd_err err = HD_EIO;
+
+  (void)state;
+  for (int tries = 0; tries < 5 && err == HD_EIO; tries++) {
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", free_port());
+    err = hd_metrics_server_start(addr, &s, msg, sizeof(msg));
+  }
+  if (err != HD_OK)
+    fail_msg("cannot start the metrics server: %s", msg);
+  /* While it runs the port is taken; once stopped it can serve again. */
+  hd_metrics_server *again = NULL;
+  assert_int_equal(hd_metrics_server_start(addr, &again, msg, sizeof(msg)),
+                   HD_EIO);
+  hd_metrics_server_stop(s);
+  if (hd_metrics_server_start(addr, &again, msg, sizeof(msg)) != HD_OK)
+    fail_msg("the port stayed taken after stop: %s", msg);
+  hd_metrics_server_stop(again);
 }
 
 static int group_setup(void **state) {
@@ -433,6 +497,7 @@ int main(void) {
       cmocka_unit_test(test_calls_are_counted_by_method_name_and_code),
       cmocka_unit_test(test_out_of_range_method_and_code_go_to_unknown),
       cmocka_unit_test(test_unnamed_slot_renders_as_unknown),
+      cmocka_unit_test(test_refused_calls_are_counted_by_reason),
       cmocka_unit_test(test_results_are_counted_by_kind_and_outcome),
       cmocka_unit_test(test_dispatches_by_event_and_code_with_latency),
       cmocka_unit_test(test_build_info),
@@ -442,6 +507,7 @@ int main(void) {
       cmocka_unit_test(test_server_serves_metrics_and_404_elsewhere),
       cmocka_unit_test(test_server_bad_address_is_einval),
       cmocka_unit_test(test_server_port_in_use_is_eio),
+      cmocka_unit_test(test_server_stop_frees_the_port),
   };
 
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
