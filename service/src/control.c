@@ -1,6 +1,9 @@
 #include "control.h"
 
+#include "utf8.h"
+
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -206,6 +209,124 @@ static hd_err make_target(hd_control *c, const char *key,
   }
 }
 
+/* ---- checks on a new registration ----------------------------------------
+ *
+ * In this order, each before any work for the next: the sizes
+ * (hd_control_limits: counts only, O(1) per webhook), then every string
+ * (UTF-8), then the shape of the request (check_request). All are
+ * HD_EINVAL: a request over a limit is refused as a bad argument, like an
+ * over-long topic path (--max-topic-path-bytes), because sending it again
+ * can never succeed; RESOURCE_EXHAUSTED is kept for what the server runs
+ * out of (--max-keys, --max-handlers-per-key, a full store) and may have
+ * again later. Registrations replayed from the store (a forced id) skip the
+ * limits and the UTF-8 check: they were acknowledged under the options and
+ * the version they were made with, and must still load. */
+
+static hd_err check_headers_limit(const hd_control_limits *l,
+                                  const Handlers__V1__Target *t,
+                                  const char *what, char *msg,
+                                  size_t msg_size) {
+  if (!t || t->kind_case != HANDLERS__V1__TARGET__KIND_WEBHOOK ||
+      t->webhook->n_headers <= (size_t)l->max_headers)
+    return HD_OK;
+  snprintf(msg, msg_size,
+           "%s.webhook.headers: %zu headers, the limit is %d "
+           "(--max-webhook-headers)",
+           what, t->webhook->n_headers, l->max_headers);
+  return HD_EINVAL;
+}
+
+static hd_err check_limits(const hd_control_limits *l,
+                           const Handlers__V1__AddHandlerRequest *req,
+                           char *msg, size_t msg_size) {
+  if (req->n_events > (size_t)l->max_events) {
+    snprintf(msg, msg_size,
+             "%zu event names, the limit is %d (--max-events-per-handler)",
+             req->n_events, l->max_events);
+    return HD_EINVAL;
+  }
+  if (req->n_routes > (size_t)l->max_routes) {
+    snprintf(msg, msg_size,
+             "%zu routes, the limit is %d (--max-routes-per-handler)",
+             req->n_routes, l->max_routes);
+    return HD_EINVAL;
+  }
+  hd_err err = check_headers_limit(l, req->target, "target", msg, msg_size);
+  for (size_t i = 0; err == HD_OK && i < req->n_routes; i++) {
+    char what[48];
+    snprintf(what, sizeof(what), "routes[%zu].value", i);
+    err = check_headers_limit(l, req->routes[i]->value, what, msg, msg_size);
+  }
+  return err;
+}
+
+/* Proto3 strings must be UTF-8, and clients in other languages fail to read
+ * back a listing that is not; protobuf-c does not check. HD_EINVAL naming
+ * the field "<what><field>" when `s` is not. (A NUL inside a string cannot
+ * be seen here: protobuf-c already cut the string there.
+ * hd_proto_check_strings, on the encoded request, catches that.) */
+static hd_err check_utf8(const char *what, const char *field, const char *s,
+                         char *msg, size_t msg_size) {
+  size_t len = strlen(s);
+  size_t bad = hd_utf8_valid_prefix(s, len);
+  if (bad == len)
+    return HD_OK;
+  snprintf(msg, msg_size, "%s%s is not valid UTF-8 (at byte %zu)", what, field,
+           bad);
+  return HD_EINVAL;
+}
+
+/* The strings of one target; `what` names it ("target",
+ * "routes[2].value"). */
+static hd_err check_target_utf8(const Handlers__V1__Target *t, const char *what,
+                                char *msg, size_t msg_size) {
+  if (!t)
+    return HD_OK;
+  if (t->kind_case == HANDLERS__V1__TARGET__KIND_LOCAL)
+    return check_utf8(what, ".local", t->local, msg, msg_size);
+  if (t->kind_case != HANDLERS__V1__TARGET__KIND_WEBHOOK)
+    return HD_OK;
+  const Handlers__V1__Webhook *wh = t->webhook;
+  hd_err err = check_utf8(what, ".webhook.url", wh->url, msg, msg_size);
+  if (err == HD_OK)
+    err = check_utf8(what, ".webhook.secret", wh->secret, msg, msg_size);
+  for (size_t h = 0; err == HD_OK && h < wh->n_headers; h++) {
+    char field[64];
+    snprintf(field, sizeof(field), ".webhook.headers[%zu].key", h);
+    err = check_utf8(what, field, wh->headers[h]->key, msg, msg_size);
+    if (err == HD_OK) {
+      snprintf(field, sizeof(field), ".webhook.headers[%zu].value", h);
+      err = check_utf8(what, field, wh->headers[h]->value, msg, msg_size);
+    }
+  }
+  return err;
+}
+
+/* Every string of the request, named by its path in the message (repeated
+ * fields and map entries by their index in the request). */
+static hd_err check_strings(const Handlers__V1__AddHandlerRequest *req,
+                            char *msg, size_t msg_size) {
+  char what[48];
+  hd_err err = check_utf8("", "key", req->key, msg, msg_size);
+  if (err == HD_OK)
+    err = check_target_utf8(req->target, "target", msg, msg_size);
+  for (size_t i = 0; err == HD_OK && i < req->n_events; i++) {
+    if (hd_utf8_valid(req->events[i], strlen(req->events[i])))
+      continue; /* the name is formatted only for a bad one */
+    snprintf(what, sizeof(what), "events[%zu]", i);
+    err = check_utf8(what, "", req->events[i], msg, msg_size);
+  }
+  for (size_t i = 0; err == HD_OK && i < req->n_routes; i++) {
+    snprintf(what, sizeof(what), "routes[%zu]", i);
+    err = check_utf8(what, ".key", req->routes[i]->key, msg, msg_size);
+    if (err == HD_OK) {
+      snprintf(what, sizeof(what), "routes[%zu].value", i);
+      err = check_target_utf8(req->routes[i]->value, what, msg, msg_size);
+    }
+  }
+  return err;
+}
+
 static hd_err check_request(const Handlers__V1__AddHandlerRequest *req,
                             char *msg, size_t msg_size) {
   size_t klen = strlen(req->key);
@@ -259,14 +380,51 @@ static hd_err new_stream(const char *id, hd_handler **out) {
   return err;
 }
 
+/* An event name and where it is in the request. */
+typedef struct named {
+  const char *name;
+  size_t i;
+} named;
+
+/* By name, then by place in the request. */
+static int named_cmp(const void *a, const void *b) {
+  const named *x = a, *y = b;
+  int c = strcmp(x->name, y->name);
+  return c ? c : (x->i > y->i) - (x->i < y->i);
+}
+
+/* Routes `n` event names to `subs[order[k].i]` (or to `one` when `subs` is
+ * NULL), sorted by name first: the stream keeps its routes in a sorted
+ * array, so each route then goes at its end and n routes cost O(n log n)
+ * instead of the O(n^2) of memmoves that request order can cost (300 000
+ * names in reverse order took seconds). A name given twice: the later one in
+ * the request wins, as it did in request order. */
+static hd_err route_sorted(hd_handler *h, named *order, size_t n,
+                           hd_handler *const *subs, hd_handler *one) {
+  hd_err err = HD_OK;
+  qsort(order, n, sizeof(*order), named_cmp);
+  for (size_t k = 0; err == HD_OK && k < n; k++) {
+    /* The same sub-handler for a repeated name: once is enough. */
+    if (!subs && k + 1 < n && strcmp(order[k].name, order[k + 1].name) == 0)
+      continue;
+    err = hd_stream_route(h, order[k].name, subs ? subs[order[k].i] : one);
+  }
+  return err;
+}
+
 /* A simple handler, or an event-stream for a filtered or routed one, with
  * id `id` (NULL: a fresh one). The sub-handlers carry the same id so results
- * name what the caller registered. */
+ * name what the caller registered. Targets are made in request order (the
+ * first bad one is the one reported), routes added in name order
+ * (route_sorted). */
 static hd_err build(hd_control *c, const Handlers__V1__AddHandlerRequest *req,
                     const char *id, record *rec, hd_handler **out,
                     char **secret, char *msg, size_t msg_size) {
   hd_err err;
   hd_handler *h = NULL;
+  size_t n = req->target ? req->n_events : req->n_routes;
+  named *order = NULL;
+  hd_handler **subs = NULL;
   if (req->target) {
     hd_handler *simple = NULL;
     err = make_target(c, req->key, req->target, "target", &simple, secret,
@@ -283,24 +441,34 @@ static hd_err build(hd_control *c, const Handlers__V1__AddHandlerRequest *req,
     }
     if ((err = new_stream(id, &h)) == HD_OK)
       err = hd_handler_set_id(simple, hd_handler_id(h));
-    for (size_t i = 0; err == HD_OK && i < req->n_events; i++)
-      err = hd_stream_route(h, req->events[i], simple);
+    if (err == HD_OK && !(order = malloc(n * sizeof(*order))))
+      err = HD_ENOMEM;
+    for (size_t i = 0; err == HD_OK && i < n; i++)
+      order[i] = (named){req->events[i], i};
+    if (err == HD_OK)
+      err = route_sorted(h, order, n, NULL, simple);
     hd_handler_unref(simple);
   } else {
     err = new_stream(id, &h);
-    for (size_t i = 0; err == HD_OK && i < req->n_routes; i++) {
-      hd_handler *sub = NULL;
+    if (err == HD_OK && (!(order = malloc(n * sizeof(*order))) ||
+                         !(subs = calloc(n, sizeof(*subs)))))
+      err = HD_ENOMEM;
+    for (size_t i = 0; err == HD_OK && i < n; i++) {
       char what[HD_EVENT_NAME_MAX + 16];
       snprintf(what, sizeof(what), "route '%s'", req->routes[i]->key);
-      err = make_target(c, req->key, req->routes[i]->value, what, &sub, secret,
-                        &rec->secret_set, msg, msg_size);
+      err = make_target(c, req->key, req->routes[i]->value, what, &subs[i],
+                        secret, &rec->secret_set, msg, msg_size);
       if (err == HD_OK)
-        err = hd_handler_set_id(sub, hd_handler_id(h));
-      if (err == HD_OK)
-        err = hd_stream_route(h, req->routes[i]->key, sub);
-      hd_handler_unref(sub);
+        err = hd_handler_set_id(subs[i], hd_handler_id(h));
+      order[i] = (named){req->routes[i]->key, i};
     }
+    if (err == HD_OK)
+      err = route_sorted(h, order, n, subs, NULL);
+    for (size_t i = 0; subs && i < n; i++)
+      hd_handler_unref(subs[i]);
   }
+  free(order);
+  free(subs);
   if (err != HD_OK) {
     hd_handler_unref(h);
     return err;
@@ -468,7 +636,24 @@ static hd_err add(hd_control *c, hd_arena *a,
                   const Handlers__V1__AddHandlerRequest *req, const char *id,
                   int save, Handlers__V1__AddHandlerReply *reply, char *msg,
                   size_t msg_size) {
-  hd_err err = check_request(req, msg, msg_size);
+  hd_err err = HD_OK;
+  if (!id) {
+    err = check_limits(&c->limits, req, msg, msg_size);
+    if (err == HD_OK)
+      err = check_strings(req, msg, msg_size);
+  } else if (check_strings(req, msg, msg_size) != HD_OK) {
+    /* Saved before handlerd refused such strings: restored all the same
+     * (it was acknowledged), listed with U+FFFD for the bad bytes. */
+    hd_log(HD_LOG_WARN,
+           "handler %s under key '%s': %s; restored as it was saved (it "
+           "could not be registered today): ListHandlers shows U+FFFD for "
+           "the bad bytes",
+           id, req->key, msg);
+    if (msg_size)
+      msg[0] = '\0';
+  }
+  if (err == HD_OK)
+    err = check_request(req, msg, msg_size);
   if (err != HD_OK)
     return err;
   record *rec = calloc(1, sizeof(*rec));
@@ -629,10 +814,23 @@ static hd_err lookup(hd_control *c, const char *key, const char *id) {
   return HD_ENOTFOUND;
 }
 
+/* A key or handler id that names nothing and is not UTF-8 is a bad
+ * argument, not a missing handler. Checked once nothing matched, so a
+ * handler saved before handlerd refused such keys can still be removed. */
+static hd_err check_lookup_utf8(const char *key, const char *id, char *msg,
+                                size_t msg_size) {
+  hd_err err = check_utf8("", "key", key, msg, msg_size);
+  if (err == HD_OK && id)
+    err = check_utf8("", "handler_id", id, msg, msg_size);
+  return err;
+}
+
 hd_err hd_control_remove(hd_control *c, const char *key, const char *id,
                          char *msg, size_t msg_size) {
   hd_err err = lookup(c, key, id);
   char why[512] = "";
+  if (err != HD_OK && check_lookup_utf8(key, id, msg, msg_size) != HD_OK)
+    return HD_EINVAL;
   /* Forget it durably first: a crash between the two steps must not bring
    * back a handler whose removal was acknowledged. */
   if (err == HD_OK && c->store &&
@@ -663,6 +861,21 @@ typedef struct list_ctx {
   hd_err err;
 } list_ctx;
 
+/* `s` copied into the arena for a listing, which must be UTF-8 for every
+ * client to read it: new registrations are, but one saved before handlerd
+ * checked may not be (hd_control_load restores it): its bad bytes are shown
+ * as U+FFFD. NULL on ENOMEM. */
+static char *list_strdup(hd_arena *a, const char *s) {
+  size_t len = strlen(s);
+  if (hd_utf8_valid(s, len))
+    return hd_arena_strdup(a, s);
+  size_t size = hd_utf8_repaired_size(len);
+  char *d = size == SIZE_MAX ? NULL : hd_arena_alloc(a, size);
+  if (d)
+    hd_utf8_repair(d, s, len);
+  return d;
+}
+
 /* `r` as ListHandlers shows it, every string copied into the arena (the
  * record may go once the control lock is released). NULL on ENOMEM. */
 static Handlers__V1__HandlerInfo *info_from(hd_arena *a, const record *r) {
@@ -672,9 +885,9 @@ static Handlers__V1__HandlerInfo *info_from(hd_arena *a, const record *r) {
   handlers__v1__handler_info__init(hi);
   hi->kind = r->kind;
   hi->secret_set = r->secret_set != 0;
-  hi->key = hd_arena_strdup(a, r->key);
+  hi->key = list_strdup(a, r->key);
   hi->handler_id = hd_arena_strdup(a, r->id);
-  hi->target = hd_arena_strdup(a, r->target ? r->target : "");
+  hi->target = list_strdup(a, r->target ? r->target : "");
   if (!hi->key || !hi->handler_id || !hi->target)
     return NULL;
   if (r->n_events) {
@@ -682,8 +895,7 @@ static Handlers__V1__HandlerInfo *info_from(hd_arena *a, const record *r) {
     if (!hi->events)
       return NULL;
     for (; hi->n_events < r->n_events; hi->n_events++)
-      if (!(hi->events[hi->n_events] =
-                hd_arena_strdup(a, r->events[hi->n_events])))
+      if (!(hi->events[hi->n_events] = list_strdup(a, r->events[hi->n_events])))
         return NULL;
   }
   if (r->n_routes) {
@@ -696,8 +908,8 @@ static Handlers__V1__HandlerInfo *info_from(hd_arena *a, const record *r) {
       if (!e)
         return NULL;
       handlers__v1__handler_info__routes_entry__init(e);
-      e->key = hd_arena_strdup(a, r->route_events[i]);
-      e->value = hd_arena_strdup(a, r->route_targets[i]);
+      e->key = list_strdup(a, r->route_events[i]);
+      e->value = list_strdup(a, r->route_targets[i]);
       if (!e->key || !e->value)
         return NULL;
       hi->routes[i] = e;
@@ -745,6 +957,8 @@ hd_err hd_control_list(hd_control *c, hd_arena *a, const char *key,
   hd_err err =
       hd_registry_foreach(c->reg, key && *key ? key : NULL, list_one, &lc);
   if (err == HD_ENOKEY) {
+    if (check_lookup_utf8(key, NULL, msg, msg_size) != HD_OK)
+      return HD_EINVAL;
     snprintf(msg, msg_size, "no handler registered for key '%s'", key);
     return err;
   }

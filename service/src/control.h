@@ -65,7 +65,10 @@ size_t hd_control_count(hd_control *c);
 /* AddHandler. Fills `reply` (strings in the arena). `id` (may be NULL) forces
  * the handler id, for replaying saved registrations. HD_EINVAL (bad key,
  * neither or both of target/routes, unknown function, bad URL) with a message
- * in `msg`. When the store cannot save it: "cannot save the registration:
+ * in `msg`. A new registration (no forced id) is first held against the
+ * limits (hd_control_set_limits), counting only, then every string must be
+ * UTF-8: both HD_EINVAL naming the field or the flag. A forced id skips both,
+ * so registrations saved under other limits still load. When the store cannot save it: "cannot save the registration:
  * <file>: <cause>" and HD_EBUSY (no room left), HD_ENOMEM or HD_EIO
  * (read-only database, I/O error, ...); nothing changes then. */
 hd_err hd_control_add(hd_control *c, hd_arena *a,
@@ -73,14 +76,17 @@ hd_err hd_control_add(hd_control *c, hd_arena *a,
                       const char *id, Handlers__V1__AddHandlerReply *reply,
                       char *msg, size_t msg_size);
 
-/* RemoveHandler. HD_ENOKEY / HD_ENOTFOUND with a message. When the store
+/* RemoveHandler. HD_ENOKEY / HD_ENOTFOUND with a message; HD_EINVAL when
+ * the key or id matches nothing and is not UTF-8. When the store
  * cannot delete it: "cannot delete the registration: <file>: <cause>" and
  * HD_EBUSY, HD_ENOMEM or HD_EIO as for add; the handler stays. */
 hd_err hd_control_remove(hd_control *c, const char *key, const char *id,
                          char *msg, size_t msg_size);
 
 /* ListHandlers: fills `reply` in the arena. HD_ENOKEY when `key` is non-empty
- * and unknown. */
+ * and unknown (HD_EINVAL when it is also not UTF-8). Bytes that are not
+ * UTF-8 (in a registration saved before that was checked) are listed as
+ * U+FFFD, so every listing decodes. */
 hd_err hd_control_list(hd_control *c, hd_arena *a, const char *key,
                        Handlers__V1__ListHandlersReply *reply, char *msg,
                        size_t msg_size);

@@ -1,8 +1,161 @@
 #include "proto_event.h"
 
+#include "utf8.h"
+
 #include <grpc/status.h>
 #include <stdio.h>
 #include <string.h>
+
+/* ---- string fields on the wire -------------------------------------------
+ *
+ * protobuf-c hands a `string` field over as a NUL-terminated char * and
+ * drops its length, so "a\0b" arrives as "a": the rest would be cut without
+ * a word. And it does not check that strings are UTF-8, as proto3 says they
+ * must be (other languages' clients then fail to read them back). So the
+ * encoded bytes are walked once, with the descriptor, and every string
+ * field (at any depth, in repeated fields and map entries too) must be
+ * UTF-8 without a NUL byte. Decision: a NUL is refused, not delivered: every
+ * consumer of these strings (handlers, the C plugin API, CloudEvents, the
+ * reply, protobuf-c itself when it packs) takes C strings, so "intact" is
+ * not on offer. Bytes fields are the way to send such data.
+ */
+
+#define WALK_MAX_DEPTH 32  /* handlers.proto nests 4 deep */
+#define WALK_MAX_FIELDS 64 /* fields counted for "[i]" in a path */
+
+typedef struct walk {
+  char path[256]; /* "update.topic_value.string_value" */
+  int utf8;       /* check UTF-8 too, not only NUL bytes */
+  char *msg;
+  size_t msg_size;
+} walk;
+
+/* A varint of at most 10 bytes; 0 when cut short or too long. */
+static size_t read_varint(const uint8_t *p, size_t len, uint64_t *v) {
+  uint64_t r = 0;
+  for (size_t i = 0; i < len && i < 10; i++) {
+    r |= (uint64_t)(p[i] & 0x7f) << (7 * i);
+    if (!(p[i] & 0x80)) {
+      *v = r;
+      return i + 1;
+    }
+  }
+  return 0;
+}
+
+static hd_err check_string(walk *w, const uint8_t *s, size_t len) {
+  size_t bad = w->utf8 ? hd_utf8_valid_prefix(s, len) : len;
+  if (bad < len) {
+    snprintf(w->msg, w->msg_size, "%s is not valid UTF-8 (at byte %zu)",
+             w->path, bad);
+    return HD_EINVAL;
+  }
+  const uint8_t *nul = memchr(s, '\0', len);
+  if (nul) {
+    snprintf(w->msg, w->msg_size,
+             "%s contains a NUL byte (at byte %zu): handlerd cannot pass it "
+             "on intact, so it is refused rather than cut there",
+             w->path, (size_t)(nul - s));
+    return HD_EINVAL;
+  }
+  return HD_OK;
+}
+
+static hd_err walk_message(walk *w, size_t plen,
+                           const ProtobufCMessageDescriptor *desc,
+                           const uint8_t *p, size_t len, int depth) {
+  size_t counts[WALK_MAX_FIELDS] = {0};
+
+  if (depth > WALK_MAX_DEPTH) {
+    snprintf(w->msg, w->msg_size, "%s: messages nested too deep", w->path);
+    return HD_EINVAL;
+  }
+  while (len > 0) {
+    uint64_t tag, n;
+    size_t used = read_varint(p, len, &tag);
+    if (used == 0)
+      goto malformed;
+    p += used;
+    len -= used;
+    const ProtobufCFieldDescriptor *f =
+        tag >> 3 <= UINT32_MAX ? protobuf_c_message_descriptor_get_field(
+                                     desc, (unsigned)(tag >> 3))
+                               : NULL;
+    switch (tag & 7) {
+    case 0: /* varint */
+      if ((used = read_varint(p, len, &n)) == 0)
+        goto malformed;
+      break;
+    case 1: /* 64-bit */
+      used = 8;
+      break;
+    case 5: /* 32-bit */
+      used = 4;
+      break;
+    case 2: { /* length-delimited */
+      size_t hl = read_varint(p, len, &n);
+      if (hl == 0 || n > len - hl)
+        goto malformed;
+      p += hl;
+      len -= hl;
+      used = (size_t)n;
+      if (!f || (f->type != PROTOBUF_C_TYPE_STRING &&
+                 f->type != PROTOBUF_C_TYPE_MESSAGE))
+        break;
+      /* The field's name in the path, with its index when repeated. */
+      size_t at = (size_t)(f - desc->fields);
+      int wrote;
+      if (f->label == PROTOBUF_C_LABEL_REPEATED && at < WALK_MAX_FIELDS)
+        wrote = snprintf(w->path + plen, sizeof(w->path) - plen, "%s%s[%zu]",
+                         plen ? "." : "", f->name, counts[at]++);
+      else
+        wrote = snprintf(w->path + plen, sizeof(w->path) - plen, "%s%s",
+                         plen ? "." : "", f->name);
+      size_t sub = plen + (wrote > 0 ? (size_t)wrote : 0);
+      if (sub >= sizeof(w->path))
+        sub = sizeof(w->path) - 1;
+      hd_err err =
+          f->type == PROTOBUF_C_TYPE_STRING
+              ? check_string(w, p, used)
+              : walk_message(w, sub, f->descriptor, p, used, depth + 1);
+      if (err != HD_OK)
+        return err;
+      w->path[plen] = '\0';
+      break;
+    }
+    default: /* groups: protobuf-c refuses them */
+      goto malformed;
+    }
+    if (used > len)
+      goto malformed;
+    p += used;
+    len -= used;
+  }
+  return HD_OK;
+malformed:
+  snprintf(w->msg, w->msg_size, "request is not a valid %s%s%s", desc->name,
+           w->path[0] ? " at " : "", w->path);
+  return HD_EINVAL;
+}
+
+hd_err hd_proto_check_strings(const ProtobufCMessageDescriptor *desc,
+                              const void *data, size_t len, char *msg,
+                              size_t msg_size) {
+  walk w = {.utf8 = 1, .msg = msg, .msg_size = msg_size};
+  return walk_message(&w, 0, desc, data, len, 0);
+}
+
+hd_err hd_proto_check_request(const ProtobufCMessageDescriptor *desc,
+                              const void *data, size_t len, char *msg,
+                              size_t msg_size) {
+  /* RemoveHandler and ListHandlers name what is registered: the control
+   * plane checks their UTF-8 itself once nothing matched, so a handler
+   * saved before handlerd checked can still be removed by its exact key. */
+  int lookup = desc == &handlers__v1__remove_handler_request__descriptor ||
+               desc == &handlers__v1__list_handlers_request__descriptor;
+  walk w = {.utf8 = !lookup, .msg = msg, .msg_size = msg_size};
+  return walk_message(&w, 0, desc, data, len, 0);
+}
 
 hd_err hd_proto_decode_dispatch(hd_arena *a, const void *data, size_t len,
                                 Handlers__V1__DispatchRequest **out, char *msg,
@@ -15,7 +168,12 @@ hd_err hd_proto_decode_dispatch(hd_arena *a, const void *data, size_t len,
              len);
     return HD_EINVAL;
   }
-  return HD_OK;
+  /* After the unpack, so a malformed message keeps its message above. */
+  hd_err err = hd_proto_check_strings(
+      &handlers__v1__dispatch_request__descriptor, data, len, msg, msg_size);
+  if (err != HD_OK)
+    *out = NULL;
+  return err;
 }
 
 hd_err hd_proto_to_value(const Handlers__V1__TopicValue *tv, hd_value *out) {

@@ -480,10 +480,22 @@ static void *unpack_request(call *c, grpc_slice body,
   void *req = protobuf_c_message_unpack(desc, hd_arena_pb_allocator(c->arena),
                                         GRPC_SLICE_LENGTH(body),
                                         GRPC_SLICE_START_PTR(body));
-  if (!req)
+  if (!req) {
     finish_status(c, GRPC_STATUS_INVALID_ARGUMENT,
                   "request is not a valid %s (%zu bytes)", desc->name,
                   (size_t)GRPC_SLICE_LENGTH(body));
+    return NULL;
+  }
+  /* No string with a NUL byte (protobuf-c would have cut it there) or, but
+   * for the keys RemoveHandler and ListHandlers look up (the control plane
+   * checks those), that is not UTF-8: refused naming the field. */
+  char msg[MSG_MAX];
+  if (hd_proto_check_request(desc, GRPC_SLICE_START_PTR(body),
+                             GRPC_SLICE_LENGTH(body), msg,
+                             sizeof(msg)) != HD_OK) {
+    finish_status(c, GRPC_STATUS_INVALID_ARGUMENT, "%s", msg);
+    return NULL;
+  }
   return req;
 }
 
@@ -1019,13 +1031,16 @@ static void on_new_call(void *owner, int ok) {
   } else if (needs_token(srv, c->m) && !token_ok(srv, &c->md)) {
     /* Never log the token or the header's value. */
     hd_log(HD_LOG_DEBUG, "refused a call: missing or invalid bearer token");
+    hd_metrics_call_refused("unauthenticated");
     finish_status(c, GRPC_STATUS_UNAUTHENTICATED,
                   "missing or invalid bearer token (authorization: Bearer "
                   "<token>)");
   } else if (atomic_load(&srv->shutting_down)) {
+    hd_metrics_call_refused("shutting_down");
     finish_status(c, GRPC_STATUS_UNAVAILABLE, "handlerd is shutting down");
   } else if (c->m == M_HEALTH_WATCH && watches > srv->cfg.max_health_watches) {
     hd_log(HD_LOG_DEBUG, "refused a call: --max-health-watches reached");
+    hd_metrics_call_refused("max_health_watches");
     finish_status(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
                   "too many health Watch streams (limit %d, "
                   "--max-health-watches)",
@@ -1033,6 +1048,7 @@ static void on_new_call(void *owner, int ok) {
   } else if (c->m != M_HEALTH_WATCH &&
              in_flight - atomic_load(&srv->watches) > srv->cfg.max_calls) {
     hd_log(HD_LOG_DEBUG, "refused a call: --max-calls reached");
+    hd_metrics_call_refused("max_calls");
     finish_status(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
                   "too many calls in flight (limit %d, --max-calls)",
                   srv->cfg.max_calls);

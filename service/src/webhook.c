@@ -21,7 +21,6 @@
 #include <time.h>
 
 #define HD_WEBHOOK_MAX_TIMEOUT_MS 60000
-#define HEADERS_MAX 64
 #define HEADER_NAME_MAX 256
 #define HEADER_VALUE_MAX 4096
 
@@ -206,6 +205,8 @@ static hd_err webhook_handle(hd_handler *hd, const hd_event *ev,
   job->max_attempts = w->max_attempts;
   job->deadline_ns = ev->deadline_ns;
   snprintf(job->handler_id, sizeof(job->handler_id), "%s", hd_handler_id(hd));
+  snprintf(job->registry_key, sizeof(job->registry_key), "%s",
+           ev->key != NULL ? ev->key : "");
   job->done = done;
   job->done_data = done_data;
   hd_webhook_engine_submit(w->engine, job);
@@ -253,12 +254,45 @@ static int header_reserved(const char *name) {
   return 0;
 }
 
+static int header_name_cmp(const void *a, const void *b) {
+  return strcasecmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* A header name given twice (case-insensitively), or NULL. Sorted copies
+ * of the names: O(n log n), however many headers --max-webhook-headers
+ * lets through. */
+static const char *header_given_twice(const Handlers__V1__Webhook *wh,
+                                      hd_err *err) {
+  const char *dup = NULL;
+  const char **names;
+
+  *err = HD_OK;
+  if (wh->n_headers < 2)
+    return NULL;
+  names = malloc(wh->n_headers * sizeof(*names));
+  if (names == NULL) {
+    *err = HD_ENOMEM;
+    return NULL;
+  }
+  for (size_t i = 0; i < wh->n_headers; i++)
+    names[i] = wh->headers[i]->key;
+  qsort(names, wh->n_headers, sizeof(*names), header_name_cmp);
+  for (size_t i = 1; dup == NULL && i < wh->n_headers; i++) {
+    if (strcasecmp(names[i - 1], names[i]) == 0)
+      dup = names[i];
+  }
+  free(names);
+  return dup;
+}
+
+/* The number of headers is limited by the control plane
+ * (--max-webhook-headers, on new registrations only), not here: a
+ * registration saved under a higher limit must still load. */
 static hd_err check_headers(const Handlers__V1__Webhook *wh, char *msg,
                             size_t msg_size) {
-  if (wh->n_headers > HEADERS_MAX)
-    return hd_errmsg(msg, msg_size, HD_EINVAL,
-                     "webhook.headers: %zu headers, the limit is %d",
-                     wh->n_headers, HEADERS_MAX);
+  const char *dup;
+  hd_err err;
+
   for (size_t i = 0; i < wh->n_headers; i++) {
     const char *name = wh->headers[i]->key, *value = wh->headers[i]->value;
     size_t n = strlen(name);
@@ -283,11 +317,6 @@ static hd_err check_headers(const Handlers__V1__Webhook *wh, char *msg,
                        "webhook.headers: '%s' is set by handlerd and cannot be "
                        "overridden",
                        name);
-    for (size_t j = 0; j < i; j++) {
-      if (strcasecmp(name, wh->headers[j]->key) == 0)
-        return hd_errmsg(msg, msg_size, HD_EINVAL,
-                         "webhook.headers: '%s' is given twice", name);
-    }
     if (strlen(value) > HEADER_VALUE_MAX)
       return hd_errmsg(msg, msg_size, HD_EINVAL,
                        "webhook.headers['%s']: value is over %d bytes", name,
@@ -300,6 +329,12 @@ static hd_err check_headers(const Handlers__V1__Webhook *wh, char *msg,
                          name);
     }
   }
+  dup = header_given_twice(wh, &err);
+  if (err != HD_OK)
+    return err;
+  if (dup != NULL)
+    return hd_errmsg(msg, msg_size, HD_EINVAL,
+                     "webhook.headers: '%s' is given twice", dup);
   return HD_OK;
 }
 

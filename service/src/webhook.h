@@ -104,11 +104,14 @@ int hd_webhook_engine_in_flight(const hd_webhook_engine *e);
  * token names, no control characters in values, and may not set
  * content-type, content-length, transfer-encoding, host, connection,
  * keep-alive, te, trailer, upgrade, expect, user-agent, proxy-*, webhook-*
- * or ce-*. With new_secret, generates a secret, signs with it and returns
- * it in *secret_out (malloc'd, the caller wipes and frees it); new_secret
- * with a NULL secret_out, or together with secret, is HD_EINVAL. Errors:
- * HD_EINVAL with a message naming the field ("webhook.max_attempts: 50 is
- * over the limit of 20"), HD_ENOMEM, HD_EIO (no randomness). */
+ * or ce-*, and no name twice. How many headers a webhook may have is the
+ * control plane's limit (--max-webhook-headers, checked on new
+ * registrations only, so saved ones load whatever it says). With new_secret,
+ * generates a secret, signs with it and returns it in *secret_out (malloc'd,
+ * the caller wipes and frees it); new_secret with a NULL secret_out, or
+ * together with secret, is HD_EINVAL. Errors: HD_EINVAL with a message naming
+ * the field ("webhook.max_attempts: 50 is over the limit of 20"), HD_ENOMEM,
+ * HD_EIO (no randomness). */
 hd_err hd_webhook_factory(void *engine, const char *key,
                           const Handlers__V1__Webhook *wh, hd_handler **out,
                           char **secret_out, char *msg, size_t msg_size);

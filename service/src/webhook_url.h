@@ -1,11 +1,17 @@
 /*
  * Which webhook URLs and addresses handlerd will send to. Only http and
  * https. Link-local (169.254.0.0/16, fe80::/10: cloud metadata lives there)
- * is always refused; with deny_private also loopback (127/8, ::1), private
- * (10/8, 172.16/12, 192.168/16, fc00::/7), unspecified (0.0.0.0, ::) and
- * IPv4-mapped forms of all of these. Addresses are checked after DNS
- * resolution, at connect time, so a name that resolves somewhere forbidden
- * never gets a connection.
+ * is always refused; with deny_private also every block of the IANA IPv4
+ * and IPv6 special-purpose address registries that is not globally
+ * reachable (loopback, private, shared, unspecified, documentation,
+ * benchmarking, IETF protocol assignments, local-use NAT64, discard-only,
+ * ...), multicast, reserved 240.0.0.0/4 and broadcast, site-local
+ * fec0::/10, and any IPv6 address outside 2000::/3 (webhook_url.c has the
+ * table, one comment per range). Addresses that embed an IPv4 address
+ * (IPv4-mapped, IPv4-compatible, NAT64 64:ff9b::/96, 6to4) get that
+ * address's rules. Addresses are checked after DNS resolution, at connect
+ * time, so a name that resolves somewhere forbidden never gets a
+ * connection.
  */
 #ifndef HD_WEBHOOK_URL_H
 #define HD_WEBHOOK_URL_H
@@ -28,7 +34,10 @@ hd_err hd_webhook_url_check(const char *url, int deny_private, char *msg,
 
 /* 1 when handlerd may connect to `sa` (AF_INET or AF_INET6), else 0.
  * Other families and NULL: 0. NAT64 (64:ff9b::/96) addresses get the rules
- * of the IPv4 address they embed, like IPv4-mapped ones. */
+ * of the IPv4 address they embed, like IPv4-mapped ones; IPv4-compatible
+ * (::a.b.c.d) and 6to4 (2002::/16) ones get them too, before their own
+ * (local-use NAT64 64:ff9b:1::/48 and Teredo 2001::/32 embedding a
+ * link-local address are refused even without deny_private). */
 int hd_addr_allowed(const struct sockaddr *sa, int deny_private);
 
 #endif

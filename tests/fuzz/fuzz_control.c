@@ -24,6 +24,7 @@
 #include "handlerd/handlerd.h"
 #include "proto_event.h"
 #include "store.h"
+#include "utf8.h"
 #include "webhook.h"
 
 #include <grpc/status.h>
@@ -176,7 +177,11 @@ static void check_list(state *s, plane *p, const char *key) {
       HANDLERS__V1__LIST_HANDLERS_REPLY__INIT;
   hd_err err = hd_control_list(p->ctl, a, key, &reply, msg, sizeof(msg));
   if (err != HD_OK) {
-    FUZZ_CHECK(err == HD_ENOKEY && key[0] != '\0');
+    /* An unknown key; one that is not UTF-8 is a bad argument. */
+    FUZZ_CHECK(key[0] != '\0');
+    FUZZ_CHECK(err ==
+               (hd_utf8_valid(key, strlen(key)) ? HD_ENOKEY : HD_EINVAL));
+    FUZZ_CHECK(msg[0] != '\0');
   } else {
     size_t len = protobuf_c_message_get_packed_size(&reply.base);
     uint8_t *buf = malloc(len ? len : 1);
@@ -283,6 +288,12 @@ static void do_remove(state *s, const uint8_t *data, size_t len) {
       FUZZ_CHECK(err == HD_OK);
       FUZZ_CHECK(s->store.n == stored - 1);
       target->removed = 1;
+    } else if (!hd_utf8_valid(req->key, strlen(req->key)) ||
+               !hd_utf8_valid(req->handler_id, strlen(req->handler_id))) {
+      /* Names nothing and is not UTF-8: a bad argument. */
+      FUZZ_CHECK(err == HD_EINVAL);
+      FUZZ_CHECK(msg[0] != '\0');
+      FUZZ_CHECK(s->store.n == stored);
     } else {
       FUZZ_CHECK(err == HD_ENOKEY || err == HD_ENOTFOUND);
       FUZZ_CHECK(hd_proto_status_of(err) == GRPC_STATUS_NOT_FOUND);

@@ -555,7 +555,11 @@ static void test_garbage_is_einval(void **state) {
       (void)hd_proto_to_event(*state, got, &ev, msg, sizeof(msg));
     } else {
       assert_null(got);
-      assert_non_null(strstr(msg, "DispatchRequest"));
+      /* Not a message at all, or a string field that is not UTF-8 or
+       * holds a NUL (hd_proto_check_strings names the field). */
+      if (!strstr(msg, "DispatchRequest") && !strstr(msg, "UTF-8") &&
+          !strstr(msg, "NUL byte"))
+        fail_msg("refused with \"%s\"", msg);
     }
   }
 }
@@ -723,6 +727,349 @@ static void test_status_of_every_error(void **state) {
   }
 }
 
+/* ---- strings on the wire: UTF-8, no NUL ---------------------------------
+ *
+ * protobuf-c would hand "a\0b" over as "a". C strings cannot hold the NUL,
+ * so requests are packed with '@' where the NUL goes and the '@' bytes are
+ * replaced in the packed bytes (same length). */
+
+/* Packs `req`, turns every '@' into a NUL and decodes the bytes as the
+ * server does; returns the result, the message in `msg`. */
+static hd_err decode_with_nuls(hd_arena *a,
+                               const Handlers__V1__DispatchRequest *req,
+                               char *msg, size_t msg_size) {
+  size_t len;
+  uint8_t *buf = pack(req, &len);
+  Handlers__V1__DispatchRequest *got = (void *)1;
+  for (size_t i = 0; i < len; i++)
+    if (buf[i] == '@')
+      buf[i] = '\0';
+  msg[0] = '\0';
+  hd_err err = hd_proto_decode_dispatch(a, buf, len, &got, msg, msg_size);
+  if (err == HD_OK) {
+    assert_non_null(got);
+    hd_event ev;
+    err = hd_proto_to_event(a, got, &ev, msg, msg_size);
+  } else {
+    assert_null(got);
+  }
+  free(buf);
+  return err;
+}
+
+/* `req` must be refused with a message that contains `want`. */
+static void assert_refused(hd_arena *a,
+                           const Handlers__V1__DispatchRequest *req,
+                           const char *want) {
+  char msg[512];
+  hd_err err = decode_with_nuls(a, req, msg, sizeof(msg));
+  if (err != HD_EINVAL)
+    fail_msg("accepted (%s), want a refusal saying \"%s\"", hd_strerror(err),
+             want);
+  if (!strstr(msg, want))
+    fail_msg("message \"%s\" does not say \"%s\"", msg, want);
+}
+
+static void test_nul_in_string_value_is_refused_not_cut(void **state) {
+  request r;
+  request_init(&r, "update", ARGS(UPDATE));
+  r.up.topic_path = "t";
+  r.up.topic_value = text_value(&r.value, VALUE(STRING_VALUE), "a@b");
+  assert_refused(*state, &r.req,
+                 "update.topic_value.string_value contains a NUL byte (at "
+                 "byte 1)");
+  /* The same value without the NUL goes through. */
+  char msg[256];
+  r.up.topic_value = text_value(&r.value, VALUE(STRING_VALUE), "ab");
+  assert_int_equal(decode_with_nuls(*state, &r.req, msg, sizeof(msg)), HD_OK);
+}
+
+static void test_nul_in_error_description_is_refused(void **state) {
+  request r;
+  request_init(&r, "error", ARGS(ERROR));
+  r.er.code = 3;
+  r.er.description = "x@y";
+  assert_refused(*state, &r.req, "error.description contains a NUL byte");
+}
+
+static void test_nul_in_every_string_field_is_refused(void **state) {
+  request r;
+  Handlers__V1__TopicSpecification__PropertiesEntry p0 =
+      HANDLERS__V1__TOPIC_SPECIFICATION__PROPERTIES_ENTRY__INIT;
+  Handlers__V1__TopicSpecification__PropertiesEntry p1 = p0;
+  Handlers__V1__TopicSpecification__PropertiesEntry *props[] = {&p0, &p1};
+
+  request_init(&r, "n@me", ARGS(_NOT_SET));
+  assert_refused(*state, &r.req, "event contains a NUL byte (at byte 1)");
+  request_init(&r, "update", ARGS(UPDATE));
+  r.req.key = "k@";
+  assert_refused(*state, &r.req, "key contains a NUL byte");
+
+  request_init(&r, "update", ARGS(UPDATE));
+  r.up.topic_path = "a/@";
+  assert_refused(*state, &r.req, "update.topic_path contains a NUL byte");
+  r.up.topic_path = "a";
+  r.up.topic_value = text_value(&r.value, VALUE(JSON_VALUE), "{}@junk");
+  assert_refused(*state, &r.req,
+                 "update.topic_value.json_value contains a NUL byte");
+  r.up.topic_value = NULL;
+  r.up.old_value = text_value(&r.old, VALUE(STRING_VALUE), "@");
+  assert_refused(*state, &r.req,
+                 "update.old_value.string_value contains a NUL byte");
+  r.up.old_value = NULL;
+  p0.key = "a";
+  p0.value = "b";
+  p1.key = "c";
+  p1.value = "d@";
+  r.spec.n_properties = 2;
+  r.spec.properties = props;
+  r.up.topic_spec = &r.spec;
+  assert_refused(*state, &r.req,
+                 "update.topic_spec.properties[1].value contains a NUL byte");
+
+  request_init(&r, "subscribe", ARGS(SUBSCRIBE));
+  r.sub.topic_path = "@";
+  assert_refused(*state, &r.req, "subscribe.topic_path contains a NUL byte");
+  request_init(&r, "unsubscribe", ARGS(UNSUBSCRIBE));
+  r.un.topic_path = "@";
+  assert_refused(*state, &r.req, "unsubscribe.topic_path contains a NUL");
+
+  request_init(&r, "response", ARGS(RESPONSE));
+  r.rs.conversation_id = "c@";
+  assert_refused(*state, &r.req, "response.conversation_id contains a NUL");
+  r.rs.conversation_id = "c";
+  r.rs.sender_session_id = "@s";
+  assert_refused(*state, &r.req, "response.sender_session_id contains a NUL");
+  r.rs.sender_session_id = "s";
+  r.rs.path = "p@";
+  assert_refused(*state, &r.req, "response.path contains a NUL");
+  r.rs.path = "p";
+  r.rs.response = text_value(&r.value, VALUE(STRING_VALUE), "@");
+  assert_refused(*state, &r.req,
+                 "response.response.string_value contains a NUL");
+}
+
+static void test_invalid_utf8_in_strings_is_refused(void **state) {
+  request r;
+  Handlers__V1__TopicSpecification__PropertiesEntry p0 =
+      HANDLERS__V1__TOPIC_SPECIFICATION__PROPERTIES_ENTRY__INIT;
+  Handlers__V1__TopicSpecification__PropertiesEntry *props[] = {&p0};
+
+  /* Fields hd_event_validate never looked at. */
+  request_init(&r, "error", ARGS(ERROR));
+  r.er.description = "caf\xc3";
+  assert_refused(*state, &r.req,
+                 "error.description is not valid UTF-8 (at byte 3)");
+  request_init(&r, "response", ARGS(RESPONSE));
+  r.rs.conversation_id = "\xff";
+  assert_refused(*state, &r.req, "response.conversation_id is not valid UTF-8");
+  request_init(&r, "update", ARGS(UPDATE));
+  r.up.topic_path = "t";
+  p0.key = "\xed\xa0\x80"; /* a surrogate */
+  p0.value = "v";
+  r.spec.n_properties = 1;
+  r.spec.properties = props;
+  r.up.topic_spec = &r.spec;
+  assert_refused(*state, &r.req,
+                 "update.topic_spec.properties[0].key is not valid UTF-8");
+  /* And those it did, now named by their path. */
+  r.up.topic_spec = NULL;
+  r.up.topic_value = text_value(&r.value, VALUE(STRING_VALUE), "\xc0\x80");
+  assert_refused(*state, &r.req,
+                 "update.topic_value.string_value is not valid UTF-8");
+  request_init(&r, "upd\xe2te", ARGS(_NOT_SET));
+  assert_refused(*state, &r.req, "event is not valid UTF-8 (at byte 3)");
+}
+
+static void test_utf8_strings_and_any_bytes_pass(void **state) {
+  static const uint8_t raw[] = {0x00, 0xff, 0xc3, 0x00};
+  request r;
+  char msg[256];
+
+  request_init(&r, "update", ARGS(UPDATE));
+  r.req.key = "pr\xc3\xa9x";                         /* é */
+  r.up.topic_path = "\xf0\x9f\x98\x80/\xe2\x82\xac"; /* emoji, euro */
+  r.up.topic_value =
+      text_value(&r.value, VALUE(STRING_VALUE), "\xe6\x97\xa5\xe6\x9c\xac");
+  assert_int_equal(decode_with_nuls(*state, &r.req, msg, sizeof(msg)), HD_OK);
+  /* bytes fields carry anything, NULs and all */
+  r.up.topic_value =
+      bytes_value(&r.value, VALUE(BINARY_VALUE), raw, sizeof(raw));
+  r.up.old_value =
+      bytes_value(&r.old, VALUE(RECORD_V2_VALUE), raw, sizeof(raw));
+  assert_int_equal(decode_with_nuls(*state, &r.req, msg, sizeof(msg)), HD_OK);
+}
+
+static void test_unknown_fields_are_not_checked(void **state) {
+  request r;
+  size_t len;
+  char msg[256] = "";
+  Handlers__V1__DispatchRequest *got = NULL;
+
+  request_init(&r, "update", ARGS(UPDATE));
+  r.up.topic_path = "t";
+  uint8_t *packed = pack(&r.req, &len);
+  /* + field 99, length-delimited, 3 bytes that are neither UTF-8 nor
+   * NUL-free: a newer client's bytes field, say. */
+  uint8_t *buf = malloc(len + 6);
+  assert_non_null(buf);
+  memcpy(buf, packed, len);
+  memcpy(buf + len, "\x9a\x06\x03\xff\x00\xfe", 6);
+  assert_int_equal(
+      hd_proto_decode_dispatch(*state, buf, len + 6, &got, msg, sizeof(msg)),
+      HD_OK);
+  free(buf);
+  free(packed);
+}
+
+/* The same check on the other requests (for the control RPCs). */
+static void test_check_strings_names_fields_of_add_handler(void **state) {
+  (void)state;
+  char *events[] = {"a", "b", "c", "d@"};
+  Handlers__V1__Webhook wh = HANDLERS__V1__WEBHOOK__INIT;
+  Handlers__V1__Webhook__HeadersEntry h0 =
+      HANDLERS__V1__WEBHOOK__HEADERS_ENTRY__INIT;
+  Handlers__V1__Webhook__HeadersEntry *hs[] = {&h0};
+  Handlers__V1__Target t = HANDLERS__V1__TARGET__INIT;
+  Handlers__V1__Target local = HANDLERS__V1__TARGET__INIT;
+  Handlers__V1__AddHandlerRequest__RoutesEntry r0 =
+      HANDLERS__V1__ADD_HANDLER_REQUEST__ROUTES_ENTRY__INIT;
+  Handlers__V1__AddHandlerRequest__RoutesEntry r1 = r0;
+  Handlers__V1__AddHandlerRequest__RoutesEntry *routes[] = {&r0, &r1};
+  Handlers__V1__AddHandlerRequest req = HANDLERS__V1__ADD_HANDLER_REQUEST__INIT;
+  struct {
+    const char *want; /* NULL: accepted */
+  } step;
+  char msg[512];
+  uint8_t buf[512];
+  size_t len;
+
+  local.kind_case = HANDLERS__V1__TARGET__KIND_LOCAL;
+  local.local = "echo";
+  req.key = "k";
+  req.target = &local;
+  req.n_events = 4;
+  req.events = events;
+#define CHECK(want_)                                                           \
+  do {                                                                         \
+    step.want = (want_);                                                       \
+    len = handlers__v1__add_handler_request__pack(&req, buf);                  \
+    assert_true(len < sizeof(buf));                                            \
+    for (size_t i = 0; i < len; i++)                                           \
+      if (buf[i] == '@')                                                       \
+        buf[i] = '\0';                                                         \
+    msg[0] = '\0';                                                             \
+    hd_err e_ =                                                                \
+        hd_proto_check_strings(&handlers__v1__add_handler_request__descriptor, \
+                               buf, len, msg, sizeof(msg));                    \
+    if (step.want == NULL && e_ != HD_OK)                                      \
+      fail_msg("refused: %s", msg);                                            \
+    if (step.want && (e_ != HD_EINVAL || !strstr(msg, step.want)))             \
+      fail_msg("\"%s\", want \"%s\"", msg, step.want);                         \
+  } while (0)
+
+  CHECK("events[3] contains a NUL byte (at byte 1)");
+  events[3] = "d\xff";
+  CHECK("events[3] is not valid UTF-8 (at byte 1)");
+  events[3] = "d";
+  CHECK(NULL);
+  req.n_events = 0;
+  req.target = NULL;
+  wh.url = "http://example.test/";
+  h0.key = "X-A";
+  h0.value = "v\x80";
+  wh.n_headers = 1;
+  wh.headers = hs;
+  t.kind_case = HANDLERS__V1__TARGET__KIND_WEBHOOK;
+  t.webhook = &wh;
+  r0.key = "update";
+  r0.value = &local;
+  r1.key = "subscribe";
+  r1.value = &t;
+  req.n_routes = 2;
+  req.routes = routes;
+  CHECK("routes[1].value.webhook.headers[0].value is not valid UTF-8");
+  h0.value = "v";
+  r1.key = "sub@";
+  CHECK("routes[1].key contains a NUL byte");
+  r1.key = "subscribe";
+  wh.url = "http://example.test/@";
+  CHECK("routes[1].value.webhook.url contains a NUL byte");
+  wh.url = "http://example.test/";
+  CHECK(NULL);
+#undef CHECK
+}
+
+/* What the gRPC front checks: everything, except the UTF-8 of the keys
+ * RemoveHandler and ListHandlers look up (the control plane's). */
+static void test_check_request_leaves_lookup_utf8_to_control(void **state) {
+  (void)state;
+  Handlers__V1__RemoveHandlerRequest rm =
+      HANDLERS__V1__REMOVE_HANDLER_REQUEST__INIT;
+  Handlers__V1__ListHandlersRequest ls =
+      HANDLERS__V1__LIST_HANDLERS_REQUEST__INIT;
+  Handlers__V1__AddHandlerRequest add = HANDLERS__V1__ADD_HANDLER_REQUEST__INIT;
+  uint8_t buf[64];
+  char msg[256];
+  size_t len;
+
+  rm.key = "k\xff";
+  rm.handler_id = "h-1";
+  len = handlers__v1__remove_handler_request__pack(&rm, buf);
+  assert_int_equal(
+      hd_proto_check_request(&handlers__v1__remove_handler_request__descriptor,
+                             buf, len, msg, sizeof(msg)),
+      HD_OK);
+  assert_int_equal(
+      hd_proto_check_strings(&handlers__v1__remove_handler_request__descriptor,
+                             buf, len, msg, sizeof(msg)),
+      HD_EINVAL);
+  rm.key = "k@";
+  len = handlers__v1__remove_handler_request__pack(&rm, buf);
+  buf[3] = '\0';
+  assert_int_equal(
+      hd_proto_check_request(&handlers__v1__remove_handler_request__descriptor,
+                             buf, len, msg, sizeof(msg)),
+      HD_EINVAL);
+  assert_non_null(strstr(msg, "key contains a NUL byte (at byte 1)"));
+
+  ls.key = "\xc3";
+  len = handlers__v1__list_handlers_request__pack(&ls, buf);
+  assert_int_equal(
+      hd_proto_check_request(&handlers__v1__list_handlers_request__descriptor,
+                             buf, len, msg, sizeof(msg)),
+      HD_OK);
+
+  add.key = "\xc3";
+  len = handlers__v1__add_handler_request__pack(&add, buf);
+  assert_int_equal(
+      hd_proto_check_request(&handlers__v1__add_handler_request__descriptor,
+                             buf, len, msg, sizeof(msg)),
+      HD_EINVAL);
+  assert_non_null(strstr(msg, "key is not valid UTF-8 (at byte 0)"));
+}
+
+static void test_check_strings_refuses_malformed_bytes(void **state) {
+  (void)state;
+  static const uint8_t cut[] = {0x0A, 0x10, 'a', 'b'};
+  static const uint8_t group[] = {0x0B, 0x0C};
+  char msg[256];
+
+  assert_int_equal(
+      hd_proto_check_strings(&handlers__v1__dispatch_request__descriptor, cut,
+                             sizeof(cut), msg, sizeof(msg)),
+      HD_EINVAL);
+  assert_non_null(strstr(msg, "DispatchRequest"));
+  assert_int_equal(
+      hd_proto_check_strings(&handlers__v1__dispatch_request__descriptor, group,
+                             sizeof(group), msg, sizeof(msg)),
+      HD_EINVAL);
+  assert_int_equal(
+      hd_proto_check_strings(&handlers__v1__dispatch_request__descriptor, "", 0,
+                             msg, sizeof(msg)),
+      HD_OK);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void) {
@@ -755,6 +1102,15 @@ int main(void) {
       T(test_from_results_maps_other_failures),
       T(test_from_results_empty_list_is_empty),
       T(test_status_of_every_error),
+      T(test_nul_in_string_value_is_refused_not_cut),
+      T(test_nul_in_error_description_is_refused),
+      T(test_nul_in_every_string_field_is_refused),
+      T(test_invalid_utf8_in_strings_is_refused),
+      T(test_utf8_strings_and_any_bytes_pass),
+      T(test_unknown_fields_are_not_checked),
+      T(test_check_strings_names_fields_of_add_handler),
+      T(test_check_strings_refuses_malformed_bytes),
+      T(test_check_request_leaves_lookup_utf8_to_control),
   };
 
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -12,6 +12,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -170,8 +171,10 @@ static void test_addr_private_ranges_refused_with_deny_private(void **state) {
                                    "::ffff:10.1.2.3",
                                    "::ffff:127.0.0.1",
                                    "::ffff:0.0.0.0"};
-  static const char *const v6_public[] = {"fbff::1", "fe00::1", "2001:db8::1",
-                                          "::2", "::ffff:93.184.216.34"};
+  /* (fbff::1, fe00::1, ::2 and 2001:db8::1 were here: none is global
+   * unicast, they are refused now; see test_addr_special_purpose_ranges.) */
+  static const char *const v6_public[] = {"2606:2800:220:1::1",
+                                          "::ffff:93.184.216.34"};
 
   for (size_t i = 0; i < sizeof v4 / sizeof v4[0]; i++) {
     if (allowed_v4(v4[i], 1))
@@ -191,6 +194,243 @@ static void test_addr_private_ranges_refused_with_deny_private(void **state) {
   for (size_t i = 0; i < sizeof v6_public / sizeof v6_public[0]; i++)
     if (!allowed_v6(v6_public[i], 1))
       fail_msg("%s refused", v6_public[i]);
+}
+
+/* ---- every range of the deny table, in and just outside -------------- */
+
+typedef struct addr_case {
+  const char *addr;
+  const char *why; /* with deny_private: the reason; NULL: allowed */
+  int always;      /* refused without deny_private too */
+} addr_case;
+
+#define ALLOWED NULL
+
+/* For each range: its first and last address, then the addresses just
+ * below and just above it (allowed, or in a neighbouring range with its
+ * own reason). */
+static const addr_case v4_cases[] = {
+    /* 0.0.0.0/8 */
+    {"0.0.0.0", "unspecified", 0},
+    {"0.255.255.255", "unspecified", 0},
+    {"1.0.0.0", ALLOWED, 0},
+    /* 10.0.0.0/8 */
+    {"10.0.0.0", "private", 0},
+    {"10.255.255.255", "private", 0},
+    {"9.255.255.255", ALLOWED, 0},
+    {"11.0.0.0", ALLOWED, 0},
+    /* 100.64.0.0/10 */
+    {"100.64.0.0", "shared (CGNAT)", 0},
+    {"100.127.255.255", "shared (CGNAT)", 0},
+    {"100.63.255.255", ALLOWED, 0},
+    {"100.128.0.0", ALLOWED, 0},
+    /* 127.0.0.0/8 */
+    {"127.0.0.0", "loopback", 0},
+    {"127.255.255.255", "loopback", 0},
+    {"126.255.255.255", ALLOWED, 0},
+    {"128.0.0.0", ALLOWED, 0},
+    /* 169.254.0.0/16, always */
+    {"169.254.0.0", "link-local", 1},
+    {"169.254.255.255", "link-local", 1},
+    {"169.253.255.255", ALLOWED, 0},
+    {"169.255.0.0", ALLOWED, 0},
+    /* 172.16.0.0/12 */
+    {"172.16.0.0", "private", 0},
+    {"172.31.255.255", "private", 0},
+    {"172.15.255.255", ALLOWED, 0},
+    {"172.32.0.0", ALLOWED, 0},
+    /* 192.0.0.0/24 */
+    {"192.0.0.0", "IETF protocol assignments", 0},
+    {"192.0.0.9", "IETF protocol assignments", 0},
+    {"192.0.0.170", "IETF protocol assignments", 0},
+    {"192.0.0.255", "IETF protocol assignments", 0},
+    {"191.255.255.255", ALLOWED, 0},
+    {"192.0.1.0", ALLOWED, 0},
+    /* 192.0.2.0/24 */
+    {"192.0.2.0", "TEST-NET-1", 0},
+    {"192.0.2.255", "TEST-NET-1", 0},
+    {"192.0.1.255", ALLOWED, 0},
+    {"192.0.3.0", ALLOWED, 0},
+    /* 192.88.99.0/24 */
+    {"192.88.99.0", "6to4 relay", 0},
+    {"192.88.99.255", "6to4 relay", 0},
+    {"192.88.98.255", ALLOWED, 0},
+    {"192.88.100.0", ALLOWED, 0},
+    /* 192.168.0.0/16 */
+    {"192.168.0.0", "private", 0},
+    {"192.168.255.255", "private", 0},
+    {"192.167.255.255", ALLOWED, 0},
+    {"192.169.0.0", ALLOWED, 0},
+    /* 198.18.0.0/15 */
+    {"198.18.0.0", "benchmarking", 0},
+    {"198.19.255.255", "benchmarking", 0},
+    {"198.17.255.255", ALLOWED, 0},
+    {"198.20.0.0", ALLOWED, 0},
+    /* 198.51.100.0/24 */
+    {"198.51.100.0", "TEST-NET-2", 0},
+    {"198.51.100.255", "TEST-NET-2", 0},
+    {"198.51.99.255", ALLOWED, 0},
+    {"198.51.101.0", ALLOWED, 0},
+    /* 203.0.113.0/24 */
+    {"203.0.113.0", "TEST-NET-3", 0},
+    {"203.0.113.255", "TEST-NET-3", 0},
+    {"203.0.112.255", ALLOWED, 0},
+    {"203.0.114.0", ALLOWED, 0},
+    /* 224.0.0.0/4 */
+    {"224.0.0.0", "multicast", 0},
+    {"239.255.255.255", "multicast", 0},
+    {"223.255.255.255", ALLOWED, 0},
+    /* 240.0.0.0/4 (above it: 255.255.255.255 below) */
+    {"240.0.0.0", "reserved", 0},
+    {"255.255.255.254", "reserved", 0},
+    /* 255.255.255.255/32 */
+    {"255.255.255.255", "broadcast", 0},
+    /* globally reachable special-purpose blocks stay allowed */
+    {"192.31.196.1", ALLOWED, 0},  /* AS112-v4 */
+    {"192.52.193.1", ALLOWED, 0},  /* AMT */
+    {"192.175.48.1", ALLOWED, 0},  /* AS112 direct delegation */
+    {"93.184.216.34", ALLOWED, 0}, /* an ordinary public address */
+};
+
+static const addr_case v6_cases[] = {
+    /* ::/128, ::1/128 */
+    {"::", "unspecified", 0},
+    {"::1", "loopback", 0},
+    /* ::/96 IPv4-compatible: the IPv4 rules, then refused as deprecated */
+    {"::127.0.0.1", "loopback", 0},
+    {"::10.1.2.3", "private", 0},
+    {"::169.254.169.254", "link-local", 1},
+    {"::2", "unspecified", 0},
+    {"::8.8.8.8", "IPv4-compatible", 0},
+    {"::255.255.255.254", "reserved", 0},
+    {"::1:0:0", "not global unicast", 0}, /* just above ::/96 */
+    /* ::ffff:0:0/96 IPv4-mapped: the IPv4 rules only */
+    {"::ffff:127.0.0.1", "loopback", 0},
+    {"::ffff:169.254.169.254", "link-local", 1},
+    {"::ffff:198.18.0.1", "benchmarking", 0},
+    {"::ffff:8.8.8.8", ALLOWED, 0},
+    {"::fffe:ffff:ffff", "not global unicast", 0}, /* just below */
+    {"::1:0:0:0", "not global unicast", 0},        /* just above */
+    /* 64:ff9b::/96 NAT64 well-known (globally reachable): IPv4 rules */
+    {"64:ff9b::8.8.8.8", ALLOWED, 0},
+    {"64:ff9b::127.0.0.1", "loopback", 0},
+    {"64:ff9b::169.254.169.254", "link-local", 1},
+    {"64:ff9b::192.0.0.1", "IETF protocol assignments", 0},
+    {"64:ff9a:ffff:ffff:ffff:ffff:ffff:ffff", "not global unicast", 0},
+    {"64:ff9b::1:0:0", "not global unicast", 0},
+    /* 64:ff9b:1::/48 local-use NAT64 */
+    {"64:ff9b:1::", "local-use NAT64", 0},
+    {"64:ff9b:1::8.8.8.8", "local-use NAT64", 0},
+    {"64:ff9b:1:ffff:ffff:ffff:ffff:ffff", "local-use NAT64", 0},
+    {"64:ff9b:1::169.254.169.254", "link-local", 1},
+    {"64:ff9b:0:ffff:ffff:ffff:ffff:ffff", "not global unicast", 0},
+    {"64:ff9b:2::", "not global unicast", 0},
+    /* 100::/64 discard-only */
+    {"100::", "discard-only", 0},
+    {"100::ffff:ffff:ffff:ffff", "discard-only", 0},
+    {"ff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "not global unicast", 0},
+    {"100:0:0:1::", "not global unicast", 0}, /* dummy prefix, RFC 9780 */
+    /* 2001::/23 IETF protocol assignments (Teredo, ORCHID, ...) */
+    {"2001::", "IETF protocol assignments", 0},
+    {"2001:0:4136:e378:8000:63bf:3fff:fdd2", "IETF protocol assignments", 0},
+    {"2001:2::1", "IETF protocol assignments", 0},
+    {"2001:1ff:ffff:ffff:ffff:ffff:ffff:ffff", "IETF protocol assignments", 0},
+    {"2000:ffff:ffff:ffff:ffff:ffff:ffff:ffff", ALLOWED, 0},
+    {"2001:200::", ALLOWED, 0},
+    /* Teredo to a link-local client (169.254.169.254 XOR ffffffff) */
+    {"2001::5601:5601", "link-local", 1},
+    /* 2001:db8::/32 documentation */
+    {"2001:db8::", "documentation", 0},
+    {"2001:db8:ffff:ffff:ffff:ffff:ffff:ffff", "documentation", 0},
+    {"2001:db7:ffff:ffff:ffff:ffff:ffff:ffff", ALLOWED, 0},
+    {"2001:db9::", ALLOWED, 0},
+    /* 2002::/16 6to4: the IPv4 rules on the embedded address */
+    {"2002:808:808::1", ALLOWED, 0},
+    {"2002:7f00:1::1", "loopback", 0},
+    {"2002:a9fe:a9fe::1", "link-local", 1},
+    {"2002:c0a8:101::1", "private", 0},
+    /* 3fff::/20 documentation */
+    {"3fff::", "documentation", 0},
+    {"3fff:fff:ffff:ffff:ffff:ffff:ffff:ffff", "documentation", 0},
+    {"3ffe:ffff:ffff:ffff:ffff:ffff:ffff:ffff", ALLOWED, 0},
+    {"3fff:1000::", ALLOWED, 0},
+    /* 5f00::/16 SRv6 SIDs (outside 2000::/3 around it) */
+    {"5f00::", "SRv6", 0},
+    {"5f00:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "SRv6", 0},
+    {"5eff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "not global unicast", 0},
+    {"5f01::", "not global unicast", 0},
+    /* fc00::/7 unique-local */
+    {"fc00::", "private", 0},
+    {"fdff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "private", 0},
+    {"fbff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "not global unicast", 0},
+    {"fe00::", "not global unicast", 0},
+    /* fe80::/10 link-local, always */
+    {"fe80::", "link-local", 1},
+    {"febf:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "link-local", 1},
+    {"fe7f:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "not global unicast", 0},
+    /* fec0::/10 site-local */
+    {"fec0::", "site-local", 0},
+    {"feff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "site-local", 0},
+    /* ff00::/8 multicast */
+    {"ff00::", "multicast", 0},
+    {"ff02::1", "multicast", 0},
+    {"ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "multicast", 0},
+    /* outside 2000::/3: not global unicast; 2000::/3 itself allowed */
+    {"1fff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "not global unicast", 0},
+    {"2000::", ALLOWED, 0},
+    {"3fff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", ALLOWED, 0},
+    {"4000::", "not global unicast", 0},
+    {"8000::", "not global unicast", 0},
+    /* globally reachable */
+    {"2620:4f:8000::1", ALLOWED, 0},      /* AS112 direct delegation */
+    {"2001:4860:4860::8888", ALLOWED, 0}, /* an ordinary public address */
+};
+
+static void check_case(const addr_case *c, int v6) {
+  for (int deny = 0; deny <= 1; deny++) {
+    const char *why = deny ? c->why : (c->always ? c->why : NULL);
+    int ok = v6 ? allowed_v6(c->addr, deny) : allowed_v4(c->addr, deny);
+    if (ok != (why == NULL))
+      fail_msg("%s with deny_private=%d: %s, expected %s", c->addr, deny,
+               ok ? "allowed" : "refused", why ? why : "allowed");
+    /* The same through the URL check, with the reason in the message. */
+    char url[128], msg[256] = "";
+    snprintf(url, sizeof url, v6 ? "http://[%s]/hook" : "http://%s/hook",
+             c->addr);
+    hd_err err = hd_webhook_url_check(url, deny, msg, sizeof msg);
+    if ((err == HD_OK) != (why == NULL))
+      fail_msg("%s with deny_private=%d: %s (%s)", url, deny,
+               err == HD_OK ? "accepted" : "refused", msg);
+    if (why && !strstr(msg, why))
+      fail_msg("%s: message \"%s\" does not say \"%s\"", url, msg, why);
+  }
+}
+
+static void test_addr_special_purpose_ranges_v4(void **state) {
+  (void)state;
+  for (size_t i = 0; i < sizeof v4_cases / sizeof v4_cases[0]; i++)
+    check_case(&v4_cases[i], 0);
+}
+
+static void test_addr_special_purpose_ranges_v6(void **state) {
+  (void)state;
+  for (size_t i = 0; i < sizeof v6_cases / sizeof v6_cases[0]; i++)
+    check_case(&v6_cases[i], 1);
+}
+
+/* The gaps the outside review found, as URLs. */
+static void test_reported_gaps_refused_with_deny_private(void **state) {
+  (void)state;
+  assert_url_refused("http://[fec0::1]/", 1, "site-local");
+  assert_url_refused("http://[64:ff9b:1::a00:1]/", 1, "local-use NAT64");
+  assert_url_refused("http://198.18.0.1/", 1, "benchmarking");
+  assert_url_refused("http://192.0.0.1/", 1, "IETF protocol assignments");
+  assert_url_refused("http://224.0.0.1/", 1, "multicast");
+  assert_url_refused("http://240.0.0.1/", 1, "reserved");
+  assert_url_refused("http://[::127.0.0.1]:8080/", 1, "loopback");
+  assert_url_refused("http://[ff02::1]/", 1, "multicast");
+  assert_url_ok("http://[::127.0.0.1]:8080/", 0);
+  assert_url_ok("http://198.18.0.1/", 0);
 }
 
 static void test_addr_other_families_refused(void **state) {
@@ -215,6 +455,9 @@ int main(void) {
       cmocka_unit_test(test_localhost_name_refused_with_deny_private),
       cmocka_unit_test(test_addr_link_local_refused_always),
       cmocka_unit_test(test_addr_private_ranges_refused_with_deny_private),
+      cmocka_unit_test(test_addr_special_purpose_ranges_v4),
+      cmocka_unit_test(test_addr_special_purpose_ranges_v6),
+      cmocka_unit_test(test_reported_gaps_refused_with_deny_private),
       cmocka_unit_test(test_addr_other_families_refused),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
