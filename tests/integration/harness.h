@@ -13,7 +13,10 @@
  *
  * HD_IT_WRAPPER (optional, space-separated) is put in front of the command,
  * e.g. HD_IT_WRAPPER="valgrind --error-exitcode=99" (then allow for slower
- * start-up; the ready timeout grows to 60 s).
+ * start-up; the ready timeout grows to 60 s). The wrapper is the process
+ * that gets SIGTERM and whose exit status it_handlerd_stop returns: it must
+ * pass the signal on to handlerd and exit with a status that says how
+ * handlerd did (valgrind does; scripts/check-suite-fails has a shell one).
  */
 #ifndef HD_IT_HARNESS_H
 #define HD_IT_HARNESS_H
