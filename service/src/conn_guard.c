@@ -190,7 +190,12 @@ static void listener_failed(int err) {
     fatal(why);
 }
 
-int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags) {
+/* The interposers are not instrumented by ThreadSanitizer: its own runtime
+ * calls close() while it holds its report lock, and an instrumented close()
+ * would re-enter it. Their shared state is atomics only. */
+#define NOT_TSAN __attribute__((no_sanitize("thread")))
+
+NOT_TSAN int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags) {
   if (!is_guarded(fd))
     return real_accept4()(fd, addr, len, flags);
   for (;;) {
@@ -238,7 +243,7 @@ int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags) {
   }
 }
 
-int close(int fd) {
+NOT_TSAN int close(int fd) {
   if (fd >= 0 && (size_t)fd < atomic_load(&n_accepted) &&
       atomic_exchange(&accepted[fd], 0) != 0)
     atomic_fetch_sub(&open_conns, 1);

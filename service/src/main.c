@@ -17,6 +17,9 @@
 
 #include <errno.h>
 #include <grpc/grpc.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -48,6 +51,12 @@ static char *read_file(const char *path) {
       }
       buf = nb;
     }
+  }
+  if (ferror(f)) { /* a directory, an I/O error: not an empty file */
+    int err = errno;
+    free(buf);
+    buf = NULL;
+    errno = err;
   }
   fclose(f);
   if (buf)
@@ -184,6 +193,21 @@ static int is_loopback_listen(const char *listen) {
          strncmp(listen, "[::1]:", 6) == 0 || strncmp(listen, "unix:", 5) == 0;
 }
 
+/* Whether `key_pem` is the private key of the first certificate in
+ * `cert_pem`: gRPC would only find out at the next handshake. */
+static int cert_matches_key(const char *cert_pem, const char *key_pem) {
+  BIO *cb = BIO_new_mem_buf(cert_pem, -1), *kb = BIO_new_mem_buf(key_pem, -1);
+  X509 *cert = cb ? PEM_read_bio_X509(cb, NULL, NULL, NULL) : NULL;
+  EVP_PKEY *key = kb ? PEM_read_bio_PrivateKey(kb, NULL, NULL, NULL) : NULL;
+  int ok = cert && key && X509_check_private_key(cert, key) == 1;
+  X509_free(cert);
+  EVP_PKEY_free(key);
+  BIO_free(cb);
+  BIO_free(kb);
+  ERR_clear_error();
+  return ok;
+}
+
 /* SIGHUP: the token and the TLS files again, for calls and handshakes from
  * now on. What cannot be read is logged and the old value kept. */
 static void reload_secrets(hd_options *o, hd_server *srv) {
@@ -213,6 +237,17 @@ static void reload_secrets(hd_options *o, hd_server *srv) {
       cert = key = ca = NULL;
       ok = 0;
     }
+  }
+  if (cert && !cert_matches_key(cert, key)) {
+    hd_log(HD_LOG_ERROR,
+           "SIGHUP: %s and %s are not a certificate and its "
+           "private key: keeping the old certificate",
+           o->tls_cert, o->tls_key);
+    free(cert);
+    free(key);
+    free(ca);
+    cert = key = ca = NULL;
+    ok = 0;
   }
   if ((token || cert) && hd_server_reload(srv, token, cert, key, ca) == HD_OK) {
     hd_log(HD_LOG_INFO, "SIGHUP: reloaded%s%s", token ? " the token" : "",
