@@ -25,7 +25,7 @@
 #include "proto_event.h"
 #include "store.h"
 #include "utf8.h"
-#include "webhook.h"
+#include "webhook_kind.h"
 
 #include <grpc/status.h>
 

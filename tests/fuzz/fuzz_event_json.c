@@ -17,7 +17,7 @@
  * webhook.c is compiled into this target to reach its static header code:
  * see tests/fuzz/CMakeLists.txt.
  */
-#include "../../service/src/webhook.c"
+#include "../../service/src/kinds/webhook_kind.c"
 
 #include "event_json.h"
 #include "fuzz_util.h"

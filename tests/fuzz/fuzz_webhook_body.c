@@ -20,7 +20,7 @@
  * without NULs, the whole body or (truncated) all but a cut last character;
  * BINARY is the kept bytes; Retry-After is -1 or 0..1 day.
  */
-#include "../../service/src/webhook_engine.c"
+#include "../../service/src/webhook/webhook_engine.c"
 
 #include "fuzz_util.h"
 #include "proto_event.h"

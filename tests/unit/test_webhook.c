@@ -23,7 +23,7 @@
 #include <cmocka.h>
 
 #include "handlerd/handlerd.h"
-#include "webhook.h"
+#include "webhook_kind.h"
 #include "webhook_sign.h"
 
 /* ---- time ------------------------------------------------------------------

@@ -21,64 +21,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "handlerd/error.h"
+#include "handlerd/log.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define HD_VERSION "0.1.0"
-
-/* Limits checked by hd_event validation (bytes). */
-#define HD_KEY_MAX 256
-#define HD_EVENT_NAME_MAX 128
-#define HD_TOPIC_PATH_MAX 65536    /* the daemon's default limit is lower: */
-#define HD_TOPIC_PATH_DEFAULT 1024 /* --max-topic-path-bytes */
-#define HD_HANDLER_ID_MAX 32
-
-/* Error codes. Values are stable; HD_ELAST is never returned. */
-typedef enum hd_err {
-  HD_OK = 0,
-  HD_EINVAL,    /* bad argument: malformed message, bad path, mismatch */
-  HD_ENOMEM,    /* out of memory */
-  HD_ENOKEY,    /* no handler under the key (the seed's UnknownHandlerError) */
-  HD_ENOTFOUND, /* no such handler id / member (the seed's KeyError) */
-  HD_EEXIST,    /* already present (duplicate member, taken name) */
-  HD_EUNSUPPORTED, /* the operation does not apply to this handler kind */
-  HD_EHANDLER,     /* a handler's own failure */
-  HD_ETIMEOUT,     /* a deadline passed */
-  HD_EIO,          /* I/O or system error */
-  HD_EBUSY,        /* too much work in flight */
-  HD_ELAST
-} hd_err;
-
-/* A static, human-readable description of `err`; never NULL. */
-const char *hd_strerror(hd_err err);
-
-/* ---- logging ---------------------------------------------------------- */
-
-typedef enum hd_log_level {
-  HD_LOG_ERROR = 0,
-  HD_LOG_WARN,
-  HD_LOG_INFO,
-  HD_LOG_DEBUG
-} hd_log_level;
-
-/* Sets the process-wide log threshold (default HD_LOG_INFO). */
-void hd_log_set_level(hd_log_level level);
-hd_log_level hd_log_get_level(void);
-/* Parses "error", "warn", "info", "debug". HD_EINVAL when unknown. */
-hd_err hd_log_level_parse(const char *name, hd_log_level *out);
-typedef enum hd_log_format {
-  HD_LOG_FORMAT_TEXT = 0,
-  HD_LOG_FORMAT_JSON
-} hd_log_format;
-/* Text lines (the default) or one JSON object per line:
- * {"ts":"...Z","level":"info","pid":N,"msg":"..."}. */
-void hd_log_set_format(hd_log_format format);
-/* Parses "text" or "json". HD_EINVAL when unknown. */
-hd_err hd_log_format_parse(const char *name, hd_log_format *out);
-/* Writes one line to stderr when `level` passes the threshold. Thread-safe. */
-void hd_log(hd_log_level level, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+/* Error codes and limits (handlerd/error.h), the logger (handlerd/log.h). */
 
 /* ---- values and events ------------------------------------------------- */
 

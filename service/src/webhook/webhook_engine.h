@@ -1,8 +1,8 @@
 /*
- * The webhook delivery engine's inner interface, between the handler kind
- * (webhook.c) and the engine (webhook_engine.c).
+ * The webhook delivery engine: its life (config, start, stop) and the jobs
+ * the handler kind (kinds/webhook_kind.c) submits to it.
  *
- * webhook.c builds one job per event (URL, body, the headers that stay the
+ * The kind builds one job per event (URL, body, the headers that stay the
  * same on every attempt, signing key, limits, completion) and submits it;
  * the engine owns it from then on: it adds webhook-timestamp and
  * webhook-signature per attempt, retries, and completes the job exactly
@@ -19,8 +19,46 @@
 #define HD_WEBHOOK_ENGINE_H
 
 #include "handlerd/handlerd.h"
-#include "webhook.h"
 #include "webhook_sign.h"
+
+#define HD_WEBHOOK_CACHED_HOSTS 16 /* hosts whose idle connections are kept */
+/* Defaults of the engine's limits (--max-webhook-response-bytes,
+ * --max-webhook-inflight). */
+#define HD_WEBHOOK_DEFAULT_MAX_RESPONSE 65536
+#define HD_WEBHOOK_DEFAULT_MAX_IN_FLIGHT 10000
+
+typedef struct hd_webhook_engine hd_webhook_engine;
+
+typedef struct hd_webhook_engine_config {
+  const char *instance;      /* names this handlerd in CloudEvents source */
+  int deny_private;          /* --webhook-deny-private */
+  long max_host_connections; /* per host; default 16 */
+  int64_t backoff_base_ms;   /* first retry delay; default 100 */
+  int64_t backoff_max_ms;    /* cap; default 10000 */
+  /* PEM CA bundle that https:// webhooks are verified against (a private
+   * CA); NULL: the system's (ca-certificates). Copied at start. */
+  const char *ca_file;
+  /* Bytes of a response body kept as the result; reading stops there and
+   * the result is marked truncated. Default 64 KiB. */
+  size_t max_response_bytes;
+  /* Deliveries submitted and not yet completed; past it, a new delivery
+   * fails at once with RESOURCE_EXHAUSTED. Default 10000. */
+  int max_in_flight;
+} hd_webhook_engine_config;
+
+void hd_webhook_engine_config_init(hd_webhook_engine_config *cfg);
+
+/* Starts the delivery thread. Stop with hd_webhook_engine_stop. */
+hd_err hd_webhook_engine_start(const hd_webhook_engine_config *cfg,
+                               hd_webhook_engine **out);
+
+/* Stops the thread: deliveries still pending complete with a failed result
+ * ("handlerd is shutting down"), then frees the engine. NULL is fine. Call
+ * it after the gRPC server stopped and before the registry is freed. */
+void hd_webhook_engine_stop(hd_webhook_engine *e);
+
+/* Deliveries submitted and not yet completed (a gauge for /metrics). */
+int hd_webhook_engine_in_flight(const hd_webhook_engine *e);
 
 #define HD_WEBHOOK_FAILURE_LOG_WINDOW_S 10
 

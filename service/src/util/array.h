@@ -9,7 +9,7 @@
 #ifndef HD_ARRAY_H
 #define HD_ARRAY_H
 
-#include "handlerd/handlerd.h"
+#include "handlerd/error.h"
 
 #include <stddef.h>
 

@@ -6,7 +6,7 @@
  * engine (webhook_engine.c), which completes it from its own thread. The
  * event is not touched after handle() returns.
  */
-#include "webhook.h"
+#include "webhook_kind.h"
 #include "cloudevents.h"
 #include "errmsg.h"
 #include "webhook_engine.h"

@@ -13,7 +13,7 @@
  * DEL, the C1 controls and bytes that are not UTF-8), so a message can
  * neither forge a line nor send a terminal an escape sequence.
  */
-#include "handlerd/handlerd.h"
+#include "handlerd/log.h"
 #include "log_grpc.h"
 #include "utf8.h"
 

@@ -6,7 +6,7 @@
 #ifndef HD_ERRMSG_H
 #define HD_ERRMSG_H
 
-#include "handlerd/handlerd.h"
+#include "handlerd/error.h"
 
 #include <stddef.h>
 

@@ -1,7 +1,7 @@
 /*
  * error.c - hd_strerror: one fixed description per hd_err.
  */
-#include "handlerd/handlerd.h"
+#include "handlerd/error.h"
 
 /* Indexed by hd_err; the static assert below keeps it in step with the enum
  * so adding a code without a text fails the build instead of reading past

@@ -6,7 +6,9 @@
 #ifndef HD_METRICS_H
 #define HD_METRICS_H
 
-#include "handlerd/handlerd.h"
+#include "handlerd/error.h"
+
+#include <stddef.h>
 
 #include <stdint.h>
 

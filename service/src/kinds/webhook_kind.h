@@ -1,5 +1,5 @@
 /*
- * Webhook handlers: a handler kind (vtable) whose handle() hands a
+ * Webhook handlers (the kind): a handler kind (vtable) whose handle() hands a
  * CloudEvents POST to the delivery engine: one libcurl multi handle on its
  * own thread (curl_multi_poll + curl_multi_wakeup), keep-alive and HTTP/2
  * reuse, a cap on connections per host, retries with backoff inside the
@@ -47,54 +47,16 @@
  * http_status is the last HTTP status seen (0: none), attempts the number
  * of attempts started, duration_ns the time from handle() to completion.
  */
-#ifndef HD_WEBHOOK_H
-#define HD_WEBHOOK_H
+#ifndef HD_WEBHOOK_KIND_H
+#define HD_WEBHOOK_KIND_H
 
 #include "handlerd/handlerd.h"
 #include "handlers/v1/handlers.pb-c.h"
+#include "webhook_engine.h"
 
 #define HD_WEBHOOK_DEFAULT_TIMEOUT_MS 5000
 #define HD_WEBHOOK_DEFAULT_MAX_ATTEMPTS 5
 #define HD_WEBHOOK_MAX_ATTEMPTS 20
-#define HD_WEBHOOK_CACHED_HOSTS 16 /* hosts whose idle connections are kept */
-/* Defaults of the engine's limits (--max-webhook-response-bytes,
- * --max-webhook-inflight). */
-#define HD_WEBHOOK_DEFAULT_MAX_RESPONSE 65536
-#define HD_WEBHOOK_DEFAULT_MAX_IN_FLIGHT 10000
-
-typedef struct hd_webhook_engine hd_webhook_engine;
-
-typedef struct hd_webhook_engine_config {
-  const char *instance;      /* names this handlerd in CloudEvents source */
-  int deny_private;          /* --webhook-deny-private */
-  long max_host_connections; /* per host; default 16 */
-  int64_t backoff_base_ms;   /* first retry delay; default 100 */
-  int64_t backoff_max_ms;    /* cap; default 10000 */
-  /* PEM CA bundle that https:// webhooks are verified against (a private
-   * CA); NULL: the system's (ca-certificates). Copied at start. */
-  const char *ca_file;
-  /* Bytes of a response body kept as the result; reading stops there and
-   * the result is marked truncated. Default 64 KiB. */
-  size_t max_response_bytes;
-  /* Deliveries submitted and not yet completed; past it, a new delivery
-   * fails at once with RESOURCE_EXHAUSTED. Default 10000. */
-  int max_in_flight;
-} hd_webhook_engine_config;
-
-void hd_webhook_engine_config_init(hd_webhook_engine_config *cfg);
-
-/* Starts the delivery thread. Stop with hd_webhook_engine_stop. */
-hd_err hd_webhook_engine_start(const hd_webhook_engine_config *cfg,
-                               hd_webhook_engine **out);
-
-/* Stops the thread: deliveries still pending complete with a failed result
- * ("handlerd is shutting down"), then frees the engine. NULL is fine. Call
- * it after the gRPC server stopped and before the registry is freed. */
-void hd_webhook_engine_stop(hd_webhook_engine *e);
-
-/* Deliveries submitted and not yet completed (a gauge for /metrics). */
-int hd_webhook_engine_in_flight(const hd_webhook_engine *e);
-
 /* The control plane's webhook factory (hd_webhook_factory_fn, `ud` is the
  * engine): validates the webhook (URL, secret, headers, limits) and makes a
  * handler of kind "webhook" that holds a reference on the engine (handlers

@@ -10,7 +10,7 @@
 #include "handlerd/handlerd.h"
 #include "control.h"
 #include "server.h"
-#include "webhook.h"
+#include "webhook_kind.h"
 
 #include <stdio.h>
 

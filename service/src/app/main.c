@@ -13,7 +13,7 @@
 #include "options.h"
 #include "server.h"
 #include "store.h"
-#include "webhook.h"
+#include "webhook_kind.h"
 
 #include <errno.h>
 #include <grpc/grpc.h>

@@ -5,7 +5,7 @@
 #ifndef HD_STRMAP_H
 #define HD_STRMAP_H
 
-#include "handlerd/handlerd.h"
+#include "handlerd/error.h"
 
 #include <stddef.h>
 

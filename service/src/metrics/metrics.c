@@ -1,4 +1,5 @@
 #include "metrics.h"
+#include "handlerd/log.h"
 
 #include "handlerd/grpc_status_names.h"
 
