@@ -68,9 +68,10 @@ size_t hd_control_count(hd_control *c);
  * in `msg`. A new registration (no forced id) is first held against the
  * limits (hd_control_set_limits), counting only, then every string must be
  * UTF-8: both HD_EINVAL naming the field or the flag. A forced id skips both,
- * so registrations saved under other limits still load. When the store cannot save it: "cannot save the registration:
- * <file>: <cause>" and HD_EBUSY (no room left), HD_ENOMEM or HD_EIO
- * (read-only database, I/O error, ...); nothing changes then. */
+ * so registrations saved under other limits still load. When the store cannot
+ * save it: "cannot save the registration: <file>: <cause>" and HD_EBUSY (no
+ * room left), HD_ENOMEM or HD_EIO (read-only database, I/O error, ...); nothing
+ * changes then. */
 hd_err hd_control_add(hd_control *c, hd_arena *a,
                       const Handlers__V1__AddHandlerRequest *req,
                       const char *id, Handlers__V1__AddHandlerReply *reply,
