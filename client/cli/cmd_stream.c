@@ -7,19 +7,18 @@
  * valid event is reported with its number and counted as failed; it is not
  * sent and does not stop the stream. --key is the default key of the lines
  * without their own "key"; without --key such a line is a bad line.
+ *
+ * Reading and parsing the lines, and recording failures, is ndjson.c's;
+ * this file is the stream call around it.
  */
 #include "cli.h"
+#include "ndjson.h"
 
-#include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
 #define WINDOW 4096
-#define MAX_PROPERTIES 64
-#define MAX_PRINTED_ERRORS 20
-#define MAX_JSON_ERRORS 1000
 
 static int run_stream(hcli *g, int argc, char **argv);
 
@@ -63,10 +62,9 @@ typedef struct stream_run {
   /* line number of each request sent, by sequence */
   size_t *lines;
   size_t n_lines, cap_lines;
-  size_t sent, received, ok, failed, bad_lines, handler_failures;
-  size_t printed;
-  json_t *errors; /* for -o json */
-  int progress;
+  size_t sent, received, ok, bad_lines, handler_failures;
+  /* Bad lines and refused events; the errors array is for -o json. */
+  hcli_ndjson_failures failures;
   double start, last_progress;
 } stream_run;
 
@@ -76,231 +74,16 @@ static double now_s(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* A JSON string of `s`; a message quoting a bad input line may hold bytes
- * that are not UTF-8, which JSON cannot carry: those become '?'. */
-static json_t *utf8_string(const char *s) {
-  json_t *j = json_string(s);
-  if (j != NULL)
-    return j;
-  char *copy = strdup(s);
-  if (copy == NULL)
-    return json_string("(out of memory)");
-  for (unsigned char *p = (unsigned char *)copy; *p; p++)
-    if (*p >= 0x80)
-      *p = '?';
-  j = json_string(copy);
-  free(copy);
-  return j;
-}
-
-/* Records one failure: counted, printed (up to a limit), kept for JSON. */
-static void line_failed(stream_run *r, size_t line, const char *code,
-                        const char *message) {
-  r->failed++;
-  if (r->printed < MAX_PRINTED_ERRORS) {
-    fprintf(stderr, "%shandlerctl: line %zu: %s: %s\n",
-            r->progress ? "\r\033[K" : "", line, code, message);
-  } else if (r->printed == MAX_PRINTED_ERRORS) {
-    fprintf(stderr, "%shandlerctl: more failures not shown\n",
-            r->progress ? "\r\033[K" : "");
-  }
-  r->printed++;
-  if (r->errors != NULL && json_array_size(r->errors) < MAX_JSON_ERRORS)
-    json_array_append_new(
-        r->errors, json_pack("{s:I, s:s, s:o}", "line", (json_int_t)line,
-                             "code", code, "message", utf8_string(message)));
-}
-
 static void show_progress(stream_run *r, int force) {
-  if (!r->progress)
+  if (!r->failures.progress)
     return;
   double t = now_s();
   if (!force && t - r->last_progress < 0.1)
     return;
   r->last_progress = t;
   fprintf(stderr, "\r\033[Ksent %zu  ok %zu  failed %zu", r->sent, r->ok,
-          r->failed);
+          r->failures.failed);
   fflush(stderr);
-}
-
-/* ---- one line -> one event ---------------------------------------------- */
-
-static const char *str_field(json_t *obj, const char *name, int *bad) {
-  json_t *j = json_object_get(obj, name);
-  if (j == NULL || json_is_null(j))
-    return NULL;
-  if (!json_is_string(j)) {
-    *bad = 1;
-    return NULL;
-  }
-  return json_string_value(j);
-}
-
-static int int_field(json_t *obj, const char *name, int *out, char *err,
-                     size_t size) {
-  json_t *j = json_object_get(obj, name);
-  if (j == NULL)
-    return 0;
-  if (!json_is_integer(j) || json_integer_value(j) < INT32_MIN ||
-      json_integer_value(j) > INT32_MAX) {
-    snprintf(err, size, "\"%s\" must be a 32-bit integer", name);
-    return -1;
-  }
-  *out = (int)json_integer_value(j);
-  return 0;
-}
-
-/*
- * Fills `ev` from the JSON object `obj`; strings are borrowed from `obj` or
- * kept in `pool`. 0 on success, -1 with a reason in `err`.
- */
-static int event_from_json(json_t *obj, const char *default_key, hc_event *ev,
-                           hc_property *props, hcli_pool *pool, char *err,
-                           size_t size) {
-  static const char *const known[] = {"event",
-                                      "key",
-                                      "args",
-                                      "topic",
-                                      "topic_path",
-                                      "path",
-                                      "value",
-                                      "response",
-                                      "type",
-                                      "old_value",
-                                      "topic_type",
-                                      "properties",
-                                      "reason",
-                                      "code",
-                                      "description",
-                                      "conversation_id",
-                                      "sender_session_id",
-                                      "expected",
-                                      "received",
-                                      NULL};
-  const char *name;
-  json_t *j;
-  json_object_foreach(obj, name, j) {
-    size_t i = 0;
-    while (known[i] != NULL && strcmp(known[i], name) != 0)
-      i++;
-    if (known[i] == NULL) {
-      snprintf(err, size, "unknown field \"%s\"", name);
-      return -1;
-    }
-  }
-  memset(ev, 0, sizeof *ev);
-  int bad = 0;
-  const char *s;
-  ev->key = default_key;
-  if ((s = str_field(obj, "key", &bad)) != NULL)
-    ev->key = s;
-  ev->event = str_field(obj, "event", &bad);
-  if (bad || ev->event == NULL || *ev->event == '\0') {
-    snprintf(err, size, "\"event\" must be a non-empty string%s",
-             bad ? " (and \"key\" a string)" : "");
-    return -1;
-  }
-  if (ev->key == NULL) {
-    snprintf(err, size, "no \"key\" on this line and no --key");
-    return -1;
-  }
-  if ((s = str_field(obj, "args", &bad)) != NULL &&
-      hcli_parse_args_kind(s, &ev->args) != 0) {
-    snprintf(err, size, "unknown \"args\" '%s'", s);
-    return -1;
-  }
-  const char *paths[] = {"topic", "topic_path", "path"};
-  for (size_t i = 0; i < 3; i++)
-    if ((s = str_field(obj, paths[i], &bad)) != NULL) {
-      if (ev->topic_path != NULL) {
-        snprintf(err, size, "give one of \"topic\", \"topic_path\", \"path\"");
-        return -1;
-      }
-      ev->topic_path = s;
-    }
-  ev->error_description = str_field(obj, "description", &bad);
-  ev->conversation_id = str_field(obj, "conversation_id", &bad);
-  ev->sender_session_id = str_field(obj, "sender_session_id", &bad);
-  if (bad) {
-    snprintf(err, size,
-             "text fields (key, args, topic, description, "
-             "conversation_id, ...) must be strings");
-    return -1;
-  }
-
-  hc_value_type t = HC_VALUE_JSON;
-  if ((s = str_field(obj, "type", &bad)) != NULL &&
-      hcli_parse_value_type(s, &t) != 0) {
-    snprintf(err, size, "unknown \"type\" '%s'", s);
-    return -1;
-  }
-  json_t *value = json_object_get(obj, "value");
-  json_t *response = json_object_get(obj, "response");
-  if (value != NULL && response != NULL) {
-    snprintf(err, size, "give \"value\" or \"response\", not both");
-    return -1;
-  }
-  if (value == NULL)
-    value = response;
-  char verr[200];
-  if (value != NULL &&
-      hcli_value_from_json(t, value, pool, &ev->value, verr, sizeof verr)) {
-    snprintf(err, size, "\"value\" %s", verr);
-    return -1;
-  }
-  json_t *old = json_object_get(obj, "old_value");
-  if (old != NULL &&
-      hcli_value_from_json(t, old, pool, &ev->old_value, verr, sizeof verr)) {
-    snprintf(err, size, "\"old_value\" %s", verr);
-    return -1;
-  }
-  if ((s = str_field(obj, "topic_type", &bad)) != NULL &&
-      hcli_parse_topic_type(s, &ev->topic_type) != 0) {
-    snprintf(err, size, "unknown \"topic_type\" '%s'", s);
-    return -1;
-  }
-  json_t *props_j = json_object_get(obj, "properties");
-  if (props_j != NULL) {
-    if (!json_is_object(props_j) ||
-        json_object_size(props_j) > MAX_PROPERTIES) {
-      snprintf(err, size,
-               "\"properties\" must be an object of at most %d "
-               "strings",
-               MAX_PROPERTIES);
-      return -1;
-    }
-    json_object_foreach(props_j, name, j) {
-      if (!json_is_string(j)) {
-        snprintf(err, size, "property \"%s\" must be a string", name);
-        return -1;
-      }
-      props[ev->n_properties].name = name;
-      props[ev->n_properties++].value = json_string_value(j);
-    }
-    ev->properties = props;
-  }
-  json_t *reason = json_object_get(obj, "reason");
-  if (reason != NULL) {
-    char num[24];
-    const char *text = json_string_value(reason);
-    if (json_is_integer(reason)) {
-      snprintf(num, sizeof num, "%lld", (long long)json_integer_value(reason));
-      text = num;
-    }
-    if (text == NULL || hcli_parse_reason(text, &ev->reason) != 0) {
-      snprintf(err, size, "unknown \"reason\"");
-      return -1;
-    }
-  }
-  int code = 0, expected = 0, received = 0;
-  if (int_field(obj, "code", &code, err, size) != 0 ||
-      int_field(obj, "expected", &expected, err, size) != 0 ||
-      int_field(obj, "received", &received, err, size) != 0)
-    return -1;
-  ev->error_code = code;
-  ev->expected = expected;
-  ev->received = received;
-  return 0;
 }
 
 /* ---- the stream ---------------------------------------------------------- */
@@ -313,8 +96,8 @@ static int recv_one(stream_run *r) {
     return -1;
   size_t seq = r->received++;
   if (err != HC_OK) {
-    line_failed(r, seq < r->n_lines ? r->lines[seq] : 0, "INTERNAL",
-                hc_strerror(err));
+    hcli_ndjson_failed(&r->failures, seq < r->n_lines ? r->lines[seq] : 0,
+                       "INTERNAL", hc_strerror(err));
     return 0;
   }
   if (rep->sequence < r->n_lines)
@@ -324,8 +107,8 @@ static int recv_one(stream_run *r) {
     for (size_t i = 0; i < rep->results.count; i++)
       r->handler_failures += !rep->results.items[i].ok;
   } else {
-    line_failed(r, seq < r->n_lines ? r->lines[seq] : 0,
-                hc_status_code_name(rep->code), rep->message);
+    hcli_ndjson_failed(&r->failures, seq < r->n_lines ? r->lines[seq] : 0,
+                       hc_status_code_name(rep->code), rep->message);
   }
   hc_stream_reply_free(rep);
   show_progress(r, 0);
@@ -345,59 +128,41 @@ static int remember_line(stream_run *r, size_t line) {
   return 0;
 }
 
+/* Sends the event of input line `line`. 1 when the stream has ended. */
+static int send_one(stream_run *r, size_t line, const hc_event *ev) {
+  if (remember_line(r, line) != 0) {
+    hcli_ndjson_failed(&r->failures, line, "BAD_LINE", "out of memory");
+    return 0;
+  }
+  hc_err e = hc_stream_send(r->s, ev);
+  if (e == HC_OK) {
+    r->sent++;
+    return 0;
+  }
+  r->n_lines--;
+  if (e == HC_ECLOSED)
+    return 1;
+  hcli_ndjson_failed(&r->failures, line, "BAD_LINE", hc_strerror(e));
+  return 0;
+}
+
 /* Reads stdin and sends; returns nonzero when the stream ended early. */
 static int send_all(stream_run *r, const char *key) {
-  char *buf = NULL;
-  size_t bufsize = 0, lineno = 0;
-  ssize_t n;
-  hcli_pool pool = {0};
-  hc_property props[MAX_PROPERTIES];
-  int ended = 0;
-  while (!ended && (n = getline(&buf, &bufsize, stdin)) != -1) {
-    lineno++;
-    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
-      buf[--n] = '\0';
-    if (strspn(buf, " \t") == (size_t)n)
-      continue; /* blank line */
-    char err[300];
-    json_error_t je;
-    hc_event ev;
-    json_t *obj = json_loadb(buf, (size_t)n, 0, &je);
-    if (obj == NULL) {
-      snprintf(err, sizeof err, "invalid JSON: %s (column %d)", je.text,
-               je.column);
-    } else if (!json_is_object(obj)) {
-      snprintf(err, sizeof err, "not a JSON object");
-    } else if (event_from_json(obj, key, &ev, props, &pool, err, sizeof err) ==
-               0) {
-      err[0] = '\0';
-    }
-    if (err[0] != '\0') {
-      r->bad_lines++;
-      line_failed(r, lineno, "BAD_LINE", err);
-    } else if (remember_line(r, lineno) != 0) {
-      line_failed(r, lineno, "BAD_LINE", "out of memory");
-    } else {
-      hc_err e = hc_stream_send(r->s, &ev);
-      if (e == HC_OK) {
-        r->sent++;
-      } else {
-        r->n_lines--;
-        if (e == HC_ECLOSED)
-          ended = 1;
-        else
-          line_failed(r, lineno, "BAD_LINE", hc_strerror(e));
-      }
-    }
-    json_decref(obj);
-    hcli_pool_clear(&pool);
+  hcli_ndjson_reader rd;
+  hc_event ev;
+  int got, ended = 0;
+
+  hcli_ndjson_init(&rd, stdin, key, &r->failures);
+  while (!ended && (got = hcli_ndjson_next(&rd, &ev)) >= 0) {
+    if (got == 1)
+      ended = send_one(r, rd.line, &ev);
     while (!ended && r->sent - r->received > WINDOW)
       if (recv_one(r) != 0)
         ended = 1;
     show_progress(r, 0);
   }
-  free(buf);
-  free(pool.items);
+  r->bad_lines = rd.bad_lines;
+  hcli_ndjson_free(&rd);
   return ended;
 }
 
@@ -424,14 +189,15 @@ static int run_stream(hcli *g, int argc, char **argv) {
   if (conn == NULL)
     return rc;
   stream_run r = {0};
-  r.progress = isatty(STDERR_FILENO);
-  r.errors = g->output == HCLI_OUT_JSON ? json_array() : NULL;
+  r.failures.print_to = stderr;
+  r.failures.progress = isatty(STDERR_FILENO);
+  r.failures.errors = g->output == HCLI_OUT_JSON ? json_array() : NULL;
   r.start = now_s();
   hc_err err =
       hc_stream_open(conn, g->deadline_ms > 0 ? g->deadline_ms : -1, &r.s);
   if (err != HC_OK && err != HC_ECLOSED) {
     hc_close(conn);
-    json_decref(r.errors);
+    json_decref(r.failures.errors);
     fprintf(stderr, "handlerctl: cannot start the stream: %s\n",
             hc_strerror(err));
     return HCLI_EXIT_RPC;
@@ -446,24 +212,25 @@ static int run_stream(hcli *g, int argc, char **argv) {
   hc_stream_free(r.s);
   hc_close(conn);
   double elapsed = now_s() - r.start;
-  if (r.progress)
+  if (r.failures.progress)
     fputs("\r\033[K", stderr);
   /* Requests the server never answered count as failed. */
   size_t unanswered = r.sent > r.received ? r.sent - r.received : 0;
-  r.failed += unanswered;
-  double rate = elapsed > 0 ? (double)(r.ok + r.failed) / elapsed : 0.0;
+  r.failures.failed += unanswered;
+  double rate =
+      elapsed > 0 ? (double)(r.ok + r.failures.failed) / elapsed : 0.0;
 
   if (fin != HC_OK)
     rc = hcli_report(g, fin, &st);
   else
-    rc = r.failed > 0 ? HCLI_EXIT_RPC : HCLI_EXIT_OK;
+    rc = r.failures.failed > 0 ? HCLI_EXIT_RPC : HCLI_EXIT_OK;
   if (g->output == HCLI_OUT_JSON) {
-    json_t *doc =
-        json_pack("{s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:o}", "sent",
-                  (json_int_t)r.sent, "ok", (json_int_t)r.ok, "failed",
-                  (json_int_t)r.failed, "bad_lines", (json_int_t)r.bad_lines,
-                  "handler_failures", (json_int_t)r.handler_failures, "seconds",
-                  elapsed, "events_per_second", rate, "errors", r.errors);
+    json_t *doc = json_pack(
+        "{s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:o}", "sent", (json_int_t)r.sent,
+        "ok", (json_int_t)r.ok, "failed", (json_int_t)r.failures.failed,
+        "bad_lines", (json_int_t)r.bad_lines, "handler_failures",
+        (json_int_t)r.handler_failures, "seconds", elapsed, "events_per_second",
+        rate, "errors", r.failures.errors);
     if (fin != HC_OK)
       json_object_set_new(doc, "status",
                           json_pack("{s:s, s:s}", "code",
@@ -472,7 +239,7 @@ static int run_stream(hcli *g, int argc, char **argv) {
     hcli_json_print(doc);
   } else {
     printf("sent %zu, ok %zu, failed %zu, %.0f events/s", r.sent, r.ok,
-           r.failed, rate);
+           r.failures.failed, rate);
     if (r.handler_failures > 0)
       printf(" (%zu failed handler results)", r.handler_failures);
     putchar('\n');

@@ -1,12 +1,10 @@
 /*
  * fuzz_webhook_body: what the delivery engine does with a webhook's HTTP
- * answer: the header callback (Retry-After), the body callback (size limit,
- * truncation, stopping the transfer) and set_value (body -> the handler's
- * result: JSON, text or bytes), then the result as it goes back on the
- * wire (hd_proto_from_results, packed).
- *
- * Those are static in webhook_engine.c, so the file is compiled into this
- * target (see tests/fuzz/CMakeLists.txt); hd_core's copy is then not linked.
+ * answer (webhook/webhook_response.h): the header callback (Retry-After),
+ * the body callback (size limit, truncation, stopping the transfer) and
+ * hd_webhook_response_to_result (body -> the handler's result: JSON, text
+ * or bytes), then the result as it goes back on the wire
+ * (hd_proto_from_results, packed).
  *
  * Input: [limit][chunking][status hi][status lo], then header lines
  * ("Name: value\r\n"...) up to an empty line ("\r\n\r\n"), then the body.
@@ -14,16 +12,23 @@
  * 7 repeats the body to over 64 KiB. Chunking picks the sizes libcurl would
  * hand the body over in. (The engine does not look at content-type.)
  *
- * Checks (webhook.h's contract): at most max bytes kept, truncated exactly
- * when the body was longer, the kept bytes are the body's prefix; empty ->
- * no value; JSON only when not truncated and it parses; STRING is UTF-8
- * without NULs, the whole body or (truncated) all but a cut last character;
- * BINARY is the kept bytes; Retry-After is -1 or 0..1 day.
+ * Checks (webhook_kind.h's contract): at most max bytes kept, truncated
+ * exactly when the body was longer, the kept bytes are the body's prefix;
+ * empty -> no value; JSON only when not truncated and it parses; STRING is
+ * UTF-8 without NULs, the whole body or (truncated) all but a cut last
+ * character; BINARY is the kept bytes; Retry-After is -1 or 0..1 day.
  */
-#include "../../service/src/webhook/webhook_engine.c"
+#include "webhook_response.h"
 
+#include "arena.h"
 #include "fuzz_util.h"
 #include "proto_event.h"
+#include "utf8.h"
+#include "webhook_retry.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
 
 static const size_t limits[] = {1, 2, 7, 64, 255, 1000, 4096, 65536};
 
@@ -39,7 +44,8 @@ static int utf8_ok(const unsigned char *s, size_t len) {
   return 1;
 }
 
-static void feed_headers(delivery *d, const uint8_t *h, size_t len) {
+static void feed_headers(hd_webhook_response *resp, const uint8_t *h,
+                         size_t len) {
   char line[1024];
   while (len > 0) {
     const uint8_t *eol = memmem(h, len, "\r\n", 2);
@@ -47,8 +53,9 @@ static void feed_headers(delivery *d, const uint8_t *h, size_t len) {
     if (n + 2 <= sizeof(line)) {
       memcpy(line, h, n);
       memcpy(line + n, "\r\n", 2);
-      FUZZ_CHECK(on_header(line, 1, n + 2, d) == n + 2);
-      FUZZ_CHECK(d->retry_after_ms >= -1 && d->retry_after_ms <= 86400000);
+      FUZZ_CHECK(hd_webhook_response_on_header(line, 1, n + 2, resp) == n + 2);
+      FUZZ_CHECK(resp->retry_after_ms >= -1 &&
+                 resp->retry_after_ms <= 86400000);
     }
     n += eol ? 2 : 0;
     h += n;
@@ -67,20 +74,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   size -= 4;
 
   /* Retry decisions and status mapping: total functions. */
-  int code = grpc_code_for_http(status);
+  int code = hd_webhook_response_grpc_code(status);
   FUZZ_CHECK(code >= 0 && code <= 16);
   (void)hd_retry_should(0, status);
 
-  delivery *d = calloc(1, sizeof(*d));
-  FUZZ_CHECK(d != NULL);
-  d->retry_after_ms = -1;
-  d->max_resp = max;
+  hd_webhook_response resp;
+  hd_webhook_response_init(&resp, max);
 
   const uint8_t *body = data;
   size_t body_len = size;
   const uint8_t *end = memmem(data, size, "\r\n\r\n", 4);
   if (end) {
-    feed_headers(d, data, (size_t)(end - data) + 2);
+    feed_headers(&resp, data, (size_t)(end - data) + 2);
     body = end + 4;
     body_len = size - (size_t)(end + 4 - data);
   }
@@ -107,42 +112,42 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       n *= 251;
     if (n > full_len - fed)
       n = full_len - fed;
-    /* A private copy: on_body must not read past what it is given. */
+    /* A private copy: the callback must not read past what it is given. */
     char *chunk = malloc(n);
     FUZZ_CHECK(chunk != NULL);
     memcpy(chunk, body + fed, n);
-    size_t took = on_body(chunk, 1, n, d);
+    size_t took = hd_webhook_response_on_body(chunk, 1, n, &resp);
     free(chunk);
     FUZZ_CHECK(took == n || took == 0);
     stopped = took != n;
     fed += n;
   }
-  FUZZ_CHECK(d->resp_len <= max);
-  FUZZ_CHECK(d->truncated == (full_len > max));
-  FUZZ_CHECK(stopped == d->truncated);
-  FUZZ_CHECK(d->resp_len == (full_len > max ? max : full_len));
-  if (d->resp_len) {
-    FUZZ_CHECK(memcmp(d->resp, body, d->resp_len) == 0);
-    FUZZ_CHECK(d->resp[d->resp_len] == '\0');
+  FUZZ_CHECK(resp.len <= max);
+  FUZZ_CHECK(resp.truncated == (full_len > max));
+  FUZZ_CHECK(stopped == resp.truncated);
+  FUZZ_CHECK(resp.len == (full_len > max ? max : full_len));
+  if (resp.len) {
+    FUZZ_CHECK(memcmp(resp.body, body, resp.len) == 0);
+    FUZZ_CHECK(resp.body[resp.len] == '\0');
   }
 
   hd_results *rs = hd_results_new();
   FUZZ_CHECK(rs != NULL);
   hd_result *r = hd_results_append(rs);
   FUZZ_CHECK(r != NULL);
-  FUZZ_CHECK(set_value(r, d->resp, d->resp_len, d->truncated) == HD_OK);
-  r->truncated = d->truncated;
+  FUZZ_CHECK(hd_webhook_response_to_result(&resp, r) == HD_OK);
+  FUZZ_CHECK(r->truncated == resp.truncated);
   r->http_status = (int)status;
   const hd_value *v = &r->value;
-  const unsigned char *kept = (const unsigned char *)d->resp;
+  const unsigned char *kept = (const unsigned char *)resp.body;
   switch (v->type) {
   case HD_VALUE_NONE:
-    FUZZ_CHECK(d->resp_len == 0);
+    FUZZ_CHECK(resp.len == 0);
     break;
   case HD_VALUE_JSON: {
-    FUZZ_CHECK(!d->truncated);
-    FUZZ_CHECK(v->u.bytes.len == d->resp_len &&
-               memcmp(v->u.bytes.data, kept, d->resp_len) == 0);
+    FUZZ_CHECK(!resp.truncated);
+    FUZZ_CHECK(v->u.bytes.len == resp.len &&
+               memcmp(v->u.bytes.data, kept, resp.len) == 0);
     FUZZ_CHECK(strlen(v->u.bytes.data) == v->u.bytes.len);
     json_t *j =
         json_loadb(v->u.bytes.data, v->u.bytes.len, JSON_DECODE_ANY, NULL);
@@ -153,16 +158,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   case HD_VALUE_STRING:
     FUZZ_CHECK(memcmp(v->u.bytes.data, kept, v->u.bytes.len) == 0);
     FUZZ_CHECK(utf8_ok((const unsigned char *)v->u.bytes.data, v->u.bytes.len));
-    if (d->truncated)
-      FUZZ_CHECK(d->resp_len - v->u.bytes.len < 4);
+    if (resp.truncated)
+      FUZZ_CHECK(resp.len - v->u.bytes.len < 4);
     else
-      FUZZ_CHECK(v->u.bytes.len == d->resp_len);
+      FUZZ_CHECK(v->u.bytes.len == resp.len);
     break;
   case HD_VALUE_BINARY:
-    FUZZ_CHECK(v->u.bytes.len == d->resp_len &&
-               memcmp(v->u.bytes.data, kept, d->resp_len) == 0);
-    if (!d->truncated)
-      FUZZ_CHECK(!utf8_ok(kept, d->resp_len));
+    FUZZ_CHECK(v->u.bytes.len == resp.len &&
+               memcmp(v->u.bytes.data, kept, resp.len) == 0);
+    if (!resp.truncated)
+      FUZZ_CHECK(!utf8_ok(kept, resp.len));
     break;
   default:
     FUZZ_CHECK(0);
@@ -191,7 +196,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
   hd_results_free(rs);
   free(full);
-  free(d->resp);
-  free(d);
+  hd_webhook_response_free(&resp);
   return 0;
 }

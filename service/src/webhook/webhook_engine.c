@@ -19,7 +19,7 @@
 
 #include "handlerd/grpc_status_names.h"
 #include "metrics.h"
-#include "utf8.h"
+#include "webhook_response.h"
 #include "webhook_retry.h"
 #include "webhook_sign.h"
 #include "webhook_url.h"
@@ -29,7 +29,6 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <jansson.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -84,12 +83,8 @@ typedef struct delivery {
   CURL *easy;
   struct curl_slist *req_headers;
   long attempt_timeout_ms;
-  int deadline_cut; /* this attempt's timeout was cut to the deadline */
-  char *resp;       /* response body, at most max_resp bytes */
-  size_t resp_len, resp_cap, max_resp;
-  int truncated;    /* the body went past max_resp: reading stopped there */
-  int write_failed; /* out of memory while storing the body */
-  int64_t retry_after_ms; /* -1: no usable Retry-After */
+  int deadline_cut;         /* this attempt's timeout was cut to the deadline */
+  hd_webhook_response resp; /* body (up to the limit), Retry-After */
   int addr_refused;
   char refused_addr[INET6_ADDRSTRLEN];
   char errbuf[CURL_ERROR_SIZE];
@@ -156,7 +151,7 @@ hd_webhook_job *hd_webhook_job_new(void) {
     free(d);
     return NULL;
   }
-  d->retry_after_ms = -1;
+  hd_webhook_response_init(&d->resp, 0); /* the limit comes with submit */
   return &d->job;
 }
 
@@ -173,7 +168,7 @@ void hd_webhook_job_free(hd_webhook_job *job) {
   explicit_bzero(job->key, sizeof(job->key));
   free(d->host);
   curl_slist_free_all(d->req_headers);
-  free(d->resp);
+  hd_webhook_response_free(&d->resp);
   hd_results_free(d->results);
   free(d);
 }
@@ -431,135 +426,8 @@ static void complete_shutdown(delivery *d) {
   complete_error(d, HD_EHANDLER, 14, "handlerd is shutting down");
 }
 
-/* ---- response handling ------------------------------------------------------
+/* ---- connecting ------------------------------------------------------------
  */
-
-/* Length of the longest prefix of `s` that is well-formed UTF-8 without NUL
- * bytes. */
-static size_t utf8_prefix(const unsigned char *s, size_t len) {
-  size_t i = 0;
-
-  while (i < len && s[i] != 0) {
-    size_t n = hd_utf8_char_len(s + i, len - i);
-    if (n == 0)
-      break;
-    i += n;
-  }
-  return i;
-}
-
-/* 1 when `s` (1 to 3 bytes) is the start of a UTF-8 sequence that was cut
- * short: a lead byte followed by fewer continuation bytes than it needs. */
-static int incomplete_char(const unsigned char *s, size_t len) {
-  size_t need;
-
-  if (s[0] >= 0xc2 && s[0] <= 0xdf)
-    need = 2;
-  else if (s[0] >= 0xe0 && s[0] <= 0xef)
-    need = 3;
-  else if (s[0] >= 0xf0 && s[0] <= 0xf4)
-    need = 4;
-  else
-    return 0;
-  if (len >= need)
-    return 0;
-  for (size_t i = 1; i < len; i++) {
-    if ((s[i] & 0xc0) != 0x80)
-      return 0;
-  }
-  return 1;
-}
-
-/* The value of a 2xx answer (see webhook.h): nothing for an empty body,
- * JSON when the whole body parses, else text when it is UTF-8, else bytes.
- * A truncated body is never JSON; a character cut in two at the limit is
- * dropped so that the rest can still be text. */
-static hd_err set_value(hd_result *r, const char *body, size_t len,
-                        int truncated) {
-  const unsigned char *u = (const unsigned char *)body;
-  size_t text;
-
-  if (len == 0)
-    return HD_OK;
-  /* jansson accepts a scalar followed by a NUL ("4\0"); JSON text has no
-   * raw NUL, and the reply's json_value could not carry it anyway. */
-  if (!truncated && memchr(body, '\0', len) == NULL) {
-    json_t *j = json_loadb(body, len, JSON_DECODE_ANY, NULL);
-    if (j != NULL) {
-      json_decref(j);
-      return hd_result_set_bytes(r, HD_VALUE_JSON, body, len);
-    }
-  }
-  text = utf8_prefix(u, len);
-  if (text == len ||
-      (truncated && len - text < 4 && incomplete_char(u + text, len - text)))
-    return hd_result_set_bytes(r, HD_VALUE_STRING, body, text);
-  return hd_result_set_bytes(r, HD_VALUE_BINARY, body, len);
-}
-
-static size_t on_body(char *data, size_t size, size_t nmemb, void *ud) {
-  delivery *d = ud;
-  size_t len = size * nmemb;
-  size_t room = d->max_resp - d->resp_len;
-  size_t keep = len < room ? len : room;
-
-  /* Past the limit, stop reading: the rest could be 100 MB the result
-   * would drop anyway. The short return ends the transfer with
-   * CURLE_WRITE_ERROR, which attempt_done() takes as a complete answer. */
-  if (keep < len)
-    d->truncated = 1;
-  if (keep == 0)
-    return 0;
-  if (d->resp_len + keep + 1 > d->resp_cap) {
-    size_t cap = d->resp_cap ? d->resp_cap : 1024;
-    char *p;
-    while (cap < d->resp_len + keep + 1)
-      cap *= 2;
-    if (cap > d->max_resp + 1)
-      cap = d->max_resp + 1;
-    p = realloc(d->resp, cap);
-    if (p == NULL) {
-      d->write_failed = 1;
-      return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
-    }
-    d->resp = p;
-    d->resp_cap = cap;
-  }
-  memcpy(d->resp + d->resp_len, data, keep);
-  d->resp_len += keep;
-  d->resp[d->resp_len] = '\0';
-  return keep < len ? 0 : len;
-}
-
-static size_t on_header(char *data, size_t size, size_t nmemb, void *ud) {
-  static const char name[] = "retry-after:";
-  delivery *d = ud;
-  size_t len = size * nmemb;
-
-  /* A status line starts a new response (after a 1xx): forget the last
-   * one's headers. */
-  if (len >= 5 && memcmp(data, "HTTP/", 5) == 0) {
-    d->retry_after_ms = -1;
-  } else if (len > sizeof(name) - 1 &&
-             strncasecmp(data, name, sizeof(name) - 1) == 0) {
-    char value[128];
-    size_t n = len - (sizeof(name) - 1);
-    const char *v = data + sizeof(name) - 1;
-
-    while (n > 0 && (*v == ' ' || *v == '\t')) {
-      v++;
-      n--;
-    }
-    while (n > 0 && isspace((unsigned char)v[n - 1]))
-      n--;
-    if (n < sizeof(value)) {
-      memcpy(value, v, n);
-      value[n] = '\0';
-      d->retry_after_ms = hd_retry_after_ms(value, time(NULL));
-    }
-  }
-  return len;
-}
 
 /* Refuses connections to addresses the policy forbids; the name was
  * resolved by now, so this catches names that point somewhere forbidden. */
@@ -586,40 +454,6 @@ static curl_socket_t open_socket(void *ud, curlsocktype purpose,
 
 /* ---- outcome
  * ----------------------------------------------------------------- */
-
-/* The gRPC code for a final HTTP status; the table is in webhook.h. */
-static int grpc_code_for_http(long status) {
-  switch (status) {
-  case 400:
-    return 3; /* INVALID_ARGUMENT */
-  case 401:
-    return 16; /* UNAUTHENTICATED */
-  case 403:
-    return 7; /* PERMISSION_DENIED */
-  case 404:
-  case 410:
-    return 5; /* NOT_FOUND */
-  case 408:
-  case 504:
-    return 4; /* DEADLINE_EXCEEDED */
-  case 409:
-    return 10; /* ABORTED */
-  case 429:
-    return 8; /* RESOURCE_EXHAUSTED */
-  case 501:
-    return 12; /* UNIMPLEMENTED */
-  case 502:
-  case 503:
-    return 14; /* UNAVAILABLE */
-  default:
-    break;
-  }
-  if (status >= 300 && status < 500)
-    return 9; /* FAILED_PRECONDITION: redirects and other 4xx */
-  if (status >= 500 && status < 600)
-    return 13; /* INTERNAL */
-  return 2;    /* UNKNOWN */
-}
 
 /* "connection refused" from "Connection refused": messages continue a
  * sentence, so lower the first letter of an ordinary word. */
@@ -723,18 +557,18 @@ static void complete_failure(delivery *d, CURLcode code, long status,
     return;
   }
   if (code == CURLE_OK && status >= 300 && status < 400) {
-    complete_error(d, HD_EHANDLER, grpc_code_for_http(status),
+    complete_error(d, HD_EHANDLER, hd_webhook_response_grpc_code(status),
                    "HTTP %ld redirect not followed after %d attempt%s%s",
                    status, d->attempts, plural, note);
     return;
   }
   if (code == CURLE_OK) {
-    complete_error(d, HD_EHANDLER, grpc_code_for_http(status),
+    complete_error(d, HD_EHANDLER, hd_webhook_response_grpc_code(status),
                    "HTTP %ld after %d attempt%s%s", status, d->attempts, plural,
                    note);
     return;
   }
-  if (code == CURLE_OUT_OF_MEMORY || d->write_failed) {
+  if (code == CURLE_OUT_OF_MEMORY || d->resp.write_failed) {
     complete_error(d, HD_ENOMEM, 13, "out of memory after %d attempt%s",
                    d->attempts, plural);
     return;
@@ -748,11 +582,10 @@ static void complete_ok(delivery *d, long status) {
   hd_result *r = hd_results_at(d->results, 0);
 
   r->http_status = (int)status;
-  if (set_value(r, d->resp, d->resp_len, d->truncated) != HD_OK) {
+  if (hd_webhook_response_to_result(&d->resp, r) != HD_OK) {
     complete_error(d, HD_ENOMEM, 13, "out of memory storing the response");
     return;
   }
-  r->truncated = d->truncated;
   complete(d);
 }
 
@@ -858,10 +691,7 @@ static void attempt_start(hd_webhook_engine *e, delivery *d, int64_t now) {
     }
   }
   d->attempt_timeout_ms = timeout;
-  d->resp_len = 0;
-  d->truncated = 0;
-  d->write_failed = 0;
-  d->retry_after_ms = -1;
+  hd_webhook_response_reset(&d->resp);
   d->addr_refused = 0;
   d->errbuf[0] = '\0';
   d->req_headers = attempt_headers(d);
@@ -903,10 +733,11 @@ static void attempt_start(hd_webhook_engine *e, delivery *d, int64_t now) {
   rc |= curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE,
                          (curl_off_t)d->job.body_len);
   rc |= curl_easy_setopt(h, CURLOPT_HTTPHEADER, d->req_headers);
-  rc |= curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-  rc |= curl_easy_setopt(h, CURLOPT_WRITEDATA, d);
-  rc |= curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
-  rc |= curl_easy_setopt(h, CURLOPT_HEADERDATA, d);
+  rc |= curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, hd_webhook_response_on_body);
+  rc |= curl_easy_setopt(h, CURLOPT_WRITEDATA, &d->resp);
+  rc |= curl_easy_setopt(h, CURLOPT_HEADERFUNCTION,
+                         hd_webhook_response_on_header);
+  rc |= curl_easy_setopt(h, CURLOPT_HEADERDATA, &d->resp);
   rc |= curl_easy_setopt(h, CURLOPT_ERRORBUFFER, d->errbuf);
   rc |= curl_easy_setopt(h, CURLOPT_PRIVATE, d);
   d->easy = h;
@@ -933,8 +764,8 @@ static void attempt_done(hd_webhook_engine *e, delivery *d, CURLcode code) {
   curl_easy_getinfo(d->easy, CURLINFO_OS_ERRNO, &os_errno);
   note_phase(d);
   release_easy(e, d);
-  if (code == CURLE_WRITE_ERROR && d->truncated && !d->write_failed)
-    code = CURLE_OK; /* on_body stopped at the size limit */
+  if (code == CURLE_WRITE_ERROR && d->resp.truncated && !d->resp.write_failed)
+    code = CURLE_OK; /* the body callback stopped at the size limit */
   if (code == CURLE_OK && status >= 200 && status < 300) {
     list_unlink(e, d);
     complete_ok(d, status);
@@ -942,18 +773,18 @@ static void attempt_done(hd_webhook_engine *e, delivery *d, CURLcode code) {
   }
   /* A refused address will be refused again; a timeout cut to the deadline
    * leaves no time; the rest is the retry policy's call. */
-  if (d->addr_refused || d->write_failed ||
+  if (d->addr_refused || d->resp.write_failed ||
       (code == CURLE_OPERATION_TIMEDOUT && d->deadline_cut) ||
       !hd_retry_should((int)code, status) || d->attempts >= d->job.max_attempts)
     goto fail;
   delay_ms = hd_retry_backoff_ms(d->attempts + 1, e->cfg.backoff_base_ms,
                                  e->cfg.backoff_max_ms, &e->rng);
-  if (d->retry_after_ms > RETRY_AFTER_MAX_MS) {
+  if (d->resp.retry_after_ms > RETRY_AFTER_MAX_MS) {
     why_stop = "Retry-After is more than 60 s away";
     goto fail;
   }
-  if (d->retry_after_ms > delay_ms)
-    delay_ms = d->retry_after_ms;
+  if (d->resp.retry_after_ms > delay_ms)
+    delay_ms = d->resp.retry_after_ms;
   now = mono_ns();
   if (d->deadline_ns != 0 &&
       now + (delay_ms + MIN_ATTEMPT_MS) * 1000000 > d->deadline_ns) {
@@ -1200,7 +1031,7 @@ void hd_webhook_engine_submit(hd_webhook_engine *e, hd_webhook_job *job) {
   d->start_ns = now;
   d->next_ns = now;
   d->deny_private = e->cfg.deny_private;
-  d->max_resp = e->cfg.max_response_bytes;
+  hd_webhook_response_init(&d->resp, e->cfg.max_response_bytes); /* empty */
   d->engine = e;
   if (atomic_fetch_add_explicit(&e->in_flight, 1, memory_order_relaxed) >=
       e->cfg.max_in_flight) {
