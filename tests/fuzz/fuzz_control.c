@@ -1,9 +1,11 @@
 /*
  * fuzz_control: a sequence of control-plane requests, each decoded and
- * handled as server.c does (handle_add / handle_remove / handle_list), on
+ * handled as the gRPC front does (the adapter, registration_pb.h:
+ * hd_grpc_control_add / hd_grpc_control_list, and hd_control_remove), on
  * a fresh registry per input with the built-in functions and the real
- * webhook factory (deny_private on; names resolve through fake_dns.c, so no
- * traffic), and an in-memory store standing in for the state dir.
+ * webhook kind (deny_private on; names resolve through fake_dns.c, so no
+ * traffic), and an in-memory store standing in for the state dir (it keeps
+ * each registration as AddHandlerRequest bytes, through the adapter).
  *
  * Input: records of [op][len: 2 bytes, big-endian][len bytes of message]:
  *   op % 4 == 0 or 3: AddHandlerRequest, 1: RemoveHandlerRequest,
@@ -23,6 +25,7 @@
 #include "fuzz_util.h"
 #include "handlerd/handlerd.h"
 #include "proto_event.h"
+#include "registration_pb.h"
 #include "store.h"
 #include "utf8.h"
 #include "webhook_kind.h"
@@ -55,24 +58,48 @@ static void mem_rec_free(mem_rec *r) {
   free(r->bytes);
 }
 
-static hd_err mem_put(hd_store *s, const char *id, const char *key,
-                      const void *req, size_t len, char *msg, size_t msg_size) {
+/* `reg` packed as an AddHandlerRequest (malloc'd). */
+static hd_err pack_registration(const hd_registration *reg, uint8_t **out,
+                                size_t *len) {
+  hd_arena *a = hd_arena_new(1024);
+  Handlers__V1__AddHandlerRequest *req = NULL;
+  FUZZ_CHECK(a != NULL);
+  hd_err err = hd_registration_to_pb(a, reg, &req);
+  if (err == HD_OK) {
+    *len = handlers__v1__add_handler_request__get_packed_size(req);
+    *out = malloc(*len ? *len : 1);
+    if (*out)
+      handlers__v1__add_handler_request__pack(req, *out);
+    else
+      err = HD_ENOMEM;
+  }
+  hd_arena_wipe(a);
+  hd_arena_free(a);
+  return err;
+}
+
+static hd_err mem_put(hd_store *s, const char *id, const hd_registration *reg,
+                      char *msg, size_t msg_size) {
   mem_store *m = (mem_store *)s;
+  uint8_t *req = NULL;
+  size_t len = 0;
+  const char *key = reg->key;
   for (size_t i = 0; i < m->n; i++)
     FUZZ_CHECK(strcmp(m->recs[i].id, id) != 0); /* control checks first */
   if (m->n == sizeof(m->recs) / sizeof(m->recs[0])) {
     snprintf(msg, msg_size, "memory store: full");
     return HD_EIO;
   }
+  if (pack_registration(reg, &req, &len) != HD_OK)
+    return HD_ENOMEM;
   mem_rec *r = &m->recs[m->n];
   r->id = strdup(id);
   r->key = strdup(key);
-  r->bytes = malloc(len ? len : 1);
-  if (!r->id || !r->key || !r->bytes) {
+  r->bytes = req;
+  if (!r->id || !r->key) {
     mem_rec_free(r);
     return HD_ENOMEM;
   }
-  memcpy(r->bytes, req, len);
   r->len = len;
   m->n++;
   return HD_OK;
@@ -91,13 +118,23 @@ static hd_err mem_del(hd_store *s, const char *id, char *msg, size_t msg_size) {
   return HD_ENOTFOUND;
 }
 
-static hd_err mem_load(hd_store *s, hd_store_load_fn *fn, void *ud, char *msg,
-                       size_t msg_size) {
+static hd_err mem_load(hd_store *s, hd_store_registration_fn *fn, void *ud,
+                       char *msg, size_t msg_size) {
   mem_store *m = (mem_store *)s;
-  (void)msg, (void)msg_size;
   for (size_t i = 0; i < m->n; i++) {
-    hd_err err =
-        fn(m->recs[i].id, m->recs[i].key, m->recs[i].bytes, m->recs[i].len, ud);
+    hd_arena *a = hd_arena_new(1024);
+    FUZZ_CHECK(a != NULL);
+    Handlers__V1__AddHandlerRequest *req =
+        handlers__v1__add_handler_request__unpack(
+            hd_arena_pb_allocator(a), m->recs[i].len, m->recs[i].bytes);
+    hd_registration reg;
+    /* What was put always reads back. */
+    FUZZ_CHECK(req != NULL);
+    FUZZ_CHECK(hd_registration_from_pb(a, req, &reg, msg, msg_size) == HD_OK);
+    FUZZ_CHECK(strcmp(reg.key, m->recs[i].key) == 0);
+    hd_err err = fn(m->recs[i].id, &reg, ud);
+    hd_arena_wipe(a);
+    hd_arena_free(a);
     if (err != HD_OK)
       return err;
   }
@@ -111,8 +148,8 @@ static void mem_close(hd_store *s) {
   m->n = 0;
 }
 
-static const hd_store_ops mem_ops = {"memory", mem_put, mem_del, mem_load,
-                                     mem_close};
+static const hd_store_vtable mem_ops = {"memory", mem_put, mem_del, mem_load,
+                                        mem_close};
 
 /* ---- setup --------------------------------------------------------------- */
 
@@ -138,7 +175,7 @@ typedef struct plane {
 static void plane_open(plane *p, mem_store *store) {
   if (hd_registry_new(&p->reg) || hd_control_new(p->reg, fns, &p->ctl))
     abort();
-  hd_control_set_webhook_factory(p->ctl, hd_webhook_factory, engine);
+  hd_control_set_kind_context(p->ctl, HD_TARGET_WEBHOOK, engine);
   hd_control_set_store(p->ctl, &store->base);
 }
 
@@ -175,7 +212,7 @@ static void check_list(state *s, plane *p, const char *key) {
   FUZZ_CHECK(a != NULL);
   Handlers__V1__ListHandlersReply reply =
       HANDLERS__V1__LIST_HANDLERS_REPLY__INIT;
-  hd_err err = hd_control_list(p->ctl, a, key, &reply, msg, sizeof(msg));
+  hd_err err = hd_grpc_control_list(p->ctl, a, key, &reply, msg, sizeof(msg));
   if (err != HD_OK) {
     /* An unknown key; one that is not UTF-8 is a bad argument. */
     FUZZ_CHECK(key[0] != '\0');
@@ -228,7 +265,7 @@ static void do_add(state *s, const uint8_t *data, size_t len) {
     Handlers__V1__AddHandlerReply reply = HANDLERS__V1__ADD_HANDLER_REPLY__INIT;
     size_t stored = s->store.n;
     hd_err err =
-        hd_control_add(s->p.ctl, a, req, NULL, &reply, msg, sizeof(msg));
+        hd_grpc_control_add(s->p.ctl, a, req, &reply, msg, sizeof(msg));
     if (err == HD_OK) {
       size_t idlen = strlen(reply.handler_id);
       FUZZ_CHECK(idlen > 0 && idlen <= HD_HANDLER_ID_MAX);
@@ -318,7 +355,7 @@ static void do_list(state *s, const uint8_t *data, size_t len) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   state *s = calloc(1, sizeof(*s));
   FUZZ_CHECK(s != NULL);
-  s->store.base.ops = &mem_ops;
+  s->store.base.vt = &mem_ops;
   plane_open(&s->p, &s->store);
 
   fz f = {data, size};

@@ -7,22 +7,24 @@
  *   hd_event_to_json           (echo, log, binary-mode body),
  *   hd_ce_structured           (structured-mode body),
  *   hd_ce_binary_data,
- *   webhook.c's job_headers    (binary mode's ce-* headers).
+ *   hd_ce_binary_headers       (binary mode's ce-* headers),
+ * all from cloudevents.h, the CloudEvents HTTP binding the webhook kind
+ * uses.
  * The output must always parse as JSON (jansson json_loads, else abort();
  * with JSON_ALLOW_NUL, since "\u0000" is valid JSON and handlerd accepts
  * it in JSON values on purpose: see event.c check_value),
  * the CloudEvent must carry the same data object, subject and type, a deep
  * copy must print the same, and no header line may carry a control byte.
- *
- * webhook.c is compiled into this target to reach its static header code:
- * see tests/fuzz/CMakeLists.txt.
  */
-#include "../../service/src/kinds/webhook_kind.c"
-
+#include "cloudevents.h"
 #include "event_json.h"
 #include "fuzz_util.h"
+#include "handlerd/handlerd.h"
 
 #include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #define MAX_ALLOCS 64
 
@@ -96,10 +98,11 @@ static json_t *parse(const char *text) {
   return j;
 }
 
-static void check_header_lines(const hd_webhook_job *job, int has_subject) {
+static void check_header_lines(char *const *lines, size_t n, int has_subject) {
   int subject = 0;
-  for (size_t i = 0; i < job->n_headers; i++) {
-    const char *h = job->headers[i];
+  for (size_t i = 0; i < n; i++) {
+    const char *h = lines[i];
+    FUZZ_CHECK(h != NULL);
     const char *colon = strchr(h, ':');
     FUZZ_CHECK(colon != NULL);
     for (const unsigned char *p = (const unsigned char *)h; *p; p++)
@@ -190,27 +193,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   free(text2);
   hd_event_free(copy);
 
-  /* Structured mode, as webhook_handle builds it: a uuid, the source from
-   * make_source, and the fuzzed time; then with fuzzed id and source. */
-  struct webhook w;
-  memset(&w, 0, sizeof(w));
-  w.binary_mode = 1;
-  w.source = make_source("fuzz", ev.key ? ev.key : "");
-  FUZZ_CHECK(w.source != NULL);
-  hd_ce_meta meta = {"0b7d5b4c-6c1e-4c55-9a55-1f1a8f7b2a10", w.source, when};
-  char *ce_text = hd_ce_structured(&ev, &meta);
+  /* Structured mode, as the webhook kind builds it: a uuid, the source from
+   * hd_ce_source, and the fuzzed time; then with fuzzed id and source. */
+  char *source = hd_ce_source("fuzz", ev.key ? ev.key : "");
+  FUZZ_CHECK(source != NULL);
+  hd_ce_meta meta = {"0b7d5b4c-6c1e-4c55-9a55-1f1a8f7b2a10", source, when};
+  char *ce_text = hd_ce_body(&ev, &meta, 0);
   json_t *ce = parse(ce_text);
   FUZZ_CHECK(json_equal(json_object_get(ce, "data"), obj));
   FUZZ_CHECK(strcmp(json_string_value(json_object_get(ce, "specversion")),
                     "1.0") == 0);
-  FUZZ_CHECK(
-      strcmp(json_string_value(json_object_get(ce, "source")), w.source) == 0);
+  FUZZ_CHECK(strcmp(json_string_value(json_object_get(ce, "source")), source) ==
+             0);
   const char *type = json_string_value(json_object_get(ce, "type"));
   const char *name = json_string_value(json_object_get(obj, "event"));
   FUZZ_CHECK(type && strncmp(type, "handlers.v1.", 12) == 0 &&
              strcmp(type + 12, name) == 0);
   json_t *subject = json_object_get(ce, "subject");
-  const char *path = subject_of(&ev);
+  const char *path = hd_ce_subject(&ev);
   FUZZ_CHECK((subject != NULL) == (path != NULL));
   if (subject)
     FUZZ_CHECK(json_equal(subject,
@@ -229,16 +229,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     free(ce_text);
   }
 
-  /* Binary mode's headers. */
-  hd_webhook_job job;
-  memset(&job, 0, sizeof(job));
-  FUZZ_CHECK(job_headers(&w, &ev, &meta, &job) == HD_OK);
-  check_header_lines(&job, path != NULL);
-  for (size_t i = 0; i < job.n_headers; i++)
-    free(job.headers[i]);
-  free(job.headers);
+  /* Binary mode: the body is the data, the attributes go in headers. */
+  char *body = hd_ce_body(&ev, &meta, 1);
+  FUZZ_CHECK(body != NULL && strcmp(body, text) == 0);
+  free(body);
+  char *lines[1 + HD_CE_BINARY_HEADERS_MAX];
+  lines[0] = strdup(hd_ce_content_type_line(1));
+  size_t n = 1 + hd_ce_binary_headers(&ev, &meta, lines + 1);
+  FUZZ_CHECK(n <= 1 + HD_CE_BINARY_HEADERS_MAX);
+  check_header_lines(lines, n, path != NULL);
+  for (size_t i = 0; i < n; i++)
+    free(lines[i]);
 
-  free(w.source);
+  free(source);
   json_decref(obj);
   free(text);
   for (size_t i = 0; i < pl.n; i++)

@@ -245,15 +245,21 @@ class TestSavedBeforeTheCheck(InputCase):
         import sqlite3
         state = tempfile.mkdtemp(prefix="hd-input-holes-")
         try:
-            with Server("--state-dir", state) as s:  # creates the schema
-                s.stub.AddHandler(pb.AddHandlerRequest(
-                    key="good", target=local()), timeout=TIMEOUT)
-            # What an older handlerd saved from a C client.
+            # What an older handlerd (schema 1) saved from a C client.
             hid = "h-0123456789ab"
             blob = poisoned(pb.AddHandlerRequest(
                 key=MARK, target=local(), events=["update", MARK]))
             db = sqlite3.connect(os.path.join(state, "handlerd.db"))
             with db:
+                db.executescript(
+                    "CREATE TABLE registrations (seq INTEGER PRIMARY KEY "
+                    "AUTOINCREMENT, id TEXT UNIQUE NOT NULL, key TEXT NOT "
+                    "NULL, request BLOB NOT NULL, created_at INTEGER NOT "
+                    "NULL); PRAGMA user_version = 1;")
+                db.execute("INSERT INTO registrations (id, key, request, "
+                           "created_at) VALUES (?, ?, ?, 0)",
+                           ("h-00000000000g", "good", pb.AddHandlerRequest(
+                               key="good", target=local()).SerializeToString()))
                 db.execute("INSERT INTO registrations (id, key, request, "
                            "created_at) VALUES (?, ?, ?, 0)",
                            (hid, BAD, blob))

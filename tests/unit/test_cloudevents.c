@@ -253,6 +253,77 @@ static void test_new_ids_are_uuid_v4_and_unique(void **state) {
   free(ids);
 }
 
+/* ---- the HTTP binding ------------------------------------------------------
+ */
+
+static void test_subject_is_the_path_or_none(void **state) {
+  hd_event ev = {.key = "k", .name = "update", .args_kind = HD_ARGS_UPDATE};
+  (void)state;
+  assert_null(hd_ce_subject(&ev)); /* NULL path */
+  ev.topic.path = "";
+  assert_null(hd_ce_subject(&ev));
+  ev.topic.path = "a/b";
+  assert_string_equal(hd_ce_subject(&ev), "a/b");
+  ev.args_kind = HD_ARGS_RESPONSE;
+  ev.response.path = "r/p";
+  assert_string_equal(hd_ce_subject(&ev), "r/p");
+  ev.args_kind = HD_ARGS_ERROR;
+  assert_null(hd_ce_subject(&ev));
+}
+
+static void test_source_percent_encodes_what_a_path_cannot_hold(void **state) {
+  (void)state;
+  char *s = hd_ce_source("in st", "a/b?c%");
+  assert_non_null(s);
+  assert_string_equal(s, "//handlerd/in%20st/keys/a/b%3Fc%25");
+  free(s);
+}
+
+static void test_body_and_content_type_follow_the_mode(void **state) {
+  hd_event ev = {.key = "k", .name = "close"};
+  hd_ce_meta meta = {"id-1", "//handlerd/x/keys/k", 0};
+  (void)state;
+  char *structured = hd_ce_body(&ev, &meta, 0);
+  char *binary = hd_ce_body(&ev, &meta, 1);
+  char *data = hd_event_to_json(&ev);
+  assert_non_null(structured);
+  assert_non_null(strstr(structured, "\"specversion\":\"1.0\""));
+  assert_string_equal(binary, data);
+  assert_string_equal(hd_ce_content_type_line(0),
+                      "content-type: application/cloudevents+json");
+  assert_string_equal(hd_ce_content_type_line(1),
+                      "content-type: application/json");
+  free(structured);
+  free(binary);
+  free(data);
+}
+
+static void test_binary_headers_carry_the_attributes(void **state) {
+  hd_event ev = {.key = "k", .name = "update", .args_kind = HD_ARGS_UPDATE};
+  hd_ce_meta meta = {"id-1", "//handlerd/x/keys/k", 0};
+  char *h[HD_CE_BINARY_HEADERS_MAX];
+  (void)state;
+
+  ev.topic.path = "a b\"%";
+  size_t n = hd_ce_binary_headers(&ev, &meta, h);
+  assert_int_equal(n, 6);
+  assert_string_equal(h[0], "ce-specversion: 1.0");
+  assert_string_equal(h[1], "ce-id: id-1");
+  assert_string_equal(h[2], "ce-source: //handlerd/x/keys/k");
+  assert_string_equal(h[3], "ce-type: handlers.v1.update");
+  assert_string_equal(h[4], "ce-subject: a%20b%22%25");
+  assert_string_equal(h[5], "ce-time: 1970-01-01T00:00:00.000000Z");
+  for (size_t i = 0; i < n; i++)
+    free(h[i]);
+  ev.topic.path = NULL; /* no subject, no header */
+  n = hd_ce_binary_headers(&ev, &meta, h);
+  assert_int_equal(n, 5);
+  for (size_t i = 0; i < n; i++) {
+    assert_null(strstr(h[i], "ce-subject"));
+    free(h[i]);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_update_event_attributes),
@@ -264,6 +335,10 @@ int main(void) {
       cmocka_unit_test(test_type_is_prefixed_event_name),
       cmocka_unit_test(test_time_is_rfc3339_utc_with_microseconds),
       cmocka_unit_test(test_new_ids_are_uuid_v4_and_unique),
+      cmocka_unit_test(test_subject_is_the_path_or_none),
+      cmocka_unit_test(test_source_percent_encodes_what_a_path_cannot_hold),
+      cmocka_unit_test(test_body_and_content_type_follow_the_mode),
+      cmocka_unit_test(test_binary_headers_carry_the_attributes),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -12,6 +12,7 @@
 #include "test_util.h"
 
 #include "functions_internal.h"
+#include "kinds.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -186,6 +187,59 @@ static void test_unregister_removes_the_name(void **state) {
   assert_int_equal(hd_functions_register(fns, &def), HD_OK);
 }
 
+/* ---- the "local" row of the kind table ---------------------------------- */
+
+static void test_local_kind_builds_describes_and_checks(void **state) {
+  hd_functions *fns = *state;
+  static int64_t seven = 7;
+  hd_function_def def = {
+      .name = "seven", .fn = return_user_data, .user_data = &seven};
+  hd_target_spec t = {.kind = HD_TARGET_LOCAL, .local = "seven"};
+  const hd_kind *k = hd_kind_of(HD_TARGET_LOCAL);
+  hd_handler *h = NULL;
+  char msg[128] = "";
+
+  assert_ptr_equal(k, &hd_kind_local);
+  assert_string_equal(k->name, "local");
+  assert_string_equal(k->handler_kind, "simple");
+  assert_string_equal(k->detail(&t), "seven");
+  assert_int_equal(hd_functions_register(fns, &def), HD_OK);
+  assert_int_equal(
+      k->build(fns, "key", &t, "target", &h, NULL, msg, sizeof(msg)), HD_OK);
+  assert_string_equal(hd_handler_kind(h), k->handler_kind);
+  assert_int_equal(run_int64(h), 7);
+  hd_handler_unref(h);
+
+  t.local = "missing";
+  assert_int_equal(
+      k->build(fns, "key", &t, "route 'x'", &h, NULL, msg, sizeof(msg)),
+      HD_EINVAL);
+  assert_string_equal(msg, "route 'x': no local function named 'missing'");
+  t.local = "bad\xff";
+  assert_int_equal(k->check_strings(&t, "target", msg, sizeof(msg)), HD_EINVAL);
+  assert_string_equal(msg, "target.local is not valid UTF-8 (at byte 3)");
+}
+
+static void test_kind_table_rows_are_complete(void **state) {
+  size_t n = 0;
+  const hd_kind *const *rows = hd_kinds_all(&n);
+  (void)state;
+  assert_true(n >= 2);
+  for (size_t i = 0; i < n; i++) {
+    /* What the control plane calls without checking. */
+    assert_non_null(rows[i]->name);
+    assert_non_null(rows[i]->handler_kind);
+    assert_non_null(rows[i]->detail);
+    assert_non_null(rows[i]->build);
+    assert_true(rows[i]->kind != HD_TARGET_NONE);
+    assert_ptr_equal(hd_kind_of(rows[i]->kind), rows[i]);
+    /* keep_secret comes with wants_new_secret. */
+    assert_true(!rows[i]->keep_secret == !rows[i]->wants_new_secret);
+  }
+  assert_null(hd_kind_of(HD_TARGET_NONE));
+  assert_string_equal(hd_kinds_names(), "neither local nor webhook");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_register_copies_the_name,
@@ -208,6 +262,10 @@ int main(void) {
           test_make_handler_passes_on_instance_new_failure, functions_setup,
           functions_teardown),
       cmocka_unit_test(test_owned_user_data_is_freed_with_the_table),
+      cmocka_unit_test_setup_teardown(
+          test_local_kind_builds_describes_and_checks, functions_setup,
+          functions_teardown),
+      cmocka_unit_test(test_kind_table_rows_are_complete),
       cmocka_unit_test_setup_teardown(test_unregister_removes_the_name,
                                       functions_setup, functions_teardown),
   };

@@ -1,7 +1,14 @@
 /*
- * Unit tests: hd_store over the SQLite backend (store.c, store_sqlite.c).
- * Each test gets a fresh temporary directory; the store's own directory is
- * `<tmp>/state`, which does not exist until the store creates it.
+ * The store conformance suite: the cases every hd_store backend must pass
+ * (put/del/load order, ids, every field of a registration, the errors
+ * store.h promises, durability under SIGKILL), run once per backend in
+ * backends[] (SQLite now; a PostgreSQL backend adds a row), then SQLite's
+ * own cases (file modes, WAL and synchronous=FULL, schema version, corrupt
+ * files, I/O error messages, records it cannot read).
+ *
+ * A backend row says how to give each test a fresh, empty store location
+ * and how to open (and reopen) a store there; the cases use only the
+ * hd_store API.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -24,17 +31,32 @@
 #include <unistd.h>
 
 #include "store.h"
+#include "test_store_reg.h"
 #include "test_util.h"
 
-/* ---- fixtures ------------------------------------------------------------ */
+/* ---- backends ------------------------------------------------------------ */
 
+typedef struct store_backend {
+  const char *name;
+  /* A fresh, empty location for one test's stores, in *env; 0 on success. */
+  int (*setup)(void **env);
+  void (*teardown)(void *env);
+  /* Opens (or reopens) the store at env's location; `round` > 0 asks for
+   * another, independent location (the durability rounds). NULL with
+   * `msg` on failure. */
+  hd_store *(*open)(void *env, int round, char *msg, size_t msg_size);
+} store_backend;
+
+/* SQLite: each test gets a fresh temporary directory; the store's own
+ * directory is `<tmp>/state` (rounds: `<tmp>/roundN`), which does not
+ * exist until the store creates it. */
 typedef struct fixture {
   char base[64]; /* mkdtemp result */
   char dir[96];  /* base/state: the store's directory */
   char db[128];  /* dir/handlerd.db */
 } fixture;
 
-static int setup(void **state) {
+static int sqlite_setup(void **env) {
   fixture *f = calloc(1, sizeof(*f));
   if (!f)
     return -1;
@@ -47,12 +69,12 @@ static int setup(void **state) {
   }
   snprintf(f->dir, sizeof(f->dir), "%s/state", f->base);
   snprintf(f->db, sizeof(f->db), "%s/handlerd.db", f->dir);
-  *state = f;
+  *env = f;
   return 0;
 }
 
-static int teardown(void **state) {
-  fixture *f = *state;
+static void sqlite_teardown(void *env) {
+  fixture *f = env;
   char path[160];
   remove_store_dir(f->dir);
   for (int i = 0; i < 16; i++) {
@@ -61,6 +83,496 @@ static int teardown(void **state) {
   }
   rmdir(f->base);
   free(f);
+}
+
+static hd_store *sqlite_open(void *env, int round, char *msg, size_t msg_size) {
+  fixture *f = env;
+  char dir[160];
+  hd_store *s = NULL;
+  if (round > 0)
+    snprintf(dir, sizeof(dir), "%s/round%d", f->base, round);
+  else
+    snprintf(dir, sizeof(dir), "%s", f->dir);
+  return hd_store_sqlite_open(dir, &s, msg, msg_size) == HD_OK ? s : NULL;
+}
+
+static const store_backend backends[] = {
+    {"sqlite", sqlite_setup, sqlite_teardown, sqlite_open},
+};
+
+/* What each conformance case gets in *state. */
+typedef struct conf {
+  const store_backend *b;
+  void *env;
+} conf;
+
+static int conf_setup(void **state) {
+  conf *c = calloc(1, sizeof(*c));
+  if (!c)
+    return -1;
+  c->b = *state; /* the prestate: the backend row */
+  if (c->b->setup(&c->env) != 0) {
+    free(c);
+    return -1;
+  }
+  *state = c;
+  return 0;
+}
+
+static int conf_teardown(void **state) {
+  conf *c = *state;
+  c->b->teardown(c->env);
+  free(c);
+  return 0;
+}
+
+static hd_store *open_round(conf *c, int round) {
+  char msg[512] = "";
+  hd_store *s = c->b->open(c->env, round, msg, sizeof(msg));
+  if (!s)
+    fail_msg("%s: open: %s", c->b->name, msg);
+  return s;
+}
+
+static hd_store *conf_open(conf *c) {
+  return open_round(c, 0);
+}
+
+/* ---- collecting what load returns ---------------------------------------- */
+
+typedef struct rec {
+  char id[64];
+  char reg[1024]; /* reg_str() */
+} rec;
+
+typedef struct recs {
+  rec r[1024];
+  size_t n;
+} recs;
+
+static hd_err collect(const char *id, const hd_registration *reg, void *ud) {
+  recs *rs = ud;
+  assert_non_null(id);
+  assert_non_null(reg);
+  assert_non_null(reg->key);
+  assert_true(rs->n < sizeof(rs->r) / sizeof(rs->r[0]));
+  rec *r = &rs->r[rs->n++];
+  snprintf(r->id, sizeof(r->id), "%s", id);
+  reg_str(reg, 0, r->reg, sizeof(r->reg));
+  return HD_OK;
+}
+
+static recs *load_all(hd_store *s) {
+  recs *rs = calloc(1, sizeof(*rs));
+  char msg[512] = "";
+  assert_non_null(rs);
+  hd_err err = hd_store_load_registrations(s, collect, rs, msg, sizeof(msg));
+  if (err != HD_OK)
+    fail_msg("load: %s: %s", hd_strerror(err), msg);
+  return rs;
+}
+
+static void assert_rec(const rec *r, const char *id,
+                       const hd_registration *want) {
+  char buf[1024];
+  assert_string_equal(r->id, id);
+  assert_string_equal(r->reg, reg_str(want, 0, buf, sizeof(buf)));
+}
+
+/* A local handler `fn` under `key`: the small registration most cases
+ * store. */
+static hd_err put_local(hd_store *s, const char *id, const char *key,
+                        const char *fn) {
+  hd_registration r = reg_local(key, fn);
+  return hd_store_put_registration(s, id, &r, NULL, 0);
+}
+
+static void assert_local(const rec *r, const char *id, const char *key,
+                         const char *fn) {
+  hd_registration want = reg_local(key, fn);
+  assert_rec(r, id, &want);
+}
+
+/* ---- conformance: behaviour ---------------------------------------------- */
+
+static void test_load_returns_records_in_put_order(void **state) {
+  conf *c = *state;
+  hd_store *s = conf_open(c);
+
+  assert_int_equal(put_local(s, "c", "k1", "fn-c"), HD_OK);
+  assert_int_equal(put_local(s, "a", "k2", "fn-a"), HD_OK);
+  assert_int_equal(put_local(s, "b", "k1", "fn-b"), HD_OK);
+  recs *rs = load_all(s);
+  assert_int_equal(rs->n, 3);
+  assert_local(&rs->r[0], "c", "k1", "fn-c");
+  assert_local(&rs->r[1], "a", "k2", "fn-a");
+  assert_local(&rs->r[2], "b", "k1", "fn-b");
+  free(rs);
+  hd_store_close(s);
+}
+
+static void test_load_of_new_store_calls_nothing(void **state) {
+  conf *c = *state;
+  hd_store *s = conf_open(c);
+  recs *rs = load_all(s);
+  assert_int_equal(rs->n, 0);
+  free(rs);
+  hd_store_close(s);
+}
+
+static void test_put_same_id_updates_in_place_keeping_order(void **state) {
+  conf *c = *state;
+  hd_store *s = conf_open(c);
+
+  assert_int_equal(put_local(s, "a", "k", "old-a"), HD_OK);
+  assert_int_equal(put_local(s, "b", "k", "fn-b"), HD_OK);
+  assert_int_equal(put_local(s, "a", "k2", "new-a"), HD_OK);
+  recs *rs = load_all(s);
+  assert_int_equal(rs->n, 2);
+  assert_local(&rs->r[0], "a", "k2", "new-a");
+  assert_local(&rs->r[1], "b", "k", "fn-b");
+  free(rs);
+  hd_store_close(s);
+}
+
+/* Every field of every shape comes back as it went in, after a reopen
+ * too: a webhook with all its settings and an event filter, routes mixing
+ * kinds (order kept, one asking for a new secret), empty strings (not
+ * NULL), non-ASCII and not-UTF-8 bytes saved by older releases. */
+static void test_every_field_round_trips(void **state) {
+  conf *c = *state;
+  hd_store *s = conf_open(c);
+  hd_registration full = reg_full_webhook("k-full");
+  hd_registration stream = reg_stream("k-stream");
+  hd_registration odd = reg_local("k-\xff\xfe-not-utf8", "");
+  hd_registration empty_key = reg_local("", "echo");
+  const char *no_events[] = {""};
+  odd.events = no_events;
+  odd.n_events = 1;
+
+  assert_int_equal(hd_store_put_registration(s, "full", &full, NULL, 0), HD_OK);
+  assert_int_equal(hd_store_put_registration(s, "stream", &stream, NULL, 0),
+                   HD_OK);
+  assert_int_equal(hd_store_put_registration(s, "odd", &odd, NULL, 0), HD_OK);
+  assert_int_equal(hd_store_put_registration(s, "empty", &empty_key, NULL, 0),
+                   HD_OK);
+  for (int round = 0; round < 2; round++) {
+    recs *rs = load_all(s);
+    assert_int_equal(rs->n, 4);
+    assert_rec(&rs->r[0], "full", &full);
+    assert_rec(&rs->r[1], "stream", &stream);
+    assert_rec(&rs->r[2], "odd", &odd);
+    assert_rec(&rs->r[3], "empty", &empty_key);
+    free(rs);
+    hd_store_close(s);
+    s = conf_open(c);
+  }
+  hd_store_close(s);
+}
+
+/* What load hands over is the store's own copy: a caller's buffers may be
+ * gone by then, and changing them after put changes nothing stored. */
+static void test_put_copies_the_registration(void **state) {
+  conf *c = *state;
+  hd_store *s = conf_open(c);
+  char key[16] = "key", fn[16] = "fn";
+  hd_registration r = reg_local(key, fn);
+
+  assert_int_equal(hd_store_put_registration(s, "a", &r, NULL, 0), HD_OK);
+  memcpy(key, "XXX", 4);
+  memcpy(fn, "YY", 3);
+  recs *rs = load_all(s);
+  assert_int_equal(rs->n, 1);
+  assert_local(&rs->r[0], "a", "key", "fn");
+  free(rs);
+  hd_store_close(s);
+}
+
+static void test_del_removes_only_that_record(void **state) {
+  conf *c = *state;
+  hd_store *s = conf_open(c);
+
+  assert_int_equal(put_local(s, "a", "k", "fn-a"), HD_OK);
+  assert_int_equal(put_local(s, "b", "k", "fn-b"), HD_OK);
+  assert_int_equal(put_local(s, "c", "k", "fn-c"), HD_OK);
+  assert_int_equal(hd_store_del(s, "b", NULL, 0), HD_OK);
+  recs *rs = load_all(s);
+  assert_int_equal(rs->n, 2);
+  assert_local(&rs->r[0], "a", "k", "fn-a");
+  assert_local(&rs->r[1], "c", "k", "fn-c");
+  free(rs);
+  /* Deleted means gone: a second delete finds nothing. */
+  assert_int_equal(hd_store_del(s, "b", NULL, 0), HD_ENOTFOUND);
+  hd_store_close(s);
+}
+
+static void test_del_unknown_id_returns_enotfound(void **state) {
+  conf *c = *state;
+  hd_store *s = conf_open(c);
+
+  assert_int_equal(hd_store_del(s, "nope", NULL, 0), HD_ENOTFOUND);
+  assert_int_equal(put_local(s, "a", "k", "fn-a"), HD_OK);
+  assert_int_equal(hd_store_del(s, "nope", NULL, 0), HD_ENOTFOUND);
+  recs *rs = load_all(s);
+  assert_int_equal(rs->n, 1);
+  free(rs);
+  hd_store_close(s);
+}
+
+static void test_reopen_keeps_records_and_order(void **state) {
+  conf *c = *state;
+  hd_store *s = conf_open(c);
+
+  assert_int_equal(put_local(s, "x", "k1", "fn-x"), HD_OK);
+  assert_int_equal(put_local(s, "y", "k2", "fn-y"), HD_OK);
+  assert_int_equal(put_local(s, "z", "k3", "fn-z"), HD_OK);
+  assert_int_equal(hd_store_del(s, "y", NULL, 0), HD_OK);
+  hd_store_close(s);
+
+  s = conf_open(c);
+  recs *rs = load_all(s);
+  assert_int_equal(rs->n, 2);
+  assert_local(&rs->r[0], "x", "k1", "fn-x");
+  assert_local(&rs->r[1], "z", "k3", "fn-z");
+  free(rs);
+  /* A record put after reopening still goes last, and a deleted id put
+   * again is new: it goes last too. */
+  assert_int_equal(put_local(s, "w", "k4", "fn-w"), HD_OK);
+  assert_int_equal(put_local(s, "y", "k2", "fn-y2"), HD_OK);
+  rs = load_all(s);
+  assert_int_equal(rs->n, 4);
+  assert_string_equal(rs->r[2].id, "w");
+  assert_local(&rs->r[3], "y", "k2", "fn-y2");
+  free(rs);
+  hd_store_close(s);
+}
+
+static hd_err stop_at_second(const char *id, const hd_registration *reg,
+                             void *ud) {
+  int *calls = ud;
+  (void)id, (void)reg;
+  return ++*calls == 2 ? HD_EHANDLER : HD_OK;
+}
+
+static void test_load_stops_at_first_callback_error(void **state) {
+  conf *c = *state;
+  hd_store *s = conf_open(c);
+  int calls = 0;
+  char msg[64] = "untouched";
+
+  assert_int_equal(put_local(s, "a", "k", "1"), HD_OK);
+  assert_int_equal(put_local(s, "b", "k", "2"), HD_OK);
+  assert_int_equal(put_local(s, "c", "k", "3"), HD_OK);
+  assert_int_equal(
+      hd_store_load_registrations(s, stop_at_second, &calls, msg, sizeof(msg)),
+      HD_EHANDLER);
+  assert_int_equal(calls, 2);
+  /* fn says why, not the store. */
+  assert_string_equal(msg, "");
+  /* The store is still usable after an interrupted load. */
+  recs *rs = load_all(s);
+  assert_int_equal(rs->n, 3);
+  free(rs);
+  hd_store_close(s);
+}
+
+static hd_err delete_each(const char *id, const hd_registration *reg,
+                          void *ud) {
+  (void)reg;
+  return hd_store_del(ud, id, NULL, 0);
+}
+
+static void test_load_callback_may_change_the_store(void **state) {
+  conf *c = *state;
+  hd_store *s = conf_open(c);
+
+  assert_int_equal(put_local(s, "a", "k", "1"), HD_OK);
+  assert_int_equal(put_local(s, "b", "k", "2"), HD_OK);
+  assert_int_equal(hd_store_load_registrations(s, delete_each, s, NULL, 0),
+                   HD_OK);
+  recs *rs = load_all(s);
+  assert_int_equal(rs->n, 0);
+  free(rs);
+  hd_store_close(s);
+}
+
+static void test_wrappers_reject_null_and_close_null_is_noop(void **state) {
+  conf *c = *state;
+  hd_store *s = conf_open(c);
+  hd_registration r = reg_local("k", "fn");
+  hd_registration no_key = reg_local(NULL, "fn");
+
+  assert_int_equal(hd_store_put_registration(NULL, "a", &r, NULL, 0),
+                   HD_EINVAL);
+  assert_int_equal(hd_store_put_registration(s, NULL, &r, NULL, 0), HD_EINVAL);
+  assert_int_equal(hd_store_put_registration(s, "a", NULL, NULL, 0), HD_EINVAL);
+  assert_int_equal(hd_store_put_registration(s, "a", &no_key, NULL, 0),
+                   HD_EINVAL);
+  assert_int_equal(hd_store_del(NULL, "a", NULL, 0), HD_EINVAL);
+  assert_int_equal(hd_store_del(s, NULL, NULL, 0), HD_EINVAL);
+  assert_int_equal(hd_store_load_registrations(s, NULL, NULL, NULL, 0),
+                   HD_EINVAL);
+  assert_int_equal(hd_store_load_registrations(NULL, collect, NULL, NULL, 0),
+                   HD_EINVAL);
+  hd_store_close(NULL);
+  hd_store_close(s);
+}
+
+/* A registration the record cannot hold (a NULL where a string must be,
+ * a kind that does not exist) is refused with a message and changes
+ * nothing, not stored as something else. */
+static void test_put_refuses_an_unstorable_registration(void **state) {
+  conf *c = *state;
+  hd_store *s = conf_open(c);
+  char msg[512] = "";
+  hd_registration bad[4];
+  const char *null_event[] = {NULL};
+
+  bad[0] = reg_local("k", NULL);
+  bad[1] = reg_full_webhook("k");
+  bad[1].target.webhook.url = NULL;
+  bad[2] = reg_local("k", "fn");
+  bad[2].events = null_event;
+  bad[2].n_events = 1;
+  bad[3] = reg_local("k", "fn");
+  bad[3].target.kind = (hd_target_kind)99;
+  assert_int_equal(put_local(s, "a", "k", "fn-a"), HD_OK);
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    msg[0] = '\0';
+    assert_int_equal(
+        hd_store_put_registration(s, "a", &bad[i], msg, sizeof(msg)),
+        HD_EINVAL);
+    assert_true(msg[0] != '\0');
+  }
+  recs *rs = load_all(s);
+  assert_int_equal(rs->n, 1);
+  assert_local(&rs->r[0], "a", "k", "fn-a");
+  free(rs);
+  hd_store_close(s);
+}
+
+/* ---- conformance: durability, SIGKILL a writer at a random moment -------- */
+
+#define DUR_RECORDS 400
+#define DUR_ROUNDS 5
+
+static void dur_fill(int i, char *id, size_t idn, char *key, size_t keyn,
+                     char *fn, size_t fnn) {
+  snprintf(id, idn, "id-%05d", i);
+  snprintf(key, keyn, "key-%d", i % 7);
+  snprintf(fn, fnn, "function %d payload %08x", i, (unsigned)i * 2654435761u);
+}
+
+/* The child: puts records 0..DUR_RECORDS-1, acknowledging each on `wfd`
+ * only after put returned. Never returns. */
+static void dur_child(conf *c, int round, int wfd) {
+  char msg[512], id[32], key[32], fn[64];
+  hd_store *s = c->b->open(c->env, round, msg, sizeof(msg));
+
+  if (!s)
+    _exit(2);
+  for (uint32_t i = 0; i < DUR_RECORDS; i++) {
+    dur_fill((int)i, id, sizeof(id), key, sizeof(key), fn, sizeof(fn));
+    if (put_local(s, id, key, fn) != HD_OK)
+      _exit(3);
+    if (write(wfd, &i, sizeof(i)) != (ssize_t)sizeof(i))
+      _exit(4);
+  }
+  hd_store_close(s);
+  _exit(0);
+}
+
+/* Reads one ack; 0 at end of file. */
+static int read_ack(int fd, uint32_t *out) {
+  size_t got = 0;
+  while (got < sizeof(*out)) {
+    ssize_t n = read(fd, (char *)out + got, sizeof(*out) - got);
+    if (n < 0 && errno == EINTR)
+      continue;
+    assert_true(n >= 0);
+    if (n == 0) {
+      assert_int_equal(got, 0); /* no torn ack */
+      return 0;
+    }
+    got += (size_t)n;
+  }
+  return 1;
+}
+
+static void dur_round(conf *c, int round, unsigned *seed) {
+  int p[2];
+  uint32_t idx;
+  size_t acked = 0;
+  int status;
+  char id[32], key[32], fn[64];
+
+  assert_int_equal(pipe(p), 0);
+  fflush(NULL);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    close(p[0]);
+    dur_child(c, round, p[1]);
+  }
+  close(p[1]);
+
+  /* Kill after a random number of acks plus a random delay, so the kill
+   * lands anywhere in a put, including mid-commit. */
+  size_t kill_after = 1 + (size_t)rand_r(seed) % (DUR_RECORDS / 2);
+  while (acked < kill_after && read_ack(p[0], &idx)) {
+    assert_int_equal(idx, acked);
+    acked++;
+  }
+  usleep((useconds_t)(rand_r(seed) % 3000));
+  kill(pid, SIGKILL);
+  while (read_ack(p[0], &idx)) {
+    assert_int_equal(idx, acked);
+    acked++;
+  }
+  close(p[0]);
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  /* Killed, or finished cleanly before the kill; never failed. */
+  if (!(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) &&
+      !(WIFEXITED(status) && WEXITSTATUS(status) == 0))
+    fail_msg("writer child failed: status 0x%x", (unsigned)status);
+
+  hd_store *s = open_round(c, round);
+  recs *rs = load_all(s);
+  /* Every acknowledged record, in order; at most one more (the put that
+   * committed but was killed before its ack). */
+  if (rs->n < acked || rs->n > acked + 1 || rs->n > DUR_RECORDS)
+    fail_msg("%zu records acknowledged, %zu loaded", acked, rs->n);
+  print_message("  %zu acknowledged, %zu loaded, writer %s\n", acked, rs->n,
+                WIFSIGNALED(status) ? "killed" : "finished");
+  for (size_t i = 0; i < rs->n; i++) {
+    dur_fill((int)i, id, sizeof(id), key, sizeof(key), fn, sizeof(fn));
+    assert_local(&rs->r[i], id, key, fn);
+  }
+  free(rs);
+  /* And the store still takes writes. */
+  assert_int_equal(put_local(s, "after", "k", "x"), HD_OK);
+  hd_store_close(s);
+}
+
+static void test_acknowledged_puts_survive_sigkill(void **state) {
+  conf *c = *state;
+  const char *env = getenv("HD_TEST_SEED");
+  unsigned seed = env ? (unsigned)strtoul(env, NULL, 10)
+                      : (unsigned)time(NULL) ^ (unsigned)getpid();
+
+  print_message("durability seed %u (set HD_TEST_SEED to repeat)\n", seed);
+  for (int r = 1; r <= DUR_ROUNDS; r++)
+    dur_round(c, r, &seed);
+}
+
+/* ======== SQLite's own cases ============================================= */
+
+static int setup(void **state) {
+  return sqlite_setup(state);
+}
+
+static int teardown(void **state) {
+  sqlite_teardown(*state);
   return 0;
 }
 
@@ -73,217 +585,6 @@ static hd_store *open_store(const char *dir) {
   assert_int_equal(err, HD_OK);
   assert_non_null(s);
   return s;
-}
-
-/* ---- collecting what load returns ---------------------------------------- */
-
-typedef struct rec {
-  char id[64];
-  char key[64];
-  unsigned char req[256];
-  size_t len;
-} rec;
-
-typedef struct recs {
-  rec r[1024];
-  size_t n;
-} recs;
-
-static hd_err collect(const char *id, const char *key, const void *req,
-                      size_t len, void *ud) {
-  recs *rs = ud;
-  assert_non_null(id);
-  assert_non_null(key);
-  assert_non_null(req);
-  assert_true(rs->n < sizeof(rs->r) / sizeof(rs->r[0]));
-  assert_true(len <= sizeof(rs->r[0].req));
-  rec *r = &rs->r[rs->n++];
-  snprintf(r->id, sizeof(r->id), "%s", id);
-  snprintf(r->key, sizeof(r->key), "%s", key);
-  memcpy(r->req, req, len);
-  r->len = len;
-  return HD_OK;
-}
-
-static recs *load_all(hd_store *s) {
-  recs *rs = calloc(1, sizeof(*rs));
-  assert_non_null(rs);
-  assert_int_equal(hd_store_load(s, collect, rs, NULL, 0), HD_OK);
-  return rs;
-}
-
-static void assert_rec(const rec *r, const char *id, const char *key,
-                       const char *req) {
-  assert_string_equal(r->id, id);
-  assert_string_equal(r->key, key);
-  assert_int_equal(r->len, strlen(req));
-  assert_memory_equal(r->req, req, r->len);
-}
-
-static hd_err put_str(hd_store *s, const char *id, const char *key,
-                      const char *req) {
-  return hd_store_put(s, id, key, req, strlen(req), NULL, 0);
-}
-
-/* ---- behaviour ----------------------------------------------------------- */
-
-static void test_store_load_returns_records_in_put_order(void **state) {
-  fixture *f = *state;
-  hd_store *s = open_store(f->dir);
-
-  assert_int_equal(put_str(s, "c", "k1", "req-c"), HD_OK);
-  assert_int_equal(put_str(s, "a", "k2", "req-a"), HD_OK);
-  assert_int_equal(put_str(s, "b", "k1", "req-b"), HD_OK);
-  recs *rs = load_all(s);
-  assert_int_equal(rs->n, 3);
-  assert_rec(&rs->r[0], "c", "k1", "req-c");
-  assert_rec(&rs->r[1], "a", "k2", "req-a");
-  assert_rec(&rs->r[2], "b", "k1", "req-b");
-  free(rs);
-  hd_store_close(s);
-}
-
-static void test_store_load_of_new_store_calls_nothing(void **state) {
-  fixture *f = *state;
-  hd_store *s = open_store(f->dir);
-  recs *rs = load_all(s);
-  assert_int_equal(rs->n, 0);
-  free(rs);
-  hd_store_close(s);
-}
-
-static void
-test_store_put_same_id_updates_in_place_keeping_order(void **state) {
-  fixture *f = *state;
-  hd_store *s = open_store(f->dir);
-
-  assert_int_equal(put_str(s, "a", "k", "old-a"), HD_OK);
-  assert_int_equal(put_str(s, "b", "k", "req-b"), HD_OK);
-  assert_int_equal(put_str(s, "a", "k2", "new-a"), HD_OK);
-  recs *rs = load_all(s);
-  assert_int_equal(rs->n, 2);
-  assert_rec(&rs->r[0], "a", "k2", "new-a");
-  assert_rec(&rs->r[1], "b", "k", "req-b");
-  free(rs);
-  hd_store_close(s);
-}
-
-static void test_store_binary_and_empty_requests_round_trip(void **state) {
-  fixture *f = *state;
-  hd_store *s = open_store(f->dir);
-  const unsigned char bin[] = {0x00, 0xff, 0x00, 0x10, 0x80, 0x00};
-
-  assert_int_equal(hd_store_put(s, "bin", "k", bin, sizeof(bin), NULL, 0),
-                   HD_OK);
-  assert_int_equal(hd_store_put(s, "empty", "k", NULL, 0, NULL, 0), HD_OK);
-  recs *rs = load_all(s);
-  assert_int_equal(rs->n, 2);
-  assert_int_equal(rs->r[0].len, sizeof(bin));
-  assert_memory_equal(rs->r[0].req, bin, sizeof(bin));
-  assert_string_equal(rs->r[1].id, "empty");
-  assert_int_equal(rs->r[1].len, 0);
-  free(rs);
-  hd_store_close(s);
-}
-
-static void test_store_del_removes_only_that_record(void **state) {
-  fixture *f = *state;
-  hd_store *s = open_store(f->dir);
-
-  assert_int_equal(put_str(s, "a", "k", "req-a"), HD_OK);
-  assert_int_equal(put_str(s, "b", "k", "req-b"), HD_OK);
-  assert_int_equal(put_str(s, "c", "k", "req-c"), HD_OK);
-  assert_int_equal(hd_store_del(s, "b", NULL, 0), HD_OK);
-  recs *rs = load_all(s);
-  assert_int_equal(rs->n, 2);
-  assert_rec(&rs->r[0], "a", "k", "req-a");
-  assert_rec(&rs->r[1], "c", "k", "req-c");
-  free(rs);
-  /* Deleted means gone: a second delete finds nothing. */
-  assert_int_equal(hd_store_del(s, "b", NULL, 0), HD_ENOTFOUND);
-  hd_store_close(s);
-}
-
-static void test_store_del_unknown_id_returns_enotfound(void **state) {
-  fixture *f = *state;
-  hd_store *s = open_store(f->dir);
-
-  assert_int_equal(hd_store_del(s, "nope", NULL, 0), HD_ENOTFOUND);
-  assert_int_equal(put_str(s, "a", "k", "req-a"), HD_OK);
-  assert_int_equal(hd_store_del(s, "nope", NULL, 0), HD_ENOTFOUND);
-  recs *rs = load_all(s);
-  assert_int_equal(rs->n, 1);
-  free(rs);
-  hd_store_close(s);
-}
-
-static void test_store_reopen_keeps_records_and_order(void **state) {
-  fixture *f = *state;
-  hd_store *s = open_store(f->dir);
-
-  assert_int_equal(put_str(s, "x", "k1", "req-x"), HD_OK);
-  assert_int_equal(put_str(s, "y", "k2", "req-y"), HD_OK);
-  assert_int_equal(put_str(s, "z", "k3", "req-z"), HD_OK);
-  assert_int_equal(hd_store_del(s, "y", NULL, 0), HD_OK);
-  hd_store_close(s);
-
-  s = open_store(f->dir);
-  recs *rs = load_all(s);
-  assert_int_equal(rs->n, 2);
-  assert_rec(&rs->r[0], "x", "k1", "req-x");
-  assert_rec(&rs->r[1], "z", "k3", "req-z");
-  free(rs);
-  /* A record put after reopening still goes last. */
-  assert_int_equal(put_str(s, "w", "k4", "req-w"), HD_OK);
-  rs = load_all(s);
-  assert_int_equal(rs->n, 3);
-  assert_string_equal(rs->r[2].id, "w");
-  free(rs);
-  hd_store_close(s);
-}
-
-static hd_err stop_at_second(const char *id, const char *key, const void *req,
-                             size_t len, void *ud) {
-  int *calls = ud;
-  (void)id, (void)key, (void)req, (void)len;
-  return ++*calls == 2 ? HD_EHANDLER : HD_OK;
-}
-
-static void test_store_load_stops_at_first_callback_error(void **state) {
-  fixture *f = *state;
-  hd_store *s = open_store(f->dir);
-  int calls = 0;
-
-  assert_int_equal(put_str(s, "a", "k", "1"), HD_OK);
-  assert_int_equal(put_str(s, "b", "k", "2"), HD_OK);
-  assert_int_equal(put_str(s, "c", "k", "3"), HD_OK);
-  assert_int_equal(hd_store_load(s, stop_at_second, &calls, NULL, 0),
-                   HD_EHANDLER);
-  assert_int_equal(calls, 2);
-  /* The store is still usable after an interrupted load. */
-  recs *rs = load_all(s);
-  assert_int_equal(rs->n, 3);
-  free(rs);
-  hd_store_close(s);
-}
-
-static hd_err delete_each(const char *id, const char *key, const void *req,
-                          size_t len, void *ud) {
-  (void)key, (void)req, (void)len;
-  return hd_store_del(ud, id, NULL, 0);
-}
-
-static void test_store_load_callback_may_change_the_store(void **state) {
-  fixture *f = *state;
-  hd_store *s = open_store(f->dir);
-
-  assert_int_equal(put_str(s, "a", "k", "1"), HD_OK);
-  assert_int_equal(put_str(s, "b", "k", "2"), HD_OK);
-  assert_int_equal(hd_store_load(s, delete_each, s, NULL, 0), HD_OK);
-  recs *rs = load_all(s);
-  assert_int_equal(rs->n, 0);
-  free(rs);
-  hd_store_close(s);
 }
 
 static void assert_mode(const char *path, mode_t want) {
@@ -302,7 +603,7 @@ static void test_store_creates_dir_0700_and_db_files_0600(void **state) {
   /* With a permissive umask the store must still restrict the modes. */
   mode_t old = umask(0);
   hd_store *s = open_store(f->dir);
-  assert_int_equal(put_str(s, "a", "k", "secret"), HD_OK);
+  assert_int_equal(put_local(s, "a", "k", "secret"), HD_OK);
   umask(old);
 
   assert_mode(f->dir, 0700);
@@ -325,7 +626,7 @@ static void test_store_restricts_mode_of_existing_db_file(void **state) {
   hd_store_close(s);
 }
 
-static void test_store_db_uses_wal_and_schema_version_1(void **state) {
+static void test_store_db_uses_wal_and_schema_version_2(void **state) {
   fixture *f = *state;
   hd_store *s = open_store(f->dir);
   sqlite3 *db = NULL;
@@ -341,7 +642,7 @@ static void test_store_db_uses_wal_and_schema_version_1(void **state) {
   assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL),
                    SQLITE_OK);
   assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-  assert_int_equal(sqlite3_column_int(st, 0), 1);
+  assert_int_equal(sqlite3_column_int(st, 0), 2);
   sqlite3_finalize(st);
   sqlite3_close(db);
   hd_store_close(s);
@@ -398,7 +699,7 @@ static void test_store_connection_is_synchronous_full(void **state) {
     hd_store *s = open_store_catching(f->dir, &db);
     assert_int_equal(pragma_int(db, "PRAGMA synchronous"), 2);
     assert_int_equal(pragma_int(db, "PRAGMA secure_delete"), 1);
-    assert_int_equal(put_str(s, round ? "b" : "a", "k", "req"), HD_OK);
+    assert_int_equal(put_local(s, round ? "b" : "a", "k", "req"), HD_OK);
     assert_int_equal(pragma_int(db, "PRAGMA synchronous"), 2);
     sqlite3_stmt *st = NULL;
     assert_int_equal(
@@ -417,7 +718,7 @@ static void test_store_refuses_newer_schema_version(void **state) {
   sqlite3 *db = NULL;
   char msg[512] = "";
 
-  assert_int_equal(put_str(s, "a", "k", "req-a"), HD_OK);
+  assert_int_equal(put_local(s, "a", "k", "req-a"), HD_OK);
   hd_store_close(s);
   assert_int_equal(sqlite3_open(f->db, &db), SQLITE_OK);
   assert_int_equal(
@@ -430,7 +731,7 @@ static void test_store_refuses_newer_schema_version(void **state) {
   assert_null(s);
   assert_string_equal(
       msg,
-      "database schema version 99 is newer than this handlerd supports (1)");
+      "database schema version 99 is newer than this handlerd supports (2)");
 }
 
 static void test_store_refuses_garbage_db_file_with_eio(void **state) {
@@ -477,7 +778,7 @@ test_store_refuses_a_corrupt_database_and_leaves_it_alone(void **state) {
   req[sizeof(req) - 1] = '\0';
   for (int i = 0; i < 60; i++) {
     snprintf(id, sizeof(id), "id-%d", i);
-    assert_int_equal(put_str(s, id, "k", req), HD_OK);
+    assert_int_equal(put_local(s, id, "k", req), HD_OK);
   }
   hd_store_close(s);
 
@@ -518,17 +819,19 @@ static void test_store_write_error_names_the_file_and_the_cause(void **state) {
   struct rlimit old, low;
   char msg[512] = "";
   size_t big_len = 512 * 1024;
-  char *big = malloc(big_len);
+  char *big = malloc(big_len + 1);
+  hd_registration big_reg = reg_local("k", big);
 
   assert_non_null(big);
   memset(big, 'b', big_len);
-  assert_int_equal(put_str(s, "a", "k", "req-a"), HD_OK);
+  big[big_len] = '\0';
+  assert_int_equal(put_local(s, "a", "k", "req-a"), HD_OK);
   assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
   low = old;
   low.rlim_cur = 128 * 1024;
   void (*prev)(int) = signal(SIGXFSZ, SIG_IGN);
   assert_int_equal(setrlimit(RLIMIT_FSIZE, &low), 0);
-  hd_err err = hd_store_put(s, "big", "k", big, big_len, msg, sizeof(msg));
+  hd_err err = hd_store_put_registration(s, "big", &big_reg, msg, sizeof(msg));
   assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
   signal(SIGXFSZ, prev);
 
@@ -543,9 +846,9 @@ static void test_store_write_error_names_the_file_and_the_cause(void **state) {
   assert_int_equal(rs->n, 1);
   free(rs);
   /* Room again: the same put works, no reopening. */
-  assert_int_equal(hd_store_put(s, "big", "k", big, big_len, msg, sizeof(msg)),
-                   HD_OK);
-  assert_int_equal(put_str(s, "c", "k", "req-c"), HD_OK);
+  assert_int_equal(
+      hd_store_put_registration(s, "big", &big_reg, msg, sizeof(msg)), HD_OK);
+  assert_int_equal(put_local(s, "c", "k", "req-c"), HD_OK);
   hd_store_close(s);
   free(big);
 
@@ -553,8 +856,8 @@ static void test_store_write_error_names_the_file_and_the_cause(void **state) {
   assert_int_equal(hd_store_del(s, "big", msg, sizeof(msg)), HD_OK);
   rs = load_all(s);
   assert_int_equal(rs->n, 2);
-  assert_rec(&rs->r[0], "a", "k", "req-a");
-  assert_rec(&rs->r[1], "c", "k", "req-c");
+  assert_local(&rs->r[0], "a", "k", "req-a");
+  assert_local(&rs->r[1], "c", "k", "req-c");
   free(rs);
   hd_store_close(s);
 }
@@ -585,167 +888,149 @@ static void test_store_open_fails_when_path_is_a_file(void **state) {
   unlink(f->dir);
 }
 
-static void
-test_store_wrappers_reject_null_and_close_null_is_noop(void **state) {
+/* Writes `len` bytes as the record of row `id` behind the store's back. */
+static void poke_record(const char *db_path, const char *id, const void *rec,
+                        size_t len) {
+  sqlite3 *db = NULL;
+  sqlite3_stmt *st = NULL;
+  assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
+  assert_int_equal(sqlite3_prepare_v2(
+                       db, "UPDATE registrations SET record = ?1 WHERE id = ?2",
+                       -1, &st, NULL),
+                   SQLITE_OK);
+  sqlite3_bind_blob(st, 1, rec, (int)len, SQLITE_STATIC);
+  sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
+  assert_int_equal(sqlite3_step(st), SQLITE_DONE);
+  assert_int_equal(sqlite3_changes(db), 1);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+}
+
+/* A record that is not one (damaged, or written by something else) and a
+ * record of a newer format (a newer handlerd's) both stop the load with
+ * HD_EIO and a message naming the file and the handler: restoring them as
+ * something else would change what was registered. */
+static void test_store_refuses_records_it_cannot_read(void **state) {
+  fixture *f = *state;
+  static const uint8_t junk[] = {0xff, 0xff, 0xff, 0xff, 0x0f};
+  /* Registration{version: 2, key: "k"} */
+  static const uint8_t newer[] = {0x08, 0x02, 0x12, 0x01, 'k'};
+  /* Registration{version: 1, key: "a\0b"} */
+  static const uint8_t nul[] = {0x08, 0x01, 0x12, 0x03, 'a', 0, 'b'};
+  const struct {
+    const uint8_t *rec;
+    size_t len;
+    const char *says;
+  } cases[] = {{junk, sizeof(junk), "not a handlerd.store.v1.Registration"},
+               {newer, sizeof(newer), "record format version 2"},
+               {nul, sizeof(nul), "NUL"}};
+
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    char msg[512] = "";
+    hd_store *s = open_store(f->dir);
+    assert_int_equal(put_local(s, "h-1", "k", "fn"), HD_OK);
+    assert_int_equal(put_local(s, "h-2", "k", "fn"), HD_OK);
+    poke_record(f->db, "h-2", cases[i].rec, cases[i].len);
+    recs *rs = calloc(1, sizeof(*rs));
+    assert_non_null(rs);
+    assert_int_equal(
+        hd_store_load_registrations(s, collect, rs, msg, sizeof(msg)), HD_EIO);
+    print_message("  %s\n", msg);
+    assert_non_null(strstr(msg, f->db));
+    assert_non_null(strstr(msg, "handler h-2"));
+    assert_non_null(strstr(msg, cases[i].says));
+    free(rs);
+    hd_store_close(s);
+    remove_store_dir(f->dir);
+  }
+}
+
+/* The key column is there for people and queries (sqlite3 handlerd.db);
+ * it follows the record's key, also when a put replaces it. */
+static void test_store_key_column_follows_the_record(void **state) {
   fixture *f = *state;
   hd_store *s = open_store(f->dir);
+  sqlite3 *db = NULL;
+  sqlite3_stmt *st = NULL;
 
-  assert_int_equal(hd_store_put(NULL, "a", "k", "x", 1, NULL, 0), HD_EINVAL);
-  assert_int_equal(hd_store_put(s, NULL, "k", "x", 1, NULL, 0), HD_EINVAL);
-  assert_int_equal(hd_store_put(s, "a", NULL, "x", 1, NULL, 0), HD_EINVAL);
-  assert_int_equal(hd_store_put(s, "a", "k", NULL, 1, NULL, 0), HD_EINVAL);
-  assert_int_equal(hd_store_del(NULL, "a", NULL, 0), HD_EINVAL);
-  assert_int_equal(hd_store_del(s, NULL, NULL, 0), HD_EINVAL);
-  assert_int_equal(hd_store_load(s, NULL, NULL, NULL, 0), HD_EINVAL);
-  hd_store *other = (hd_store *)1;
-  assert_int_equal(hd_store_sqlite_open(NULL, &other, NULL, 0), HD_EINVAL);
-  assert_null(other);
-  hd_store_close(NULL);
+  assert_int_equal(put_local(s, "a", "old", "fn"), HD_OK);
+  assert_int_equal(put_local(s, "a", "new", "fn"), HD_OK);
+  assert_int_equal(sqlite3_open_v2(f->db, &db, SQLITE_OPEN_READONLY, NULL),
+                   SQLITE_OK);
+  assert_int_equal(sqlite3_prepare_v2(db,
+                                      "SELECT key FROM registrations"
+                                      " WHERE id = 'a'",
+                                      -1, &st, NULL),
+                   SQLITE_OK);
+  assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+  assert_string_equal((const char *)sqlite3_column_text(st, 0), "new");
+  sqlite3_finalize(st);
+  sqlite3_close(db);
   hd_store_close(s);
 }
 
-/* ---- durability: SIGKILL a writer at a random moment --------------------- */
+/* ---- main: the conformance cases once per backend, then SQLite's -------- */
 
-#define DUR_RECORDS 400
-#define DUR_ROUNDS 5
+typedef struct conf_case {
+  const char *name;
+  CMUnitTestFunction fn;
+} conf_case;
 
-static void dur_fill(int i, char *id, size_t idn, char *key, size_t keyn,
-                     char *req, size_t reqn) {
-  snprintf(id, idn, "id-%05d", i);
-  snprintf(key, keyn, "key-%d", i % 7);
-  snprintf(req, reqn, "request %d payload %08x", i, (unsigned)i * 2654435761u);
-}
+static const conf_case conformance[] = {
+#define C(fn)                                                                  \
+  { #fn, fn }
+    C(test_load_returns_records_in_put_order),
+    C(test_load_of_new_store_calls_nothing),
+    C(test_put_same_id_updates_in_place_keeping_order),
+    C(test_every_field_round_trips),
+    C(test_put_copies_the_registration),
+    C(test_del_removes_only_that_record),
+    C(test_del_unknown_id_returns_enotfound),
+    C(test_reopen_keeps_records_and_order),
+    C(test_load_stops_at_first_callback_error),
+    C(test_load_callback_may_change_the_store),
+    C(test_wrappers_reject_null_and_close_null_is_noop),
+    C(test_put_refuses_an_unstorable_registration),
+    C(test_acknowledged_puts_survive_sigkill),
+#undef C
+};
 
-/* The child: puts records 0..DUR_RECORDS-1, acknowledging each on `wfd`
- * only after put returned. Never returns. */
-static void dur_child(const char *dir, int wfd) {
-  hd_store *s = NULL;
-  char msg[512], id[32], key[32], req[64];
-
-  if (hd_store_sqlite_open(dir, &s, msg, sizeof(msg)) != HD_OK)
-    _exit(2);
-  for (uint32_t i = 0; i < DUR_RECORDS; i++) {
-    dur_fill((int)i, id, sizeof(id), key, sizeof(key), req, sizeof(req));
-    if (put_str(s, id, key, req) != HD_OK)
-      _exit(3);
-    if (write(wfd, &i, sizeof(i)) != (ssize_t)sizeof(i))
-      _exit(4);
-  }
-  hd_store_close(s);
-  _exit(0);
-}
-
-/* Reads one ack; 0 at end of file. */
-static int read_ack(int fd, uint32_t *out) {
-  size_t got = 0;
-  while (got < sizeof(*out)) {
-    ssize_t n = read(fd, (char *)out + got, sizeof(*out) - got);
-    if (n < 0 && errno == EINTR)
-      continue;
-    assert_true(n >= 0);
-    if (n == 0) {
-      assert_int_equal(got, 0); /* no torn ack */
-      return 0;
-    }
-    got += (size_t)n;
-  }
-  return 1;
-}
-
-static void dur_round(const char *dir, unsigned *seed) {
-  int p[2];
-  uint32_t idx;
-  size_t acked = 0;
-  int status;
-  char id[32], key[32], req[64];
-
-  assert_int_equal(pipe(p), 0);
-  fflush(NULL);
-  pid_t pid = fork();
-  assert_true(pid >= 0);
-  if (pid == 0) {
-    close(p[0]);
-    dur_child(dir, p[1]);
-  }
-  close(p[1]);
-
-  /* Kill after a random number of acks plus a random delay, so the kill
-   * lands anywhere in a put, including mid-commit. */
-  size_t kill_after = 1 + (size_t)rand_r(seed) % (DUR_RECORDS / 2);
-  while (acked < kill_after && read_ack(p[0], &idx)) {
-    assert_int_equal(idx, acked);
-    acked++;
-  }
-  usleep((useconds_t)(rand_r(seed) % 3000));
-  kill(pid, SIGKILL);
-  while (read_ack(p[0], &idx)) {
-    assert_int_equal(idx, acked);
-    acked++;
-  }
-  close(p[0]);
-  assert_int_equal(waitpid(pid, &status, 0), pid);
-  /* Killed, or finished cleanly before the kill; never failed. */
-  if (!(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) &&
-      !(WIFEXITED(status) && WEXITSTATUS(status) == 0))
-    fail_msg("writer child failed: status 0x%x", (unsigned)status);
-
-  hd_store *s = open_store(dir);
-  recs *rs = load_all(s);
-  /* Every acknowledged record, in order; at most one more (the put that
-   * committed but was killed before its ack). */
-  if (rs->n < acked || rs->n > acked + 1 || rs->n > DUR_RECORDS)
-    fail_msg("%zu records acknowledged, %zu loaded", acked, rs->n);
-  print_message("  %zu acknowledged, %zu loaded, writer %s\n", acked, rs->n,
-                WIFSIGNALED(status) ? "killed" : "finished");
-  for (size_t i = 0; i < rs->n; i++) {
-    dur_fill((int)i, id, sizeof(id), key, sizeof(key), req, sizeof(req));
-    assert_rec(&rs->r[i], id, key, req);
-  }
-  free(rs);
-  /* And the database still takes writes. */
-  assert_int_equal(put_str(s, "after", "k", "x"), HD_OK);
-  hd_store_close(s);
-}
-
-static void test_store_acknowledged_puts_survive_sigkill(void **state) {
-  fixture *f = *state;
-  char dir[160];
-  const char *env = getenv("HD_TEST_SEED");
-  unsigned seed = env ? (unsigned)strtoul(env, NULL, 10)
-                      : (unsigned)time(NULL) ^ (unsigned)getpid();
-
-  print_message("durability seed %u (set HD_TEST_SEED to repeat)\n", seed);
-  for (int r = 0; r < DUR_ROUNDS; r++) {
-    snprintf(dir, sizeof(dir), "%s/round%d", f->base, r);
-    dur_round(dir, &seed);
-  }
-}
+static const struct CMUnitTest sqlite_cases[] = {
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+    T(test_store_creates_dir_0700_and_db_files_0600),
+    T(test_store_restricts_mode_of_existing_db_file),
+    T(test_store_db_uses_wal_and_schema_version_2),
+    T(test_store_connection_is_synchronous_full),
+    T(test_store_refuses_newer_schema_version),
+    T(test_store_refuses_garbage_db_file_with_eio),
+    T(test_store_refuses_a_corrupt_database_and_leaves_it_alone),
+    T(test_store_write_error_names_the_file_and_the_cause),
+    T(test_store_open_fails_with_message_when_parent_missing),
+    T(test_store_open_fails_when_path_is_a_file),
+    T(test_store_refuses_records_it_cannot_read),
+    T(test_store_key_column_follows_the_record),
+#undef T
+};
 
 int main(void) {
-  const struct CMUnitTest tests[] = {
-#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
-      T(test_store_load_returns_records_in_put_order),
-      T(test_store_load_of_new_store_calls_nothing),
-      T(test_store_put_same_id_updates_in_place_keeping_order),
-      T(test_store_binary_and_empty_requests_round_trip),
-      T(test_store_del_removes_only_that_record),
-      T(test_store_del_unknown_id_returns_enotfound),
-      T(test_store_reopen_keeps_records_and_order),
-      T(test_store_load_stops_at_first_callback_error),
-      T(test_store_load_callback_may_change_the_store),
-      T(test_store_creates_dir_0700_and_db_files_0600),
-      T(test_store_restricts_mode_of_existing_db_file),
-      T(test_store_db_uses_wal_and_schema_version_1),
-      T(test_store_connection_is_synchronous_full),
-      T(test_store_refuses_newer_schema_version),
-      T(test_store_refuses_garbage_db_file_with_eio),
-      T(test_store_refuses_a_corrupt_database_and_leaves_it_alone),
-      T(test_store_write_error_names_the_file_and_the_cause),
-      T(test_store_open_fails_with_message_when_parent_missing),
-      T(test_store_open_fails_when_path_is_a_file),
-      T(test_store_wrappers_reject_null_and_close_null_is_noop),
-      T(test_store_acknowledged_puts_survive_sigkill),
-#undef T
+  enum {
+    N_BACKENDS = sizeof(backends) / sizeof(backends[0]),
+    N_CONF = sizeof(conformance) / sizeof(conformance[0]),
+    N_SQLITE = sizeof(sqlite_cases) / sizeof(sqlite_cases[0]),
   };
-  return cmocka_run_group_tests(tests, NULL, NULL);
+  static struct CMUnitTest tests[N_BACKENDS * N_CONF + N_SQLITE];
+  static char names[N_BACKENDS * N_CONF][128];
+  size_t n = 0;
+
+  for (size_t b = 0; b < N_BACKENDS; b++)
+    for (size_t i = 0; i < N_CONF; i++, n++) {
+      /* "sqlite: load_returns_records_in_put_order" */
+      snprintf(names[n], sizeof(names[n]), "%s: %s", backends[b].name,
+               conformance[i].name + strlen("test_"));
+      tests[n] = (struct CMUnitTest){names[n], conformance[i].fn, conf_setup,
+                                     conf_teardown, (void *)&backends[b]};
+    }
+  for (size_t i = 0; i < N_SQLITE; i++)
+    tests[n++] = sqlite_cases[i];
+  return _cmocka_run_group_tests("store", tests, n, NULL, NULL);
 }

@@ -23,6 +23,7 @@
 #include <cmocka.h>
 
 #include "handlerd/handlerd.h"
+#include "kinds.h"
 #include "webhook_kind.h"
 #include "webhook_sign.h"
 
@@ -315,15 +316,13 @@ static const hd_event *update_event(void) {
   return &ev;
 }
 
-static void webhook_init(Handlers__V1__Webhook *wh, const char *url) {
-  Handlers__V1__Webhook init = HANDLERS__V1__WEBHOOK__INIT;
-
-  *wh = init;
-  wh->url = (char *)url;
+static void webhook_init(hd_webhook_spec *wh, const char *url) {
+  memset(wh, 0, sizeof(*wh));
+  wh->url = url;
+  wh->secret = "";
 }
 
-static hd_handler *make_on(hd_webhook_engine *e,
-                           const Handlers__V1__Webhook *wh) {
+static hd_handler *make_on(hd_webhook_engine *e, const hd_webhook_spec *wh) {
   hd_handler *h = NULL;
   char msg[256] = "";
   hd_err err = hd_webhook_factory(e, "k", wh, &h, NULL, msg, sizeof(msg));
@@ -335,7 +334,7 @@ static hd_handler *make_on(hd_webhook_engine *e,
   return h;
 }
 
-static hd_handler *make(const Handlers__V1__Webhook *wh) {
+static hd_handler *make(const hd_webhook_spec *wh) {
   return make_on(engine, wh);
 }
 
@@ -354,7 +353,7 @@ static hd_results *run(hd_handler *h, const hd_event *ev) {
  * hook_end frees what there is. */
 typedef struct hook {
   rx *r;
-  Handlers__V1__Webhook wh;
+  hd_webhook_spec wh;
   hd_handler *h;
   hd_results *rs;
   hd_event ev;      /* the event hook_deliver_timed delivers */
@@ -403,7 +402,7 @@ static void hook_end(hook *k) {
 }
 
 /* Expects `factory` to refuse `wh` with a message containing `want`. */
-static void expect_refused(const Handlers__V1__Webhook *wh, const char *want) {
+static void expect_refused(const hd_webhook_spec *wh, const char *want) {
   hd_handler *h = NULL;
   char msg[256] = "";
 
@@ -421,9 +420,8 @@ static void expect_refused(const Handlers__V1__Webhook *wh, const char *want) {
 static void test_delivers_structured_cloudevent(void **state) {
   static const rx_step ok = {.status = 204};
   hook k;
-  Handlers__V1__Webhook__HeadersEntry hdr =
-      HANDLERS__V1__WEBHOOK__HEADERS_ENTRY__INIT;
-  Handlers__V1__Webhook__HeadersEntry *hdrs[] = {&hdr};
+  hd_header_spec hdr = {0};
+  hd_header_spec *hdrs = &hdr;
   hd_result *res;
   json_t *ce;
   const char *id, *ts;
@@ -431,7 +429,7 @@ static void test_delivers_structured_cloudevent(void **state) {
 
   (void)state;
   hook_start(&k, &ok, 1);
-  hdr.key = "X-Custom";
+  hdr.name = "X-Custom";
   hdr.value = "hello";
   k.wh.n_headers = 1;
   k.wh.headers = hdrs;
@@ -694,7 +692,7 @@ static void test_connection_refused_uses_all_attempts(void **state) {
   struct sockaddr_in sa;
   socklen_t len = sizeof(sa);
   int fd = socket(AF_INET, SOCK_STREAM, 0);
-  Handlers__V1__Webhook wh;
+  hd_webhook_spec wh;
   char url[64];
   hd_handler *h;
   hd_results *rs;
@@ -773,7 +771,7 @@ static void test_deadline_cuts_a_hanging_attempt(void **state) {
 static void test_hanging_receiver_does_not_delay_another(void **state) {
   static const rx_step hang = {.status = 200, .delay_ms = 10000};
   static const rx_step ok = {.status = 200, .body = "\"fast\"", .body_len = 6};
-  Handlers__V1__Webhook wh;
+  hd_webhook_spec wh;
   rx *slow = rx_start(&hang, 1), *fast = rx_start(&ok, 1);
   hd_handler *set = NULL, *hs, *hf;
   hd_results *rs;
@@ -841,7 +839,7 @@ static void test_stop_fails_the_delivery_in_flight(void **state) {
   static const rx_step hang = {.status = 200, .delay_ms = 10000};
   hd_webhook_engine_config cfg;
   hd_webhook_engine *e = NULL;
-  Handlers__V1__Webhook wh;
+  hd_webhook_spec wh;
   rx *r = rx_start(&hang, 1);
   struct waiter w = {.rs = NULL, .calls = 0};
   hd_handler *h;
@@ -895,7 +893,7 @@ static void test_stop_fails_the_delivery_in_flight(void **state) {
 /* Per-test state of the factory tests: a webhook the factory would accept
  * (a plain http URL, nothing else set) for the test to spoil. */
 static int factory_setup(void **state) {
-  static Handlers__V1__Webhook wh;
+  static hd_webhook_spec wh;
 
   webhook_init(&wh, "http://127.0.0.1:9/");
   *state = &wh;
@@ -903,7 +901,7 @@ static int factory_setup(void **state) {
 }
 
 static void test_factory_refuses_ftp_url(void **state) {
-  Handlers__V1__Webhook *wh = *state;
+  hd_webhook_spec *wh = *state;
 
   wh->url = "ftp://127.0.0.1/x";
   expect_refused(wh, "webhook.url: ");
@@ -911,21 +909,21 @@ static void test_factory_refuses_ftp_url(void **state) {
 }
 
 static void test_factory_refuses_too_many_attempts(void **state) {
-  Handlers__V1__Webhook *wh = *state;
+  hd_webhook_spec *wh = *state;
 
   wh->max_attempts = 50;
   expect_refused(wh, "webhook.max_attempts: 50 is over the limit of 20");
 }
 
 static void test_factory_refuses_long_timeout(void **state) {
-  Handlers__V1__Webhook *wh = *state;
+  hd_webhook_spec *wh = *state;
 
   wh->timeout_ms = 60001;
   expect_refused(wh, "webhook.timeout_ms: 60001 is over the limit of 60000");
 }
 
 static void test_factory_refuses_bad_secret(void **state) {
-  Handlers__V1__Webhook *wh = *state;
+  hd_webhook_spec *wh = *state;
 
   wh->secret = "not-a-secret";
   expect_refused(wh, "webhook.secret: ");
@@ -944,16 +942,15 @@ static void test_factory_refuses_reserved_and_malformed_headers(void **state) {
       {"X-Ok", "a\r\nX-Injected: 1", "control character"},
       {"", "x", "empty header name"},
   };
-  Handlers__V1__Webhook *wh = *state;
-  Handlers__V1__Webhook__HeadersEntry e =
-      HANDLERS__V1__WEBHOOK__HEADERS_ENTRY__INIT;
-  Handlers__V1__Webhook__HeadersEntry *entries[] = {&e};
+  hd_webhook_spec *wh = *state;
+  hd_header_spec e = {0};
+  hd_header_spec *entries = &e;
 
   wh->n_headers = 1;
   wh->headers = entries;
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-    e.key = (char *)cases[i].name;
-    e.value = (char *)cases[i].value;
+    e.name = cases[i].name;
+    e.value = cases[i].value;
     expect_refused(wh, "webhook.headers");
     expect_refused(wh, cases[i].want);
   }
@@ -962,9 +959,58 @@ static void test_factory_refuses_reserved_and_malformed_headers(void **state) {
   wh->headers = NULL;
 }
 
+/* ---- the "webhook" row of the kind table -------------------------------- */
+
+static void test_webhook_kind_row(void **state) {
+  const hd_kind *k = hd_kind_of(HD_TARGET_WEBHOOK);
+  hd_header_spec hs[2] = {{"X-A", "1"}, {"X-B", "ok\xc3"}};
+  hd_target_spec t = {.kind = HD_TARGET_WEBHOOK};
+  hd_target_limits l = {.max_headers = 1};
+  hd_handler *h = NULL;
+  char msg[256] = "";
+
+  (void)state;
+  webhook_init(&t.webhook, "http://127.0.0.1:9/");
+  assert_ptr_equal(k, &hd_kind_webhook);
+  assert_string_equal(k->name, "webhook");
+  assert_string_equal(k->handler_kind, "webhook");
+  assert_string_equal(k->detail(&t), "http://127.0.0.1:9/");
+  assert_false(k->secret_set(&t));
+  assert_false(k->wants_new_secret(&t));
+  t.webhook.headers = hs;
+  t.webhook.n_headers = 2;
+  assert_int_equal(k->check_limits(&t, &l, "routes[1].value", msg, sizeof(msg)),
+                   HD_EINVAL);
+  assert_string_equal(msg, "routes[1].value.webhook.headers: 2 headers, the "
+                           "limit is 1 (--max-webhook-headers)");
+  l.max_headers = 2;
+  assert_int_equal(k->check_limits(&t, &l, "target", msg, sizeof(msg)), HD_OK);
+  assert_int_equal(k->check_strings(&t, "target", msg, sizeof(msg)), HD_EINVAL);
+  assert_string_equal(msg, "target.webhook.headers[1].value is not valid "
+                           "UTF-8 (at byte 2)");
+  t.webhook.n_headers = 1;
+  assert_int_equal(k->check_strings(&t, "target", msg, sizeof(msg)), HD_OK);
+
+  /* A generated secret replaces new_secret in the saved copy. */
+  t.webhook.new_secret = 1;
+  assert_true(k->wants_new_secret(&t));
+  assert_true(k->secret_set(&t));
+  k->keep_secret(&t, "whsec_Z2l2ZW4=");
+  assert_false(t.webhook.new_secret);
+  assert_string_equal(t.webhook.secret, "whsec_Z2l2ZW4=");
+
+  /* build is the factory, with the engine as its context. */
+  t.webhook.secret = "";
+  assert_int_equal(
+      k->build(engine, "k", &t, "target", &h, NULL, msg, sizeof(msg)), HD_OK);
+  assert_string_equal(hd_handler_kind(h), k->handler_kind);
+  hd_handler_unref(h);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_delivers_structured_cloudevent),
+      cmocka_unit_test(test_webhook_kind_row),
       cmocka_unit_test(test_binary_mode_sends_attributes_as_ce_headers),
       cmocka_unit_test(test_generated_secret_signs_every_attempt),
       cmocka_unit_test(test_json_response_becomes_json_result),

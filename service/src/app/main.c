@@ -306,7 +306,13 @@ static int run(hd_options *o) {
     hd_log(HD_LOG_ERROR, "cannot start the webhook engine");
     goto out;
   }
-  hd_control_set_webhook_factory(ctl, hd_webhook_factory, engine);
+  /* The kind table's builders get what they need; their handlers' kinds
+   * get metrics labels. */
+  hd_control_set_kind_context(ctl, HD_TARGET_WEBHOOK, engine);
+  size_t n_kinds;
+  const hd_kind *const *kinds = hd_kinds_all(&n_kinds);
+  for (size_t i = 0; i < n_kinds; i++)
+    hd_metrics_add_result_kind(kinds[i]->handler_kind);
   hd_control_set_limits(ctl, &o->control);
   if (o->state_dir) {
     size_t loaded = 0;

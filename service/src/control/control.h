@@ -1,31 +1,25 @@
 /*
- * The control plane behind AddHandler, RemoveHandler and ListHandlers: turns
- * a registration request into a handler in the registry and remembers how
- * it was made, so ListHandlers can describe it (and a store can replay it).
+ * The control plane behind AddHandler, RemoveHandler and ListHandlers, in
+ * plain C: turns a registration (model/registration.h) into a handler in the
+ * registry, keeps it in the store, and describes what is registered. Kinds
+ * come from the kind table (kinds/kinds.h); wire types stay at the gRPC edge
+ * (grpc/registration_pb.h converts).
  */
 #ifndef HD_CONTROL_H
 #define HD_CONTROL_H
 
 #include "arena.h"
 #include "handlerd/handlerd.h"
+#include "kinds.h"
+#include "registration.h"
 #include "store.h"
-#include "handlers/v1/handlers.pb-c.h"
 
 typedef struct hd_control hd_control;
 
-/* Makes the handler for a webhook target. Installed by the webhook module;
- * without it, webhook targets are HD_EUNSUPPORTED. On HD_EINVAL writes a
- * message. `secret_out` receives a generated secret (malloc'd) when the
- * webhook asks for one. */
-typedef hd_err hd_webhook_factory_fn(void *ud, const char *key,
-                                     const Handlers__V1__Webhook *wh,
-                                     hd_handler **out, char **secret_out,
-                                     char *msg, size_t msg_size);
-
 /* Limits on one registration, checked before any work is done for it. */
 typedef struct hd_control_limits {
-  int max_events;  /* names in AddHandlerRequest.events */
-  int max_routes;  /* entries in AddHandlerRequest.routes */
+  int max_events;  /* names in hd_registration.events */
+  int max_routes;  /* entries in hd_registration.routes */
   int max_headers; /* headers of one webhook target */
 } hd_control_limits;
 
@@ -35,11 +29,21 @@ void hd_control_limits_init(hd_control_limits *l);
 /* Replaces the registration limits (copied). Set before serving. */
 void hd_control_set_limits(hd_control *c, const hd_control_limits *l);
 
-/* Borrows `reg` and `fns`, which must outlive the control. */
+/* Borrows `reg` and `fns`, which must outlive the control. `fns` is the
+ * context of the "local" kind. */
 hd_err hd_control_new(hd_registry *reg, hd_functions *fns, hd_control **out);
 void hd_control_free(hd_control *c);
-void hd_control_set_webhook_factory(hd_control *c, hd_webhook_factory_fn *fn,
-                                    void *ud);
+
+/* Gives the kind `kind`'s builder its context (borrowed; must outlive the
+ * handlers built with it): the webhook engine for HD_TARGET_WEBHOOK. A kind
+ * whose row needs a context and has none is HD_EUNSUPPORTED ("<what>:
+ * webhook targets are not supported"). Set before serving. */
+void hd_control_set_kind_context(hd_control *c, hd_target_kind kind, void *ctx);
+
+/* Replaces the row of `k->kind` for this control only (borrowed, like
+ * `ctx`): a test's stand-in for a kind. HD_EINVAL when `k->kind` has no row
+ * in the table. */
+hd_err hd_control_set_kind(hd_control *c, const hd_kind *k, void *ctx);
 
 /* Makes every change durable in `store` (borrowed; NULL: memory only)
  * before it is acknowledged. Set before serving. */
@@ -47,7 +51,7 @@ void hd_control_set_store(hd_control *c, hd_store *store);
 
 /* Replays the store's registrations into the registry, keeping their ids
  * and order; `loaded` says how many. A registration that cannot be
- * restored (its saved request does not parse, or no longer builds: its
+ * restored (its saved form does not read back, or no longer builds: its
  * plugin function is gone, its webhook URL is no longer allowed, ...) stops
  * the load with that error and a message naming its id, key and the
  * reason: serving without it would silently drop an acknowledged
@@ -62,20 +66,30 @@ hd_err hd_control_load(hd_control *c, size_t *loaded, char *msg,
 /* How many handlers are registered (a gauge for /metrics). */
 size_t hd_control_count(hd_control *c);
 
-/* AddHandler. Fills `reply` (strings in the arena). `id` (may be NULL) forces
- * the handler id, for replaying saved registrations. HD_EINVAL (bad key,
- * neither or both of target/routes, unknown function, bad URL) with a message
- * in `msg`. A new registration (no forced id) is first held against the
- * limits (hd_control_set_limits), counting only, then every string must be
- * UTF-8: both HD_EINVAL naming the field or the flag. A forced id skips both,
- * so registrations saved under other limits still load. When the store cannot
- * save it: "cannot save the registration: <file>: <cause>" and HD_EBUSY (no
- * room left), HD_ENOMEM or HD_EIO (read-only database, I/O error, ...); nothing
- * changes then. */
-hd_err hd_control_add(hd_control *c, hd_arena *a,
-                      const Handlers__V1__AddHandlerRequest *req,
-                      const char *id, Handlers__V1__AddHandlerReply *reply,
-                      char *msg, size_t msg_size);
+/* What AddHandler answers. */
+typedef struct hd_control_added {
+  char handler_id[HD_HANDLER_ID_MAX + 1];
+  /* The secret handlerd generated (a webhook's new_secret), shown once: in
+   * the arena given to hd_control_add (the caller wipes it with the arena);
+   * "" when none was generated. */
+  const char *secret;
+} hd_control_added;
+
+/* AddHandler. Borrows `reg` for the call (copies what it keeps). `id` (may
+ * be NULL) forces the handler id, for replaying saved registrations.
+ * HD_EINVAL (bad key, neither or both of target/routes, unknown function,
+ * bad URL) with a message in `msg`. A new registration (no forced id) is
+ * first held against the limits (hd_control_set_limits), counting only,
+ * then every string must be UTF-8: both HD_EINVAL naming the field or the
+ * flag. A forced id skips both, so registrations saved under other limits
+ * still load. HD_EEXIST when the id is already registered (under any key).
+ * When the store cannot save it: "cannot save the registration: <file>:
+ * <cause>" and HD_EBUSY (no room left), HD_ENOMEM or HD_EIO (read-only
+ * database, I/O error, ...); nothing changes then. `out` (may be NULL) is
+ * filled on HD_OK, its secret in `a`. */
+hd_err hd_control_add(hd_control *c, const hd_registration *reg, const char *id,
+                      hd_arena *a, hd_control_added *out, char *msg,
+                      size_t msg_size);
 
 /* RemoveHandler. HD_ENOKEY / HD_ENOTFOUND with a message; HD_EINVAL when
  * the key or id matches nothing and is not UTF-8. When the store
@@ -84,12 +98,43 @@ hd_err hd_control_add(hd_control *c, hd_arena *a,
 hd_err hd_control_remove(hd_control *c, const char *key, const char *id,
                          char *msg, size_t msg_size);
 
-/* ListHandlers: fills `reply` in the arena. HD_ENOKEY when `key` is non-empty
- * and unknown (HD_EINVAL when it is also not UTF-8). Bytes that are not
- * UTF-8 (in a registration saved before that was checked) are listed as
- * U+FFFD, so every listing decodes. */
+/* The shape of a registration, as ListHandlers' HandlerKind says it. */
+typedef enum hd_handler_shape {
+  HD_SHAPE_SIMPLE = 1,       /* one target (maybe filtered by events) */
+  HD_SHAPE_EVENT_STREAM = 2, /* routes */
+} hd_handler_shape;
+
+/* One route as listed: event name -> target description. */
+typedef struct hd_route_info {
+  const char *event;
+  const char *target; /* "<kind name>:<detail>", e.g. "local:echo" */
+} hd_route_info;
+
+/* One registered handler, as ListHandlers shows it. */
+typedef struct hd_handler_info {
+  const char *key;
+  const char *handler_id;
+  hd_handler_shape kind;
+  const char *target;    /* "<kind name>:<detail>"; "" for an event stream */
+  hd_route_info *routes; /* in request order */
+  size_t n_routes;
+  const char **events; /* the simple handler's filter, in request order */
+  size_t n_events;
+  int secret_set; /* a webhook target signs (secret given or generated) */
+} hd_handler_info;
+
+/* The listing: handlers in key order, then in the order they were added. */
+typedef struct hd_handler_list {
+  hd_handler_info *handlers;
+  size_t n_handlers;
+} hd_handler_list;
+
+/* ListHandlers for `key` ("" or NULL: every key): fills `out`, every string
+ * and array in the arena. HD_ENOKEY when `key` is non-empty and unknown
+ * (HD_EINVAL when it is also not UTF-8). Bytes that are not UTF-8 (in a
+ * registration saved before that was checked) are listed as U+FFFD, so
+ * every listing decodes. */
 hd_err hd_control_list(hd_control *c, hd_arena *a, const char *key,
-                       Handlers__V1__ListHandlersReply *reply, char *msg,
-                       size_t msg_size);
+                       hd_handler_list *out, char *msg, size_t msg_size);
 
 #endif

@@ -8,7 +8,9 @@
 #include "handlerd/handlerd.h"
 
 #include "array.h"
+#include "errmsg.h"
 #include "functions_internal.h"
+#include "kinds.h"
 
 #include <pthread.h>
 #include <stddef.h>
@@ -175,3 +177,37 @@ void hd_functions_foreach(hd_functions *fns,
   }
   free(names);
 }
+
+/* ---- the "local" kind: a target naming a function of the table ---------- */
+
+static hd_err local_check_strings(const hd_target_spec *t, const char *what,
+                                  char *msg, size_t msg_size) {
+  return hd_kind_check_utf8(what, ".local", t->local, msg, msg_size);
+}
+
+static const char *local_detail(const hd_target_spec *t) {
+  return t->local;
+}
+
+/* `ctx` is the function table (hd_control_new's). */
+static hd_err local_build(void *ctx, const char *key, const hd_target_spec *t,
+                          const char *what, hd_handler **out, char **secret_out,
+                          char *msg, size_t msg_size) {
+  (void)key;
+  (void)secret_out;
+  hd_err err = hd_functions_make_handler(ctx, t->local, out);
+  if (err == HD_ENOTFOUND)
+    return hd_errmsg(msg, msg_size, HD_EINVAL,
+                     "%s: no local function named '%s'", what, t->local);
+  return err;
+}
+
+const hd_kind hd_kind_local = {
+    .kind = HD_TARGET_LOCAL,
+    .name = "local",
+    .handler_kind = "simple",
+    .check_strings = local_check_strings,
+    .detail = local_detail,
+    .build = local_build,
+    .needs_context = 1,
+};

@@ -1,7 +1,9 @@
 /*
- * webhook.c - the "webhook" handler kind and its factory.
+ * webhook_kind.c - the "webhook" handler kind, its factory and its row in
+ * the kind table (kinds.h).
  *
- * handle() turns the event into a CloudEvent (structured or binary mode),
+ * handle() turns the event into a CloudEvent (structured or binary mode,
+ * cloudevents.c),
  * copies everything the delivery needs into a job and gives the job to the
  * engine (webhook_engine.c), which completes it from its own thread. The
  * event is not touched after handle() returns.
@@ -9,6 +11,7 @@
 #include "webhook_kind.h"
 #include "cloudevents.h"
 #include "errmsg.h"
+#include "kinds.h"
 #include "webhook_engine.h"
 #include "webhook_sign.h"
 #include "webhook_url.h"
@@ -52,48 +55,6 @@ static void webhook_free(struct webhook *w) {
 
 /* ---- strings ------------------------------------------------------------- */
 
-/* Appends `s` to `out` (room for 3 * strlen + 1), percent-encoding every
- * byte for which keep() is 0. */
-static void percent_encode(char *out, const char *s, int (*keep)(int c)) {
-  static const char hex[] = "0123456789ABCDEF";
-  char *o = out + strlen(out);
-
-  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-    if (keep(*p)) {
-      *o++ = (char)*p;
-    } else {
-      *o++ = '%';
-      *o++ = hex[*p >> 4];
-      *o++ = hex[*p & 0xf];
-    }
-  }
-  *o = '\0';
-}
-
-/* CloudEvents HTTP binding, 3.1.3.2: printable ASCII except space, '"' and
- * '%' goes as is. */
-static int ce_header_keep(int c) {
-  return c > 0x20 && c < 0x7f && c != '"' && c != '%';
-}
-
-/* RFC 3986 pchar (and '/'): what a URI-reference path keeps. */
-static int uri_path_keep(int c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-         (c >= '0' && c <= '9') || strchr("-._~!$&'()*+,;=:@/", c) != NULL;
-}
-
-/* "name: value", value percent-encoded as a ce-* header; NULL on ENOMEM. */
-static char *ce_header(const char *name, const char *value) {
-  size_t n = strlen(name), len = n + 2 + 3 * strlen(value) + 1;
-  char *line = malloc(len);
-
-  if (line == NULL)
-    return NULL;
-  snprintf(line, len, "%s: ", name);
-  percent_encode(line, value, ce_header_keep);
-  return line;
-}
-
 static char *header_line(const char *name, const char *value) {
   char *line = NULL;
 
@@ -111,53 +72,22 @@ static char *header_line(const char *name, const char *value) {
 /* ---- handle -----------------------------------------------------------------
  */
 
-/* The topic path the event is about, as cloudevents.c picks the subject. */
-static const char *subject_of(const hd_event *ev) {
-  const char *path = NULL;
-
-  switch (ev->args_kind) {
-  case HD_ARGS_SUBSCRIBE:
-  case HD_ARGS_UPDATE:
-  case HD_ARGS_UNSUBSCRIBE:
-    path = ev->topic.path;
-    break;
-  case HD_ARGS_RESPONSE:
-    path = ev->response.path;
-    break;
-  default:
-    break;
-  }
-  return path != NULL && path[0] != '\0' ? path : NULL;
-}
-
-/* Fills the job's fixed headers: content type, user agent, webhook-id, the
- * ce-* attributes in binary mode, then the custom headers. */
+/* Fills the job's headers: content type, user agent, webhook-id, the
+ * CloudEvents attributes in binary mode (cloudevents.c), then the custom
+ * headers. */
 static hd_err job_headers(const struct webhook *w, const hd_event *ev,
                           const hd_ce_meta *meta, hd_webhook_job *job) {
-  char type[HD_EVENT_NAME_MAX + 32], when[40];
-  const char *subject = subject_of(ev);
-  size_t n = 0, cap = 9 + w->n_headers;
+  size_t n = 0, cap = 3 + HD_CE_BINARY_HEADERS_MAX + w->n_headers;
   char **h = calloc(cap, sizeof(*h));
 
   if (h == NULL)
     return HD_ENOMEM;
   job->headers = h; /* freed with the job, whatever happens next */
-  h[n++] =
-      strdup(w->binary_mode ? "content-type: application/json"
-                            : "content-type: application/cloudevents+json");
+  h[n++] = strdup(hd_ce_content_type_line(w->binary_mode));
   h[n++] = strdup("user-agent: handlerd/" HD_VERSION);
   h[n++] = header_line("webhook-id", meta->id);
-  if (w->binary_mode) {
-    hd_ce_type(ev, type, sizeof(type));
-    hd_ce_time(meta->time_ns, when, sizeof(when));
-    h[n++] = strdup("ce-specversion: 1.0");
-    h[n++] = ce_header("ce-id", meta->id);
-    h[n++] = ce_header("ce-source", meta->source);
-    h[n++] = ce_header("ce-type", type);
-    if (subject != NULL)
-      h[n++] = ce_header("ce-subject", subject);
-    h[n++] = ce_header("ce-time", when);
-  }
+  if (w->binary_mode)
+    n += hd_ce_binary_headers(ev, meta, h + n);
   for (size_t i = 0; i < w->n_headers; i++)
     h[n++] = strdup(w->headers[i]);
   job->n_headers = n;
@@ -186,8 +116,7 @@ static hd_err webhook_handle(hd_handler *hd, const hd_event *ev,
   meta.id = job->msg_id;
   meta.source = w->source;
   meta.time_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
-  job->body =
-      w->binary_mode ? hd_ce_binary_data(ev) : hd_ce_structured(ev, &meta);
+  job->body = hd_ce_body(ev, &meta, w->binary_mode);
   job->url = strdup(w->url);
   if (job->body == NULL || job->url == NULL) {
     hd_webhook_job_free(job);
@@ -261,8 +190,7 @@ static int header_name_cmp(const void *a, const void *b) {
 /* A header name given twice (case-insensitively), or NULL. Sorted copies
  * of the names: O(n log n), however many headers --max-webhook-headers
  * lets through. */
-static const char *header_given_twice(const Handlers__V1__Webhook *wh,
-                                      hd_err *err) {
+static const char *header_given_twice(const hd_webhook_spec *wh, hd_err *err) {
   const char *dup = NULL;
   const char **names;
 
@@ -275,7 +203,7 @@ static const char *header_given_twice(const Handlers__V1__Webhook *wh,
     return NULL;
   }
   for (size_t i = 0; i < wh->n_headers; i++)
-    names[i] = wh->headers[i]->key;
+    names[i] = wh->headers[i].name;
   qsort(names, wh->n_headers, sizeof(*names), header_name_cmp);
   for (size_t i = 1; dup == NULL && i < wh->n_headers; i++) {
     if (strcasecmp(names[i - 1], names[i]) == 0)
@@ -288,13 +216,13 @@ static const char *header_given_twice(const Handlers__V1__Webhook *wh,
 /* The number of headers is limited by the control plane
  * (--max-webhook-headers, on new registrations only), not here: a
  * registration saved under a higher limit must still load. */
-static hd_err check_headers(const Handlers__V1__Webhook *wh, char *msg,
+static hd_err check_headers(const hd_webhook_spec *wh, char *msg,
                             size_t msg_size) {
   const char *dup;
   hd_err err;
 
   for (size_t i = 0; i < wh->n_headers; i++) {
-    const char *name = wh->headers[i]->key, *value = wh->headers[i]->value;
+    const char *name = wh->headers[i].name, *value = wh->headers[i].value;
     size_t n = strlen(name);
 
     if (n == 0)
@@ -338,31 +266,15 @@ static hd_err check_headers(const Handlers__V1__Webhook *wh, char *msg,
   return HD_OK;
 }
 
-/* "//handlerd/<instance>/keys/<key>", both parts percent-encoded where a
- * URI path could not hold them. */
-static char *make_source(const char *instance, const char *key) {
-  size_t len =
-      sizeof("//handlerd//keys/") + 3 * (strlen(instance) + strlen(key));
-  char *s = malloc(len);
-
-  if (s == NULL)
-    return NULL;
-  strcpy(s, "//handlerd/");
-  percent_encode(s, instance, uri_path_keep);
-  strcat(s, "/keys/");
-  percent_encode(s, key, uri_path_keep);
-  return s;
-}
-
 hd_err hd_webhook_factory(void *engine, const char *key,
-                          const Handlers__V1__Webhook *wh, hd_handler **out,
+                          const hd_webhook_spec *wh, hd_handler **out,
                           char **secret_out, char *msg, size_t msg_size) {
   static const char url_prefix[] = "webhook url: ";
   hd_webhook_engine *e = engine;
   const hd_webhook_engine_config *cfg;
   struct webhook *w = NULL;
   char *generated = NULL;
-  const char *secret;
+  const char *secret, *url, *given;
   char why[256];
   hd_err err;
 
@@ -376,17 +288,19 @@ hd_err hd_webhook_factory(void *engine, const char *key,
   if (key == NULL || key[0] == '\0')
     return hd_errmsg(msg, msg_size, HD_EINVAL, "key is empty");
   cfg = hd_webhook_engine_config_of(e);
+  /* The spec's strings may be NULL (registration.h): read as "". */
+  url = wh->url ? wh->url : "";
+  given = wh->secret ? wh->secret : "";
 
   why[0] = '\0';
-  if (hd_webhook_url_check(wh->url, cfg->deny_private, why, sizeof(why)) !=
-      HD_OK) {
+  if (hd_webhook_url_check(url, cfg->deny_private, why, sizeof(why)) != HD_OK) {
     const char *m = why;
     if (strncmp(m, url_prefix, sizeof(url_prefix) - 1) == 0)
       m += sizeof(url_prefix) - 1;
     return hd_errmsg(msg, msg_size, HD_EINVAL, "webhook.url: %s",
                      m[0] ? m : "not allowed");
   }
-  if (wh->new_secret && wh->secret[0] != '\0')
+  if (wh->new_secret && given[0] != '\0')
     return hd_errmsg(
         msg, msg_size, HD_EINVAL,
         "webhook.new_secret: give either a secret or new_secret, not "
@@ -411,7 +325,7 @@ hd_err hd_webhook_factory(void *engine, const char *key,
   if (w == NULL)
     return HD_ENOMEM;
   w->engine = hd_webhook_engine_ref(e);
-  secret = wh->secret;
+  secret = given;
   if (wh->new_secret) {
     generated = hd_secret_generate();
     if (generated == NULL) {
@@ -435,14 +349,14 @@ hd_err hd_webhook_factory(void *engine, const char *key,
   w->max_attempts = wh->max_attempts ? (int)wh->max_attempts
                                      : HD_WEBHOOK_DEFAULT_MAX_ATTEMPTS;
   w->binary_mode = wh->binary_mode != 0;
-  w->url = strdup(wh->url);
-  w->source = make_source(cfg->instance, key);
+  w->url = strdup(url);
+  w->source = hd_ce_source(cfg->instance, key);
   w->headers = calloc(wh->n_headers ? wh->n_headers : 1, sizeof(char *));
   err = HD_ENOMEM;
   if (w->url == NULL || w->source == NULL || w->headers == NULL)
     goto fail;
   for (size_t i = 0; i < wh->n_headers; i++) {
-    w->headers[i] = header_line(wh->headers[i]->key, wh->headers[i]->value);
+    w->headers[i] = header_line(wh->headers[i].name, wh->headers[i].value);
     if (w->headers[i] == NULL)
       goto fail;
     w->n_headers++;
@@ -461,3 +375,81 @@ fail:
   webhook_free(w);
   return err;
 }
+
+/* ---- the row in the kind table ---------------------------------------------
+ */
+
+static hd_err webhook_check_limits(const hd_target_spec *t,
+                                   const hd_target_limits *l, const char *what,
+                                   char *msg, size_t msg_size) {
+  if (t->webhook.n_headers <= (size_t)l->max_headers)
+    return HD_OK;
+  return hd_errmsg(msg, msg_size, HD_EINVAL,
+                   "%s.webhook.headers: %zu headers, the limit is %d "
+                   "(--max-webhook-headers)",
+                   what, t->webhook.n_headers, l->max_headers);
+}
+
+static hd_err webhook_check_strings(const hd_target_spec *t, const char *what,
+                                    char *msg, size_t msg_size) {
+  const hd_webhook_spec *wh = &t->webhook;
+  char field[64];
+  hd_err err = hd_kind_check_utf8(what, ".webhook.url", wh->url ? wh->url : "",
+                                  msg, msg_size);
+
+  if (err == HD_OK)
+    err = hd_kind_check_utf8(what, ".webhook.secret",
+                             wh->secret ? wh->secret : "", msg, msg_size);
+  for (size_t h = 0; err == HD_OK && h < wh->n_headers; h++) {
+    snprintf(field, sizeof(field), ".webhook.headers[%zu].key", h);
+    err = hd_kind_check_utf8(what, field, wh->headers[h].name, msg, msg_size);
+    if (err == HD_OK) {
+      snprintf(field, sizeof(field), ".webhook.headers[%zu].value", h);
+      err =
+          hd_kind_check_utf8(what, field, wh->headers[h].value, msg, msg_size);
+    }
+  }
+  return err;
+}
+
+static int webhook_wants_new_secret(const hd_target_spec *t) {
+  return t->webhook.new_secret != 0;
+}
+
+static int webhook_secret_set(const hd_target_spec *t) {
+  return t->webhook.new_secret ||
+         (t->webhook.secret != NULL && t->webhook.secret[0] != '\0');
+}
+
+static void webhook_keep_secret(hd_target_spec *t, const char *secret) {
+  t->webhook.secret = secret;
+  t->webhook.new_secret = 0;
+}
+
+static const char *webhook_detail(const hd_target_spec *t) {
+  return t->webhook.url ? t->webhook.url : "";
+}
+
+/* `ctx` is the engine (hd_control_set_kind_context). The factory's messages
+ * name the field ("webhook.url: ..."), not `what`, as they always have. */
+static hd_err webhook_build(void *ctx, const char *key, const hd_target_spec *t,
+                            const char *what, hd_handler **out,
+                            char **secret_out, char *msg, size_t msg_size) {
+  (void)what;
+  return hd_webhook_factory(ctx, key, &t->webhook, out, secret_out, msg,
+                            msg_size);
+}
+
+const hd_kind hd_kind_webhook = {
+    .kind = HD_TARGET_WEBHOOK,
+    .name = "webhook",
+    .handler_kind = "webhook",
+    .check_limits = webhook_check_limits,
+    .check_strings = webhook_check_strings,
+    .wants_new_secret = webhook_wants_new_secret,
+    .secret_set = webhook_secret_set,
+    .keep_secret = webhook_keep_secret,
+    .detail = webhook_detail,
+    .build = webhook_build,
+    .needs_context = 1,
+};

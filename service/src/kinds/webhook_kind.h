@@ -5,15 +5,13 @@
  * reuse, a cap on connections per host, retries with backoff inside the
  * caller's deadline. The endpoint's answer becomes the handler's result.
  *
- * Requests: POST of the CloudEvent; structured mode sends content-type
- * application/cloudevents+json, binary mode application/json plus
- * ce-specversion/id/source/type/subject/time (percent-encoded as the
- * CloudEvents HTTP binding says). Always user-agent "handlerd/<version>",
- * webhook-id (the CloudEvent id, the same on every retry), webhook-timestamp
- * (unix seconds of the attempt) and, with a secret, webhook-signature
- * (Standard Webhooks, recomputed per attempt), then the custom headers.
- * Redirects are not followed; environment proxies are not used; addresses
- * are checked with hd_addr_allowed() at connect time.
+ * Requests: POST of the CloudEvent, body and ce-* headers as cloudevents.h's
+ * HTTP binding builds them (structured or binary mode). Always user-agent
+ * "handlerd/<version>", webhook-id (the CloudEvent id, the same on every
+ * retry), webhook-timestamp (unix seconds of the attempt) and, with a secret,
+ * webhook-signature (Standard Webhooks, recomputed per attempt), then the
+ * custom headers. Redirects are not followed; environment proxies are not used;
+ * addresses are checked with hd_addr_allowed() at connect time.
  *
  * Result of a 2xx answer: ok, http_status and attempts set, and the value
  *   - none for an empty body;
@@ -51,16 +49,16 @@
 #define HD_WEBHOOK_KIND_H
 
 #include "handlerd/handlerd.h"
-#include "handlers/v1/handlers.pb-c.h"
+#include "registration.h"
 #include "webhook_engine.h"
 
 #define HD_WEBHOOK_DEFAULT_TIMEOUT_MS 5000
 #define HD_WEBHOOK_DEFAULT_MAX_ATTEMPTS 5
 #define HD_WEBHOOK_MAX_ATTEMPTS 20
-/* The control plane's webhook factory (hd_webhook_factory_fn, `ud` is the
- * engine): validates the webhook (URL, secret, headers, limits) and makes a
- * handler of kind "webhook" that holds a reference on the engine (handlers
- * may outlive hd_webhook_engine_stop; they then fail every event with
+/* The webhook kind's builder (its row in kinds.h is hd_kind_webhook, whose
+ * context is the engine): validates the webhook (URL, secret, headers, limits)
+ * and makes a handler of kind "webhook" that holds a reference on the engine
+ * (handlers may outlive hd_webhook_engine_stop; they then fail every event with
  * "handlerd is shutting down"). Defaults: timeout_ms 5000 (limit 60000),
  * max_attempts 5 (limit HD_WEBHOOK_MAX_ATTEMPTS). Custom headers must have
  * token names, no control characters in values, and may not set
@@ -75,7 +73,7 @@
  * the field ("webhook.max_attempts: 50 is over the limit of 20"), HD_ENOMEM,
  * HD_EIO (no randomness). */
 hd_err hd_webhook_factory(void *engine, const char *key,
-                          const Handlers__V1__Webhook *wh, hd_handler **out,
+                          const hd_webhook_spec *wh, hd_handler **out,
                           char **secret_out, char *msg, size_t msg_size);
 
 #endif

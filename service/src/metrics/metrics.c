@@ -26,9 +26,12 @@ static const char *const events[] = {"subscribe", "update", "unsubscribe",
                                      "close",     "error",  "response",
                                      "other"};
 #define EVENTS (sizeof(events) / sizeof(events[0]))
-static const char *const kinds[] = {"simple", "webhook", "event-stream", "set",
-                                    "other"};
-#define KINDS (sizeof(kinds) / sizeof(kinds[0]))
+/* Handler kinds: the model's, then those of the kind table
+ * (hd_metrics_add_result_kind), "other" always last. */
+#define MAX_KINDS 16
+static const char *kinds[MAX_KINDS] = {"simple", "webhook", "event-stream",
+                                       "set", "other"};
+static size_t n_kinds = 5;
 
 /* Upper bounds (seconds) of the latency buckets; +Inf is implicit. */
 static const double bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
@@ -53,7 +56,7 @@ static const char *const refusals[] = {"unauthenticated",
 static atomic_uint_fast64_t dispatches[EVENTS][CODES];
 static atomic_uint_fast64_t refused[REFUSALS];
 static histogram dispatch_latency;
-static atomic_uint_fast64_t results[KINDS][2];
+static atomic_uint_fast64_t results[MAX_KINDS][2];
 static atomic_uint_fast64_t webhook_attempts, webhook_retries;
 static atomic_uint_fast64_t webhook_deliveries[CODES];
 static histogram webhook_latency;
@@ -113,8 +116,27 @@ void hd_metrics_dispatch(const char *event, int code, int64_t duration_ns) {
 }
 
 void hd_metrics_result(const char *kind, int ok) {
-  atomic_fetch_add_explicit(&results[slot_of(kinds, KINDS, kind)][ok != 0], 1,
+  atomic_fetch_add_explicit(&results[slot_of(kinds, n_kinds, kind)][ok != 0], 1,
                             memory_order_relaxed);
+}
+
+hd_err hd_metrics_add_result_kind(const char *kind) {
+  if (kind == NULL)
+    return HD_EINVAL;
+  if (slot_of(kinds, n_kinds, kind) != n_kinds - 1)
+    return HD_OK; /* known already */
+  if (n_kinds == MAX_KINDS)
+    return HD_EBUSY;
+  /* The new label takes the place of "other", which moves up one, with
+   * whatever it counted so far. */
+  for (int ok = 0; ok < 2; ok++) {
+    atomic_store(&results[n_kinds][ok], atomic_load(&results[n_kinds - 1][ok]));
+    atomic_store(&results[n_kinds - 1][ok], 0);
+  }
+  kinds[n_kinds - 1] = kind;
+  kinds[n_kinds] = "other";
+  n_kinds++;
+  return HD_OK;
 }
 
 void hd_metrics_webhook_attempt(int retry) {
@@ -218,7 +240,7 @@ char *hd_metrics_render(void) {
   fprintf(f, "# HELP handlerd_handler_results_total Handler results, by "
              "handler kind and outcome.\n"
              "# TYPE handlerd_handler_results_total counter\n");
-  for (size_t k = 0; k < KINDS; k++)
+  for (size_t k = 0; k < n_kinds; k++)
     for (int ok = 1; ok >= 0; ok--)
       fprintf(f,
               "handlerd_handler_results_total{kind=\"%s\",outcome=\"%s\"} "

@@ -23,6 +23,12 @@ void hd_metrics_call(int method, int code);
 void hd_metrics_dispatch(const char *event, int code, int64_t duration_ns);
 /* One handler result of a dispatch; `kind` is hd_result.kind. */
 void hd_metrics_result(const char *kind, int ok);
+/* Gives handler kind `kind` (static string) a label of its own in
+ * handlerd_handler_results_total, rendered even at zero; until then it
+ * counts as "other". main.c adds every row of the kind table (kinds.h), so
+ * a new kind needs nothing here. HD_EBUSY past 16 labels. Call before
+ * serving: not thread-safe with hd_metrics_result. */
+hd_err hd_metrics_add_result_kind(const char *kind);
 /* One webhook attempt made (HTTP request sent); `retry`: not the first. */
 void hd_metrics_webhook_attempt(int retry);
 /* One webhook delivery completed with result code `code` (0: ok). */

@@ -1,9 +1,12 @@
 /*
  * hd_store: where registrations live across restarts. One record per
- * registered handler: its id, key and the AddHandlerRequest that made it
- * (protobuf bytes, secret included). Each change is one transaction,
- * durable before the call returns. Backends are vtables (SQLite here; a
- * shared server database later).
+ * registered handler: its id and its registration (model/registration.h,
+ * key and secrets included), kept in the store's own format
+ * (handlerd.store.v1.Registration, store_record.h), not the API's: the
+ * database does not change when the API does. Each change is one
+ * transaction, durable before the call returns. Backends are vtables
+ * (SQLite here; a shared server database later); tests/unit/test_store.c
+ * is the conformance suite every backend runs.
  *
  * Errors: every operation that can fail for a reason outside the caller's
  * control fills `msg` (may be NULL / 0) with a message naming the database
@@ -12,47 +15,63 @@
  *   HD_EBUSY     no room left (disk or quota full): retry once there is;
  *   HD_ENOMEM    out of memory;
  *   HD_ENOTFOUND (del) no record with that id;
- *   HD_EINVAL    bad arguments (no message);
- *   HD_EIO       anything else: read-only database, I/O error, corruption.
+ *   HD_EINVAL    bad arguments (no message), or (put) a registration the
+ *                record cannot hold (a NULL where a string must be);
+ *   HD_EIO       anything else: read-only database, I/O error, corruption,
+ *                a record written by a newer handlerd.
  * A failed put or del changes nothing in the store.
  */
 #ifndef HD_STORE_H
 #define HD_STORE_H
 
 #include "handlerd/handlerd.h"
+#include "registration.h"
 
 #include <stddef.h>
 
 typedef struct hd_store hd_store;
 
-typedef hd_err hd_store_load_fn(const char *id, const char *key,
-                                const void *req, size_t len, void *ud);
+/* Called by load for each record. `reg` (and every string it points to) is
+ * the store's decoded copy, valid only during the call: copy what you
+ * keep. It may hold a webhook secret; the store wipes it afterwards. Every
+ * string in it is non-NULL (a webhook without a secret has ""), every
+ * field as it was put. */
+typedef hd_err hd_store_registration_fn(const char *id,
+                                        const hd_registration *reg, void *ud);
 
-typedef struct hd_store_ops {
+/* A backend. */
+typedef struct hd_store_vtable {
   const char *name;
-  hd_err (*put)(hd_store *s, const char *id, const char *key, const void *req,
-                size_t len, char *msg, size_t msg_size);
+  /* Inserts or replaces the record `id`; a replaced record keeps its place
+   * in the load order. */
+  hd_err (*put)(hd_store *s, const char *id, const hd_registration *reg,
+                char *msg, size_t msg_size);
   hd_err (*del)(hd_store *s, const char *id, char *msg, size_t msg_size);
-  /* Calls fn for each record in the order they were put; stops at the first
-   * non-OK return and returns it (leaving `msg` alone: fn says why). A
-   * failure to read the records fills `msg`. */
-  hd_err (*load)(hd_store *s, hd_store_load_fn *fn, void *ud, char *msg,
+  /* Calls fn for each record in the order they were first put; stops at
+   * the first non-OK return and returns it (leaving `msg` alone: fn says
+   * why). fn may call put and del on the same store. A failure to read the
+   * records, or a record that cannot be decoded, fills `msg`. */
+  hd_err (*load)(hd_store *s, hd_store_registration_fn *fn, void *ud, char *msg,
                  size_t msg_size);
   void (*close)(hd_store *s);
-} hd_store_ops;
+} hd_store_vtable;
 
+/* A backend fills in vt and impl (its own state); callers use only the
+ * functions below. */
 struct hd_store {
-  const hd_store_ops *ops;
   void *impl;
+  const hd_store_vtable *vt;
 };
 
 /* Opens (creating if needed) `<dir>/handlerd.db`: mode 0600, WAL,
- * synchronous=FULL, schema version in PRAGMA user_version (migrated or
- * refused when newer). The directory is created 0700 if missing. An
- * existing file is checked (PRAGMA quick_check) before anything is written
- * to it: a corrupt or foreign file is refused, and left as it is. HD_EIO
- * (or HD_ENOMEM) with a message naming the file and the problem on
- * failure. Close with hd_store_close.
+ * synchronous=FULL, schema version in PRAGMA user_version. The directory
+ * is created 0700 if missing. An existing file is checked (PRAGMA
+ * quick_check) before anything is written to it: a corrupt or foreign file
+ * is refused, and left as it is. A database of an older schema is migrated
+ * in one transaction (schema 1, AddHandlerRequest rows, becomes 2: see
+ * store_sqlite_migrate.c): a crash during it leaves the old database as it
+ * was. A newer schema is refused. HD_EIO (or HD_ENOMEM) with a message
+ * naming the file and the problem on failure. Close with hd_store_close.
  *
  * Read-only file system: when `dir` is on a read-only mount (statvfs
  * ST_RDONLY), an existing database is opened read-only and immutable
@@ -68,12 +87,15 @@ struct hd_store {
 hd_err hd_store_sqlite_open(const char *dir, hd_store **out, char *msg,
                             size_t msg_size);
 
-/* Thin wrappers over the vtable; hd_store_close(NULL) is fine. */
-hd_err hd_store_put(hd_store *s, const char *id, const char *key,
-                    const void *req, size_t len, char *msg, size_t msg_size);
+/* Thin wrappers over the vtable; hd_store_close(NULL) is fine. put needs
+ * s, id, reg and reg->key (else HD_EINVAL); the record's key is
+ * reg->key. */
+hd_err hd_store_put_registration(hd_store *s, const char *id,
+                                 const hd_registration *reg, char *msg,
+                                 size_t msg_size);
 hd_err hd_store_del(hd_store *s, const char *id, char *msg, size_t msg_size);
-hd_err hd_store_load(hd_store *s, hd_store_load_fn *fn, void *ud, char *msg,
-                     size_t msg_size);
+hd_err hd_store_load_registrations(hd_store *s, hd_store_registration_fn *fn,
+                                   void *ud, char *msg, size_t msg_size);
 void hd_store_close(hd_store *s);
 
 #endif

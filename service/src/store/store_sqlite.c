@@ -4,13 +4,16 @@
  * disk when put/del return.
  *
  * Schema (PRAGMA user_version):
- *   1: registrations(seq INTEGER PRIMARY KEY AUTOINCREMENT,
+ *   2: registrations(seq INTEGER PRIMARY KEY AUTOINCREMENT,
  *                    id TEXT UNIQUE NOT NULL, key TEXT NOT NULL,
- *                    request BLOB NOT NULL, created_at INTEGER NOT NULL)
+ *                    record BLOB NOT NULL, created_at INTEGER NOT NULL)
+ *      record is the store's own format (store_record.h); key is a copy of
+ *      the record's key for people and queries (load reads the record);
  *      created_at is Unix seconds of the first put of that id.
- * Version 0 (a new file) is migrated to 1 in one transaction; a newer
- * version is refused, so an older handlerd never rewrites what it does not
- * understand.
+ *   1: the same with `request BLOB`, the API's AddHandlerRequest bytes.
+ * Version 0 (a new file) is set up as 2 and version 1 migrated to 2, each
+ * in one transaction (store_sqlite_migrate.c); a newer version is refused,
+ * so an older handlerd never rewrites what it does not understand.
  *
  * Threads: the connection is opened SQLITE_OPEN_NOMUTEX and every use of it
  * and of its prepared statements happens under `lock`.
@@ -28,11 +31,13 @@
  * no -wal/-shm, which it could not create there); read_only makes put and
  * del fail with a message before touching SQLite.
  *
- * Secrets: request blobs carry handler secrets. They are never logged, the
+ * Secrets: records carry handler secrets. They are never logged, the
  * copies made by load are wiped before being freed, and secure_delete makes
  * SQLite overwrite deleted content in the file.
  */
 #include "store.h"
+#include "store_record.h"
+#include "store_sqlite_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -49,28 +54,22 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SQ_SCHEMA_VERSION 1
 #define SQ_DB_NAME "handlerd.db"
 #define SQ_BUSY_TIMEOUT_MS 5000
 
-static const char sq_schema_v1[] = "CREATE TABLE registrations ("
-                                   " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-                                   " id TEXT UNIQUE NOT NULL,"
-                                   " key TEXT NOT NULL,"
-                                   " request BLOB NOT NULL,"
-                                   " created_at INTEGER NOT NULL);"
-                                   "PRAGMA user_version = 1;";
+static const char sq_schema_v2[] = "CREATE TABLE registrations " SQ_TABLE_V2 ";"
+                                   "PRAGMA user_version = 2;";
 
 /* A put with a known id updates that row in place: same seq, so load keeps
  * the original order; created_at stays the first registration's time. */
 static const char sq_put_sql[] =
-    "INSERT INTO registrations (id, key, request, created_at)"
+    "INSERT INTO registrations (id, key, record, created_at)"
     " VALUES (?1, ?2, ?3, ?4)"
     " ON CONFLICT (id) DO UPDATE SET key = excluded.key,"
-    " request = excluded.request";
+    " record = excluded.record";
 static const char sq_del_sql[] = "DELETE FROM registrations WHERE id = ?1";
 static const char sq_load_sql[] =
-    "SELECT id, key, request FROM registrations ORDER BY seq";
+    "SELECT id, record FROM registrations ORDER BY seq";
 
 typedef struct sq_store {
   hd_store base;        /* base.impl points back here */
@@ -167,6 +166,18 @@ static void db_msg(sq_store *s, int rc, const char *what, char *msg,
              doing && sys ? ": " : "", sys ? strerror(sys) : "");
   set_msg(msg, msg_size, "%s: %s%s%s%s", s->path, what ? what : "",
           what ? ": " : "", said, detail);
+  one_line(msg);
+}
+
+/* "<path>: <what>: <msg>" in place, for a failure whose cause is already
+ * in `msg`. */
+static void prefix_msg(sq_store *s, const char *what, char *msg,
+                       size_t msg_size) {
+  char cause[512];
+  if (!msg || msg_size == 0)
+    return;
+  snprintf(cause, sizeof(cause), "%s", msg);
+  set_msg(msg, msg_size, "%s: %s: %s", s->path, what, cause);
   one_line(msg);
 }
 
@@ -325,25 +336,42 @@ static hd_err check_schema(sq_store *s, int migrate, char *msg,
             s->path, v, SQ_SCHEMA_VERSION);
     return HD_EIO;
   }
-  if (rc == SQLITE_OK && v == 0) {
+  if (rc == SQLITE_OK && v < SQ_SCHEMA_VERSION && v >= 0) {
     /* Re-read under the write lock: another process may have just created
-     * the schema. */
+     * or migrated the schema. */
+    hd_err merr = HD_OK;
+    int migrating = 0;
+    const char *doing = "cannot create the schema";
     rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
     if (rc == SQLITE_OK)
       rc = query_int(s->db, "PRAGMA user_version", &v);
     if (rc == SQLITE_OK && v == 0) {
-      rc = sqlite3_exec(s->db, sq_schema_v1, NULL, NULL, NULL);
+      rc = sqlite3_exec(s->db, sq_schema_v2, NULL, NULL, NULL);
       if (rc == SQLITE_OK)
-        v = 1;
+        v = SQ_SCHEMA_VERSION;
+    } else if (rc == SQLITE_OK && v == 1) {
+      /* One transaction: a crash anywhere before COMMIT leaves schema 1
+       * exactly as it was (SQLite rolls the WAL frames back). */
+      doing = "cannot migrate the database from schema 1 to 2";
+      migrating = 1;
+      merr = hd_sq_migrate_v1(s->db, &rc, msg, msg_size);
+      if (merr == HD_OK)
+        v = SQ_SCHEMA_VERSION;
     }
-    if (rc == SQLITE_OK)
+    if (rc == SQLITE_OK && merr == HD_OK)
       rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
-    if (rc != SQLITE_OK) {
-      db_msg(s, rc, "cannot create the schema", msg, msg_size);
+    if (rc != SQLITE_OK || merr != HD_OK) {
+      if (rc != SQLITE_OK)
+        db_msg(s, rc, doing, msg, msg_size);
+      else
+        prefix_msg(s, doing, msg, msg_size);
       if (!sqlite3_get_autocommit(s->db))
         sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
-      return rc_err(rc);
+      return rc != SQLITE_OK ? rc_err(rc) : merr;
     }
+    if (migrating)
+      hd_log(HD_LOG_INFO, "store: %s migrated from schema 1 to %d", s->path,
+             SQ_SCHEMA_VERSION);
   }
   if (rc != SQLITE_OK) {
     db_msg(s, rc, "cannot read the schema version", msg, msg_size);
@@ -356,7 +384,7 @@ static hd_err check_schema(sq_store *s, int migrate, char *msg,
             v, SQ_SCHEMA_VERSION);
     return HD_EIO;
   }
-  if (v < 1) {
+  if (v < SQ_SCHEMA_VERSION) {
     set_msg(msg, msg_size, "%s: invalid database schema version %d", s->path,
             v);
     return HD_EIO;
@@ -430,28 +458,42 @@ static hd_err refuse_read_only(sq_store *s, char *msg, size_t msg_size) {
   return HD_EIO;
 }
 
-static hd_err sq_put(hd_store *hs, const char *id, const char *key,
-                     const void *req, size_t len, char *msg, size_t msg_size) {
+static hd_err sq_put(hd_store *hs, const char *id, const hd_registration *reg,
+                     char *msg, size_t msg_size) {
   sq_store *s = hs->impl;
   sqlite3_stmt *st = s->put;
+  uint8_t *rec = NULL;
+  size_t len = 0;
+  char why[256] = "";
   int rc;
 
   if (s->read_only)
     return refuse_read_only(s, msg, msg_size);
+  /* Encoded before taking the lock: the lock is for SQLite only. */
+  hd_err err = hd_store_record_encode(reg, &rec, &len, why, sizeof(why));
+  if (err != HD_OK) {
+    if (err == HD_ENOMEM)
+      set_msg(msg, msg_size, "%s: out of memory", s->path);
+    else
+      set_msg(msg, msg_size, "%s: handler %s: %s", s->path, id, why);
+    return err;
+  }
   pthread_mutex_lock(&s->lock);
   rc = sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
   if (rc == SQLITE_OK)
-    rc = sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
+    rc = sqlite3_bind_text(st, 2, reg->key, -1, SQLITE_STATIC);
   if (rc == SQLITE_OK)
-    /* A zero-length request must still be a (non-NULL) blob. */
-    rc = len ? sqlite3_bind_blob64(st, 3, req, len, SQLITE_STATIC)
+    /* An empty record (all defaults) must still be a (non-NULL) blob. */
+    rc = len ? sqlite3_bind_blob64(st, 3, rec, len, SQLITE_STATIC)
              : sqlite3_bind_zeroblob(st, 3, 0);
   if (rc == SQLITE_OK)
     rc = sqlite3_bind_int64(st, 4, (sqlite3_int64)time(NULL));
   if (rc == SQLITE_OK)
     rc = sqlite3_step(st);
-  hd_err err = finish_stmt(s, st, rc, NULL, msg, msg_size);
+  err = finish_stmt(s, st, rc, NULL, msg, msg_size);
   pthread_mutex_unlock(&s->lock);
+  explicit_bzero(rec, len); /* may hold a secret */
+  free(rec);
   return err;
 }
 
@@ -473,13 +515,12 @@ static hd_err sq_del(hd_store *hs, const char *id, char *msg, size_t msg_size) {
   return err;
 }
 
-/* One loaded record: id '\0' key '\0' request, in buf. */
+/* One loaded row: id '\0' record, in buf. */
 typedef struct sq_row {
   struct sq_row *next;
   size_t size; /* of buf, for wiping */
-  size_t len;  /* of the request */
-  const char *key;
-  const unsigned char *req;
+  size_t len;  /* of the record */
+  const unsigned char *rec;
   char buf[];
 } sq_row;
 
@@ -497,12 +538,10 @@ static hd_err copy_row(sq_store *s, sqlite3_stmt *st, sq_row **out, char *msg,
                        size_t msg_size) {
   const unsigned char *id = sqlite3_column_text(st, 0);
   size_t idn = (size_t)sqlite3_column_bytes(st, 0);
-  const unsigned char *key = sqlite3_column_text(st, 1);
-  size_t keyn = (size_t)sqlite3_column_bytes(st, 1);
-  const void *req = sqlite3_column_blob(st, 2);
-  size_t len = (size_t)sqlite3_column_bytes(st, 2);
+  const void *rec = sqlite3_column_blob(st, 1);
+  size_t len = (size_t)sqlite3_column_bytes(st, 1);
 
-  if (!id || !key || (!req && len > 0)) {
+  if (!id || (!rec && len > 0)) {
     if (sqlite3_errcode(s->db) == SQLITE_NOMEM) {
       set_msg(msg, msg_size, "%s: out of memory reading the registrations",
               s->path);
@@ -511,7 +550,7 @@ static hd_err copy_row(sq_store *s, sqlite3_stmt *st, sq_row **out, char *msg,
     set_msg(msg, msg_size, "%s: a registration row has a NULL column", s->path);
     return HD_EIO;
   }
-  size_t size = idn + 1 + keyn + 1 + len;
+  size_t size = idn + 1 + len;
   sq_row *r = malloc(sizeof(*r) + size);
   if (!r) {
     set_msg(msg, msg_size, "%s: out of memory reading the registrations",
@@ -522,20 +561,50 @@ static hd_err copy_row(sq_store *s, sqlite3_stmt *st, sq_row **out, char *msg,
   r->size = size;
   r->len = len;
   memcpy(r->buf, id, idn + 1);
-  r->key = r->buf + idn + 1;
-  memcpy(r->buf + idn + 1, key, keyn + 1);
-  r->req = (const unsigned char *)r->buf + idn + 1 + keyn + 1;
+  r->rec = (const unsigned char *)r->buf + idn + 1;
   if (len)
-    memcpy(r->buf + idn + 1 + keyn + 1, req, len);
+    memcpy(r->buf + idn + 1, rec, len);
   *out = r;
   return HD_OK;
+}
+
+/* Decodes r's record and calls fn with it; the decoded copy (secrets
+ * included) is wiped afterwards. A record that cannot be decoded stops the
+ * load with a message naming the handler. */
+static hd_err call_with_record(sq_store *s, const sq_row *r,
+                               hd_store_registration_fn *fn, void *ud,
+                               char *msg, size_t msg_size) {
+  hd_registration reg;
+  char why[256] = "";
+  hd_arena *a = hd_arena_new(1024);
+  if (!a) {
+    set_msg(msg, msg_size, "%s: out of memory reading the registrations",
+            s->path);
+    return HD_ENOMEM;
+  }
+  hd_err err =
+      hd_store_record_decode(r->rec, r->len, a, &reg, why, sizeof(why));
+  if (err == HD_OK) {
+    err = fn(r->buf, &reg, ud);
+  } else if (err == HD_ENOMEM) {
+    set_msg(msg, msg_size, "%s: out of memory reading the registrations",
+            s->path);
+  } else {
+    set_msg(msg, msg_size, "%s: the record of handler %s cannot be read: %s",
+            s->path, r->buf, why);
+    one_line(msg);
+    err = HD_EIO;
+  }
+  hd_arena_wipe(a);
+  hd_arena_free(a);
+  return err;
 }
 
 /* Copies every row under the lock, then calls fn without it: fn may use
  * the store (e.g. delete a record it cannot restore) without deadlocking,
  * and sees one consistent snapshot. */
-static hd_err sq_load(hd_store *hs, hd_store_load_fn *fn, void *ud, char *msg,
-                      size_t msg_size) {
+static hd_err sq_load(hd_store *hs, hd_store_registration_fn *fn, void *ud,
+                      char *msg, size_t msg_size) {
   sq_store *s = hs->impl;
   sqlite3_stmt *st = s->load;
   sq_row *head = NULL, **tail = &head;
@@ -556,7 +625,7 @@ static hd_err sq_load(hd_store *hs, hd_store_load_fn *fn, void *ud, char *msg,
   pthread_mutex_unlock(&s->lock);
 
   for (sq_row *r = head; err == HD_OK && r; r = r->next)
-    err = fn(r->buf, r->key, r->req, r->len, ud);
+    err = call_with_record(s, r, fn, ud, msg, msg_size);
   free_rows(head);
   return err;
 }
@@ -574,7 +643,7 @@ static void sq_close(hd_store *hs) {
   free(s);
 }
 
-static const hd_store_ops sq_ops = {
+static const hd_store_vtable sq_vtable = {
     .name = "sqlite",
     .put = sq_put,
     .del = sq_del,
@@ -718,7 +787,7 @@ hd_err hd_store_sqlite_open(const char *dir, hd_store **out, char *msg,
     return HD_ENOMEM;
   }
   snprintf(s->path, dlen + sizeof("/" SQ_DB_NAME), "%s/" SQ_DB_NAME, dir);
-  s->base.ops = &sq_ops;
+  s->base.vt = &sq_vtable;
   s->base.impl = s;
   if (pthread_mutex_init(&s->lock, NULL) != 0) {
     set_msg(msg, msg_size, "cannot create a mutex");

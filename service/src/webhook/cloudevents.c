@@ -52,30 +52,33 @@ static json_t *data_object(const hd_event *ev) {
   return hd_event_json_object(ev);
 }
 
-/* The topic path the event is about, as a JSON string from `data`, or NULL
- * when it has none: error and custom events without args carry no path,
- * and an empty path is no subject either. */
-static json_t *subject_of(const hd_event *ev, json_t *data) {
-  const char *field;
-  const char *raw;
+const char *hd_ce_subject(const hd_event *ev) {
+  const char *path = NULL;
 
   switch (ev->args_kind) {
   case HD_ARGS_SUBSCRIBE:
   case HD_ARGS_UPDATE:
   case HD_ARGS_UNSUBSCRIBE:
-    field = "topicPath";
-    raw = ev->topic.path;
+    path = ev->topic.path;
     break;
   case HD_ARGS_RESPONSE:
-    field = "path";
-    raw = ev->response.path;
+    path = ev->response.path;
     break;
   default:
-    return NULL;
+    break;
   }
-  if (!raw || !*raw)
+  return path != NULL && path[0] != '\0' ? path : NULL;
+}
+
+/* The subject as a JSON string from `data` (already repaired to UTF-8 by
+ * hd_event_json_object), or NULL when the event has none: error and custom
+ * events without args carry no path, and an empty path is no subject
+ * either. */
+static json_t *subject_of(const hd_event *ev, json_t *data) {
+  if (hd_ce_subject(ev) == NULL)
     return NULL;
-  return json_object_get(data, field);
+  return json_object_get(data, ev->args_kind == HD_ARGS_RESPONSE ? "path"
+                                                                 : "topicPath");
 }
 
 /* obj[name] = v, taking v; -1 when v is NULL (ENOMEM, or not UTF-8). */
@@ -119,6 +122,91 @@ out:
 
 char *hd_ce_binary_data(const hd_event *ev) {
   return ev ? hd_event_to_json(ev) : NULL;
+}
+
+char *hd_ce_body(const hd_event *ev, const hd_ce_meta *meta, int binary_mode) {
+  return binary_mode ? hd_ce_binary_data(ev) : hd_ce_structured(ev, meta);
+}
+
+/* ---- the HTTP binding's headers ----------------------------------------- */
+
+/* Appends `s` to `out` (room for 3 * strlen + 1), percent-encoding every
+ * byte for which keep() is 0. */
+static void percent_encode(char *out, const char *s, int (*keep)(int c)) {
+  static const char hex[] = "0123456789ABCDEF";
+  char *o = out + strlen(out);
+
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    if (keep(*p)) {
+      *o++ = (char)*p;
+    } else {
+      *o++ = '%';
+      *o++ = hex[*p >> 4];
+      *o++ = hex[*p & 0xf];
+    }
+  }
+  *o = '\0';
+}
+
+/* CloudEvents HTTP binding, 3.1.3.2: printable ASCII except space, '"' and
+ * '%' goes as is. */
+static int ce_header_keep(int c) {
+  return c > 0x20 && c < 0x7f && c != '"' && c != '%';
+}
+
+/* RFC 3986 pchar (and '/'): what a URI-reference path keeps. */
+static int uri_path_keep(int c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+         (c >= '0' && c <= '9') || strchr("-._~!$&'()*+,;=:@/", c) != NULL;
+}
+
+/* "name: value", value percent-encoded as a ce-* header; NULL on ENOMEM. */
+static char *ce_header(const char *name, const char *value) {
+  size_t n = strlen(name), len = n + 2 + 3 * strlen(value) + 1;
+  char *line = malloc(len);
+
+  if (line == NULL)
+    return NULL;
+  snprintf(line, len, "%s: ", name);
+  percent_encode(line, value, ce_header_keep);
+  return line;
+}
+
+char *hd_ce_source(const char *instance, const char *key) {
+  size_t len =
+      sizeof("//handlerd//keys/") + 3 * (strlen(instance) + strlen(key));
+  char *s = malloc(len);
+
+  if (s == NULL)
+    return NULL;
+  strcpy(s, "//handlerd/");
+  percent_encode(s, instance, uri_path_keep);
+  strcat(s, "/keys/");
+  percent_encode(s, key, uri_path_keep);
+  return s;
+}
+
+const char *hd_ce_content_type_line(int binary_mode) {
+  return binary_mode ? "content-type: application/json"
+                     : "content-type: application/cloudevents+json";
+}
+
+size_t hd_ce_binary_headers(const hd_event *ev, const hd_ce_meta *meta,
+                            char **out) {
+  char type[HD_EVENT_NAME_MAX + 32], when[40];
+  const char *subject = hd_ce_subject(ev);
+  size_t n = 0;
+
+  hd_ce_type(ev, type, sizeof(type));
+  hd_ce_time(meta->time_ns, when, sizeof(when));
+  out[n++] = strdup("ce-specversion: 1.0");
+  out[n++] = ce_header("ce-id", meta->id ? meta->id : "");
+  out[n++] = ce_header("ce-source", meta->source ? meta->source : "");
+  out[n++] = ce_header("ce-type", type);
+  if (subject != NULL)
+    out[n++] = ce_header("ce-subject", subject);
+  out[n++] = ce_header("ce-time", when);
+  return n;
 }
 
 void hd_ce_new_id(char out[37]) {

@@ -1,8 +1,15 @@
 /*
- * CloudEvents 1.0 (https://github.com/cloudevents/spec) for webhook bodies.
- * type is "handlers.v1.<event name>", subject the topic path (omitted when
- * the event has none), datacontenttype "application/json", data the event's
- * args in the proto3 JSON mapping (hd_event_to_json).
+ * CloudEvents 1.0 (https://github.com/cloudevents/spec) for webhook
+ * deliveries, and its HTTP binding, all in one place: the body and the
+ * headers of the POST in structured and binary mode. type is
+ * "handlers.v1.<event name>", subject the topic path (omitted when the event
+ * has none), datacontenttype "application/json", data the event's args in
+ * the proto3 JSON mapping (hd_event_to_json).
+ *
+ * Structured mode: content-type application/cloudevents+json, the whole
+ * event as one JSON object. Binary mode: content-type application/json, the
+ * data as the body and the attributes in ce-specversion/id/source/type/
+ * subject/time headers, percent-encoded as the HTTP binding (3.1.3.2) says.
  */
 #ifndef HD_CLOUDEVENTS_H
 #define HD_CLOUDEVENTS_H
@@ -35,6 +42,34 @@ char *hd_ce_structured(const hd_event *ev, const hd_ce_meta *meta);
  * attributes go into ce-* headers, which the caller builds from
  * hd_ce_type/hd_ce_time and `meta`. malloc'd; NULL on ENOMEM. */
 char *hd_ce_binary_data(const hd_event *ev);
+
+/* The topic path the event is about (topic.path for topic events,
+ * response.path for responses), or NULL when it has none (other args kinds,
+ * NULL or empty path): the subject attribute. Borrowed from `ev`. */
+const char *hd_ce_subject(const hd_event *ev);
+
+/* "//handlerd/<instance>/keys/<key>", both parts percent-encoded where a
+ * URI path could not hold them: the source of every event a webhook
+ * registered under `key` sends. malloc'd; NULL on ENOMEM. */
+char *hd_ce_source(const char *instance, const char *key);
+
+/* The body of the POST: hd_ce_structured or, in binary mode,
+ * hd_ce_binary_data. malloc'd; NULL on ENOMEM. */
+char *hd_ce_body(const hd_event *ev, const hd_ce_meta *meta, int binary_mode);
+
+/* The "content-type: ..." header line of the mode (static). */
+const char *hd_ce_content_type_line(int binary_mode);
+
+/* Most lines hd_ce_binary_headers writes. */
+#define HD_CE_BINARY_HEADERS_MAX 6
+
+/* Binary mode's attribute headers, "ce-<name>: <value>" (values
+ * percent-encoded: printable ASCII but space, '"' and '%' as is), written
+ * malloc'd into `out` (room for HD_CE_BINARY_HEADERS_MAX); returns how
+ * many. A line that could not be allocated is NULL (the caller checks and
+ * frees them all). */
+size_t hd_ce_binary_headers(const hd_event *ev, const hd_ce_meta *meta,
+                            char **out);
 
 /* Fills `out` with a random UUIDv4 string (37 bytes incl. NUL), lowercase.
  * Thread-safe. */

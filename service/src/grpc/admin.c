@@ -1,0 +1,186 @@
+/*
+ * AddHandler, RemoveHandler, ListHandlers and GetStats.
+ *
+ * The first three run on the control thread: a completion-queue thread
+ * unpacks the request into the call's arena and queues the call, holding a
+ * reference; the control thread runs the control plane (AddHandler
+ * returns once the store's commit is done) and starts the reply batch from
+ * there. The call stays in srv->in_flight until that batch completes, so
+ * the drain waits for queued calls too. One thread keeps the store's
+ * writes in arrival order; ListHandlers goes the same way, so it sees every
+ * change acknowledged before it was asked, and a backend that lists from
+ * its database needs nothing more.
+ */
+#include "clock.h"
+#include "registration_pb.h"
+#include "rpc.h"
+#include "stats.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void rpc_admin_init(rpc_admin_state *a) {
+  memset(a, 0, sizeof(*a));
+  pthread_mutex_init(&a->lock, NULL);
+  pthread_cond_init(&a->cond, NULL);
+}
+
+static void *control_thread(void *arg) {
+  rpc_admin_state *a = arg;
+  pthread_mutex_lock(&a->lock);
+  for (;;) {
+    call *c = a->head;
+    if (!c) {
+      if (a->stop)
+        break;
+      pthread_cond_wait(&a->cond, &a->lock);
+      continue;
+    }
+    a->head = c->u.admin.next;
+    if (!a->head)
+      a->tail = NULL;
+    pthread_mutex_unlock(&a->lock);
+    int64_t deadline = call_deadline_ns(c);
+    if (deadline && real_ns() >= deadline)
+      /* Nobody waits for the answer: a change made now would be one its
+       * caller was told had failed. */
+      call_finish(c, GRPC_STATUS_DEADLINE_EXCEEDED,
+                  "deadline passed while queued for the control plane");
+    else
+      c->u.admin.run(c, c->u.admin.req);
+    call_unref(c);
+    pthread_mutex_lock(&a->lock);
+  }
+  pthread_mutex_unlock(&a->lock);
+  return NULL;
+}
+
+hd_err rpc_admin_start(rpc_admin_state *a) {
+  if (pthread_create(&a->thread, NULL, control_thread, a) != 0)
+    return HD_ENOMEM;
+  a->started = 1;
+  pthread_setname_np(a->thread, "hd-control");
+  return HD_OK;
+}
+
+void rpc_admin_destroy(rpc_admin_state *a) {
+  if (a->started) {
+    pthread_mutex_lock(&a->lock);
+    a->stop = 1;
+    pthread_cond_signal(&a->cond);
+    pthread_mutex_unlock(&a->lock);
+    pthread_join(a->thread, NULL);
+    a->started = 0;
+  }
+  pthread_cond_destroy(&a->cond);
+  pthread_mutex_destroy(&a->lock);
+}
+
+/* Queues `run(c, req)` for the control thread. */
+static void enqueue(call *c, void (*run)(call *c, void *req), void *req) {
+  rpc_admin_state *a = &c->srv->admin;
+  c->u.admin.run = run;
+  c->u.admin.req = req;
+  c->u.admin.next = NULL;
+  call_ref(c); /* held by the queue until run returns */
+  pthread_mutex_lock(&a->lock);
+  if (a->tail)
+    a->tail->u.admin.next = c;
+  else
+    a->head = c;
+  a->tail = c;
+  pthread_cond_signal(&a->cond);
+  pthread_mutex_unlock(&a->lock);
+}
+
+static void run_add(call *c, void *arg) {
+  Handlers__V1__AddHandlerRequest *req = arg;
+  char msg[RPC_MSG_MAX] = "";
+  Handlers__V1__AddHandlerReply reply = HANDLERS__V1__ADD_HANDLER_REPLY__INIT;
+  hd_err err =
+      hd_grpc_control_add(c->srv->ctl, c->arena, req, &reply, msg, sizeof(msg));
+  if (err == HD_OK)
+    hd_log(HD_LOG_INFO, "added handler %s under key '%s'", reply.handler_id,
+           req->key);
+  call_answer(c, err, msg, &reply.base);
+}
+
+static void handle_add(call *c, grpc_slice body) {
+  Handlers__V1__AddHandlerRequest *req =
+      call_unpack(c, body, &handlers__v1__add_handler_request__descriptor);
+  if (req)
+    enqueue(c, run_add, req);
+}
+
+static void run_remove(call *c, void *arg) {
+  Handlers__V1__RemoveHandlerRequest *req = arg;
+  char msg[RPC_MSG_MAX] = "";
+  hd_err err = hd_control_remove(c->srv->ctl, req->key, req->handler_id, msg,
+                                 sizeof(msg));
+  if (err == HD_OK)
+    hd_log(HD_LOG_INFO, "removed handler %s from key '%s'", req->handler_id,
+           req->key);
+  Handlers__V1__RemoveHandlerReply reply =
+      HANDLERS__V1__REMOVE_HANDLER_REPLY__INIT;
+  call_answer(c, err, msg, &reply.base);
+}
+
+static void handle_remove(call *c, grpc_slice body) {
+  Handlers__V1__RemoveHandlerRequest *req =
+      call_unpack(c, body, &handlers__v1__remove_handler_request__descriptor);
+  if (!req)
+    return;
+  if (!req->key[0] || !req->handler_id[0]) {
+    call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "%s is empty",
+                req->key[0] ? "handler_id" : "key");
+    return;
+  }
+  enqueue(c, run_remove, req);
+}
+
+static void run_list(call *c, void *arg) {
+  Handlers__V1__ListHandlersRequest *req = arg;
+  char msg[RPC_MSG_MAX] = "";
+  Handlers__V1__ListHandlersReply reply =
+      HANDLERS__V1__LIST_HANDLERS_REPLY__INIT;
+  hd_err err = hd_grpc_control_list(c->srv->ctl, c->arena, req->key, &reply,
+                                    msg, sizeof(msg));
+  call_answer(c, err, msg, &reply.base);
+}
+
+static void handle_list(call *c, grpc_slice body) {
+  Handlers__V1__ListHandlersRequest *req =
+      call_unpack(c, body, &handlers__v1__list_handlers_request__descriptor);
+  if (req)
+    enqueue(c, run_list, req);
+}
+
+/* Metrics only, no store: answered on the queue thread, so it stays
+ * quick while the store is slow. */
+static void handle_stats(call *c, grpc_slice body) {
+  if (!call_unpack(c, body, &handlers__v1__get_stats_request__descriptor))
+    return;
+  Handlers__V1__GetStatsReply reply = HANDLERS__V1__GET_STATS_REPLY__INIT;
+  char *text = hd_metrics_render();
+  hd_err err = text ? hd_stats_from_text(c->arena, text, &reply) : HD_ENOMEM;
+  free(text);
+  call_answer(c, err, err == HD_EINVAL ? "metrics text did not parse" : "",
+              &reply.base);
+}
+
+const rpc_method rpc_admin_methods[] = {
+    {.path = "/handlers.v1.Handlers/AddHandler",
+     .auth = RPC_AUTH_CONTROL,
+     .secret = 1,
+     .handle = handle_add},
+    {.path = "/handlers.v1.Handlers/RemoveHandler",
+     .auth = RPC_AUTH_CONTROL,
+     .handle = handle_remove},
+    {.path = "/handlers.v1.Handlers/ListHandlers",
+     .auth = RPC_AUTH_CONTROL,
+     .handle = handle_list},
+    {.path = "/handlers.v1.Handlers/GetStats",
+     .auth = RPC_AUTH_CONTROL,
+     .handle = handle_stats},
+    {.path = NULL},
+};
