@@ -815,6 +815,93 @@ static void test_hanging_receiver_does_not_delay_another(void **state) {
   rx_stop(fast);
 }
 
+/* One event, K webhooks of one key (a set): the CloudEvent is built once
+ * and shared. Every delivery carries the same id (webhook-id = the
+ * CloudEvent id, see cloudevents.h), the structured ones the same bytes, the
+ * binary one the same id in ce-id; each is signed with its own key; the
+ * next event has a new id. */
+static void test_fanout_shares_one_cloudevent(void **state) {
+  static const rx_step ok = {.status = 200};
+  static const char *const secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+  rx *r = rx_start(&ok, 1);
+  hd_webhook_spec wh;
+  hd_handler *set = NULL, *h[4];
+  hd_results *rs;
+  unsigned char key[HD_SECRET_MAX_BYTES];
+  size_t key_len = 0;
+  const char *id0, *structured = NULL;
+  size_t structured_len = 0;
+  int binary_seen = 0;
+  char first_id[37];
+
+  (void)state;
+  assert_int_equal(hd_secret_parse(secret, key, &key_len, NULL, 0), HD_OK);
+  assert_int_equal(hd_set_new(&set), HD_OK);
+  for (int i = 0; i < 4; i++) {
+    webhook_init(&wh, r->url);
+    wh.max_attempts = 1;
+    wh.binary_mode = i == 2;
+    if (i == 1)
+      wh.secret = secret;
+    h[i] = make(&wh);
+    assert_int_equal(hd_set_add(set, h[i]), HD_OK);
+  }
+  rs = run(set, update_event());
+  assert_int_equal(hd_results_count(rs), 4);
+  for (int i = 0; i < 4; i++)
+    assert_int_equal(hd_results_at(rs, i)->err, HD_OK);
+  hd_results_free(rs);
+  assert_int_equal(rx_count(r), 4);
+  id0 = rx_header(r, 0, "webhook-id");
+  assert_non_null(id0);
+  for (int i = 0; i < 4; i++) {
+    const char *ct = rx_header(r, i, "content-type");
+    const char *sig = rx_header(r, i, "webhook-signature");
+
+    assert_non_null(ct);
+    assert_string_equal(rx_header(r, i, "webhook-id"), id0);
+    if (strcmp(ct, "application/json") == 0) {
+      binary_seen++;
+      assert_string_equal(rx_header(r, i, "ce-id"), id0);
+    } else if (structured == NULL) {
+      json_t *ce = json_loadb(r->reqs[i].body, r->reqs[i].body_len, 0, NULL);
+      assert_non_null(ce);
+      assert_string_equal(json_string_value(json_object_get(ce, "id")), id0);
+      json_decref(ce);
+      structured = r->reqs[i].body;
+      structured_len = r->reqs[i].body_len;
+    } else {
+      assert_int_equal(r->reqs[i].body_len, structured_len);
+      assert_memory_equal(r->reqs[i].body, structured, structured_len);
+    }
+    if (sig != NULL) {
+      char want[HD_SIGNATURE_MAX];
+      assert_int_equal(
+          hd_webhook_sign(
+              key, key_len, id0, atoll(rx_header(r, i, "webhook-timestamp")),
+              r->reqs[i].body, r->reqs[i].body_len, want, sizeof(want)),
+          HD_OK);
+      assert_string_equal(sig, want);
+    }
+  }
+  assert_int_equal(binary_seen, 1);
+  snprintf(first_id, sizeof(first_id), "%s", id0);
+
+  /* The next event is another CloudEvent. */
+  rs = run(set, update_event());
+  hd_results_free(rs);
+  assert_int_equal(rx_count(r), 8);
+  for (int i = 4; i < 8; i++) {
+    assert_string_not_equal(rx_header(r, i, "webhook-id"), first_id);
+    assert_string_equal(rx_header(r, i, "webhook-id"),
+                        rx_header(r, 4, "webhook-id"));
+  }
+  hd_handler_unref(set);
+  for (int i = 0; i < 4; i++)
+    hd_handler_unref(h[i]);
+  rx_stop(r);
+}
+
 /* ---- shutdown
  * ---------------------------------------------------------------------- */
 
@@ -1026,6 +1113,7 @@ int main(void) {
       cmocka_unit_test(test_deadline_cuts_a_hanging_attempt),
       cmocka_unit_test(test_hanging_receiver_does_not_delay_another),
       cmocka_unit_test(test_stop_fails_the_delivery_in_flight),
+      cmocka_unit_test(test_fanout_shares_one_cloudevent),
       cmocka_unit_test_setup(test_factory_refuses_ftp_url, factory_setup),
       cmocka_unit_test_setup(test_factory_refuses_too_many_attempts,
                              factory_setup),

@@ -7,10 +7,18 @@
  * copies everything the delivery needs into a job and gives the job to the
  * engine (webhook_engine.c), which completes it from its own thread. The
  * event is not touched after handle() returns.
+ *
+ * When one event reaches K webhooks (a set's members, webhooks behind
+ * event-stream routes), the set opens a fan-out scope (model/fanout.h) and
+ * the first webhook leaves a ce_share there: the event's CloudEvent id and
+ * time, and the bodies built from them, which the other K-1 reuse (one
+ * reference per job, the last job frees a body). See cloudevents.h for why
+ * the K deliveries of one event share the id.
  */
 #include "webhook_kind.h"
 #include "cloudevents.h"
 #include "errmsg.h"
+#include "fanout.h"
 #include "kinds.h"
 #include "webhook_engine.h"
 #include "webhook_sign.h"
@@ -98,11 +106,95 @@ static hd_err job_headers(const struct webhook *w, const hd_event *ev,
   return HD_OK;
 }
 
+/* ---- what the webhooks of one fan-out share --------------------------------
+ */
+
+/* The event's CloudEvent as the webhooks of one fan-out send it: id and
+ * time (the same for all K), and each body built on first use. Only the
+ * thread that opened the scope sees it (fanout.h), so its fields need no
+ * lock; the bodies' counts are atomic, as jobs drop theirs on the engine
+ * thread. */
+struct ce_share {
+  char id[37];
+  int64_t time_ns;
+  int keep;                    /* 1: cache bodies (it is in a scope) */
+  char *source;                /* what `structured` was built for */
+  hd_webhook_body *structured; /* NULL until a structured-mode webhook */
+  hd_webhook_body *binary;     /* the data alone: the same for any source */
+};
+
+static const char ce_share_tag; /* its address names our slot in a scope */
+
+static void ce_share_init(struct ce_share *s, int keep) {
+  struct timespec now;
+
+  clock_gettime(CLOCK_REALTIME, &now);
+  hd_ce_new_id(s->id);
+  s->time_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+  s->keep = keep;
+  s->source = NULL;
+  s->structured = NULL;
+  s->binary = NULL;
+}
+
+static void ce_share_clear(struct ce_share *s) {
+  free(s->source);
+  hd_webhook_body_unref(s->structured);
+  hd_webhook_body_unref(s->binary);
+}
+
+static void ce_share_release(void *obj) {
+  ce_share_clear(obj);
+  free(obj);
+}
+
+/* The share of `ev`'s fan-out on this thread: the one a sibling left, or a
+ * new one put in the scope; outside a scope (or out of memory for one),
+ * `local`, filled in, for this webhook alone. */
+static struct ce_share *ce_share_of(const hd_event *ev,
+                                    struct ce_share *local) {
+  struct ce_share *s = hd_fanout_get(ev, &ce_share_tag);
+
+  if (s != NULL)
+    return s;
+  if (hd_fanout_in_scope(ev) && (s = malloc(sizeof(*s))) != NULL) {
+    ce_share_init(s, 1);
+    if (hd_fanout_put(ev, &ce_share_tag, s, ce_share_release))
+      return s;
+    free(s);
+  }
+  ce_share_init(local, 0);
+  return local;
+}
+
+/* A reference on the body `w` sends for `ev`, built unless `s` has it;
+ * NULL on ENOMEM. Binary mode's body is the data alone; structured mode's
+ * embeds the source too, so it is reused only by webhooks with the same
+ * source (all of one key's). */
+static hd_webhook_body *ce_share_body(struct ce_share *s, const hd_event *ev,
+                                      const struct webhook *w,
+                                      const hd_ce_meta *meta) {
+  hd_webhook_body *b;
+
+  if (w->binary_mode) {
+    if (s->binary == NULL)
+      s->binary = hd_webhook_body_take(hd_ce_binary_data(ev));
+    return s->binary != NULL ? hd_webhook_body_ref(s->binary) : NULL;
+  }
+  if (s->structured != NULL && strcmp(s->source, w->source) == 0)
+    return hd_webhook_body_ref(s->structured);
+  b = hd_webhook_body_take(hd_ce_structured(ev, meta));
+  if (b != NULL && s->keep && s->structured == NULL &&
+      (s->source = strdup(w->source)) != NULL)
+    s->structured = hd_webhook_body_ref(b);
+  return b;
+}
+
 static hd_err webhook_handle(hd_handler *hd, const hd_event *ev,
                              hd_done_fn *done, void *done_data) {
   struct webhook *w = hd_handler_user_data(hd);
+  struct ce_share local, *share;
   hd_webhook_job *job;
-  struct timespec now;
   hd_ce_meta meta;
   hd_err err;
 
@@ -111,18 +203,19 @@ static hd_err webhook_handle(hd_handler *hd, const hd_event *ev,
   job = hd_webhook_job_new();
   if (job == NULL)
     return HD_ENOMEM;
-  clock_gettime(CLOCK_REALTIME, &now);
-  hd_ce_new_id(job->msg_id);
+  share = ce_share_of(ev, &local);
+  memcpy(job->msg_id, share->id, sizeof(job->msg_id));
   meta.id = job->msg_id;
   meta.source = w->source;
-  meta.time_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
-  job->body = hd_ce_body(ev, &meta, w->binary_mode);
+  meta.time_ns = share->time_ns;
+  job->body = ce_share_body(share, ev, w, &meta);
+  if (share == &local)
+    ce_share_clear(&local);
   job->url = strdup(w->url);
   if (job->body == NULL || job->url == NULL) {
     hd_webhook_job_free(job);
     return HD_ENOMEM;
   }
-  job->body_len = strlen(job->body);
   err = job_headers(w, ev, &meta, job);
   if (err != HD_OK) {
     hd_webhook_job_free(job);

@@ -12,6 +12,7 @@
 #include "clock.h"
 
 #include "array.h"
+#include "fanout.h"
 #include "handler_locked.h"
 
 #include <pthread.h>
@@ -171,7 +172,13 @@ static hd_err set_handle(hd_handler *h, const hd_event *ev, hd_done_fn *done,
   free(members);
 
   /* The extra count keeps `g` alive through this loop however fast the
-   * members complete. A slot is not read here after its member started. */
+   * members complete. A slot is not read here after its member started.
+   * With two members or more, the loop is a fan-out scope (fanout.h): what
+   * one member builds from the event (a CloudEvents body) the next reuses;
+   * it ends, releasing the scope's share, before we return. */
+  hd_fanout scope;
+  if (n > 1)
+    hd_fanout_begin(&scope, ev);
   for (size_t i = 0; i < n; i++) {
     struct slot *slot = &g->slots[i];
     int64_t start = mono_ns();
@@ -181,6 +188,8 @@ static hd_err set_handle(hd_handler *h, const hd_event *ev, hd_done_fn *done,
       gather_release(g);
     }
   }
+  if (n > 1)
+    hd_fanout_end(&scope);
   gather_release(g);
   return HD_OK;
 }

@@ -10,6 +10,16 @@
  * event as one JSON object. Binary mode: content-type application/json, the
  * data as the body and the attributes in ce-specversion/id/source/type/
  * subject/time headers, percent-encoded as the HTTP binding (3.1.3.2) says.
+ *
+ * The id identifies the event, not the delivery: when one event reaches K
+ * webhooks (a key's set, webhooks behind event-stream routes), the K
+ * deliveries carry the same id and time, and those of one key the same
+ * structured body, built once (webhook_kind.c, model/fanout.h). That is
+ * what CloudEvents asks (source + id is unique per distinct event, so the
+ * same event sent to K endpoints is the same id), and what Standard
+ * Webhooks' webhook-id (= the id) is for: de-duplication at one endpoint,
+ * where the same event twice is a duplicate indeed. Each dispatch is a new
+ * event with a new id; a retry keeps its id.
  */
 #ifndef HD_CLOUDEVENTS_H
 #define HD_CLOUDEVENTS_H
@@ -19,7 +29,8 @@
 #include <time.h>
 
 typedef struct hd_ce_meta {
-  const char *id;     /* unique per event, the same on every retry */
+  const char *id;     /* unique per event: the same for the K webhooks one
+                       * dispatch reaches and on every retry */
   const char *source; /* e.g. "//handlerd/<instance>/keys/<key>" */
   int64_t time_ns;    /* CLOCK_REALTIME ns of the event */
 } hd_ce_meta;

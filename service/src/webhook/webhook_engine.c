@@ -155,6 +155,56 @@ hd_webhook_job *hd_webhook_job_new(void) {
   return &d->job;
 }
 
+/* ---- bodies ------------------------------------------------------------- */
+
+struct hd_webhook_body {
+  atomic_uint refs;
+  size_t len;
+  char *text;
+};
+
+hd_webhook_body *hd_webhook_body_take(char *text) {
+  hd_webhook_body *b;
+
+  if (text == NULL)
+    return NULL;
+  b = malloc(sizeof(*b));
+  if (b == NULL) {
+    free(text);
+    return NULL;
+  }
+  atomic_init(&b->refs, 1);
+  b->len = strlen(text);
+  b->text = text;
+  return b;
+}
+
+hd_webhook_body *hd_webhook_body_ref(hd_webhook_body *b) {
+  /* relaxed: the caller already holds a reference. */
+  atomic_fetch_add_explicit(&b->refs, 1, memory_order_relaxed);
+  return b;
+}
+
+void hd_webhook_body_unref(hd_webhook_body *b) {
+  if (b == NULL)
+    return;
+  /* acq_rel: the thread that frees sees every use by the others. */
+  if (atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) != 1)
+    return;
+  free(b->text);
+  free(b);
+}
+
+const char *hd_webhook_body_text(const hd_webhook_body *b) {
+  return b->text;
+}
+
+size_t hd_webhook_body_len(const hd_webhook_body *b) {
+  return b->len;
+}
+
+/* ---- jobs ---------------------------------------------------------------- */
+
 void hd_webhook_job_free(hd_webhook_job *job) {
   delivery *d = (delivery *)job;
 
@@ -164,7 +214,7 @@ void hd_webhook_job_free(hd_webhook_job *job) {
   for (size_t i = 0; i < job->n_headers; i++)
     free(job->headers[i]);
   free(job->headers);
-  free(job->body);
+  hd_webhook_body_unref(job->body);
   explicit_bzero(job->key, sizeof(job->key));
   free(d->host);
   curl_slist_free_all(d->req_headers);
@@ -644,7 +694,8 @@ static struct curl_slist *attempt_headers(delivery *d) {
   list = l;
   if (d->job.key_len > 0) {
     if (hd_webhook_sign(d->job.key, d->job.key_len, d->job.msg_id, ts,
-                        d->job.body, d->job.body_len, sig,
+                        hd_webhook_body_text(d->job.body),
+                        hd_webhook_body_len(d->job.body), sig,
                         sizeof(sig)) != HD_OK)
       goto fail;
     snprintf(line, sizeof(line), "webhook-signature: %s", sig);
@@ -729,9 +780,10 @@ static void attempt_start(hd_webhook_engine *e, delivery *d, int64_t now) {
   rc |= curl_easy_setopt(h, CURLOPT_CAPATH, NULL);
   rc |= curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
   rc |= curl_easy_setopt(h, CURLOPT_POST, 1L);
-  rc |= curl_easy_setopt(h, CURLOPT_POSTFIELDS, d->job.body);
+  rc |= curl_easy_setopt(h, CURLOPT_POSTFIELDS,
+                         hd_webhook_body_text(d->job.body));
   rc |= curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE,
-                         (curl_off_t)d->job.body_len);
+                         (curl_off_t)hd_webhook_body_len(d->job.body));
   rc |= curl_easy_setopt(h, CURLOPT_HTTPHEADER, d->req_headers);
   rc |= curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, hd_webhook_response_on_body);
   rc |= curl_easy_setopt(h, CURLOPT_WRITEDATA, &d->resp);

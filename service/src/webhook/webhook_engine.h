@@ -62,13 +62,29 @@ int hd_webhook_engine_in_flight(const hd_webhook_engine *e);
 
 #define HD_WEBHOOK_FAILURE_LOG_WINDOW_S 10
 
+/* A request body: immutable once made, reference counted. The jobs of one
+ * event's fan-out share one (webhook_kind.c builds it once for the K
+ * webhooks that get the event); the last reference frees it. The count is
+ * atomic: jobs are freed on the engine thread while the submitting thread
+ * may still hold its own reference. */
+typedef struct hd_webhook_body hd_webhook_body;
+
+/* A body of the NUL-terminated malloc'd `text`, which it takes (frees on
+ * ENOMEM too), with one reference; NULL when `text` is NULL or on ENOMEM. */
+hd_webhook_body *hd_webhook_body_take(char *text);
+/* One more reference; `b` back. */
+hd_webhook_body *hd_webhook_body_ref(hd_webhook_body *b);
+/* Drops one; the last frees the body. NULL is fine. Any thread. */
+void hd_webhook_body_unref(hd_webhook_body *b);
+const char *hd_webhook_body_text(const hd_webhook_body *b);
+size_t hd_webhook_body_len(const hd_webhook_body *b);
+
 typedef struct hd_webhook_job {
   char *url;      /* owned */
   char **headers; /* owned "name: value" lines, sent on every attempt */
   size_t n_headers;
-  char *body; /* owned request body */
-  size_t body_len;
-  char msg_id[37];                        /* webhook-id: the CloudEvent id */
+  hd_webhook_body *body; /* one reference, dropped with the job */
+  char msg_id[37];       /* webhook-id: the CloudEvent id */
   unsigned char key[HD_SECRET_MAX_BYTES]; /* signing key; wiped on free */
   size_t key_len;                         /* 0: requests are not signed */
   long timeout_ms;                        /* per attempt, > 0 */
