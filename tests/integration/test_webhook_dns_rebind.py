@@ -1,4 +1,4 @@
-"""handlerd's connect-time address check (open_socket in webhook_engine.c):
+"""handlerd's connect-time address check (open_socket in webhook_attempt.c):
 a webhook registered by host NAME whose name later resolves to an address
 the policy refuses is refused when handlerd is about to connect, and no
 connection is made. The README promises "Addresses are checked when

@@ -1,7 +1,7 @@
 /*
  * utf8.h - UTF-8 well-formedness (RFC 3629), for the checks on client
  * strings (event.c, control.c, proto_event.c), on webhook responses
- * (webhook_engine.c) and for listings that must stay UTF-8 (control.c).
+ * (webhook_response.c) and for listings that must stay UTF-8 (control.c).
  */
 #ifndef HD_UTF8_H
 #define HD_UTF8_H
