@@ -27,6 +27,31 @@ import time
 IO_TIMEOUT_S = 30.0  # nothing here blocks longer; stop() ends it sooner
 
 
+def read_http_request(recv):
+    """Reads one HTTP/1.1 request, its head and its Content-Length body,
+    calling `recv()` for more bytes (b"" when there are none). Returns
+    (head, body), the body cut at Content-Length, or None when recv() ran dry
+    first."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = recv()
+        if not chunk:
+            return None
+        buf += chunk
+    head, _, body = buf.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    while len(body) < length:
+        chunk = recv()
+        if not chunk:
+            return None
+        body += chunk
+    return head, body[:length]
+
+
 class Conn:
     """One accepted connection and what happened on it."""
 
@@ -173,25 +198,11 @@ class FaultyServer:
     def read_request(self, conn, timeout=IO_TIMEOUT_S):
         """Reads one HTTP/1.1 request (head and Content-Length body) and
         records it; None when the peer closed or the time ran out."""
-        buf = b""
         deadline = time.monotonic() + timeout
-        while b"\r\n\r\n" not in buf:
-            chunk = self.recv_some(conn, deadline)
-            if not chunk:
-                return None
-            buf += chunk
-        head, _, body = buf.partition(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value.strip())
-        while len(body) < length:
-            chunk = self.recv_some(conn, deadline)
-            if not chunk:
-                return None
-            body += chunk
-        req = head + b"\r\n\r\n" + body[:length]
+        got = read_http_request(lambda: self.recv_some(conn, deadline))
+        if got is None:
+            return None
+        req = got[0] + b"\r\n\r\n" + got[1]
         conn.requests.append(req)
         return req
 

@@ -6,6 +6,7 @@ it exits with status 0. Also loads the protoc-generated modules from
 HD_PY_GEN. Standard library only; run with Debian's /usr/bin/python3.
 """
 
+import contextlib
 import importlib
 import os
 import shutil
@@ -148,6 +149,23 @@ def import_grpc(test_name, *modules):
     return (grpc, pb, pb_grpc, *extra)
 
 
+@contextlib.contextmanager
+def environ_set(env):
+    """with environ_set({name: value}): those variables set in os.environ
+    (and so inherited by a handlerd started in the block); each is given its
+    old value back, or removed, when the block ends."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 class Handlerd:
     """One handlerd process.
 
@@ -160,6 +178,12 @@ class Handlerd:
             raise HarnessError("HANDLERD_BIN=%s is not an executable file"
                                % self.binary)
         self.extra_args = list(extra_args)
+        # What a subclass may change before start(): the --listen address,
+        # the child's environment (None: this process's) and a function run
+        # in the child just before exec (None: none).
+        self.listen = "127.0.0.1:0"
+        self.env = None
+        self.preexec_fn = None
         self.tmpdir = None
         self.proc = None
         self.address = None
@@ -191,11 +215,12 @@ class Handlerd:
         self.tmpdir = tempfile.mkdtemp(prefix="hd-py-it-")
         ready = os.path.join(self.tmpdir, "ready")
         self._stderr = open(os.path.join(self.tmpdir, "stderr"), "w+b")
-        self.argv = WRAPPER + [self.binary, "--listen", "127.0.0.1:0",
+        self.argv = WRAPPER + [self.binary, "--listen", self.listen,
                      "--ready-file", ready] + self.extra_args
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
                                      stdout=self._stderr, stderr=self._stderr,
-                                     cwd=self.tmpdir)
+                                     cwd=self.tmpdir, env=self.env,
+                                     preexec_fn=self.preexec_fn)
         try:
             self._wait_ready(ready)
         except BaseException:
@@ -267,6 +292,18 @@ class Handlerd:
             self.proc = None
             self._cleanup()
 
+    def stop_unless_exited(self):
+        """stop() (asserting exit status 0) unless the process has exited
+        already, as when the test stopped it itself and checked its exit
+        status: then only forgets it and cleans up."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.stop()
+        else:
+            self.proc = None
+            self._cleanup()
+
     def _cleanup(self):
         if self._stderr is not None:
             self._stderr.close()
@@ -274,6 +311,47 @@ class Handlerd:
         if self.tmpdir is not None and not os.environ.get("HD_KEEP_TMP"):
             shutil.rmtree(self.tmpdir, ignore_errors=True)
         self.tmpdir = None
+
+
+class Server:
+    """with Server(*args) as s: one handlerd (Handlerd(args), as s.h) and a
+    gRPC channel to it that may send messages up to 64 MiB (s.channel,
+    waited ready for TIMEOUT seconds) with a Handlers stub (s.stub).
+    Leaving the block closes the channel and stops handlerd (asserting exit
+    status 0 after SIGTERM)."""
+
+    TIMEOUT = 10.0
+
+    def __init__(self, *args):
+        self.h = Handlerd(list(args))
+
+    def __enter__(self):
+        grpc, _, pb_grpc = import_grpc(type(self).__name__)
+        self.h.start()
+        self.channel = grpc.insecure_channel(
+            self.h.address,
+            options=[("grpc.max_send_message_length", 64 << 20)])
+        grpc.channel_ready_future(self.channel).result(timeout=self.TIMEOUT)
+        self.stub = pb_grpc.HandlersStub(self.channel)
+        return self
+
+    def __exit__(self, *exc):
+        self.channel.close()
+        self.h.stop()
+
+
+def stop_all(daemons):
+    """Stops each of `daemons` (Handlerd) still running; raises the first
+    AssertionError of their stop() once all were stopped."""
+    errors = []
+    for d in daemons:
+        if d.proc is not None:
+            try:
+                d.stop()  # asserts exit status 0 after SIGTERM
+            except AssertionError as e:
+                errors.append(e)
+    if errors:
+        raise errors[0]
 
 
 def assert_rpc_status(test, code, fn, *args, **kwargs):

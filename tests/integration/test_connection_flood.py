@@ -27,7 +27,6 @@ import socket
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 import unittest
 
@@ -78,29 +77,14 @@ class Daemon(hd_harness.Handlerd):
             else:
                 self.env[name] = value
         self.nofile = nofile
+        self.preexec_fn = self._preexec
 
     def _preexec(self):
         if self.nofile is not None:
             resource.setrlimit(resource.RLIMIT_NOFILE, self.nofile)
 
     def start(self):
-        self.tmpdir = tempfile.mkdtemp(prefix="hd-py-it-")
-        ready = os.path.join(self.tmpdir, "ready")
-        self._stderr = open(os.path.join(self.tmpdir, "stderr"), "w+b")
-        self.argv = hd_harness.WRAPPER + [
-            self.binary, "--listen", "127.0.0.1:0", "--ready-file",
-            ready] + self.extra_args
-        self.proc = subprocess.Popen(
-            self.argv, stdin=subprocess.DEVNULL, stdout=self._stderr,
-            stderr=self._stderr, cwd=self.tmpdir, env=self.env,
-            preexec_fn=self._preexec)
-        try:
-            self._wait_ready(ready)
-        except BaseException:
-            self._kill()
-            self._cleanup()
-            self.proc = None
-            raise
+        super().start()
         self.port = int(self.address.rpartition(":")[2])
         return self
 
@@ -203,15 +187,7 @@ class _Case(unittest.TestCase):
                 c.close()
             except Exception:
                 pass
-        errors = []
-        for d in self.daemons:
-            if d.proc is not None:
-                try:
-                    d.stop()  # asserts exit status 0 after SIGTERM
-                except AssertionError as e:
-                    errors.append(e)
-        if errors:
-            raise errors[0]
+        hd_harness.stop_all(self.daemons)
 
     def start(self, *args, env=None, nofile=None):
         d = Daemon(list(args), env=env, nofile=nofile)

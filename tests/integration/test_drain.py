@@ -93,13 +93,8 @@ class _DrainCase(unittest.TestCase):
             ch.close()
 
     def _stop_daemon(self):
-        if self.h is None or self.h.proc is None:
-            return
-        if self.h.proc.poll() is None:
-            self.h.stop()
-        else:  # the test stopped it and checked the exit status
-            self.h.proc = None
-            self.h._cleanup()
+        if self.h is not None:
+            self.h.stop_unless_exited()
 
     def start(self, *args):
         self.h = hd_harness.Handlerd(list(args)).start()
@@ -468,16 +463,8 @@ class TestDrainTimeoutFlag(_DrainCase):
     def held_stream_drain(self, args, env=None):
         """Starts handlerd with `args` (and `env` added), holds one stream
         open, sends SIGTERM; returns seconds until the exit (status 0)."""
-        saved = {k: os.environ.get(k) for k in (env or {})}
-        os.environ.update(env or {})
-        try:
+        with hd_harness.environ_set(env or {}):
             self.start(*args)
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
         stub = pb_grpc.HandlersStub(self.channel())
         self.add(stub, "k", pb.Target(local="count"))
         gate = threading.Event()

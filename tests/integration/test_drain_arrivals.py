@@ -61,22 +61,13 @@ class TestDrainArrivals(unittest.TestCase):
         self.h = hd_harness.Handlerd([
             "--drain-timeout", "%dms" % (DRAIN_S * 1000),
             "--threads", str(THREADS)]).start()
-        self.addCleanup(self._stop)
+        self.addCleanup(self.h.stop_unless_exited)
         self.channels = []
         self.addCleanup(self._close_channels)
 
     def _close_channels(self):
         for ch in self.channels:
             ch.close()
-
-    def _stop(self):
-        if self.h.proc is None:
-            return
-        if self.h.proc.poll() is None:
-            self.h.stop()
-        else:  # the test stopped it and checked the exit status
-            self.h.proc = None
-            self.h._cleanup()
 
     def channel(self):
         ch = grpc.insecure_channel(

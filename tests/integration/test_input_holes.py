@@ -64,22 +64,8 @@ def poisoned(msg):
     return data.replace(MARK.encode(), BAD)
 
 
-class Server:
-    def __init__(self, *args):
-        self.h = hd_harness.Handlerd(list(args))
-
-    def __enter__(self):
-        self.h.start()
-        self.channel = grpc.insecure_channel(
-            self.h.address,
-            options=[("grpc.max_send_message_length", 64 << 20)])
-        grpc.channel_ready_future(self.channel).result(timeout=TIMEOUT)
-        self.stub = pb_grpc.HandlersStub(self.channel)
-        return self
-
-    def __exit__(self, *exc):
-        self.channel.close()
-        self.h.stop()
+class Server(hd_harness.Server):
+    TIMEOUT = TIMEOUT
 
     def raw(self, method, reply_type, data, timeout=TIMEOUT):
         """Calls `method` with the already encoded request `data`."""

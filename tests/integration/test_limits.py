@@ -16,7 +16,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hd_harness  # noqa: E402
 
-grpc, pb, pb_grpc = hd_harness.import_grpc("test_limits")
+grpc, pb, _ = hd_harness.import_grpc("test_limits")
 
 TIMEOUT = 10.0
 
@@ -42,27 +42,14 @@ def gated_count_stream(s, gate, *later):
     return s.stub.DispatchStream(requests(), timeout=TIMEOUT)
 
 
-class Server:
-    def __init__(self, *args):
-        self.h = hd_harness.Handlerd(list(args))
-
-    def __enter__(self):
-        self.h.start()
-        self.channel = grpc.insecure_channel(
-            self.h.address,
-            options=[("grpc.max_send_message_length", 64 << 20)])
-        grpc.channel_ready_future(self.channel).result(timeout=TIMEOUT)
-        self.stub = pb_grpc.HandlersStub(self.channel)
-        return self
+class Server(hd_harness.Server):
+    TIMEOUT = TIMEOUT
 
     def __exit__(self, *exc):
         self.channel.close()
-        if self.h.proc is not None and self.h.proc.poll() is not None:
-            # The test stopped handlerd itself and checked its exit status.
-            self.h.proc = None
-            self.h._cleanup()
-        else:
-            self.h.stop()
+        # The test may have stopped handlerd itself and checked its exit
+        # status.
+        self.h.stop_unless_exited()
 
 
 class TestConfiguredLimits(unittest.TestCase):

@@ -56,19 +56,11 @@ class Daemon(hd_harness.Handlerd):
 
     def __init__(self, extra_args=(), env=None):
         super().__init__(extra_args)
-        self.env = dict(env or {})
+        self.added_env = dict(env or {})
 
     def start(self):
-        saved = {k: os.environ.get(k) for k in self.env}
-        os.environ.update(self.env)
-        try:
+        with hd_harness.environ_set(self.added_env):
             return super().start()
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
 
     def finish(self):
         """SIGTERM; returns (exit status, all of stderr)."""

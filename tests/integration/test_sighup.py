@@ -63,25 +63,6 @@ class Daemon(hd_harness.Handlerd):
         super().__init__(extra_args)
         self.listen = listen
 
-    def start(self):
-        self.tmpdir = tempfile.mkdtemp(prefix="hd-py-it-")
-        ready = os.path.join(self.tmpdir, "ready")
-        self._stderr = open(os.path.join(self.tmpdir, "stderr"), "w+b")
-        self.argv = hd_harness.WRAPPER + [
-            self.binary, "--listen", self.listen, "--ready-file",
-            ready] + self.extra_args
-        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
-                                     stdout=self._stderr,
-                                     stderr=self._stderr, cwd=self.tmpdir)
-        try:
-            self._wait_ready(ready)
-        except BaseException:
-            self._kill()
-            self._cleanup()
-            self.proc = None
-            raise
-        return self
-
     def _parse_address(self, text):
         host, _, port = text.strip().rpartition(":")
         want = self.listen.rpartition(":")[0]
@@ -113,18 +94,7 @@ class _Case(unittest.TestCase):
         self.dir = tempfile.mkdtemp(prefix="hd-sighup-")
         self.addCleanup(shutil.rmtree, self.dir, True)
         self.daemons = []
-        self.addCleanup(self._stop_all)
-
-    def _stop_all(self):
-        errors = []
-        for d in self.daemons:
-            if d.proc is not None:
-                try:
-                    d.stop()  # asserts exit status 0 after SIGTERM
-                except AssertionError as e:
-                    errors.append(e)
-        if errors:
-            raise errors[0]
+        self.addCleanup(hd_harness.stop_all, self.daemons)
 
     def path(self, name):
         return os.path.join(self.dir, name)

@@ -95,26 +95,19 @@ class SlowDaemon:
     SLOW_FSYNC_MS (none when `shim` is None)."""
 
     def __init__(self, state, shim):
-        saved = {k: os.environ.get(k)
-                 for k in ("LD_PRELOAD", "HD_SLOW_FSYNC_MS", "ASAN_OPTIONS")}
+        env = {}
         if shim:
-            os.environ["LD_PRELOAD"] = shim
-            os.environ["HD_SLOW_FSYNC_MS"] = str(SLOW_FSYNC_MS)
             # An AddressSanitizer build wants its runtime first in the
             # list of libraries; the shim only wraps two libc calls.
             asan = os.environ.get("ASAN_OPTIONS", "")
-            os.environ["ASAN_OPTIONS"] = (asan + ":" if asan else "") + \
-                "verify_asan_link_order=0"
-        try:
+            env = {"LD_PRELOAD": shim,
+                   "HD_SLOW_FSYNC_MS": str(SLOW_FSYNC_MS),
+                   "ASAN_OPTIONS": (asan + ":" if asan else "")
+                   + "verify_asan_link_order=0"}
+        with hd_harness.environ_set(env):
             self.h = hd_harness.Handlerd([
                 "--state-dir", state, "--threads", str(CQ_THREADS),
                 "--log-level", "warn"]).start()
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
         self.channel = grpc.insecure_channel(self.h.address)
         grpc.channel_ready_future(self.channel).result(timeout=RPC_TIMEOUT)
         self.stub = pb_grpc.HandlersStub(self.channel)

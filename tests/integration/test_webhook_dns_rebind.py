@@ -22,11 +22,11 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import faulty_servers  # noqa: E402
 import hd_harness  # noqa: E402
 
 (grpc, pb, pb_grpc) = hd_harness.import_grpc("test_webhook_dns_rebind")
@@ -138,75 +138,30 @@ class NamespacedHandlerd(hd_harness.Handlerd):
             hd_harness.WRAPPER = saved
 
 
-class ConnectionCounter:
-    """A loopback TCP listener that records every connection it accepts and
-    answers each HTTP request 200 with the JSON body {} (then closes)."""
+OK_RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+               b"Content-Length: 2\r\nConnection: close\r\n\r\n{}")
+
+
+def answer_ok(srv, conn):
+    """Answers the request (once it has all of it) 200 with the JSON body
+    {}; closes the connection either way."""
+    if srv.read_request(conn) is not None:
+        conn.finished = srv.send(conn, OK_RESPONSE)
+    conn.sock.close()
+
+
+class ConnectionCounter(faulty_servers.FaultyServer):
+    """A loopback TCP listener (started) that records every connection it
+    accepts and answers each HTTP request 200 with the JSON body {} (then
+    closes)."""
 
     def __init__(self):
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(64)
-        self._sock.settimeout(0.05)
-        self.port = self._sock.getsockname()[1]
-        self._lock = threading.Lock()
-        self._accepted = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True,
-                                        name="connection-counter")
-        self._thread.start()
-
-    def _run(self):
-        while not self._stop.is_set():
-            try:
-                conn, peer = self._sock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            with self._lock:
-                self._accepted.append(peer)
-            threading.Thread(target=self._answer, args=(conn,),
-                             daemon=True).start()
-
-    @staticmethod
-    def _answer(conn):
-        conn.settimeout(10)
-        data = b""
-        try:
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                data += chunk
-            head, _, body = data.partition(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n")[1:]:
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value.strip())
-            while len(body) < length:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                body += chunk
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json"
-                         b"\r\nContent-Length: 2\r\nConnection: close\r\n\r\n"
-                         b"{}")
-        except OSError:
-            pass
-        finally:
-            conn.close()
+        super().__init__(answer_ok, name="connection-counter")
+        self.start()
 
     def accepted(self):
         """The peers of the connections accepted so far."""
-        with self._lock:
-            return list(self._accepted)
-
-    def stop(self):
-        self._stop.set()
-        self._sock.close()
-        self._thread.join(timeout=5)
+        return [c.peer for c in self.connections()]
 
 
 class _RebindCase(unittest.TestCase):

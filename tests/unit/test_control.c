@@ -22,6 +22,7 @@
 
 #include "control.h"
 
+#include "test_store_rows.h"
 #include "test_util.h"
 
 /* ---- fixture --------------------------------------------------------------
@@ -90,13 +91,11 @@ static int teardown(void **state) {
 /* Opens a store in a fresh temporary directory (removed by teardown) and
  * gives it to the fixture's plane. */
 static void open_store(fixture *f) {
-  const char *tmp = getenv("TMPDIR");
   char msg[256] = "";
 
-  snprintf(f->base, sizeof(f->base), "%s/hd_control_XXXXXX",
-           tmp && *tmp && strlen(tmp) < 40 ? tmp : "/tmp");
-  assert_non_null(mkdtemp(f->base));
-  snprintf(f->dir, sizeof(f->dir), "%s/state", f->base);
+  assert_int_equal(store_tmp_dirs("hd_control_", f->base, sizeof(f->base),
+                                  f->dir, sizeof(f->dir), NULL, 0),
+                   0);
   if (hd_store_sqlite_open(f->dir, &f->store, msg, sizeof(msg)) != HD_OK)
     fail_msg("cannot open the store: %s", msg);
   hd_control_set_store(f->p.ctl, f->store);
@@ -790,19 +789,6 @@ static void save_raw(fixture *f, const char *id, const request *r) {
     fail_msg("put %s: %s", id, msg);
 }
 
-static hd_err count_row(const char *id, const hd_registration *reg, void *ud) {
-  (void)id, (void)reg;
-  ++*(size_t *)ud;
-  return HD_OK;
-}
-
-static size_t stored_rows(fixture *f) {
-  size_t n = 0;
-  assert_int_equal(
-      hd_store_load_registrations(f->store, count_row, &n, NULL, 0), HD_OK);
-  return n;
-}
-
 /* Opens `q` over the fixture's store and loads it, which must fail with
  * `want`; returns the message (static). */
 static const char *replay_fails(fixture *f, plane *q, hd_err want) {
@@ -839,7 +825,7 @@ test_load_stops_at_a_registration_that_no_longer_builds(void **state) {
                               "'gone'"));
   plane_close(&q);
   /* It stays saved, for a start with the plugin back. */
-  assert_int_equal(stored_rows(f), 2);
+  assert_int_equal(store_rows(f->store), 2);
 }
 
 /* A store that loads one registration, then fails on a record it cannot
@@ -895,7 +881,7 @@ static void test_load_skips_a_registration_over_a_limit(void **state) {
   assert_int_equal(loaded, 1);
   only_handler(f, &q, "", first);
   plane_close(&q);
-  assert_int_equal(stored_rows(f), 2);
+  assert_int_equal(store_rows(f->store), 2);
 }
 
 /* ---- a store that fails on demand ----------------------------------------
@@ -1224,12 +1210,12 @@ static void test_add_answers_only_after_the_commit(void **state) {
   assert_int_equal(hd_control_count(f->p.ctl), 0);
   assert_int_equal(hd_registry_key_count(f->p.reg), 0);
   assert_int_equal(list_ok(f, &f->p, "").n_handlers, 0);
-  assert_int_equal(stored_rows(f), 0);
+  assert_int_equal(store_rows(f->store), 0);
 
   assert_int_equal(finish_held(hc), HD_OK);
   assert_non_null(hc->reply.handler_id);
   still_serving(f, hc->reply.handler_id);
-  assert_int_equal(stored_rows(f), 1);
+  assert_int_equal(store_rows(f->store), 1);
   restart_loads(f, 1);
 }
 
@@ -1253,7 +1239,7 @@ static void test_add_whose_commit_fails_registers_nothing(void **state) {
   assert_int_equal(hd_control_count(f->p.ctl), 0);
   assert_int_equal(hd_registry_key_count(f->p.reg), 0);
   assert_int_equal(list_ok(f, &f->p, "").n_handlers, 0);
-  assert_int_equal(stored_rows(f), 0);
+  assert_int_equal(store_rows(f->store), 0);
   restart_loads(f, 0);
 }
 
@@ -1271,12 +1257,12 @@ static void test_remove_answers_only_after_the_commit(void **state) {
   hc->id = id;
   start_held(hc);
   still_serving(f, id);
-  assert_int_equal(stored_rows(f), 1);
+  assert_int_equal(store_rows(f->store), 1);
 
   assert_int_equal(finish_held(hc), HD_OK);
   assert_int_equal(hd_control_count(f->p.ctl), 0);
   assert_int_equal(hd_registry_key_count(f->p.reg), 0);
-  assert_int_equal(stored_rows(f), 0);
+  assert_int_equal(store_rows(f->store), 0);
   restart_loads(f, 0);
 }
 
@@ -1300,7 +1286,7 @@ static void test_remove_whose_commit_fails_keeps_the_handler(void **state) {
   assert_string_equal(hc->msg, "cannot delete the registration: "
                                "/state/handlerd.db: database or disk is full");
   still_serving(f, id);
-  assert_int_equal(stored_rows(f), 1);
+  assert_int_equal(store_rows(f->store), 1);
   restart_loads(f, 1);
 }
 

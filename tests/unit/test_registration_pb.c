@@ -20,6 +20,7 @@
 
 #include "registration_pb.h"
 
+#include "test_store_rows.h"
 #include "test_util.h"
 
 /* ---- fixture ---------------------------------------------------------------
@@ -66,16 +67,13 @@ static void control_close(fixture *f) {
 
 static int setup(void **state) {
   fixture *f = calloc(1, sizeof(*f));
-  const char *tmp = getenv("TMPDIR");
   char msg[256] = "";
 
   if (!f)
     return -1;
-  snprintf(f->base, sizeof(f->base), "%s/hd_regpb_XXXXXX",
-           tmp && *tmp && strlen(tmp) < 40 ? tmp : "/tmp");
-  if (!mkdtemp(f->base))
+  if (store_tmp_dirs("hd_regpb_", f->base, sizeof(f->base), f->dir,
+                     sizeof(f->dir), NULL, 0) != 0)
     return -1;
-  snprintf(f->dir, sizeof(f->dir), "%s/state", f->base);
   if (hd_store_sqlite_open(f->dir, &f->store, msg, sizeof(msg)) != HD_OK)
     return -1;
   assert_int_equal(hd_functions_new(&f->fns), HD_OK);
@@ -309,19 +307,6 @@ static void test_target_present_without_kind_is_refused(void **state) {
 /* ---- the calls -------------------------------------------------------------
  */
 
-static hd_err count_row(const char *id, const hd_registration *reg, void *ud) {
-  (void)id, (void)reg;
-  ++*(size_t *)ud;
-  return HD_OK;
-}
-
-static size_t stored_rows(fixture *f) {
-  size_t n = 0;
-  assert_int_equal(
-      hd_store_load_registrations(f->store, count_row, &n, NULL, 0), HD_OK);
-  return n;
-}
-
 /* A new control plane over the same store loads `want` registrations. */
 static void restart_loads(fixture *f, size_t want) {
   size_t loaded = 99;
@@ -368,7 +353,7 @@ static void test_add_refuses_a_request_that_does_not_reencode(void **state) {
   handlers__v1__add_handler_request__free_unpacked(req, NULL);
   assert_int_equal(hd_control_count(f->ctl), 0);
   assert_int_equal(hd_registry_key_count(f->reg), 0);
-  assert_int_equal(stored_rows(f), 0);
+  assert_int_equal(store_rows(f->store), 0);
 
   /* The same request without the field is registered, and restarts. */
   req = handlers__v1__add_handler_request__unpack(NULL, clean_len, wire);

@@ -32,6 +32,7 @@
 
 #include "store.h"
 #include "test_store_reg.h"
+#include "test_store_rows.h"
 #include "test_util.h"
 
 /* ---- backends ------------------------------------------------------------ */
@@ -60,15 +61,11 @@ static int sqlite_setup(void **env) {
   fixture *f = calloc(1, sizeof(*f));
   if (!f)
     return -1;
-  const char *tmp = getenv("TMPDIR");
-  snprintf(f->base, sizeof(f->base), "%s/hd_store_XXXXXX",
-           tmp && *tmp && strlen(tmp) < 40 ? tmp : "/tmp");
-  if (!mkdtemp(f->base)) {
+  if (store_tmp_dirs("hd_store_", f->base, sizeof(f->base), f->dir,
+                     sizeof(f->dir), f->db, sizeof(f->db)) != 0) {
     free(f);
     return -1;
   }
-  snprintf(f->dir, sizeof(f->dir), "%s/state", f->base);
-  snprintf(f->db, sizeof(f->db), "%s/handlerd.db", f->dir);
   *env = f;
   return 0;
 }
@@ -164,11 +161,8 @@ static hd_err collect(const char *id, const hd_registration *reg, void *ud) {
 
 static recs *load_all(hd_store *s) {
   recs *rs = calloc(1, sizeof(*rs));
-  char msg[512] = "";
   assert_non_null(rs);
-  hd_err err = hd_store_load_registrations(s, collect, rs, msg, sizeof(msg));
-  if (err != HD_OK)
-    fail_msg("load: %s: %s", hd_strerror(err), msg);
+  store_load_ok(s, collect, rs);
   return rs;
 }
 

@@ -33,6 +33,7 @@
 #include "store.h"
 #include "store_sqlite_internal.h"
 #include "test_store_reg.h"
+#include "test_store_rows.h"
 #include "test_util.h"
 
 /* ---- fixtures ------------------------------------------------------------ */
@@ -48,15 +49,11 @@ static int setup(void **state) {
   fixture *f = calloc(1, sizeof(*f));
   if (!f)
     return -1;
-  const char *tmp = getenv("TMPDIR");
-  snprintf(f->base, sizeof(f->base), "%s/hd_migr_XXXXXX",
-           tmp && *tmp && strlen(tmp) < 40 ? tmp : "/tmp");
-  if (!mkdtemp(f->base)) {
+  if (store_tmp_dirs("hd_migr_", f->base, sizeof(f->base), f->dir,
+                     sizeof(f->dir), f->db, sizeof(f->db)) != 0) {
     free(f);
     return -1;
   }
-  snprintf(f->dir, sizeof(f->dir), "%s/state", f->base);
-  snprintf(f->db, sizeof(f->db), "%s/handlerd.db", f->dir);
   /* CMake compiles this file by its absolute path: the fixtures are
    * ../fixtures from here. */
   snprintf(f->fixtures, sizeof(f->fixtures), "%s", __FILE__);
@@ -175,11 +172,8 @@ static hd_err collect(const char *id, const hd_registration *reg, void *ud) {
 
 static loaded *load_all(hd_store *s) {
   loaded *l = calloc(1, sizeof(*l));
-  char msg[512] = "";
   assert_non_null(l);
-  hd_err err = hd_store_load_registrations(s, collect, l, msg, sizeof(msg));
-  if (err != HD_OK)
-    fail_msg("load: %s: %s", hd_strerror(err), msg);
+  store_load_ok(s, collect, l);
   return l;
 }
 

@@ -14,6 +14,8 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -93,6 +95,24 @@ static inline void remove_store_dir(const char *dir) {
     unlink(path);
   }
   rmdir(dir);
+}
+
+/* A fresh temporary directory for a store test: `base` is made by mkdtemp
+ * from "$TMPDIR/<prefix>XXXXXX" (/tmp when TMPDIR is unset, empty or long),
+ * `dir` is base/state (not created) and `db` (unless NULL) dir/handlerd.db.
+ * 0, or -1 when mkdtemp failed. */
+static inline int store_tmp_dirs(const char *prefix, char *base,
+                                 size_t base_size, char *dir, size_t dir_size,
+                                 char *db, size_t db_size) {
+  const char *tmp = getenv("TMPDIR");
+  snprintf(base, base_size, "%s/%sXXXXXX",
+           tmp && *tmp && strlen(tmp) < 40 ? tmp : "/tmp", prefix);
+  if (!mkdtemp(base))
+    return -1;
+  snprintf(dir, dir_size, "%s/state", base);
+  if (db)
+    snprintf(db, db_size, "%s/handlerd.db", dir);
+  return 0;
 }
 
 #endif

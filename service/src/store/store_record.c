@@ -6,6 +6,7 @@
  * rather than silently cut short.
  */
 #include "store_record.h"
+#include "store_decode.h"
 
 #include "handlerd/store/v1/registration.pb-c.h"
 
@@ -223,12 +224,9 @@ static hd_err dec_target(hd_arena *a, const pb_target *pt, hd_target_spec *t,
     t->kind = HD_TARGET_WEBHOOK;
     DEC(w->url, pw->url, "webhook.url");
     DEC(w->secret, pw->secret, "webhook.secret");
-    w->new_secret = pw->new_secret;
-    w->timeout_ms = pw->timeout_ms;
-    w->max_attempts = pw->max_attempts;
-    w->binary_mode = pw->binary_mode;
-    if (pw->n_headers &&
-        !(w->headers = hd_arena_calloc(a, pw->n_headers, sizeof(*w->headers))))
+    if (hd_store_dec_webhook_plain(a, w, pw->new_secret, pw->timeout_ms,
+                                   pw->max_attempts, pw->binary_mode,
+                                   pw->n_headers) != HD_OK)
       return HD_ENOMEM;
     for (size_t i = 0; i < pw->n_headers; i++) {
       DEC(w->headers[i].name, pw->headers[i]->name, "webhook header name");

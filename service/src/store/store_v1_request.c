@@ -9,6 +9,7 @@
  * either where it matters.
  */
 #include "store_v1_request.h"
+#include "store_decode.h"
 
 #include "handlers/v1/handlers.pb-c.h"
 
@@ -42,12 +43,9 @@ static hd_err dec_target(hd_arena *a, const pb_target *pt, hd_target_spec *t) {
     t->kind = HD_TARGET_WEBHOOK;
     w->url = copy(a, pw->url, &err);
     w->secret = copy(a, pw->secret, &err);
-    w->new_secret = pw->new_secret;
-    w->timeout_ms = pw->timeout_ms;
-    w->max_attempts = pw->max_attempts;
-    w->binary_mode = pw->binary_mode;
-    if (pw->n_headers &&
-        !(w->headers = hd_arena_calloc(a, pw->n_headers, sizeof(*w->headers))))
+    if (hd_store_dec_webhook_plain(a, w, pw->new_secret, pw->timeout_ms,
+                                   pw->max_attempts, pw->binary_mode,
+                                   pw->n_headers) != HD_OK)
       return HD_ENOMEM;
     for (size_t i = 0; i < pw->n_headers; i++) {
       w->headers[i].name = copy(a, pw->headers[i]->key, &err);

@@ -30,6 +30,29 @@ static void run_free(hcli_ndjson_failures *f) {
   json_decref(f->errors);
 }
 
+/* A reader over `input` (`len` bytes) with default key `key`, recording its
+ * failures in `f` (printing nothing): `reading r; reading_open(&r, ...);`
+ * ... reading_close(&r). */
+typedef struct reading {
+  FILE *in;
+  hcli_ndjson_failures f;
+  hcli_ndjson_reader rd;
+} reading;
+
+static void reading_open(reading *r, const char *input, size_t len,
+                         const char *key) {
+  r->in = fmemopen((void *)input, len, "r");
+  assert_non_null(r->in);
+  run_init(&r->f);
+  hcli_ndjson_init(&r->rd, r->in, key, &r->f);
+}
+
+static void reading_close(reading *r) {
+  hcli_ndjson_free(&r->rd);
+  fclose(r->in);
+  run_free(&r->f);
+}
+
 /* Runs the reader over `input` (`len` bytes), default key "k"; returns the
  * events it gave, *bad_lines the lines it did not. */
 static size_t read_input(hcli_ndjson_failures *f, const char *input, size_t len,
@@ -148,17 +171,13 @@ static void test_a_line_becomes_its_event(void **state) {
       "\"properties\":{\"p\":\"q\"},\"reason\":2,\"code\":-7,"
       "\"description\":\"d\",\"conversation_id\":\"c\"}\n"
       "{\"event\":\"e\",\"type\":\"binary\",\"value\":\"AAEC\"}\n";
-  FILE *in = fmemopen((void *)input, sizeof(input) - 1, "r");
-  hcli_ndjson_failures f;
-  hcli_ndjson_reader rd;
+  reading r;
   hc_event ev;
 
   (void)state;
-  assert_non_null(in);
-  run_init(&f);
-  hcli_ndjson_init(&rd, in, "default", &f);
-  assert_int_equal(hcli_ndjson_next(&rd, &ev), 1);
-  assert_int_equal(rd.line, 1);
+  reading_open(&r, input, sizeof(input) - 1, "default");
+  assert_int_equal(hcli_ndjson_next(&r.rd, &ev), 1);
+  assert_int_equal(r.rd.line, 1);
   assert_string_equal(ev.key, "prices");
   assert_string_equal(ev.event, "update");
   assert_string_equal(ev.topic_path, "a/b");
@@ -175,20 +194,18 @@ static void test_a_line_becomes_its_event(void **state) {
   assert_string_equal(ev.conversation_id, "c");
   assert_null(ev.sender_session_id);
 
-  assert_int_equal(hcli_ndjson_next(&rd, &ev), 1);
-  assert_int_equal(rd.line, 2);
+  assert_int_equal(hcli_ndjson_next(&r.rd, &ev), 1);
+  assert_int_equal(r.rd.line, 2);
   assert_string_equal(ev.key, "default"); /* none of its own */
   assert_int_equal(ev.value.type, HC_VALUE_BINARY);
   assert_int_equal(ev.value.len, 3);
   assert_memory_equal(ev.value.data, "\x00\x01\x02", 3);
 
-  assert_int_equal(hcli_ndjson_next(&rd, &ev), -1);
-  assert_int_equal(hcli_ndjson_next(&rd, &ev), -1);
-  assert_int_equal(f.failed, 0);
-  assert_int_equal(rd.bad_lines, 0);
-  hcli_ndjson_free(&rd);
-  fclose(in);
-  run_free(&f);
+  assert_int_equal(hcli_ndjson_next(&r.rd, &ev), -1);
+  assert_int_equal(hcli_ndjson_next(&r.rd, &ev), -1);
+  assert_int_equal(r.f.failed, 0);
+  assert_int_equal(r.rd.bad_lines, 0);
+  reading_close(&r);
 }
 
 /* Line numbers count blank lines; CR LF endings and a last line without a
@@ -201,36 +218,30 @@ static void test_line_numbers_and_the_key(void **state) {
                               "{\"event\":\"c\",\"bogus\":1}\n"
                               "[1]\n"
                               "{\"event\":\"d\",\"key\":\"last\"}";
-  FILE *in = fmemopen((void *)input, sizeof(input) - 1, "r");
-  hcli_ndjson_failures f;
-  hcli_ndjson_reader rd;
+  reading r;
   hc_event ev;
 
   (void)state;
-  assert_non_null(in);
-  run_init(&f);
-  hcli_ndjson_init(&rd, in, NULL, &f);
-  assert_int_equal(hcli_ndjson_next(&rd, &ev), 0);
-  assert_int_equal(rd.line, 2);
-  assert_string_equal(error_at(&f, 0, 2, "BAD_LINE"),
+  reading_open(&r, input, sizeof(input) - 1, NULL);
+  assert_int_equal(hcli_ndjson_next(&r.rd, &ev), 0);
+  assert_int_equal(r.rd.line, 2);
+  assert_string_equal(error_at(&r.f, 0, 2, "BAD_LINE"),
                       "no \"key\" on this line and no --key");
-  assert_int_equal(hcli_ndjson_next(&rd, &ev), 1);
-  assert_int_equal(rd.line, 4);
+  assert_int_equal(hcli_ndjson_next(&r.rd, &ev), 1);
+  assert_int_equal(r.rd.line, 4);
   assert_string_equal(ev.key, "own");
-  assert_int_equal(hcli_ndjson_next(&rd, &ev), 0);
-  assert_string_equal(error_at(&f, 1, 5, "BAD_LINE"),
+  assert_int_equal(hcli_ndjson_next(&r.rd, &ev), 0);
+  assert_string_equal(error_at(&r.f, 1, 5, "BAD_LINE"),
                       "unknown field \"bogus\"");
-  assert_int_equal(hcli_ndjson_next(&rd, &ev), 0);
-  assert_string_equal(error_at(&f, 2, 6, "BAD_LINE"), "not a JSON object");
-  assert_int_equal(hcli_ndjson_next(&rd, &ev), 1);
-  assert_int_equal(rd.line, 7);
+  assert_int_equal(hcli_ndjson_next(&r.rd, &ev), 0);
+  assert_string_equal(error_at(&r.f, 2, 6, "BAD_LINE"), "not a JSON object");
+  assert_int_equal(hcli_ndjson_next(&r.rd, &ev), 1);
+  assert_int_equal(r.rd.line, 7);
   assert_string_equal(ev.event, "d");
-  assert_int_equal(hcli_ndjson_next(&rd, &ev), -1);
-  assert_int_equal(rd.bad_lines, 3);
-  assert_int_equal(f.failed, 3);
-  hcli_ndjson_free(&rd);
-  fclose(in);
-  run_free(&f);
+  assert_int_equal(hcli_ndjson_next(&r.rd, &ev), -1);
+  assert_int_equal(r.rd.bad_lines, 3);
+  assert_int_equal(r.f.failed, 3);
+  reading_close(&r);
 }
 
 /* The first HCLI_NDJSON_MAX_PRINTED failures are printed, then one line
