@@ -387,6 +387,11 @@ class Probe:
     def check(self, test, what):
         test.assertEqual(self.errors, [])
         test.assertGreater(len(self.latencies), 5)
+        if hd_harness.WRAPPER:
+            # valgrind runs one thread at a time: the control thread's
+            # seconds of work hold up the queue threads whatever the design.
+            # The bound is checked in the plain, ASan and TSan runs.
+            return
         test.assertLess(max(self.latencies), 0.5 * SLOW,
                         "a Dispatch took %.3f s while %s"
                         % (max(self.latencies), what))
