@@ -5,6 +5,8 @@
  *   cmd_admin.c    - health, list, add, remove;
  *   cmd_dispatch.c - dispatch (one event from flags);
  *   cmd_stream.c   - stream (newline-delimited JSON events from stdin);
+ *   ndjson.c       - reading those lines into events, and the failures
+ *                    report (ndjson.h; also used by the tests and fuzzer);
  *   cmd_stats.c    - stats (GetStats as a table or JSON);
  *   values.c  - parsing of numbers, value types, enums, base64 and string
  *               helpers;
