@@ -209,6 +209,8 @@ NOT_TSAN int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags) {
       }
       if ((size_t)c < atomic_load(&n_accepted))
         atomic_store(&accepted[c], 1);
+      else /* past the flags: close() could not uncount it */
+        atomic_fetch_sub(&open_conns, 1);
       return c;
     }
     int err = errno;
@@ -245,6 +247,7 @@ NOT_TSAN int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags) {
 
 NOT_TSAN int close(int fd) {
   if (fd >= 0 && (size_t)fd < atomic_load(&n_accepted) &&
+      atomic_load_explicit(&accepted[fd], memory_order_relaxed) != 0 &&
       atomic_exchange(&accepted[fd], 0) != 0)
     atomic_fetch_sub(&open_conns, 1);
   return real_close()(fd);

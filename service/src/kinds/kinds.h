@@ -13,7 +13,11 @@
  *   3. kinds/kinds.c: one line, &hd_kind_grpc in the table.
  *   4. The API: its field in proto/handlers/v1/handlers.proto (Target's
  *      oneof) and its case in grpc/registration_pb.c (both directions).
- *   5. When its builder needs something made at startup (a channel pool),
+ *   5. The store's own format: its target in
+ *      proto/handlerd/store/v1/registration.proto and its case in
+ *      store/store_record.c (encode and decode); without it a registration
+ *      of the kind is refused once --state-dir is set.
+ *   6. When its builder needs something made at startup (a channel pool),
  *      main.c hands it over with hd_control_set_kind_context(ctl,
  *      HD_TARGET_GRPC, pool).
  * Nothing else: the control plane loops over the table, ListHandlers shows

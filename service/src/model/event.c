@@ -64,17 +64,6 @@ static int is_topic_args(hd_args_kind kind) {
          kind == HD_ARGS_UNSUBSCRIBE;
 }
 
-/* Proto3 strings must be UTF-8, but protobuf-c does not check: a C client
- * could send anything. Rejects overlong forms, surrogates, > U+10FFFF. */
-static int utf8_valid(const unsigned char *s, size_t len) {
-  for (size_t i = 0, n; i < len; i += n) {
-    n = hd_utf8_char_len(s + i, len - i);
-    if (n == 0)
-      return 0;
-  }
-  return 1;
-}
-
 /* A required string of 1 to `max` bytes. strnlen so that an over-long (or
  * unterminated) string is not scanned further than needed. */
 static hd_err check_length(const char *field, const char *s, size_t max,
@@ -87,7 +76,7 @@ static hd_err check_length(const char *field, const char *s, size_t max,
     return hd_errmsg(msg, msg_size, HD_EINVAL,
                      "%s is %zu bytes, the limit is %zu", field, len, max);
   }
-  if (!utf8_valid((const unsigned char *)s, len))
+  if (!hd_utf8_valid(s, len))
     return hd_errmsg(msg, msg_size, HD_EINVAL, "%s is not valid UTF-8", field);
   return HD_OK;
 }
@@ -112,7 +101,7 @@ static hd_err check_value(const char *field, const hd_value *v, char *msg,
     return hd_errmsg(msg, msg_size, HD_EINVAL, "%s has a length but no data",
                      field);
   if (v->type == HD_VALUE_STRING &&
-      !utf8_valid((const unsigned char *)v->u.bytes.data, v->u.bytes.len))
+      !hd_utf8_valid(v->u.bytes.data, v->u.bytes.len))
     return hd_errmsg(msg, msg_size, HD_EINVAL, "%s is not valid UTF-8", field);
   if (v->type != HD_VALUE_JSON)
     return HD_OK;

@@ -14,10 +14,9 @@
  * neither forge a line nor send a terminal an escape sequence.
  */
 #include "handlerd/log.h"
-#include "log_grpc.h"
 #include "utf8.h"
 
-#include <grpc/support/log.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -291,31 +290,4 @@ void hd_log(hd_log_level level, const char *fmt, ...) {
   }
   if (line != stack)
     free(line);
-}
-
-/* ---- gRPC core's own lines ------------------------------------------------
- */
-
-static void grpc_log_line(gpr_log_func_args *args) {
-  hd_log_level level;
-  const char *file = args->file != NULL ? args->file : "?";
-  const char *base = strrchr(file, '/');
-
-  switch (args->severity) {
-  case GPR_LOG_SEVERITY_ERROR:
-    level = HD_LOG_ERROR;
-    break;
-  case GPR_LOG_SEVERITY_INFO:
-    level = HD_LOG_INFO;
-    break;
-  default:
-    level = HD_LOG_DEBUG;
-    break;
-  }
-  hd_log(level, "grpc: %s (%s:%d)", args->message != NULL ? args->message : "",
-         base ? base + 1 : file, args->line);
-}
-
-void hd_log_capture_grpc(void) {
-  gpr_set_log_function(grpc_log_line);
 }
