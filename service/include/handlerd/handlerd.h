@@ -177,6 +177,10 @@ typedef struct hd_result {
   /* Kind of the handler that produced it ("simple", "webhook", ...); a
    * static string set by hd_handler_handle() when the kind left it NULL. */
   const char *kind;
+  /* Async webhooks: 1 when the event was stored for delivery out of band
+   * (ok); delivery_id names the delivery. */
+  int accepted;
+  char delivery_id[37];
 } hd_result;
 
 /* Setters for a function's `out` result. They copy their arguments.

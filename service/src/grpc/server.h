@@ -7,6 +7,7 @@
 
 #include "control.h"
 #include "handlerd/handlerd.h"
+#include "outbox.h"
 
 typedef struct hd_server hd_server;
 
@@ -31,6 +32,10 @@ typedef struct hd_server_config {
   /* TLS: PEM contents (not paths); cert+key NULL: plaintext. With
    * tls_client_ca_pem, clients must present a certificate it signed. */
   const char *tls_cert_pem, *tls_key_pem, *tls_client_ca_pem;
+  /* The async delivery outbox (borrowed; outlives the server) for the
+   * delivery RPCs and ListHandlers' disabled webhooks; NULL: no
+   * --state-dir, those RPCs answer FAILED_PRECONDITION. */
+  hd_outbox *outbox;
 } hd_server_config;
 
 /* How much of the `left_ns` before a call's deadline handlerd keeps for

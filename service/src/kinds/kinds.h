@@ -68,6 +68,9 @@ typedef struct hd_kind {
    * caller owns) to use `secret` instead of asking for one, so the saved
    * registration replays with the same secret. `secret` outlives `t`. */
   void (*keep_secret)(hd_target_spec *t, const char *secret);
+  /* Optional. 1 when the target is delivered out of band (ListHandlers'
+   * async). */
+  int (*is_async)(const hd_target_spec *t);
   /* What ListHandlers shows after "<name>:" (borrowed from `t`). */
   const char *(*detail)(const hd_target_spec *t);
   /* Makes the handler for `t` under `key`, with a fresh id. `ctx` is what

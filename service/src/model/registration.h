@@ -33,6 +33,13 @@ typedef struct hd_webhook_spec {
   uint32_t timeout_ms;   /* per attempt */
   uint32_t max_attempts; /* attempts in all */
   int binary_mode;       /* CloudEvents binary mode instead of structured */
+  /* Durable out-of-band delivery (outbox/outbox.h); the rest is async only. */
+  int async;
+  int ordered; /* one at a time per ordering key (the topic path) */
+  const uint32_t *retry_schedule_ms; /* delays after each failure; */
+  size_t n_retry_schedule;           /* 0: the service's schedule */
+  uint32_t max_inflight;             /* deliveries at once; 0: no limit */
+  double max_rps;                    /* attempts per second; 0: no limit */
 } hd_webhook_spec;
 
 /* What a target is; each has one row in the kind table (kinds/kinds.h). */

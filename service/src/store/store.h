@@ -25,6 +25,7 @@
 #define HD_STORE_H
 
 #include "handlerd/handlerd.h"
+#include "journal.h"
 #include "registration.h"
 
 #include <stddef.h>
@@ -61,6 +62,9 @@ typedef struct hd_store_vtable {
 struct hd_store {
   void *impl;
   const hd_store_vtable *vt;
+  /* The backend's journal of async deliveries (outbox/journal.h), freed
+   * with the store; NULL when the backend keeps none. */
+  hd_journal *journal;
 };
 
 /* Opens (creating if needed) `<dir>/handlerd.db`: mode 0600, WAL,
