@@ -175,7 +175,9 @@ typedef struct plane {
 static void plane_open(plane *p, mem_store *store) {
   if (hd_registry_new(&p->reg) || hd_control_new(p->reg, fns, &p->ctl))
     abort();
-  hd_control_set_kind_context(p->ctl, HD_TARGET_WEBHOOK, engine);
+  static hd_webhook_kind_ctx wk;
+  wk.engine = engine;
+  hd_control_set_kind_context(p->ctl, HD_TARGET_WEBHOOK, &wk);
   hd_control_set_store(p->ctl, &store->base);
 }
 

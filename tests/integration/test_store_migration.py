@@ -1,8 +1,10 @@
 """handlerd on a database written by the release before the store's own
 format (tests/fixtures/handlerd-v1.db, schema 1: AddHandlerRequest rows):
-it starts, migrates the file to schema 2, lists every registration as the
-old release did, and its handlers, local and webhook, answer Dispatch with
-the settings they were registered with; a second start reads schema 2.
+it starts, migrates the file to schema 3 (1 -> 2 -> 3 in one transaction:
+the store's own records, then the outbox journal's empty tables), lists
+every registration as the old release did, and its handlers, local and
+webhook, answer Dispatch with the settings they were registered with; a
+second start reads schema 3.
 
 Run by CTest as `/usr/bin/python3 tests/integration/test_store_migration.py`
 with HANDLERD_BIN and HD_PY_GEN set (see CMakeLists.txt).
@@ -54,12 +56,22 @@ class TestMigration(unittest.TestCase):
         self.addCleanup(ch.close)
         return h, pb_grpc.HandlersStub(ch)
 
-    def user_version(self):
+    def query(self, sql):
         con = sqlite3.connect(self.db)
         try:
-            return con.execute("PRAGMA user_version").fetchone()[0]
+            return con.execute(sql).fetchall()
         finally:
             con.close()
+
+    def user_version(self):
+        return self.query("PRAGMA user_version")[0][0]
+
+    def journal_schema(self):
+        """The journal's tables and indexes in the file, by name."""
+        return sorted(r[0] for r in self.query(
+            "SELECT name FROM sqlite_master WHERE name IN ('deliveries',"
+            " 'attempts', 'endpoints', 'deliveries_unfinished',"
+            " 'deliveries_handler', 'deliveries_key', 'deliveries_finished')"))
 
     def check_list(self, stub):
         regs = {e["id"]: e for e in self.manifest["registrations"]}
@@ -148,13 +160,22 @@ class TestMigration(unittest.TestCase):
 
     def test_release_database_is_migrated_and_served(self):
         self.assertEqual(self.user_version(), 1)
+        self.assertEqual(self.journal_schema(), [])
         h, stub = self.start()
-        self.assertIn("migrated from schema 1 to 2", h.stderr_text())
-        self.assertEqual(self.user_version(), 2)
+        self.assertIn("migrated from schema 1 to 3", h.stderr_text())
+        self.assertEqual(self.user_version(), 3)
+        # The journal's three tables and four indexes, empty.
+        self.assertEqual(self.journal_schema(), [
+            "attempts", "deliveries", "deliveries_finished",
+            "deliveries_handler", "deliveries_key", "deliveries_unfinished",
+            "endpoints"])
+        for table in ("deliveries", "attempts", "endpoints"):
+            self.assertEqual(self.query("SELECT count(*) FROM " + table),
+                             [(0,)])
         self.check_list(stub)
         self.check_dispatch(stub)
         h.stop()
-        # Schema 2 on the second start: no migration, the same answers.
+        # Schema 3 on the second start: no migration, the same answers.
         h, stub = self.start()
         self.assertNotIn("migrated", h.stderr_text())
         self.check_list(stub)

@@ -116,15 +116,14 @@ typedef struct factory_log {
 
 /* Stands in for the webhook kind's builder: records what it was asked for
  * and answers with a simple handler, generating a secret when asked. */
-static hd_err stub_build(void *ud, const char *key, const hd_target_spec *t,
-                         const char *what, hd_handler **out, char **secret_out,
-                         char *msg, size_t msg_size) {
+static hd_err stub_build(void *ud, const hd_kind_site *site,
+                         const hd_target_spec *t, hd_handler **out,
+                         char **secret_out, char *msg, size_t msg_size) {
   factory_log *log = ud;
   const hd_webhook_spec *wh = &t->webhook;
 
-  (void)what;
   log->calls++;
-  snprintf(log->key, sizeof(log->key), "%s", key);
+  snprintf(log->key, sizeof(log->key), "%s", site->key);
   snprintf(log->url, sizeof(log->url), "%s", wh->url ? wh->url : "");
   snprintf(log->secret, sizeof(log->secret), "%s",
            wh->secret ? wh->secret : "");
@@ -140,13 +139,21 @@ static hd_err stub_build(void *ud, const char *key, const hd_target_spec *t,
   return hd_simple_new(noop, NULL, NULL, out);
 }
 
-/* The webhook row of the kind table with the stub as its builder. */
+/* Stands in for the webhook row's is_async: the listing's async must come
+ * from the row (the control plane names no kind). */
+static int stub_is_async(const hd_target_spec *t) {
+  return t->webhook.async != 0;
+}
+
+/* The webhook row of the kind table with the stubs as its builder and
+ * is_async. */
 static hd_kind stub_kind;
 
 /* Puts the stub webhook kind, logging to `log`, on `ctl`. */
 static void set_stub(hd_control *ctl, factory_log *log) {
   stub_kind = hd_kind_webhook;
   stub_kind.build = stub_build;
+  stub_kind.is_async = stub_is_async;
   assert_int_equal(hd_control_set_kind(ctl, &stub_kind, log), HD_OK);
 }
 
@@ -1375,6 +1382,57 @@ test_generated_secret_on_a_route_is_stored_in_that_route(void **state) {
   plane_close(&q);
 }
 
+/* hd_handler_info.async: the target's row says (is_async), for the target
+ * or any route; a row without the hook has no async targets; a registration
+ * replayed from the store lists as it did. */
+static void test_async_in_the_listing_comes_from_the_kind_row(void **state) {
+  fixture *f = *state;
+  factory_log log;
+  request r;
+
+  open_store(f);
+  stub_request(f, &log, &r);
+  set_webhook(&r, "http://example.test/async", 0);
+  r.req.target.webhook.async = 1;
+  const char *async_id = add_ok(f, &f->p, &r, NULL);
+  request_init(&r, "wk-sync");
+  set_webhook(&r, "http://example.test/sync", 0);
+  const char *sync_id = add_ok(f, &f->p, &r, NULL);
+  request_init(&r, "wk-route");
+  /* The async route first: a later route that is not async leaves it so. */
+  add_route(&r, "update", NULL, "http://example.test/updates", 0);
+  r.routes[0].target.webhook.async = 1;
+  add_route(&r, "subscribe", "echo", NULL, 0);
+  add_route(&r, "close", NULL, "http://example.test/close", 0);
+  const char *route_id = add_ok(f, &f->p, &r, NULL);
+  request_init(&r, "wk-local");
+  set_local(&r, "echo");
+  const char *local_id = add_ok(f, &f->p, &r, NULL);
+
+  assert_true(only_handler(f, &f->p, "wk", async_id)->async);
+  assert_false(only_handler(f, &f->p, "wk-sync", sync_id)->async);
+  assert_true(only_handler(f, &f->p, "wk-route", route_id)->async);
+  assert_false(only_handler(f, &f->p, "wk-local", local_id)->async);
+
+  /* Replayed: the store kept the setting, the row says async again. */
+  plane q;
+  factory_log relog = {0};
+  assert_int_equal(replay(f, &q, &relog), 4);
+  assert_true(only_handler(f, &q, "wk", async_id)->async);
+  assert_false(only_handler(f, &q, "wk-sync", sync_id)->async);
+  assert_true(only_handler(f, &q, "wk-route", route_id)->async);
+  assert_false(only_handler(f, &q, "wk-local", local_id)->async);
+  plane_close(&q);
+
+  /* The spec's async is the row's to read: without the hook, nothing is. */
+  stub_kind.is_async = NULL;
+  request_init(&r, "wk-nohook");
+  set_webhook(&r, "http://example.test/async", 0);
+  r.req.target.webhook.async = 1;
+  const char *nohook_id = add_ok(f, &f->p, &r, NULL);
+  assert_false(only_handler(f, &f->p, "wk-nohook", nohook_id)->async);
+}
+
 static void test_two_new_secrets_in_one_request_are_einval(void **state) {
   fixture *f = *state;
   factory_log log;
@@ -1422,6 +1480,7 @@ int main(void) {
       T(test_generated_secret_is_stored_in_place_of_new_secret),
       T(test_generated_secret_on_a_route_is_stored_in_that_route),
       T(test_two_new_secrets_in_one_request_are_einval),
+      T(test_async_in_the_listing_comes_from_the_kind_row),
   };
 
   return cmocka_run_group_tests(tests, NULL, NULL);

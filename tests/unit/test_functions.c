@@ -204,16 +204,18 @@ static void test_local_kind_builds_describes_and_checks(void **state) {
   assert_string_equal(k->handler_kind, "simple");
   assert_string_equal(k->detail(&t), "seven");
   assert_int_equal(hd_functions_register(fns, &def), HD_OK);
-  assert_int_equal(
-      k->build(fns, "key", &t, "target", &h, NULL, msg, sizeof(msg)), HD_OK);
+  assert_int_equal(k->build(fns, &(hd_kind_site){"key", "h-1", "", "target"},
+                            &t, &h, NULL, msg, sizeof(msg)),
+                   HD_OK);
   assert_string_equal(hd_handler_kind(h), k->handler_kind);
   assert_int_equal(run_int64(h), 7);
   hd_handler_unref(h);
 
   t.local = "missing";
-  assert_int_equal(
-      k->build(fns, "key", &t, "route 'x'", &h, NULL, msg, sizeof(msg)),
-      HD_EINVAL);
+  assert_int_equal(k->build(fns,
+                            &(hd_kind_site){"key", "h-1", "x", "route 'x'"}, &t,
+                            &h, NULL, msg, sizeof(msg)),
+                   HD_EINVAL);
   assert_string_equal(msg, "route 'x': no local function named 'missing'");
   t.local = "bad\xff";
   assert_int_equal(k->check_strings(&t, "target", msg, sizeof(msg)), HD_EINVAL);

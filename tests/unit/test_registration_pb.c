@@ -1,7 +1,8 @@
 /*
  * Unit tests: the adapter at the gRPC edge (grpc/registration_pb.c):
- * AddHandlerRequest <-> hd_registration, every field, both ways; the
- * listing -> ListHandlersReply; hd_grpc_control_add / _list over a real
+ * AddHandlerRequest <-> hd_registration, every field, both ways (the async
+ * webhook settings too); the listing -> ListHandlersReply (async from the
+ * kind row); hd_grpc_control_add / _list over a real
  * control plane (built-ins, a stub webhook kind, a SQLite store), with the
  * refusals that belong to the wire format (a Target without its kind, an
  * unknown field that does not re-encode).
@@ -38,13 +39,20 @@ typedef struct fixture {
 
 /* Stands in for the webhook kind's builder: a simple handler, and a
  * generated secret when asked. */
-static hd_err stub_build(void *ud, const char *key, const hd_target_spec *t,
-                         const char *what, hd_handler **out, char **secret_out,
-                         char *msg, size_t msg_size) {
-  (void)ud, (void)key, (void)what, (void)msg, (void)msg_size;
+static hd_err stub_build(void *ud, const hd_kind_site *site,
+                         const hd_target_spec *t, hd_handler **out,
+                         char **secret_out, char *msg, size_t msg_size) {
+  (void)ud, (void)site, (void)msg, (void)msg_size;
   if (t->webhook.new_secret)
     *secret_out = strdup("whsec_c3R1Yi1zZWNyZXQ=");
   return hd_simple_new(noop, NULL, NULL, out);
+}
+
+/* Stands in for the webhook row's is_async (so the listing's async does
+ * not wait on the real row): the control plane asks the row, never the
+ * spec. */
+static int stub_is_async(const hd_target_spec *t) {
+  return t->webhook.async != 0;
 }
 
 static hd_kind stub_kind;
@@ -54,6 +62,7 @@ static void control_open(fixture *f) {
   assert_int_equal(hd_control_new(f->reg, f->fns, &f->ctl), HD_OK);
   stub_kind = hd_kind_webhook;
   stub_kind.build = stub_build;
+  stub_kind.is_async = stub_is_async;
   assert_int_equal(hd_control_set_kind(f->ctl, &stub_kind, f), HD_OK);
   hd_control_set_store(f->ctl, f->store);
 }
@@ -105,10 +114,12 @@ typedef struct full_request {
   Handlers__V1__Webhook webhook;
   Handlers__V1__Webhook__HeadersEntry h0, h1;
   Handlers__V1__Webhook__HeadersEntry *headers[2];
+  uint32_t schedule[3];
   char *events[2];
 } full_request;
 
-/* key "k", target webhook with every field set, events "update","close". */
+/* key "k", target webhook with every field set (async with its settings),
+ * events "update","close". */
 static void full_init(full_request *r) {
   handlers__v1__add_handler_request__init(&r->req);
   handlers__v1__target__init(&r->target);
@@ -129,6 +140,15 @@ static void full_init(full_request *r) {
   r->webhook.timeout_ms = 1234;
   r->webhook.max_attempts = 7;
   r->webhook.binary_mode = 1;
+  r->webhook.async = 1;
+  r->webhook.ordered = 1;
+  r->schedule[0] = 250;
+  r->schedule[1] = 60000;
+  r->schedule[2] = 4294967295u;
+  r->webhook.retry_schedule_ms = r->schedule;
+  r->webhook.n_retry_schedule_ms = 3;
+  r->webhook.max_inflight = 16;
+  r->webhook.max_rps = 0.5;
   r->target.kind_case = HANDLERS__V1__TARGET__KIND_WEBHOOK;
   r->target.webhook = &r->webhook;
   r->req.key = "k";
@@ -206,6 +226,18 @@ static void test_every_field_of_a_webhook_target_converts(void **state) {
   assert_int_equal(w->timeout_ms, 1234);
   assert_int_equal(w->max_attempts, 7);
   assert_int_equal(w->binary_mode, 1);
+  assert_int_equal(w->async, 1);
+  assert_int_equal(w->ordered, 1);
+  assert_int_equal(w->n_retry_schedule, 3);
+  assert_int_equal(w->retry_schedule_ms[0], 250);
+  assert_int_equal(w->retry_schedule_ms[1], 60000);
+  assert_int_equal(w->retry_schedule_ms[2], 4294967295u);
+  /* A copy in the arena, not the message's array (registration_pb.h). */
+  assert_true(w->retry_schedule_ms != r.schedule);
+  r.schedule[0] = 1;
+  assert_int_equal(w->retry_schedule_ms[0], 250);
+  assert_int_equal(w->max_inflight, 16);
+  assert_true(w->max_rps == 0.5);
   assert_int_equal(reg.n_events, 2);
   assert_string_equal(reg.events[0], "update");
   assert_string_equal(reg.events[1], "close");
@@ -232,6 +264,9 @@ static void test_routes_convert_with_missing_targets_as_none(void **state) {
   assert_string_equal(reg.routes[1].target.webhook.url,
                       "http://example.test/b");
   assert_int_equal(reg.routes[1].target.webhook.n_headers, 0);
+  assert_int_equal(reg.routes[1].target.webhook.async, 0);
+  assert_null(reg.routes[1].target.webhook.retry_schedule_ms);
+  assert_int_equal(reg.routes[1].target.webhook.n_retry_schedule, 0);
   assert_int_equal(reg.routes[2].target.kind, HD_TARGET_NONE);
   assert_int_equal(reg.routes[3].target.kind, HD_TARGET_NONE);
   assert_int_equal(reg.n_events, 0);
@@ -281,6 +316,52 @@ static void test_round_trip_keeps_every_field(void **state) {
   local.key = "k";
   local.target = &t;
   round_trip(f, &local);
+}
+
+/* hd_registration -> request, field by field (the round trip above would
+ * not see a field dropped both ways). */
+static void test_async_settings_convert_to_the_request(void **state) {
+  fixture *f = *state;
+  static const uint32_t schedule[] = {10, 20};
+  hd_registration reg;
+  hd_route_spec routes[2];
+  Handlers__V1__AddHandlerRequest *req = NULL;
+
+  memset(&reg, 0, sizeof(reg));
+  memset(routes, 0, sizeof(routes));
+  routes[0].event = "a";
+  routes[0].target.kind = HD_TARGET_WEBHOOK;
+  routes[0].target.webhook.url = "http://example.test/a";
+  routes[0].target.webhook.async = 1;
+  routes[0].target.webhook.ordered = 1;
+  routes[0].target.webhook.retry_schedule_ms = schedule;
+  routes[0].target.webhook.n_retry_schedule = 2;
+  routes[0].target.webhook.max_inflight = 3;
+  routes[0].target.webhook.max_rps = 7.25;
+  routes[1].event = "b";
+  routes[1].target.kind = HD_TARGET_WEBHOOK;
+  routes[1].target.webhook.url = "http://example.test/b";
+  reg.key = "k";
+  reg.routes = routes;
+  reg.n_routes = 2;
+  assert_int_equal(hd_registration_to_pb(f->a, &reg, &req), HD_OK);
+  assert_int_equal(req->n_routes, 2);
+  const Handlers__V1__Webhook *wa = req->routes[0]->value->webhook;
+  assert_true(wa->async);
+  assert_true(wa->ordered);
+  assert_int_equal(wa->n_retry_schedule_ms, 2);
+  assert_true(wa->retry_schedule_ms != schedule); /* a copy in the arena */
+  assert_int_equal(wa->retry_schedule_ms[0], 10);
+  assert_int_equal(wa->retry_schedule_ms[1], 20);
+  assert_int_equal(wa->max_inflight, 3);
+  assert_true(wa->max_rps == 7.25);
+  const Handlers__V1__Webhook *wb = req->routes[1]->value->webhook;
+  assert_false(wb->async);
+  assert_false(wb->ordered);
+  assert_int_equal(wb->n_retry_schedule_ms, 0);
+  assert_null(wb->retry_schedule_ms);
+  assert_int_equal(wb->max_inflight, 0);
+  assert_true(wb->max_rps == 0.0);
 }
 
 static void test_target_present_without_kind_is_refused(void **state) {
@@ -409,6 +490,7 @@ static void test_add_and_list_through_the_adapter(void **state) {
   assert_string_equal(hi->events[1], "close");
   assert_int_equal(hi->n_routes, 0);
   assert_true(hi->secret_set);
+  assert_true(hi->async);
   hi = l.handlers[1];
   assert_string_equal(hi->key, "rk");
   assert_string_equal(hi->handler_id, stream.handler_id);
@@ -418,6 +500,7 @@ static void test_add_and_list_through_the_adapter(void **state) {
   assert_string_equal(route_of(hi, "a"), "local:echo");
   assert_string_equal(route_of(hi, "b"), "webhook:http://example.test/b");
   assert_false(hi->secret_set);
+  assert_false(hi->async); /* local:echo and a webhook that is not async */
 
   /* The reply packs (every string set). */
   size_t len = protobuf_c_message_get_packed_size(&l.base);
@@ -444,6 +527,50 @@ static void test_add_and_list_through_the_adapter(void **state) {
   assert_string_equal(msg, "key is empty");
 }
 
+/* HandlerInfo.async: set when the target, or any one route's, is async;
+ * kept across a restart (the store's record carries the setting). */
+static void test_listing_shows_async_for_a_target_or_any_route(void **state) {
+  fixture *f = *state;
+  routes_request rr;
+  full_request sync;
+  Handlers__V1__AddHandlerReply reply = HANDLERS__V1__ADD_HANDLER_REPLY__INIT;
+  Handlers__V1__ListHandlersReply l = HANDLERS__V1__LIST_HANDLERS_REPLY__INIT;
+  char msg[256] = "";
+
+  routes_init(&rr);
+  rr.req.n_routes = 2; /* a -> local:echo, b -> webhook */
+  rr.wh.async = 1;     /* b only */
+  assert_int_equal(
+      hd_grpc_control_add(f->ctl, f->a, &rr.req, &reply, msg, sizeof(msg)),
+      HD_OK);
+  full_init(&sync);
+  /* Not async (the webhook kind refuses the async settings without it). */
+  sync.webhook.async = 0;
+  sync.webhook.ordered = 0;
+  sync.webhook.n_retry_schedule_ms = 0;
+  sync.webhook.max_inflight = 0;
+  sync.webhook.max_rps = 0;
+  sync.webhook.new_secret = 0;
+  assert_int_equal(
+      hd_grpc_control_add(f->ctl, f->a, &sync.req, &reply, msg, sizeof(msg)),
+      HD_OK);
+
+  for (int round = 0; round < 2; round++) {
+    if (round == 1)
+      restart_loads(f, 2);
+    l = (Handlers__V1__ListHandlersReply)
+        HANDLERS__V1__LIST_HANDLERS_REPLY__INIT;
+    assert_int_equal(
+        hd_grpc_control_list(f->ctl, f->a, "", &l, msg, sizeof(msg)), HD_OK);
+    assert_int_equal(l.n_handlers, 2);
+    assert_string_equal(l.handlers[0]->key, "k");
+    assert_false(l.handlers[0]->async);
+    assert_string_equal(l.handlers[1]->key, "rk");
+    assert_true(l.handlers[1]->async);
+    assert_int_equal(l.handlers[1]->n_disabled, 0); /* admin.c's to fill */
+  }
+}
+
 static void test_list_to_pb_converts_every_field(void **state) {
   fixture *f = *state;
   const char *events[] = {"update"};
@@ -461,7 +588,8 @@ static void test_list_to_pb_converts_every_field(void **state) {
        .target = "",
        .routes = routes,
        .n_routes = 2,
-       .secret_set = 1},
+       .secret_set = 1,
+       .async = 1},
   };
   hd_handler_list l = {items, 2};
   Handlers__V1__ListHandlersReply reply =
@@ -476,12 +604,14 @@ static void test_list_to_pb_converts_every_field(void **state) {
   assert_int_equal(reply.handlers[0]->n_events, 1);
   assert_string_equal(reply.handlers[0]->events[0], "update");
   assert_false(reply.handlers[0]->secret_set);
+  assert_false(reply.handlers[0]->async);
   assert_int_equal(reply.handlers[1]->kind,
                    HANDLERS__V1__HANDLER_KIND__EVENT_STREAM);
   assert_int_equal(reply.handlers[1]->n_routes, 2);
   assert_string_equal(reply.handlers[1]->routes[1]->key, "b");
   assert_string_equal(reply.handlers[1]->routes[1]->value, "webhook:http://x/");
   assert_true(reply.handlers[1]->secret_set);
+  assert_true(reply.handlers[1]->async);
 
   hd_handler_list none = {NULL, 0};
   assert_int_equal(hd_handler_list_to_pb(f->a, &none, &reply), HD_OK);
@@ -494,9 +624,11 @@ int main(void) {
       T(test_every_field_of_a_webhook_target_converts),
       T(test_routes_convert_with_missing_targets_as_none),
       T(test_round_trip_keeps_every_field),
+      T(test_async_settings_convert_to_the_request),
       T(test_target_present_without_kind_is_refused),
       T(test_add_refuses_a_request_that_does_not_reencode),
       T(test_add_and_list_through_the_adapter),
+      T(test_listing_shows_async_for_a_target_or_any_route),
       T(test_list_to_pb_converts_every_field),
 #undef T
   };

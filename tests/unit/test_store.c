@@ -3,8 +3,10 @@
  * (put/del/load order, ids, every field of a registration, the errors
  * store.h promises, durability under SIGKILL), run once per backend in
  * backends[] (SQLite now; a PostgreSQL backend adds a row), then SQLite's
- * own cases (file modes, WAL and synchronous=FULL, schema version, corrupt
- * files, I/O error messages, records it cannot read).
+ * own cases (file modes, WAL and synchronous=FULL, schema version and the
+ * migration from schema 2 to 3, corrupt files, I/O error messages, records
+ * it cannot read). The journal the store carries has its own suite,
+ * test_journal.c.
  *
  * A backend row says how to give each test a fresh, empty store location
  * and how to open (and reopen) a store there; the cases use only the
@@ -31,6 +33,7 @@
 #include <unistd.h>
 
 #include "store.h"
+#include "store_sqlite_internal.h"
 #include "test_store_reg.h"
 #include "test_store_rows.h"
 #include "test_util.h"
@@ -55,6 +58,7 @@ typedef struct fixture {
   char base[64]; /* mkdtemp result */
   char dir[96];  /* base/state: the store's directory */
   char db[128];  /* dir/handlerd.db */
+  int mounted;   /* a test mounted something on dir: teardown unmounts */
 } fixture;
 
 static int sqlite_setup(void **env) {
@@ -73,6 +77,8 @@ static int sqlite_setup(void **env) {
 static void sqlite_teardown(void *env) {
   fixture *f = env;
   char path[160];
+  if (f->mounted)
+    ro_unmount(f->dir);
   remove_store_dir(f->dir);
   for (int i = 0; i < 16; i++) {
     snprintf(path, sizeof(path), "%s/round%d", f->base, i);
@@ -620,7 +626,37 @@ static void test_store_restricts_mode_of_existing_db_file(void **state) {
   hd_store_close(s);
 }
 
-static void test_store_db_uses_wal_and_schema_version_2(void **state) {
+/* The number `sql` (one row, one column) reads from the database file at
+ * `path`, on a connection of its own. */
+static int db_int(const char *path, const char *sql) {
+  sqlite3 *db = NULL;
+  sqlite3_stmt *st = NULL;
+  assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL),
+                   SQLITE_OK);
+  assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+  assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+  int v = sqlite3_column_int(st, 0);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  return v;
+}
+
+/* How many of schema 3's journal tables (deliveries, attempts, endpoints)
+ * and of their indexes the file has. */
+static int journal_tables(const char *path) {
+  return db_int(path, "SELECT count(*) FROM sqlite_master WHERE type ="
+                      " 'table' AND name IN ('deliveries', 'attempts',"
+                      " 'endpoints')");
+}
+
+static int journal_indexes(const char *path) {
+  return db_int(path, "SELECT count(*) FROM sqlite_master WHERE type ="
+                      " 'index' AND name IN ('deliveries_unfinished',"
+                      " 'deliveries_handler', 'deliveries_key',"
+                      " 'deliveries_finished')");
+}
+
+static void test_store_db_uses_wal_and_schema_version_3(void **state) {
   fixture *f = *state;
   hd_store *s = open_store(f->dir);
   sqlite3 *db = NULL;
@@ -636,9 +672,15 @@ static void test_store_db_uses_wal_and_schema_version_2(void **state) {
   assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL),
                    SQLITE_OK);
   assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-  assert_int_equal(sqlite3_column_int(st, 0), 2);
+  assert_int_equal(sqlite3_column_int(st, 0), 3);
+  assert_int_equal(SQ_SCHEMA_VERSION, 3);
   sqlite3_finalize(st);
   sqlite3_close(db);
+  /* A new database is schema 3 at once: the journal's tables are there,
+   * and the store carries its journal. */
+  assert_int_equal(journal_tables(f->db), 3);
+  assert_int_equal(journal_indexes(f->db), 4);
+  assert_non_null(s->journal);
   hd_store_close(s);
 }
 
@@ -725,7 +767,7 @@ static void test_store_refuses_newer_schema_version(void **state) {
   assert_null(s);
   assert_string_equal(
       msg,
-      "database schema version 99 is newer than this handlerd supports (2)");
+      "database schema version 99 is newer than this handlerd supports (3)");
 }
 
 static void test_store_refuses_garbage_db_file_with_eio(void **state) {
@@ -907,8 +949,8 @@ static void poke_record(const char *db_path, const char *id, const void *rec,
 static void test_store_refuses_records_it_cannot_read(void **state) {
   fixture *f = *state;
   static const uint8_t junk[] = {0xff, 0xff, 0xff, 0xff, 0x0f};
-  /* Registration{version: 2, key: "k"} */
-  static const uint8_t newer[] = {0x08, 0x02, 0x12, 0x01, 'k'};
+  /* Registration{version: 99, key: "k"} (2 is async registrations') */
+  static const uint8_t newer[] = {0x08, 0x63, 0x12, 0x01, 'k'};
   /* Registration{version: 1, key: "a\0b"} */
   static const uint8_t nul[] = {0x08, 0x01, 0x12, 0x03, 'a', 0, 'b'};
   const struct {
@@ -916,7 +958,7 @@ static void test_store_refuses_records_it_cannot_read(void **state) {
     size_t len;
     const char *says;
   } cases[] = {{junk, sizeof(junk), "not a handlerd.store.v1.Registration"},
-               {newer, sizeof(newer), "record format version 2"},
+               {newer, sizeof(newer), "record format version 99"},
                {nul, sizeof(nul), "NUL"}};
 
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -963,6 +1005,127 @@ static void test_store_key_column_follows_the_record(void **state) {
   hd_store_close(s);
 }
 
+/* ---- schema 2 to 3 ------------------------------------------------------- */
+
+/* Makes f's database what a handlerd of schema 2 left: registrations "a"
+ * and "b" and no journal tables, user_version 2. */
+static void make_schema_2(fixture *f) {
+  hd_store *s = open_store(f->dir);
+  sqlite3 *db = NULL;
+
+  assert_int_equal(put_local(s, "a", "k1", "fn-a"), HD_OK);
+  assert_int_equal(put_local(s, "b", "k2", "fn-b"), HD_OK);
+  hd_store_close(s);
+  assert_int_equal(sqlite3_open(f->db, &db), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(db,
+                                "DROP TABLE deliveries; DROP TABLE attempts;"
+                                " DROP TABLE endpoints;"
+                                " PRAGMA user_version = 2;",
+                                NULL, NULL, NULL),
+                   SQLITE_OK);
+  assert_int_equal(sqlite3_close(db), SQLITE_OK);
+  assert_int_equal(db_int(f->db, "PRAGMA user_version"), 2);
+  assert_int_equal(journal_tables(f->db), 0);
+}
+
+static void assert_schema_2_loads(hd_store *s) {
+  recs *rs = load_all(s);
+  assert_int_equal(rs->n, 2);
+  assert_local(&rs->r[0], "a", "k1", "fn-a");
+  assert_local(&rs->r[1], "b", "k2", "fn-b");
+  free(rs);
+}
+
+/* A schema-2 database opens as schema 3: its registrations as they were,
+ * the journal's tables and indexes new, and its journal works. */
+static void test_store_migrates_schema_2_to_3(void **state) {
+  fixture *f = *state;
+  hd_delivery_row d;
+  char msg[512] = "";
+
+  make_schema_2(f);
+  hd_store *s = open_store(f->dir);
+  assert_int_equal(db_int(f->db, "PRAGMA user_version"), 3);
+  assert_int_equal(journal_tables(f->db), 3);
+  assert_int_equal(journal_indexes(f->db), 4);
+  assert_schema_2_loads(s);
+  memset(&d, 0, sizeof(d));
+  snprintf(d.id, sizeof(d.id), "00000000-0000-4000-8000-000000000001");
+  d.key = d.handler_id = d.event_name = "x";
+  d.state = HD_DELIVERY_PENDING;
+  hd_journal_batch b = {.inserts = &d, .n_inserts = 1};
+  assert_non_null(s->journal);
+  assert_int_equal(s->journal->vt->commit(s->journal, &b, msg, sizeof(msg)),
+                   HD_OK);
+  assert_true(d.seq > 0);
+  hd_store_close(s);
+  assert_int_equal(db_int(f->db, "SELECT count(*) FROM deliveries"), 1);
+}
+
+static void kill_at_journal(const char *step) {
+  if (strcmp(step, "journal") == 0)
+    kill(getpid(), SIGKILL);
+}
+
+/* A kill -9 in the migration from 2 to 3 (at its step "journal", inside
+ * the transaction) leaves schema 2 as it was; the next open migrates. */
+static void
+test_store_kill9_while_migrating_to_3_leaves_schema_2(void **state) {
+  fixture *f = *state;
+  int status;
+
+  make_schema_2(f);
+  fflush(NULL);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    hd_store *s = NULL;
+    hd_sq_migrate_hook = kill_at_journal;
+    if (hd_store_sqlite_open(f->dir, &s, NULL, 0) != HD_OK)
+      _exit(2);
+    _exit(3); /* the step never came */
+  }
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL)
+    fail_msg("the child was not killed at \"journal\" (status 0x%x)",
+             (unsigned)status);
+  assert_int_equal(db_int(f->db, "PRAGMA user_version"), 2);
+  assert_int_equal(journal_tables(f->db), 0);
+  assert_int_equal(db_int(f->db, "SELECT count(*) FROM registrations"), 2);
+  hd_store *s = open_store(f->dir);
+  assert_schema_2_loads(s);
+  hd_store_close(s);
+  assert_int_equal(db_int(f->db, "PRAGMA user_version"), 3);
+  assert_int_equal(journal_tables(f->db), 3);
+}
+
+/* On a read-only file system a schema-2 database cannot be migrated: the
+ * open is refused saying so, and the file is left as it was. Needs root
+ * (a read-only bind mount); skipped otherwise. */
+static void test_store_read_only_schema_2_is_refused(void **state) {
+  fixture *f = *state;
+  static unsigned char before[CORRUPT_CAP], after[CORRUPT_CAP];
+  char msg[512] = "";
+  hd_store *s = (hd_store *)1;
+
+  make_schema_2(f);
+  size_t n = read_file(f->db, before, sizeof(before));
+  if (ro_bind_mount(f->dir) != 0) {
+    print_message("  cannot make a read-only bind mount (needs root)\n");
+    skip();
+  }
+  f->mounted = 1;
+  assert_int_equal(hd_store_sqlite_open(f->dir, &s, msg, sizeof(msg)), HD_EIO);
+  assert_null(s);
+  print_message("  %s\n", msg);
+  assert_non_null(strstr(msg, f->db));
+  assert_non_null(
+      strstr(msg, "schema version 2 needs setting up to 3, which a read-only "
+                  "database cannot be"));
+  assert_int_equal(read_file(f->db, after, sizeof(after)), n);
+  assert_memory_equal(after, before, n);
+}
+
 /* ---- main: the conformance cases once per backend, then SQLite's -------- */
 
 typedef struct conf_case {
@@ -993,9 +1156,12 @@ static const struct CMUnitTest sqlite_cases[] = {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
     T(test_store_creates_dir_0700_and_db_files_0600),
     T(test_store_restricts_mode_of_existing_db_file),
-    T(test_store_db_uses_wal_and_schema_version_2),
+    T(test_store_db_uses_wal_and_schema_version_3),
     T(test_store_connection_is_synchronous_full),
     T(test_store_refuses_newer_schema_version),
+    T(test_store_migrates_schema_2_to_3),
+    T(test_store_kill9_while_migrating_to_3_leaves_schema_2),
+    T(test_store_read_only_schema_2_is_refused),
     T(test_store_refuses_garbage_db_file_with_eio),
     T(test_store_refuses_a_corrupt_database_and_leaves_it_alone),
     T(test_store_write_error_names_the_file_and_the_cause),

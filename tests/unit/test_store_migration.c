@@ -1,6 +1,7 @@
 /*
  * The SQLite store's migration from schema 1 (rows of AddHandlerRequest
- * bytes, the API's format) to schema 2 (the store's own record), against
+ * bytes, the API's format) to schema 2 (the store's own record) and on to
+ * 3 (the outbox journal's tables) in the same transaction, against
  * tests/fixtures/handlerd-v1.db, a database written by the release before
  * (tests/fixtures/README.md), and against databases made here in the
  * schema-1 layout: every field comes through, ids, keys, order and
@@ -127,6 +128,13 @@ static int raw_int(const char *db_path, const char *sql) {
   sqlite3_finalize(st);
   sqlite3_close(db);
   return v;
+}
+
+/* How many of schema 3's journal tables the file has. */
+static int journal_tables(const char *db_path) {
+  return raw_int(db_path, "SELECT count(*) FROM sqlite_master WHERE type ="
+                          " 'table' AND name IN ('deliveries', 'attempts',"
+                          " 'endpoints')");
 }
 
 /* "seq id created_at;" for every row, in seq order. */
@@ -284,9 +292,12 @@ static void test_fixture_migrates_with_every_field(void **state) {
 
   hd_store *s = open_store(f);
   assert_fixture_loads(f, s);
-  /* Same ids, order, seq and created_at; schema 2; the old table and its
-   * high-water mark carried over (a removed handler's seq stays used). */
-  assert_int_equal(raw_int(f->db, "PRAGMA user_version"), 2);
+  /* Same ids, order, seq and created_at; schema 3 with the journal's
+   * tables, empty; the old table and its high-water mark carried over (a
+   * removed handler's seq stays used). */
+  assert_int_equal(raw_int(f->db, "PRAGMA user_version"), 3);
+  assert_int_equal(journal_tables(f->db), 3);
+  assert_int_equal(raw_int(f->db, "SELECT count(*) FROM deliveries"), 0);
   char *after = raw_rows(f->db);
   assert_string_equal(after, before);
   assert_int_equal(raw_int(f->db, "SELECT count(*) FROM sqlite_master"
@@ -485,7 +496,7 @@ static int migrate_in_child(fixture *f, int at) {
 }
 
 /* What a kill before COMMIT must leave: schema 1, every row, nothing of
- * schema 2. */
+ * schema 2 or 3. */
 static void assert_untouched_v1(fixture *f, const char *rows) {
   assert_int_equal(raw_int(f->db, "PRAGMA user_version"), 1);
   char *now = raw_rows(f->db);
@@ -497,14 +508,16 @@ static void assert_untouched_v1(fixture *f, const char *rows) {
   assert_int_equal(raw_int(f->db, "SELECT count(*) FROM pragma_table_info("
                                   "'registrations') WHERE name = 'request'"),
                    1);
+  assert_int_equal(journal_tables(f->db), 0);
 }
 
 /* Every step of the migration of the fixture: begin, each of its 6 rows,
- * copied, dropped, renamed (all inside the transaction). A kill at any of
- * them leaves schema 1 as it was, and the next open migrates it whole. */
+ * copied, dropped, renamed, then journal (schema 2 to 3), all inside the
+ * one transaction. A kill at any of them leaves schema 1 as it was, and
+ * the next open migrates it whole. */
 static void test_kill9_at_every_step_of_the_migration(void **state) {
   fixture *f = *state;
-  const int steps = 1 + 6 + 3;
+  const int steps = 1 + 6 + 3 + 1;
 
   place_fixture(f);
   char *rows = raw_rows(f->db);
@@ -518,7 +531,8 @@ static void test_kill9_at_every_step_of_the_migration(void **state) {
     hd_store *s = open_store(f);
     assert_fixture_loads(f, s);
     hd_store_close(s);
-    assert_int_equal(raw_int(f->db, "PRAGMA user_version"), 2);
+    assert_int_equal(raw_int(f->db, "PRAGMA user_version"), 3);
+    assert_int_equal(journal_tables(f->db), 3);
   }
   /* And there are no more steps than that. */
   place_fixture(f);
@@ -530,7 +544,7 @@ static void test_kill9_at_every_step_of_the_migration(void **state) {
 /* No hook: a child migrating a big database is SIGKILLed after a random
  * delay within the migration's duration, many times. Each time the
  * database opens and loads every row, and was either schema 1 untouched
- * or schema 2 complete. */
+ * or schema 3 complete. */
 static void test_kill9_at_random_moments_of_a_big_migration(void **state) {
   fixture *f = *state;
   char big[160];
@@ -573,7 +587,8 @@ static void test_kill9_at_random_moments_of_a_big_migration(void **state) {
       assert_untouched_v1(f, rows);
       untouched++;
     } else {
-      assert_int_equal(v, 2);
+      assert_int_equal(v, 3);
+      assert_int_equal(journal_tables(f->db), 3);
       assert_int_equal(raw_int(f->db, "SELECT count(*) FROM registrations"),
                        BIG_ROWS);
       migrated++;

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -113,6 +114,37 @@ static inline int store_tmp_dirs(const char *prefix, char *base,
   if (db)
     snprintf(db, db_size, "%s/handlerd.db", dir);
   return 0;
+}
+
+/* Makes `dir` a read-only bind mount of itself, so that statvfs says
+ * ST_RDONLY there (root ignores file modes, so a mode proves nothing).
+ * 0, or -1 when this process cannot mount (not root, no CAP_SYS_ADMIN):
+ * the caller skips. Undo with ro_unmount. */
+static inline int ro_bind_mount(const char *dir) {
+  /* The type is ignored for a bind; "none", not NULL, keeps valgrind
+   * quiet. */
+  if (mount(dir, dir, "none", MS_BIND, NULL) != 0)
+    return -1;
+  if (mount(dir, dir, "none", MS_REMOUNT | MS_BIND | MS_RDONLY, NULL) != 0) {
+    umount2(dir, MNT_DETACH);
+    return -1;
+  }
+  return 0;
+}
+
+/* Mounts a tmpfs of `bytes` (mode 0700) on `dir`: a disk that fills up.
+ * 0, or -1 when this process cannot mount (the caller skips). Undo with
+ * ro_unmount. */
+static inline int small_tmpfs_mount(const char *dir, size_t bytes) {
+  char opts[64];
+  snprintf(opts, sizeof(opts), "size=%zu,mode=0700", bytes);
+  return mount("tmpfs", dir, "tmpfs", 0, opts) == 0 ? 0 : -1;
+}
+
+/* Undoes ro_bind_mount or small_tmpfs_mount; detaches it when busy. */
+static inline void ro_unmount(const char *dir) {
+  if (umount(dir) != 0)
+    umount2(dir, MNT_DETACH);
 }
 
 #endif

@@ -1086,10 +1086,24 @@ static void test_webhook_kind_row(void **state) {
   assert_false(t.webhook.new_secret);
   assert_string_equal(t.webhook.secret, "whsec_Z2l2ZW4=");
 
-  /* build is the factory, with the engine as its context. */
+  /* build is the factory, with the engine (and no outbox) as its context:
+   * async is then refused, naming the flag it needs. */
   t.webhook.secret = "";
-  assert_int_equal(
-      k->build(engine, "k", &t, "target", &h, NULL, msg, sizeof(msg)), HD_OK);
+  hd_webhook_kind_ctx ctx = {engine, NULL};
+  hd_kind_site site = {"k", "h-1", "", "target"};
+  t.webhook.async = 1;
+  assert_int_equal(k->build(&ctx, &site, &t, &h, NULL, msg, sizeof(msg)),
+                   HD_EINVAL);
+  assert_non_null(strstr(msg, "--state-dir"));
+  t.webhook.async = 0;
+  t.webhook.ordered = 1;
+  assert_int_equal(k->build(&ctx, &site, &t, &h, NULL, msg, sizeof(msg)),
+                   HD_EINVAL);
+  assert_string_equal(msg, "webhook.ordered: only for async webhooks (set "
+                           "async)");
+  t.webhook.ordered = 0;
+  assert_int_equal(k->build(&ctx, &site, &t, &h, NULL, msg, sizeof(msg)),
+                   HD_OK);
   assert_string_equal(hd_handler_kind(h), k->handler_kind);
   hd_handler_unref(h);
 }

@@ -253,6 +253,9 @@ const char *hd_handler_id(const hd_handler *h);
  * empty or longer than HD_HANDLER_ID_MAX. Not thread-safe: use before the
  * handler is shared. */
 hd_err hd_handler_set_id(hd_handler *h, const char *id);
+/* Fills `id` with a fresh random handler id ("h-" and 12 hex digits), as
+ * hd_handler_new gives. HD_EIO when the system has no randomness. */
+hd_err hd_handler_random_id(char id[HD_HANDLER_ID_MAX + 1]);
 const char *hd_handler_kind(const hd_handler *h);
 void *hd_handler_user_data(const hd_handler *h);
 const hd_handler_ops *hd_handler_ops_of(const hd_handler *h);

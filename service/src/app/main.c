@@ -282,6 +282,8 @@ static int run(hd_options *o) {
   hd_control *ctl = NULL;
   hd_server *srv = NULL;
   hd_webhook_engine *engine = NULL;
+  hd_webhook_kind_ctx webhook_ctx = {NULL, NULL};
+  hd_outbox *outbox = NULL;
   char *secrets[4] = {NULL, NULL, NULL, NULL};
   hd_store *store = NULL;
   hd_metrics_server *metrics = NULL;
@@ -308,7 +310,8 @@ static int run(hd_options *o) {
   }
   /* The kind table's builders get what they need; their handlers' kinds
    * get metrics labels. */
-  hd_control_set_kind_context(ctl, HD_TARGET_WEBHOOK, engine);
+  webhook_ctx.engine = engine;
+  hd_control_set_kind_context(ctl, HD_TARGET_WEBHOOK, &webhook_ctx);
   size_t n_kinds;
   const hd_kind *const *kinds = hd_kinds_all(&n_kinds);
   for (size_t i = 0; i < n_kinds; i++)
@@ -321,8 +324,21 @@ static int run(hd_options *o) {
       goto out;
     }
     hd_control_set_store(ctl, store);
+    /* The outbox before the registrations: async webhooks join it as they
+     * are built; it starts delivering once they all are. */
+    if (store->journal != NULL &&
+        hd_outbox_new(&o->outbox, store->journal, engine, &outbox) != HD_OK) {
+      hd_log(HD_LOG_ERROR, "cannot create the delivery outbox");
+      goto out;
+    }
+    webhook_ctx.outbox = outbox;
     if (hd_control_load(ctl, &loaded, msg, sizeof(msg)) != HD_OK) {
       hd_log(HD_LOG_ERROR, "state dir %s: %s", o->state_dir, msg);
+      goto out;
+    }
+    if (outbox != NULL && hd_outbox_run(outbox, msg, sizeof(msg)) != HD_OK) {
+      hd_log(HD_LOG_ERROR, "state dir %s: cannot resume deliveries: %s",
+             o->state_dir, msg);
       goto out;
     }
     hd_log(HD_LOG_INFO, "state dir %s: %zu registrations loaded", o->state_dir,
@@ -350,6 +366,8 @@ static int run(hd_options *o) {
            strerror(errno));
     goto out;
   }
+  o->server.outbox = outbox;
+  hd_outbox_set_metrics(outbox);
   if (hd_server_start(&o->server, reg, ctl, &srv, msg, sizeof(msg)) != HD_OK) {
     hd_log(HD_LOG_ERROR, "%s", msg[0] ? msg : "cannot start the gRPC server");
     goto out;
@@ -416,9 +434,13 @@ out:
   /* Order matters: stop accepting and drain; then stop the webhook engine,
    * which completes what is still pending while the queue threads can
    * still send (or drop) those replies; then free the server once its last
-   * call is gone; the registry (owning the webhook handlers) goes last. */
+   * call is gone; the registry (owning the webhook handlers) goes last:
+   * async webhooks leave the outbox then (it lives until they have). */
   if (srv)
     hd_server_shutdown(srv, o->drain_ms, stop_engine, &engine);
+  /* Accepted events are committed by now; attempts in flight are made
+   * again at the next start. Before the engine, whose stop ends them. */
+  hd_outbox_stop(outbox);
   stop_engine(&engine);
   hd_server_free(srv);
   hd_control_free(ctl);

@@ -114,6 +114,24 @@ static const opt_def defs[] = {
     {"state-dir", 's', "DIR", "HANDLERD_STATE_DIR", T_STR, F(state_dir), 0, 0,
      "keep registrations in DIR/handlerd.db (HANDLERD_STATE_DIR;\n"
      "default: in memory only)"},
+    {"retry-schedule", 0, "LIST", "HANDLERD_RETRY_SCHEDULE", T_STR,
+     F(retry_schedule), 0, 0,
+     "when async webhook deliveries are attempted: the first at once\n"
+     "(0s), each next that long after a failure; exhausted: dead\n"
+     "(HANDLERD_RETRY_SCHEDULE, default 0s,5s,5m,30m,2h,5h,10h,10h)"},
+    {"delivery-retention", 0, "DURATION", "HANDLERD_DELIVERY_RETENTION",
+     T_DURATION, F(delivery_retention_ms), 1000, 2000000000,
+     "keep succeeded and dead async deliveries this long\n"
+     "(HANDLERD_DELIVERY_RETENTION, default 7d)"},
+    {"disable-after", 0, "DURATION", "HANDLERD_DISABLE_AFTER", T_DURATION,
+     F(disable_after_ms), 1000, 2000000000,
+     "disable an async webhook whose deliveries have only failed for\n"
+     "this long (HANDLERD_DISABLE_AFTER, default 5d)"},
+    {"max-pending-deliveries", 0, "N", "HANDLERD_MAX_PENDING_DELIVERIES", T_INT,
+     F(max_pending_deliveries), 1, 100000000,
+     "async deliveries not yet finished; past it an async event is\n"
+     "refused (RESOURCE_EXHAUSTED) (HANDLERD_MAX_PENDING_DELIVERIES,\n"
+     "default 1000000)"},
     {"webhook-deny-private", 0, NULL, "HANDLERD_WEBHOOK_DENY_PRIVATE", T_SWITCH,
      F(webhook.deny_private), 0, 0,
      "refuse webhooks to loopback and private addresses\n"
@@ -163,6 +181,10 @@ void hd_options_init(hd_options *o) {
   o->max_handlers_per_key = 1000;
   o->max_webhook_response = HD_WEBHOOK_DEFAULT_MAX_RESPONSE;
   hd_control_limits_init(&o->control);
+  hd_outbox_config_init(&o->outbox);
+  o->delivery_retention_ms = (int)o->outbox.retention_ms;
+  o->disable_after_ms = (int)o->outbox.disable_after_ms;
+  o->max_pending_deliveries = (int)o->outbox.max_pending;
 }
 
 void hd_options_free(hd_options *o) {
@@ -218,7 +240,7 @@ static int parse_int(const char *label, const char *s, long min, long max,
   return 0;
 }
 
-/* "10s", "500ms", "2m", "1.5" (seconds) -> milliseconds. */
+/* "10s", "500ms", "2m", "3h", "7d", "1.5" (seconds) -> milliseconds. */
 static int parse_duration(const char *label, const char *s, long max,
                           int *out) {
   char *end;
@@ -229,6 +251,10 @@ static int parse_duration(const char *label, const char *s, long max,
     scale = 1.0;
   else if (strcmp(end, "m") == 0)
     scale = 60000.0;
+  else if (strcmp(end, "h") == 0)
+    scale = 3600000.0;
+  else if (strcmp(end, "d") == 0)
+    scale = 86400000.0;
   else if (*end != '\0' && strcmp(end, "s") != 0)
     end = (char *)s; /* unknown unit */
   double ms = v * scale;
@@ -375,6 +401,17 @@ int hd_options_parse(hd_options *o, int argc, char **argv) {
     return -1;
   }
   o->webhook.max_response_bytes = (size_t)o->max_webhook_response;
+  o->outbox.retention_ms = o->delivery_retention_ms;
+  o->outbox.disable_after_ms = o->disable_after_ms;
+  o->outbox.max_pending = (size_t)o->max_pending_deliveries;
+  if (o->retry_schedule != NULL) {
+    char msg[256];
+    if (hd_outbox_parse_schedule(o->retry_schedule, &o->outbox, msg,
+                                 sizeof(msg)) != HD_OK) {
+      fprintf(stderr, "handlerd: --retry-schedule: %s\n", msg);
+      return -1;
+    }
+  }
   return check(o);
 }
 

@@ -9,6 +9,7 @@
 
 #include "handlerd/handlerd.h"
 #include "control.h"
+#include "outbox.h"
 #include "server.h"
 #include "webhook_kind.h"
 
@@ -32,6 +33,10 @@ typedef struct hd_options {
   hd_log_format log_format;
   int max_keys, max_handlers_per_key;
   int max_webhook_response;
+  /* Async delivery: the outbox's settings; the flags below fill it. */
+  hd_outbox_config outbox;
+  const char *retry_schedule;
+  int delivery_retention_ms, disable_after_ms, max_pending_deliveries;
   /* Private: HANDLERD_PLUGINS split in place; whether --plugin was seen. */
   char *plugins_env;
   int cli_plugins;

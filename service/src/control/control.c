@@ -180,10 +180,11 @@ static void drop_id(hd_control *c, const char *id) {
 /* Builds the handler for one target through its row. `what` names it in
  * messages. A secret generated for it goes to *secret (only one per
  * request); *secret_set is raised when it signs. */
-static hd_err make_target(hd_control *c, const char *key,
-                          const hd_target_spec *t, const char *what,
-                          hd_handler **out, char **secret, int *secret_set,
-                          char *msg, size_t msg_size) {
+static hd_err make_target(hd_control *c, const hd_kind_site *site,
+                          const hd_target_spec *t, hd_handler **out,
+                          char **secret, int *secret_set, char *msg,
+                          size_t msg_size) {
+  const char *what = site->what;
   void *ctx = NULL;
   const hd_kind *k = hd_control_row(c, t->kind, &ctx);
   if (!k) {
@@ -202,7 +203,7 @@ static hd_err make_target(hd_control *c, const char *key,
   }
   if (k->secret_set && k->secret_set(t))
     *secret_set = 1;
-  return k->build(ctx, key, t, what, out, secret, msg, msg_size);
+  return k->build(ctx, site, t, out, secret, msg, msg_size);
 }
 
 /* A new event-stream handler, with the forced `id` when one is given. */
@@ -260,10 +261,18 @@ static hd_err build(hd_control *c, const hd_registration *reg, const char *id,
   size_t n = hd_registration_has_target(reg) ? reg->n_events : reg->n_routes;
   named *order = NULL;
   hd_handler **subs = NULL;
+  char fresh[HD_HANDLER_ID_MAX + 1];
+  /* The id first: kinds may name state of their own by it. */
+  if (id == NULL) {
+    if ((err = hd_handler_random_id(fresh)) != HD_OK)
+      return err;
+    id = fresh;
+  }
   if (hd_registration_has_target(reg)) {
     hd_handler *simple = NULL;
-    err = make_target(c, reg->key, &reg->target, "target", &simple, secret,
-                      &rec->secret_set, msg, msg_size);
+    hd_kind_site site = {reg->key, id, "", "target"};
+    err = make_target(c, &site, &reg->target, &simple, secret, &rec->secret_set,
+                      msg, msg_size);
     if (err != HD_OK)
       return err;
     if (reg->n_events == 0) {
@@ -290,9 +299,10 @@ static hd_err build(hd_control *c, const hd_registration *reg, const char *id,
       err = HD_ENOMEM;
     for (size_t i = 0; err == HD_OK && i < n; i++) {
       char what[HD_EVENT_NAME_MAX + 16];
+      hd_kind_site site = {reg->key, id, reg->routes[i].event, what};
       snprintf(what, sizeof(what), "route '%s'", reg->routes[i].event);
-      err = make_target(c, reg->key, &reg->routes[i].target, what, &subs[i],
-                        secret, &rec->secret_set, msg, msg_size);
+      err = make_target(c, &site, &reg->routes[i].target, &subs[i], secret,
+                        &rec->secret_set, msg, msg_size);
       if (err == HD_OK)
         err = hd_handler_set_id(subs[i], hd_handler_id(h));
       order[i] = (named){reg->routes[i].event, i};

@@ -121,6 +121,7 @@ typedef struct hd_handler_info {
   const char **events; /* the simple handler's filter, in request order */
   size_t n_events;
   int secret_set; /* a webhook target signs (secret given or generated) */
+  int async;      /* the target, or a route's, is delivered out of band */
 } hd_handler_info;
 
 /* The listing: handlers in key order, then in the order they were added. */

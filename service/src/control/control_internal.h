@@ -41,6 +41,7 @@ typedef struct record {
   size_t n_events;
   char **events;
   int secret_set;
+  int async; /* a target is delivered out of band (its row's is_async) */
 } record;
 
 /* A string of the registration; NULL reads as "" (registration.h). */

@@ -107,6 +107,13 @@ static char *describe(const hd_control *c, const hd_target_spec *t) {
   return s;
 }
 
+/* 1 when `t` is delivered out of band. Asked of its row, which alone knows
+ * what makes a target of its kind async; a row without the hook has none. */
+static int target_async(const hd_control *c, const hd_target_spec *t) {
+  const hd_kind *k = hd_control_row(c, t->kind, NULL);
+  return k && k->is_async && k->is_async(t) ? 1 : 0;
+}
+
 hd_err hd_record_fill(const hd_control *c, record *rec,
                       const hd_registration *reg) {
   rec->key = strdup(reg->key);
@@ -114,6 +121,7 @@ hd_err hd_record_fill(const hd_control *c, record *rec,
     return HD_ENOMEM;
   if (hd_registration_has_target(reg)) {
     rec->shape = HD_SHAPE_SIMPLE;
+    rec->async = target_async(c, &reg->target);
     if (!(rec->target = describe(c, &reg->target)))
       return HD_ENOMEM;
     if (reg->n_events) {
@@ -133,6 +141,7 @@ hd_err hd_record_fill(const hd_control *c, record *rec,
     return HD_ENOMEM;
   for (; rec->n_routes < reg->n_routes; rec->n_routes++) {
     size_t i = rec->n_routes;
+    rec->async |= target_async(c, &reg->routes[i].target);
     rec->route_events[i] = strdup(reg->routes[i].event);
     rec->route_targets[i] = describe(c, &reg->routes[i].target);
     if (!rec->route_events[i] || !rec->route_targets[i]) {
@@ -175,6 +184,7 @@ static hd_err info_from(hd_arena *a, const record *r, const char *id,
   memset(hi, 0, sizeof(*hi));
   hi->kind = r->shape;
   hi->secret_set = r->secret_set != 0;
+  hi->async = r->async != 0;
   hi->key = list_strdup(a, r->key);
   hi->handler_id = hd_arena_strdup(a, id);
   hi->target = list_strdup(a, r->target ? r->target : "");

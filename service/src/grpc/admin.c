@@ -76,8 +76,7 @@ void rpc_admin_destroy(rpc_admin_state *a) {
   pthread_mutex_destroy(&a->lock);
 }
 
-/* Queues `run(c, req)` for the control thread. */
-static void enqueue(call *c, void (*run)(call *c, void *req), void *req) {
+void rpc_admin_enqueue(call *c, void (*run)(call *c, void *req), void *req) {
   rpc_admin_state *a = &c->srv->admin;
   c->u.admin.run = run;
   c->u.admin.req = req;
@@ -109,7 +108,7 @@ static void handle_add(call *c, grpc_slice body) {
   Handlers__V1__AddHandlerRequest *req =
       call_unpack(c, body, &handlers__v1__add_handler_request__descriptor);
   if (req)
-    enqueue(c, run_add, req);
+    rpc_admin_enqueue(c, run_add, req);
 }
 
 static void run_remove(call *c, void *arg) {
@@ -135,7 +134,28 @@ static void handle_remove(call *c, grpc_slice body) {
                 req->key[0] ? "handler_id" : "key");
     return;
   }
-  enqueue(c, run_remove, req);
+  rpc_admin_enqueue(c, run_remove, req);
+}
+
+/* Names in pi->disabled the async webhooks of `pi` that the outbox has
+ * disabled: "target" for a simple handler's, else the route's event name.
+ * Asked per route: a route that is not async has no endpoint, so the
+ * outbox answers 0 for it. */
+static hd_err fill_disabled(hd_outbox *o, hd_arena *a,
+                            Handlers__V1__HandlerInfo *pi) {
+  int simple = pi->kind != HANDLERS__V1__HANDLER_KIND__EVENT_STREAM;
+  size_t n = simple ? 1 : pi->n_routes;
+  if (!n)
+    return HD_OK;
+  pi->disabled = hd_arena_calloc(a, n, sizeof(*pi->disabled));
+  if (!pi->disabled)
+    return HD_ENOMEM;
+  for (size_t r = 0; r < n; r++) {
+    const char *route = simple ? "" : pi->routes[r]->key;
+    if (hd_outbox_endpoint_disabled(o, pi->handler_id, route))
+      pi->disabled[pi->n_disabled++] = (char *)(simple ? "target" : route);
+  }
+  return HD_OK;
 }
 
 static void run_list(call *c, void *arg) {
@@ -145,6 +165,10 @@ static void run_list(call *c, void *arg) {
       HANDLERS__V1__LIST_HANDLERS_REPLY__INIT;
   hd_err err = hd_grpc_control_list(c->srv->ctl, c->arena, req->key, &reply,
                                     msg, sizeof(msg));
+  hd_outbox *o = c->srv->cfg.outbox;
+  for (size_t i = 0; err == HD_OK && o && i < reply.n_handlers; i++)
+    if (reply.handlers[i]->async)
+      err = fill_disabled(o, c->arena, reply.handlers[i]);
   call_answer(c, err, msg, &reply.base);
 }
 
@@ -152,7 +176,7 @@ static void handle_list(call *c, grpc_slice body) {
   Handlers__V1__ListHandlersRequest *req =
       call_unpack(c, body, &handlers__v1__list_handlers_request__descriptor);
   if (req)
-    enqueue(c, run_list, req);
+    rpc_admin_enqueue(c, run_list, req);
 }
 
 /* Metrics only, no store: answered on the queue thread, so it stays

@@ -1,6 +1,7 @@
 /*
  * The admin RPCs: AddHandler, RemoveHandler, ListHandlers (the control
- * plane, on a thread of their own) and GetStats.
+ * plane, on a thread of their own) and GetStats. The control thread also
+ * runs the delivery RPCs (deliveries.c), which read and write the journal.
  */
 #ifndef HD_ADMIN_H
 #define HD_ADMIN_H
@@ -29,5 +30,10 @@ hd_err rpc_admin_start(rpc_admin_state *a);
 /* Runs what is queued, then stops and joins the thread (if started), and
  * frees the state. Call once no call is left. */
 void rpc_admin_destroy(rpc_admin_state *a);
+/* Queues `run(c, req)` for the control thread, holding a reference to `c`
+ * until it returns; `run` must end the call. A call whose deadline passes
+ * while queued is ended DEADLINE_EXCEEDED instead. Any work that may wait
+ * on a database goes this way, never on a completion-queue thread. */
+void rpc_admin_enqueue(call *c, void (*run)(call *c, void *req), void *req);
 
 #endif

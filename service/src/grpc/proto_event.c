@@ -376,6 +376,9 @@ hd_err hd_proto_from_results(hd_arena *a, const hd_results *rs,
     pr->ok = r->err == HD_OK;
     pr->duration_ns = r->duration_ns;
     pr->truncated = r->truncated != 0;
+    pr->accepted = r->accepted != 0;
+    if (r->accepted)
+      pr->delivery_id = (char *)r->delivery_id;
     pr->value = value_to_proto(a, &r->value);
     if (r->value.type != HD_VALUE_NONE && !pr->value)
       return HD_ENOMEM;

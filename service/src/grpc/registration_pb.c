@@ -46,6 +46,22 @@ static hd_err target_from_pb(hd_arena *a, const Handlers__V1__Target *t,
       }
       w->n_headers = wh->n_headers;
     }
+    w->async = wh->async != 0;
+    w->ordered = wh->ordered != 0;
+    if (wh->n_retry_schedule_ms) {
+      /* A copy in the call's arena: the spec's lifetime is the arena's,
+       * and nothing below the front may point into a protobuf message. */
+      uint32_t *sched =
+          hd_arena_calloc(a, wh->n_retry_schedule_ms, sizeof(*sched));
+      if (!sched)
+        return HD_ENOMEM;
+      memcpy(sched, wh->retry_schedule_ms,
+             wh->n_retry_schedule_ms * sizeof(*sched));
+      w->retry_schedule_ms = sched;
+      w->n_retry_schedule = wh->n_retry_schedule_ms;
+    }
+    w->max_inflight = wh->max_inflight;
+    w->max_rps = wh->max_rps;
     return HD_OK;
   }
   default:
@@ -131,6 +147,20 @@ static Handlers__V1__Target *target_to_pb(hd_arena *a, const hd_target_spec *t,
       }
       wh->n_headers = w->n_headers;
     }
+    wh->async = w->async != 0;
+    wh->ordered = w->ordered != 0;
+    if (w->n_retry_schedule) {
+      /* Copied: the message's field is not const, the spec's is. */
+      wh->retry_schedule_ms =
+          hd_arena_calloc(a, w->n_retry_schedule, sizeof(uint32_t));
+      if (!wh->retry_schedule_ms)
+        return NULL;
+      memcpy(wh->retry_schedule_ms, w->retry_schedule_ms,
+             w->n_retry_schedule * sizeof(uint32_t));
+      wh->n_retry_schedule_ms = w->n_retry_schedule;
+    }
+    wh->max_inflight = w->max_inflight;
+    wh->max_rps = w->max_rps;
     pt->kind_case = HANDLERS__V1__TARGET__KIND_WEBHOOK;
     pt->webhook = wh;
   }
@@ -206,6 +236,8 @@ hd_err hd_handler_list_to_pb(hd_arena *a, const hd_handler_list *l,
                    : HANDLERS__V1__HANDLER_KIND__SIMPLE;
     pi->target = (char *)(hi->target ? hi->target : "");
     pi->secret_set = hi->secret_set != 0;
+    pi->async = hi->async != 0;
+    /* pi->disabled is the outbox's to say: grpc/admin.c fills it. */
     pi->events = (char **)hi->events;
     pi->n_events = hi->n_events;
     if (hi->n_routes) {

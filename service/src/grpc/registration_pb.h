@@ -8,7 +8,8 @@
  *
  * Ownership: everything these functions build lives in the caller's arena
  * `a`, and may point into the message it was built from (strings are
- * borrowed, not copied): keep that message alive as long as the result.
+ * borrowed, not copied; a webhook's retry schedule is copied into `a`):
+ * keep that message alive as long as the result.
  */
 #ifndef HD_REGISTRATION_PB_H
 #define HD_REGISTRATION_PB_H
@@ -35,7 +36,9 @@ hd_err hd_registration_from_pb(hd_arena *a,
 hd_err hd_registration_to_pb(hd_arena *a, const hd_registration *reg,
                              Handlers__V1__AddHandlerRequest **out);
 
-/* The listing -> ListHandlersReply (fills `reply`, pointers into `l`). */
+/* The listing -> ListHandlersReply (fills `reply`, pointers into `l`).
+ * HandlerInfo.async comes from the listing; HandlerInfo.disabled is left
+ * empty (grpc/admin.c fills it from the outbox). */
 hd_err hd_handler_list_to_pb(hd_arena *a, const hd_handler_list *l,
                              Handlers__V1__ListHandlersReply *reply);
 

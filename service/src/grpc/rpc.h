@@ -1,7 +1,8 @@
 /*
  * Inside the gRPC front: the server's state and the method table that each
- * RPC family (dispatch.c, dispatch_stream.c, admin.c, health.c) fills with
- * its own rows, so server.c accepts calls without naming any handler.
+ * RPC family (dispatch.c, dispatch_stream.c, admin.c, health.c,
+ * deliveries.c) fills with its own rows, so server.c accepts calls without
+ * naming any handler.
  */
 #ifndef HD_RPC_H
 #define HD_RPC_H
@@ -51,6 +52,7 @@ extern const rpc_method rpc_dispatch_methods[];
 extern const rpc_method rpc_stream_methods[];
 extern const rpc_method rpc_admin_methods[];
 extern const rpc_method rpc_health_methods[];
+extern const rpc_method rpc_delivery_methods[];
 
 /* The last metrics slot counts calls of unknown methods. */
 #define RPC_MAX_METHODS (HD_METRICS_METHODS - 1)

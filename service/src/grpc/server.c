@@ -3,9 +3,10 @@
  * completion-queue threads and the server's life (start, drain, free).
  *
  * One completion queue per thread. The RPCs themselves live with their
- * family (dispatch.c, dispatch_stream.c, admin.c, health.c), each listing
- * its methods in a table of rows (rpc.h) that start concatenates; call.c
- * holds a call's lifetime and batch helpers, auth.c the token and TLS.
+ * family (dispatch.c, dispatch_stream.c, admin.c, health.c, deliveries.c),
+ * each listing its methods in a table of rows (rpc.h) that start
+ * concatenates; call.c holds a call's lifetime and batch helpers, auth.c
+ * the token and TLS.
  */
 #include "server.h"
 #include "conn_guard.h"
@@ -32,6 +33,8 @@ static const rpc_method *const families[] = {
     rpc_stream_methods,
     rpc_admin_methods,
     rpc_health_methods,
+    /* Last, so the older methods keep their slots. */
+    rpc_delivery_methods,
 };
 
 void hd_server_config_init(hd_server_config *cfg) {

@@ -190,10 +190,10 @@ static const char *local_detail(const hd_target_spec *t) {
 }
 
 /* `ctx` is the function table (hd_control_new's). */
-static hd_err local_build(void *ctx, const char *key, const hd_target_spec *t,
-                          const char *what, hd_handler **out, char **secret_out,
-                          char *msg, size_t msg_size) {
-  (void)key;
+static hd_err local_build(void *ctx, const hd_kind_site *site,
+                          const hd_target_spec *t, hd_handler **out,
+                          char **secret_out, char *msg, size_t msg_size) {
+  const char *what = site->what;
   (void)secret_out;
   hd_err err = hd_functions_make_handler(ctx, t->local, out);
   if (err == HD_ENOTFOUND)

@@ -38,6 +38,15 @@ typedef struct hd_target_limits {
   int max_headers; /* headers of one webhook target */
 } hd_target_limits;
 
+/* Where a target is built: a kind that keeps state outside the handler
+ * (the outbox's endpoint of an async webhook) names it by id and route. */
+typedef struct hd_kind_site {
+  const char *key;   /* the registry key */
+  const char *id;    /* the registration's handler id (the same on replay) */
+  const char *route; /* the event-stream route's event name; "" for a target */
+  const char *what;  /* its place in the request, for messages */
+} hd_kind_site;
+
 /* One row of the table. Every function gets the target (of this row's kind)
  * and `what`, the target's place in the request for messages ("target",
  * "routes[2].value", "route 'update'"); messages go to msg/msg_size (the
@@ -73,14 +82,15 @@ typedef struct hd_kind {
   int (*is_async)(const hd_target_spec *t);
   /* What ListHandlers shows after "<name>:" (borrowed from `t`). */
   const char *(*detail)(const hd_target_spec *t);
-  /* Makes the handler for `t` under `key`, with a fresh id. `ctx` is what
-   * hd_control_set_kind_context gave for this kind (NULL: nothing was;
-   * needs_context then makes the target HD_EUNSUPPORTED before build runs).
-   * A generated secret goes to *secret_out (malloc'd; the caller wipes and
-   * frees it). HD_EINVAL with a message naming the field. */
-  hd_err (*build)(void *ctx, const char *key, const hd_target_spec *t,
-                  const char *what, hd_handler **out, char **secret_out,
-                  char *msg, size_t msg_size);
+  /* Makes the handler for `t` at `site` (its key, the registration's id,
+   * its route). `ctx` is what hd_control_set_kind_context gave for this kind
+   * (NULL: nothing was; needs_context then makes the target
+   * HD_EUNSUPPORTED before build runs). A generated secret goes to
+   * *secret_out (malloc'd; the caller wipes and frees it). HD_EINVAL with a
+   * message naming the field. */
+  hd_err (*build)(void *ctx, const hd_kind_site *site, const hd_target_spec *t,
+                  hd_handler **out, char **secret_out, char *msg,
+                  size_t msg_size);
   int needs_context; /* build cannot run without a context */
 } hd_kind;
 

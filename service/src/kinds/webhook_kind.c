@@ -16,6 +16,7 @@
  * the K deliveries of one event share the id.
  */
 #include "webhook_kind.h"
+#include "clock.h"
 #include "cloudevents.h"
 #include "errmsg.h"
 #include "fanout.h"
@@ -32,11 +33,14 @@
 #include <time.h>
 
 #define HD_WEBHOOK_MAX_TIMEOUT_MS 60000
+#define HD_WEBHOOK_MAX_STEP_MS (7u * 24 * 3600 * 1000)
 #define HEADER_NAME_MAX 256
 #define HEADER_VALUE_MAX 4096
 
 struct webhook {
   hd_webhook_engine *engine; /* a reference */
+  hd_outbox *outbox;         /* async: where events go (borrowed) */
+  hd_outbox_endpoint *ep;    /* async: this webhook in the outbox */
   char *url;
   unsigned char key[HD_SECRET_MAX_BYTES]; /* wiped on destroy */
   size_t key_len;                         /* 0: unsigned */
@@ -51,6 +55,7 @@ struct webhook {
 static void webhook_free(struct webhook *w) {
   if (w == NULL)
     return;
+  hd_outbox_endpoint_drop(w->outbox, w->ep);
   hd_webhook_engine_unref(w->engine);
   free(w->url);
   explicit_bzero(w->key, sizeof(w->key));
@@ -190,6 +195,124 @@ static hd_webhook_body *ce_share_body(struct ce_share *s, const hd_event *ev,
   return b;
 }
 
+/* ---- async: the event goes to the outbox --------------------------------
+ */
+
+/* An accept waiting for the outbox's commit. */
+struct accept_wait {
+  hd_done_fn *done;
+  void *done_data;
+  int64_t start_ns;
+  char handler_id[HD_HANDLER_ID_MAX + 1];
+};
+
+/* One result: accepted with the delivery id, or why not. */
+static void accepted(void *data, hd_err err, const char *delivery_id,
+                     const char *msg) {
+  struct accept_wait *aw = data;
+  hd_results *rs = hd_results_new();
+  hd_result *r = rs ? hd_results_append(rs) : NULL;
+  int64_t took = mono_ns() - aw->start_ns;
+
+  if (r == NULL) { /* done must still run: an empty list says nothing ran */
+    hd_results_free(rs);
+    rs = hd_results_new();
+  } else {
+    memcpy(r->handler_id, aw->handler_id, sizeof(r->handler_id));
+    r->duration_ns = took > 0 ? took : 1;
+    if (err == HD_OK) {
+      r->accepted = 1;
+      snprintf(r->delivery_id, sizeof(r->delivery_id), "%s", delivery_id);
+    } else {
+      hd_result_set_error(r, err, "async delivery: %s",
+                          msg ? msg : hd_strerror(err));
+      /* No room (pending limit, disk full): RESOURCE_EXHAUSTED; anything
+       * else is ours and passing: UNAVAILABLE. */
+      r->grpc_code = err == HD_EBUSY ? 8 : 14;
+    }
+  }
+  aw->done(rs, aw->done_data);
+  free(aw);
+}
+
+/* The header lines of the event (not the webhook's own: those are taken
+ * when each attempt starts, so a change of settings applies), one per
+ * line. malloc'd; NULL on ENOMEM. */
+static char *event_headers(const struct webhook *w, const hd_event *ev,
+                           const hd_ce_meta *meta) {
+  char *lines[3 + HD_CE_BINARY_HEADERS_MAX] = {0};
+  size_t n = 0, len = 0;
+  char *text = NULL, *p;
+  int ok = 1;
+
+  lines[n++] = strdup(hd_ce_content_type_line(w->binary_mode));
+  lines[n++] = strdup("user-agent: handlerd/" HD_VERSION);
+  lines[n++] = header_line("webhook-id", meta->id);
+  if (w->binary_mode)
+    n += hd_ce_binary_headers(ev, meta, lines + n);
+  for (size_t i = 0; i < n; i++) {
+    ok = ok && lines[i] != NULL;
+    len += lines[i] ? strlen(lines[i]) + 1 : 0;
+  }
+  if (ok && (text = malloc(len + 1)) != NULL) {
+    p = text;
+    for (size_t i = 0; i < n; i++)
+      p += sprintf(p, "%s\n", lines[i]);
+    *p = '\0';
+  }
+  for (size_t i = 0; i < n; i++)
+    free(lines[i]);
+  return text;
+}
+
+static hd_err webhook_handle_async(struct webhook *w, hd_handler *hd,
+                                   const hd_event *ev, hd_done_fn *done,
+                                   void *done_data) {
+  struct ce_share local, *share = ce_share_of(ev, &local);
+  struct accept_wait *aw = calloc(1, sizeof(*aw));
+  hd_webhook_body *body;
+  hd_outbox_event oe;
+  hd_ce_meta meta;
+  char *headers, msg[256];
+  hd_err err;
+
+  meta.id = share->id;
+  meta.source = w->source;
+  meta.time_ns = share->time_ns;
+  body = ce_share_body(share, ev, w, &meta);
+  headers = event_headers(w, ev, &meta);
+  if (aw == NULL || body == NULL || headers == NULL) {
+    err = HD_ENOMEM;
+    free(aw);
+    goto out;
+  }
+  aw->done = done;
+  aw->done_data = done_data;
+  aw->start_ns = mono_ns();
+  snprintf(aw->handler_id, sizeof(aw->handler_id), "%s", hd_handler_id(hd));
+  oe = (hd_outbox_event){
+      .ep = w->ep,
+      .event_id = meta.id,
+      .event_name = ev->name,
+      .ordering_key = hd_ce_subject(ev),
+      .body = (const unsigned char *)hd_webhook_body_text(body),
+      .body_len = hd_webhook_body_len(body),
+      .headers = headers,
+  };
+  msg[0] = '\0';
+  err = hd_outbox_accept(w->outbox, &oe, accepted, aw, msg, sizeof(msg));
+  if (err != HD_OK) { /* refused at once: the result says why */
+    accepted(aw, err, NULL, msg[0] ? msg : NULL);
+    err = HD_OK;
+  }
+out:
+  hd_webhook_body_unref(body);
+  free(headers);
+  if (share == &local)
+    ce_share_clear(&local);
+  return err;
+}
+
 static hd_err webhook_handle(hd_handler *hd, const hd_event *ev,
                              hd_done_fn *done, void *done_data) {
   struct webhook *w = hd_handler_user_data(hd);
@@ -200,6 +323,8 @@ static hd_err webhook_handle(hd_handler *hd, const hd_event *ev,
 
   if (ev == NULL || done == NULL)
     return HD_EINVAL;
+  if (w->ep != NULL)
+    return webhook_handle_async(w, hd, ev, done, done_data);
   job = hd_webhook_job_new();
   if (job == NULL)
     return HD_ENOMEM;
@@ -359,11 +484,86 @@ static hd_err check_headers(const hd_webhook_spec *wh, char *msg,
   return HD_OK;
 }
 
+/* The async settings: only with async, and async only with an outbox. */
+static hd_err check_async(const hd_webhook_kind_ctx *ctx,
+                          const hd_webhook_spec *wh, const char *id, char *msg,
+                          size_t msg_size) {
+  if (!wh->async) {
+    const char *set = wh->ordered            ? "ordered"
+                      : wh->n_retry_schedule ? "retry_schedule_ms"
+                      : wh->max_inflight     ? "max_inflight"
+                      : wh->max_rps != 0     ? "max_rps"
+                                             : NULL;
+    if (set != NULL)
+      return hd_errmsg(msg, msg_size, HD_EINVAL,
+                       "webhook.%s: only for async webhooks (set async)", set);
+    return HD_OK;
+  }
+  if (ctx->outbox == NULL)
+    return hd_errmsg(
+        msg, msg_size, HD_EINVAL,
+        "webhook.async: async delivery keeps events in a database: "
+        "start handlerd with --state-dir");
+  if (id == NULL || id[0] == '\0')
+    return hd_errmsg(msg, msg_size, HD_EINVAL,
+                     "webhook.async: the handler has no id");
+  if (wh->n_retry_schedule > HD_OUTBOX_SCHEDULE_MAX)
+    return hd_errmsg(msg, msg_size, HD_EINVAL,
+                     "webhook.retry_schedule_ms: %zu steps, the limit is %d",
+                     wh->n_retry_schedule, HD_OUTBOX_SCHEDULE_MAX);
+  for (size_t i = 0; i < wh->n_retry_schedule; i++) {
+    if (wh->retry_schedule_ms[i] > HD_WEBHOOK_MAX_STEP_MS)
+      return hd_errmsg(msg, msg_size, HD_EINVAL,
+                       "webhook.retry_schedule_ms[%zu]: %u ms is over the "
+                       "limit of 7 days",
+                       i, (unsigned)wh->retry_schedule_ms[i]);
+  }
+  if (!(wh->max_rps >= 0 && wh->max_rps <= 1e6))
+    return hd_errmsg(msg, msg_size, HD_EINVAL,
+                     "webhook.max_rps: %g is not between 0 and 1000000",
+                     wh->max_rps);
+  return HD_OK;
+}
+
+/* Registers an async webhook with the outbox under its id and route. */
+static hd_err join_outbox(struct webhook *w, const hd_webhook_kind_ctx *ctx,
+                          const char *key, const char *id, const char *route,
+                          const hd_webhook_spec *wh) {
+  hd_endpoint_spec spec = {
+      .handler_id = id,
+      .route = route ? route : "",
+      .key = key,
+      .url = w->url,
+      .headers = (const char *const *)w->headers,
+      .n_headers = w->n_headers,
+      .sign_key = w->key,
+      .sign_key_len = w->key_len,
+      .timeout_ms = w->timeout_ms,
+      .retry_schedule_ms = wh->retry_schedule_ms,
+      .n_retry_schedule = wh->n_retry_schedule,
+      .ordered = wh->ordered,
+      .max_inflight = wh->max_inflight,
+      .max_rps = wh->max_rps,
+  };
+  w->outbox = ctx->outbox;
+  w->ep = hd_outbox_endpoint_add(ctx->outbox, &spec);
+  return w->ep != NULL ? HD_OK : HD_ENOMEM;
+}
+
 hd_err hd_webhook_factory(void *engine, const char *key,
                           const hd_webhook_spec *wh, hd_handler **out,
                           char **secret_out, char *msg, size_t msg_size) {
+  hd_webhook_kind_ctx ctx = {engine, NULL};
+  return hd_webhook_build(&ctx, key, NULL, "", wh, out, secret_out, msg,
+                          msg_size);
+}
+
+hd_err hd_webhook_build(const hd_webhook_kind_ctx *ctx, const char *key,
+                        const char *id, const char *route,
+                        const hd_webhook_spec *wh, hd_handler **out,
+                        char **secret_out, char *msg, size_t msg_size) {
   static const char url_prefix[] = "webhook url: ";
-  hd_webhook_engine *e = engine;
+  hd_webhook_engine *e = ctx != NULL ? ctx->engine : NULL;
   const hd_webhook_engine_config *cfg;
   struct webhook *w = NULL;
   char *generated = NULL;
@@ -403,6 +603,8 @@ hd_err hd_webhook_factory(void *engine, const char *key,
                      "webhook.new_secret: only one secret can be generated per "
                      "request");
   err = check_headers(wh, msg, msg_size);
+  if (err == HD_OK)
+    err = check_async(ctx, wh, id, msg, msg_size);
   if (err != HD_OK)
     return err;
   if (wh->timeout_ms > HD_WEBHOOK_MAX_TIMEOUT_MS)
@@ -454,6 +656,8 @@ hd_err hd_webhook_factory(void *engine, const char *key,
       goto fail;
     w->n_headers++;
   }
+  if (wh->async && (err = join_outbox(w, ctx, key, id, route, wh)) != HD_OK)
+    goto fail;
   err = hd_handler_new(&webhook_ops, w, out);
   if (err != HD_OK)
     goto fail;
@@ -519,18 +723,22 @@ static void webhook_keep_secret(hd_target_spec *t, const char *secret) {
   t->webhook.new_secret = 0;
 }
 
+static int webhook_is_async(const hd_target_spec *t) {
+  return t->webhook.async != 0;
+}
+
 static const char *webhook_detail(const hd_target_spec *t) {
   return t->webhook.url ? t->webhook.url : "";
 }
 
-/* `ctx` is the engine (hd_control_set_kind_context). The factory's messages
- * name the field ("webhook.url: ..."), not `what`, as they always have. */
-static hd_err webhook_build(void *ctx, const char *key, const hd_target_spec *t,
-                            const char *what, hd_handler **out,
+/* `ctx` is an hd_webhook_kind_ctx (hd_control_set_kind_context). The
+ * factory's messages name the field ("webhook.url: ..."), not `what`, as
+ * they always have. */
+static hd_err webhook_build(void *ctx, const hd_kind_site *site,
+                            const hd_target_spec *t, hd_handler **out,
                             char **secret_out, char *msg, size_t msg_size) {
-  (void)what;
-  return hd_webhook_factory(ctx, key, &t->webhook, out, secret_out, msg,
-                            msg_size);
+  return hd_webhook_build(ctx, site->key, site->id, site->route, &t->webhook,
+                          out, secret_out, msg, msg_size);
 }
 
 const hd_kind hd_kind_webhook = {
@@ -542,6 +750,7 @@ const hd_kind hd_kind_webhook = {
     .wants_new_secret = webhook_wants_new_secret,
     .secret_set = webhook_secret_set,
     .keep_secret = webhook_keep_secret,
+    .is_async = webhook_is_async,
     .detail = webhook_detail,
     .build = webhook_build,
     .needs_context = 1,

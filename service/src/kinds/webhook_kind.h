@@ -49,6 +49,7 @@
 #define HD_WEBHOOK_KIND_H
 
 #include "handlerd/handlerd.h"
+#include "outbox.h"
 #include "registration.h"
 #include "webhook_engine.h"
 
@@ -75,5 +76,30 @@
 hd_err hd_webhook_factory(void *engine, const char *key,
                           const hd_webhook_spec *wh, hd_handler **out,
                           char **secret_out, char *msg, size_t msg_size);
+
+/* The webhook kind's context (hd_control_set_kind_context): the engine
+ * every webhook delivers through, and the outbox async webhooks go to
+ * (NULL: no --state-dir, async webhooks are refused). Borrowed; must
+ * outlive the handlers. */
+typedef struct hd_webhook_kind_ctx {
+  hd_webhook_engine *engine;
+  hd_outbox *outbox;
+} hd_webhook_kind_ctx;
+
+/* hd_webhook_factory with the whole context and the webhook's place: its
+ * registration's handler id and route ("" for a simple handler), under
+ * which an async webhook joins the outbox (hd_outbox_endpoint_add; it
+ * leaves when the handler is destroyed). With async: the event is stored
+ * by the outbox and the result says accepted (hd_result.accepted,
+ * delivery_id) once committed, or fails with RESOURCE_EXHAUSTED (no room)
+ * or UNAVAILABLE; max_attempts does not apply, timeout_ms does. The async
+ * settings (ordered, retry_schedule_ms, max_inflight, max_rps) without
+ * async, async without an outbox, a schedule over HD_OUTBOX_SCHEDULE_MAX
+ * steps or a step over 7 days, max_rps outside [0, 1e6]: HD_EINVAL naming
+ * the field. */
+hd_err hd_webhook_build(const hd_webhook_kind_ctx *ctx, const char *key,
+                        const char *id, const char *route,
+                        const hd_webhook_spec *wh, hd_handler **out,
+                        char **secret_out, char *msg, size_t msg_size);
 
 #endif

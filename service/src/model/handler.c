@@ -47,6 +47,10 @@ static hd_err random_id(char id[HD_HANDLER_ID_MAX + 1]) {
   return HD_OK;
 }
 
+hd_err hd_handler_random_id(char id[HD_HANDLER_ID_MAX + 1]) {
+  return random_id(id);
+}
+
 hd_err hd_handler_new(const hd_handler_ops *ops, void *user_data,
                       hd_handler **out) {
   hd_handler *h;

@@ -1,8 +1,8 @@
 /*
  * journal.h - what the outbox (outbox.h) keeps in a database: deliveries,
  * their attempts and the health of each async webhook. A backend implements
- * the vtable (SQLite: store/store_sqlite_journal.c, reached through
- * hd_store_journal(); PostgreSQL next); tests/unit/test_journal.c is the
+ * the vtable (SQLite: store/store_sqlite_journal.c, as the store's
+ * `journal`; PostgreSQL next); tests/unit/test_journal.c is the
  * conformance suite every backend runs.
  *
  * The outbox owns the queue (in memory, single process); the journal is what

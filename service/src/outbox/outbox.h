@@ -197,9 +197,14 @@ typedef struct hd_outbox_stats {
   uint64_t failed_attempts;
   uint64_t dead;
   size_t disabled_endpoints;
+  uint64_t disabled_total; /* endpoints disabled since start */
   uint64_t commits; /* journal transactions */
 } hd_outbox_stats;
 
 void hd_outbox_get_stats(hd_outbox *o, hd_outbox_stats *out);
+
+/* Puts the figures on /metrics (handlerd_async_*). NULL is fine (none).
+ * Call once, before serving; `o` must outlive the metrics server. */
+void hd_outbox_set_metrics(hd_outbox *o);
 
 #endif

@@ -68,21 +68,26 @@ struct hd_store {
 };
 
 /* Opens (creating if needed) `<dir>/handlerd.db`: mode 0600, WAL,
- * synchronous=FULL, schema version in PRAGMA user_version. The directory
- * is created 0700 if missing. An existing file is checked (PRAGMA
+ * synchronous=FULL, schema version in PRAGMA user_version (3: the
+ * registrations and the outbox's journal; store_sqlite_internal.h). The
+ * directory is created 0700 if missing. An existing file is checked (PRAGMA
  * quick_check) before anything is written to it: a corrupt or foreign file
  * is refused, and left as it is. A database of an older schema is migrated
- * in one transaction (schema 1, AddHandlerRequest rows, becomes 2: see
- * store_sqlite_migrate.c): a crash during it leaves the old database as it
- * was. A newer schema is refused. HD_EIO (or HD_ENOMEM) with a message
- * naming the file and the problem on failure. Close with hd_store_close.
+ * in one transaction (schema 1, AddHandlerRequest rows, becomes 2 and then
+ * 3; schema 2 gets the journal's tables: see store_sqlite_migrate.c): a
+ * crash during it leaves the old database as it was. A newer schema is
+ * refused. The store's `journal` (journal.h, store_sqlite_journal.c) is on
+ * the same connection, made by the open and freed by hd_store_close.
+ * HD_EIO (or HD_ENOMEM) with a message naming the file and the problem on
+ * failure. Close with hd_store_close.
  *
  * Read-only file system: when `dir` is on a read-only mount (statvfs
  * ST_RDONLY), an existing database is opened read-only and immutable
  * (file:...?mode=ro&immutable=1: no locks, no -wal or -shm files, nothing
  * written), without WAL set-up or schema migration. Its registrations load
- * as usual; every put and del then fails with HD_EIO and a message saying
- * the database is read-only, until handlerd is restarted on a writable
+ * as usual and its journal reads; every put and del, and every journal
+ * commit and prune, then fails with HD_EIO and a message saying the
+ * database is read-only, until handlerd is restarted on a writable
  * directory. A WARN is logged at open. handlerd refuses to start instead
  * (HD_EIO with a message) when there is no database to read, when its
  * schema would need migrating, and when a non-empty `handlerd.db-wal` is

@@ -43,9 +43,11 @@ static ProtobufCBinaryData text(const char *s) {
   return b;
 }
 
+/* `t` as a Target in `a`; *async is raised when it is delivered out of
+ * band (the record's version depends on it). */
 static hd_err enc_target(hd_arena *a, const hd_target_spec *t,
-                         const char *where, pb_target **out, char *why,
-                         size_t why_size) {
+                         const char *where, pb_target **out, int *async,
+                         char *why, size_t why_size) {
   pb_target *pt = hd_arena_alloc(a, sizeof(*pt));
   if (!pt)
     return HD_ENOMEM;
@@ -65,8 +67,10 @@ static hd_err enc_target(hd_arena *a, const hd_target_spec *t,
     if (!pw)
       return HD_ENOMEM;
     handlerd__store__v1__webhook__init(pw);
-    if (!w->url || (w->n_headers && !w->headers)) {
-      set_why(why, why_size, "%s: a webhook without a URL or headers", where);
+    if (!w->url || (w->n_headers && !w->headers) ||
+        (w->n_retry_schedule && !w->retry_schedule_ms)) {
+      set_why(why, why_size,
+              "%s: a webhook without a URL, headers or retry schedule", where);
       return HD_EINVAL;
     }
     pw->url = text(w->url);
@@ -93,6 +97,15 @@ static hd_err enc_target(hd_arena *a, const hd_target_spec *t,
       h->value = text(w->headers[i].value);
       pw->headers[pw->n_headers++] = h;
     }
+    pw->async = w->async != 0;
+    pw->ordered = w->ordered != 0;
+    /* Borrowed, like the strings: packing only reads it. */
+    pw->retry_schedule_ms = (uint32_t *)w->retry_schedule_ms;
+    pw->n_retry_schedule_ms = w->n_retry_schedule;
+    pw->max_inflight = w->max_inflight;
+    pw->max_rps = w->max_rps;
+    if (pw->async)
+      *async = 1;
     pt->kind_case = HANDLERD__STORE__V1__TARGET__KIND_WEBHOOK;
     pt->webhook = pw;
     break;
@@ -109,9 +122,9 @@ static hd_err enc_build(hd_arena *a, const hd_registration *reg, pb_reg *pr,
                         char *why, size_t why_size) {
   hd_err err = HD_OK;
   char where[64];
+  int async = 0;
 
   handlerd__store__v1__registration__init(pr);
-  pr->version = HD_STORE_RECORD_VERSION;
   if (!reg->key || (reg->n_routes && !reg->routes) ||
       (reg->n_events && !reg->events)) {
     set_why(why, why_size, "a registration without a key, routes or events");
@@ -119,7 +132,7 @@ static hd_err enc_build(hd_arena *a, const hd_registration *reg, pb_reg *pr,
   }
   pr->key = text(reg->key);
   if (reg->target.kind != HD_TARGET_NONE &&
-      (err = enc_target(a, &reg->target, "target", &pr->target, why,
+      (err = enc_target(a, &reg->target, "target", &pr->target, &async, why,
                         why_size)) != HD_OK)
     return err;
   if (reg->n_routes &&
@@ -136,8 +149,8 @@ static hd_err enc_build(hd_arena *a, const hd_registration *reg, pb_reg *pr,
       return HD_EINVAL;
     }
     r->event = text(reg->routes[i].event);
-    if ((err = enc_target(a, &reg->routes[i].target, where, &r->target, why,
-                          why_size)) != HD_OK)
+    if ((err = enc_target(a, &reg->routes[i].target, where, &r->target, &async,
+                          why, why_size)) != HD_OK)
       return err;
     pr->routes[pr->n_routes++] = r;
   }
@@ -151,6 +164,11 @@ static hd_err enc_build(hd_arena *a, const hd_registration *reg, pb_reg *pr,
     }
     pr->events[pr->n_events++] = text(reg->events[i]);
   }
+  /* The oldest version that holds it: an older handlerd still reads a
+   * registration with no async target, and refuses one it would deliver
+   * synchronously (store_record.h). */
+  pr->version =
+      async ? HD_STORE_RECORD_VERSION_ASYNC : HD_STORE_RECORD_VERSION_BASE;
   return HD_OK;
 }
 
@@ -233,6 +251,22 @@ static hd_err dec_target(hd_arena *a, const pb_target *pt, hd_target_spec *t,
       DEC(w->headers[i].value, pw->headers[i]->value, "webhook header value");
     }
     w->n_headers = pw->n_headers;
+    w->async = pw->async != 0;
+    w->ordered = pw->ordered != 0;
+    if (pw->n_retry_schedule_ms) {
+      /* Copied into `a`, like the headers' strings: the registration must
+       * not point into the unpacked message, whatever allocated it. */
+      uint32_t *sched =
+          hd_arena_calloc(a, pw->n_retry_schedule_ms, sizeof(*sched));
+      if (!sched)
+        return HD_ENOMEM;
+      memcpy(sched, pw->retry_schedule_ms,
+             pw->n_retry_schedule_ms * sizeof(*sched));
+      w->retry_schedule_ms = sched;
+      w->n_retry_schedule = pw->n_retry_schedule_ms;
+    }
+    w->max_inflight = pw->max_inflight;
+    w->max_rps = pw->max_rps;
     break;
   }
   default:

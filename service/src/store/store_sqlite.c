@@ -2,14 +2,15 @@
  * store_sqlite.c - the SQLite hd_store backend: one database file,
  * `<dir>/handlerd.db`, in WAL mode with synchronous=FULL, so a change is on
  * disk when put/del return. Here the vtable (put, del, load, close) and the
- * statements it runs; opening the file is store_sqlite_open.c.
+ * statements it runs; opening the file is store_sqlite_open.c, the journal
+ * of async deliveries on the same connection store_sqlite_journal.c.
  *
  * Failures: a failed put or del is rolled back by SQLite (one statement,
  * one transaction) and leaves the connection usable, so a put works again
  * once there is room.
  *
- * Read-only file system: see store.h. read_only makes put and del fail
- * with a message before touching SQLite.
+ * Read-only file system: see store.h. read_only makes put and del (and the
+ * journal's commit and prune) fail with a message before touching SQLite.
  *
  * Secrets: records carry handler secrets. They are never logged, the
  * copies made by load are wiped before being freed, and secure_delete makes
@@ -71,14 +72,20 @@ static hd_err finish_stmt(sq_store *s, sqlite3_stmt *st, int rc,
   return err;
 }
 
-/* put and del on a database opened read-only. */
-static hd_err refuse_read_only(sq_store *s, char *msg, size_t msg_size) {
+hd_err hd_sq_refuse_read_only(sq_store *s, const char *what, char *msg,
+                              size_t msg_size) {
   hd_sq_set_msg(msg, msg_size,
                 "%s: the database is read-only (its file system was read-only "
-                "when handlerd started); registrations cannot be changed until "
-                "handlerd is restarted with it writable",
-                s->path);
+                "when handlerd started); %s until handlerd is restarted with "
+                "it writable",
+                s->path, what);
   return HD_EIO;
+}
+
+/* put and del on a database opened read-only. */
+static hd_err refuse_read_only(sq_store *s, char *msg, size_t msg_size) {
+  return hd_sq_refuse_read_only(s, "registrations cannot be changed", msg,
+                                msg_size);
 }
 
 static hd_err sq_put(hd_store *hs, const char *id, const hd_registration *reg,
@@ -258,6 +265,10 @@ static hd_err sq_load(hd_store *hs, hd_store_registration_fn *fn, void *ud,
 void hd_sq_close(hd_store *hs) {
   sq_store *s = hs->impl;
 
+  /* Its statements first: a connection with statements left does not
+   * close. */
+  hd_sq_journal_free(s->base.journal);
+  s->base.journal = NULL;
   sqlite3_finalize(s->put);
   sqlite3_finalize(s->del);
   sqlite3_finalize(s->load);

@@ -1,6 +1,8 @@
 /*
  * store_sqlite_migrate.c - schema 1 (rows of AddHandlerRequest bytes, the
- * API's format) to schema 2 (rows of the store's own record).
+ * API's format) to schema 2 (rows of the store's own record), and schema 2
+ * to 3 (the outbox's journal: its tables are created, empty). A schema-1
+ * database goes 1 -> 2 -> 3 in the caller's one transaction.
  *
  * All in the caller's one transaction: create registrations_v2, convert
  * every row in seq order keeping seq, id and created_at, carry the
@@ -14,6 +16,9 @@
  * start, naming the handler, as the load of such a row did before: nothing
  * acknowledged is dropped silently. The old table's content is overwritten
  * when it is dropped (secure_delete is on): it held the secrets too.
+ *
+ * 2 to 3 adds tables and changes no row, so it is the same statements as
+ * a new database's (SQ_JOURNAL_V3), then user_version 3.
  */
 #include "store_record.h"
 #include "store_sqlite_internal.h"
@@ -148,4 +153,13 @@ hd_err hd_sq_migrate_v1(sqlite3 *db, int *rc, char *msg, size_t msg_size) {
   if (*rc != SQLITE_OK)
     return HD_EIO;
   return err;
+}
+
+hd_err hd_sq_migrate_v2(sqlite3 *db, int *rc) {
+  *rc = sqlite3_exec(db, SQ_JOURNAL_V3 "PRAGMA user_version = 3;", NULL, NULL,
+                     NULL);
+  if (*rc != SQLITE_OK)
+    return HD_EIO;
+  step("journal");
+  return HD_OK;
 }

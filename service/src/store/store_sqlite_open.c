@@ -1,7 +1,8 @@
 /*
  * store_sqlite_open.c - hd_store_sqlite_open: the state directory, the
- * file's modes, the checks, WAL set-up and the schema version, and the
- * read-only mode.
+ * file's modes, the checks, WAL set-up, the schema version (a new file is
+ * set up at 3, an older one migrated), the journal, and the read-only
+ * mode.
  *
  * Failures: an existing file is checked (PRAGMA quick_check) before
  * anything is written to it, so a corrupt file stops the open and is left
@@ -30,8 +31,10 @@
 #define SQ_DB_NAME "handlerd.db"
 #define SQ_BUSY_TIMEOUT_MS 5000
 
-static const char sq_schema_v2[] = "CREATE TABLE registrations " SQ_TABLE_V2 ";"
-                                   "PRAGMA user_version = 2;";
+/* A new database: schema 3 at once. */
+static const char sq_schema_new[] =
+    "CREATE TABLE registrations " SQ_TABLE_V2 ";" SQ_JOURNAL_V3
+    "PRAGMA user_version = 3;";
 
 /* fsyncs the directory holding `path` so a new entry in it survives a
  * crash. Best effort: a failure is logged, not returned. */
@@ -175,6 +178,86 @@ static hd_err set_journal_wal(sq_store *s, char *msg, size_t msg_size) {
   return rc == SQLITE_OK ? HD_OK : hd_sq_rc_err(rc);
 }
 
+/* A failed step of the migration from schema `from`: "<path>: cannot
+ * migrate the database from schema <from> to <from + 1>: <cause>", the
+ * cause being SQLite's (rc) or already in `msg` (a row it cannot convert,
+ * rc SQLITE_OK). */
+static hd_err migration_failed(sq_store *s, int from, int rc, hd_err err,
+                               char *msg, size_t msg_size) {
+  char doing[64];
+  snprintf(doing, sizeof(doing),
+           "cannot migrate the database from schema %d to %d", from, from + 1);
+  if (rc != SQLITE_OK) {
+    hd_sq_db_msg(s, rc, doing, msg, msg_size);
+    return hd_sq_rc_err(rc);
+  }
+  hd_sq_prefix_msg(s, doing, msg, msg_size);
+  return err;
+}
+
+/* Brings a database at schema `v` (0: new, 1 or 2; read under the write
+ * lock) to SQ_SCHEMA_VERSION, inside the caller's transaction: 1 goes to 2
+ * then 3 there, so a crash anywhere before COMMIT leaves the old schema
+ * exactly as it was (SQLite rolls the WAL frames back). */
+static hd_err upgrade_schema(sq_store *s, int v, char *msg, size_t msg_size) {
+  int rc = SQLITE_OK;
+  hd_err err;
+
+  if (v == 0) {
+    rc = sqlite3_exec(s->db, sq_schema_new, NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+      hd_sq_db_msg(s, rc, "cannot create the schema", msg, msg_size);
+      return hd_sq_rc_err(rc);
+    }
+    return HD_OK;
+  }
+  if (v == 1 && (err = hd_sq_migrate_v1(s->db, &rc, msg, msg_size)) != HD_OK)
+    return migration_failed(s, 1, rc, err, msg, msg_size);
+  if ((err = hd_sq_migrate_v2(s->db, &rc)) != HD_OK)
+    return migration_failed(s, 2, rc, err, msg, msg_size);
+  return HD_OK;
+}
+
+/* Sets up or migrates an older schema in one transaction (BEGIN
+ * IMMEDIATE ... COMMIT); *v becomes the version now there. */
+static hd_err upgrade_in_transaction(sq_store *s, int *v, char *msg,
+                                     size_t msg_size) {
+  hd_err err = HD_OK;
+  int from;
+  int rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+
+  /* Re-read under the write lock: another process may have just created
+   * or migrated the schema. */
+  if (rc == SQLITE_OK)
+    rc = query_int(s->db, "PRAGMA user_version", v);
+  from = *v;
+  if (rc == SQLITE_OK && from >= 0 && from < SQ_SCHEMA_VERSION) {
+    err = upgrade_schema(s, from, msg, msg_size);
+    if (err == HD_OK)
+      *v = SQ_SCHEMA_VERSION;
+  }
+  if (rc == SQLITE_OK && err == HD_OK)
+    rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
+  if (rc != SQLITE_OK) {
+    char doing[64] = "cannot create the schema";
+    if (from > 0 && from < SQ_SCHEMA_VERSION)
+      snprintf(doing, sizeof(doing),
+               "cannot migrate the database from schema %d to %d", from,
+               SQ_SCHEMA_VERSION);
+    hd_sq_db_msg(s, rc, doing, msg, msg_size);
+    err = hd_sq_rc_err(rc);
+  }
+  if (err != HD_OK) {
+    if (!sqlite3_get_autocommit(s->db))
+      sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    return err;
+  }
+  if (from > 0 && from < SQ_SCHEMA_VERSION)
+    hd_log(HD_LOG_INFO, "store: %s migrated from schema %d to %d", s->path,
+           from, SQ_SCHEMA_VERSION);
+  return HD_OK;
+}
+
 /* Brings the schema to SQ_SCHEMA_VERSION (when `migrate`; else refuses an
  * older one) or refuses a newer one. */
 static hd_err check_schema(sq_store *s, int migrate, char *msg,
@@ -182,53 +265,21 @@ static hd_err check_schema(sq_store *s, int migrate, char *msg,
   int v = 0;
   int rc = query_int(s->db, "PRAGMA user_version", &v);
 
-  if (rc == SQLITE_OK && v < SQ_SCHEMA_VERSION && !migrate) {
+  if (rc != SQLITE_OK) {
+    hd_sq_db_msg(s, rc, "cannot read the schema version", msg, msg_size);
+    return hd_sq_rc_err(rc);
+  }
+  if (v < SQ_SCHEMA_VERSION && !migrate) {
     hd_sq_set_msg(msg, msg_size,
                   "%s: schema version %d needs setting up to %d, which a "
                   "read-only database cannot be",
                   s->path, v, SQ_SCHEMA_VERSION);
     return HD_EIO;
   }
-  if (rc == SQLITE_OK && v < SQ_SCHEMA_VERSION && v >= 0) {
-    /* Re-read under the write lock: another process may have just created
-     * or migrated the schema. */
-    hd_err merr = HD_OK;
-    int migrating = 0;
-    const char *doing = "cannot create the schema";
-    rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-    if (rc == SQLITE_OK)
-      rc = query_int(s->db, "PRAGMA user_version", &v);
-    if (rc == SQLITE_OK && v == 0) {
-      rc = sqlite3_exec(s->db, sq_schema_v2, NULL, NULL, NULL);
-      if (rc == SQLITE_OK)
-        v = SQ_SCHEMA_VERSION;
-    } else if (rc == SQLITE_OK && v == 1) {
-      /* One transaction: a crash anywhere before COMMIT leaves schema 1
-       * exactly as it was (SQLite rolls the WAL frames back). */
-      doing = "cannot migrate the database from schema 1 to 2";
-      migrating = 1;
-      merr = hd_sq_migrate_v1(s->db, &rc, msg, msg_size);
-      if (merr == HD_OK)
-        v = SQ_SCHEMA_VERSION;
-    }
-    if (rc == SQLITE_OK && merr == HD_OK)
-      rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
-    if (rc != SQLITE_OK || merr != HD_OK) {
-      if (rc != SQLITE_OK)
-        hd_sq_db_msg(s, rc, doing, msg, msg_size);
-      else
-        hd_sq_prefix_msg(s, doing, msg, msg_size);
-      if (!sqlite3_get_autocommit(s->db))
-        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
-      return rc != SQLITE_OK ? hd_sq_rc_err(rc) : merr;
-    }
-    if (migrating)
-      hd_log(HD_LOG_INFO, "store: %s migrated from schema 1 to %d", s->path,
-             SQ_SCHEMA_VERSION);
-  }
-  if (rc != SQLITE_OK) {
-    hd_sq_db_msg(s, rc, "cannot read the schema version", msg, msg_size);
-    return hd_sq_rc_err(rc);
+  if (v < SQ_SCHEMA_VERSION && v >= 0) {
+    hd_err err = upgrade_in_transaction(s, &v, msg, msg_size);
+    if (err != HD_OK)
+      return err;
   }
   if (v > SQ_SCHEMA_VERSION) {
     hd_sq_set_msg(msg, msg_size,
@@ -245,8 +296,9 @@ static hd_err check_schema(sq_store *s, int migrate, char *msg,
   return HD_OK;
 }
 
-/* Checks, sets up and prepares an open connection. Read-only: no WAL
- * set-up, no pragmas that write, no migration, only the load statement. */
+/* Checks, sets up and prepares an open connection, and makes the journal.
+ * Read-only: no WAL set-up, no pragmas that write, no migration, only the
+ * statements that read. */
 static hd_err configure(sq_store *s, char *msg, size_t msg_size) {
   hd_err err;
   int rc;
@@ -268,7 +320,9 @@ static hd_err configure(sq_store *s, char *msg, size_t msg_size) {
   }
   if ((err = check_schema(s, !s->read_only, msg, msg_size)) != HD_OK)
     return err;
-  return hd_sq_prepare(s, msg, msg_size);
+  if ((err = hd_sq_prepare(s, msg, msg_size)) != HD_OK)
+    return err;
+  return hd_sq_journal_new(s, msg, msg_size);
 }
 
 /* Whether `path` is on a read-only mount (ST_RDONLY covers a read-only

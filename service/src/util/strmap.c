@@ -133,3 +133,29 @@ hd_err hd_strmap_put(hd_strmap *m, const void *key, size_t len, void *value) {
 size_t hd_strmap_count(const hd_strmap *m) {
   return m->count;
 }
+
+void *hd_strmap_take(hd_strmap *m, const void *key, size_t len) {
+  uint64_t h = hash(m->seed, key, len);
+  struct node **at = &m->buckets[h & (m->nbuckets - 1)];
+  for (; *at; at = &(*at)->next) {
+    struct node *n = *at;
+    if (n->hash == h && n->len == len && memcmp(n->key, key, len) == 0) {
+      void *value = n->value;
+      *at = n->next;
+      free(n);
+      m->count--;
+      return value;
+    }
+  }
+  return NULL;
+}
+
+void hd_strmap_each(const hd_strmap *m, void (*fn)(void *value, void *ud),
+                    void *ud) {
+  for (size_t i = 0; i < m->nbuckets; i++) {
+    for (struct node *n = m->buckets[i], *next; n; n = next) {
+      next = n->next;
+      fn(n->value, ud);
+    }
+  }
+}

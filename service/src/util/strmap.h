@@ -23,5 +23,12 @@ void *hd_strmap_get(const hd_strmap *m, const void *key, size_t len);
  * HD_ENOMEM `value` is not taken. */
 hd_err hd_strmap_put(hd_strmap *m, const void *key, size_t len, void *value);
 size_t hd_strmap_count(const hd_strmap *m);
+/* Removes the entry under `key` and returns its value (not freed: the
+ * caller's now), or NULL when there is none. */
+void *hd_strmap_take(hd_strmap *m, const void *key, size_t len);
+/* Calls fn(value, ud) for each entry, in no particular order. fn must not
+ * add or remove entries. */
+void hd_strmap_each(const hd_strmap *m, void (*fn)(void *value, void *ud),
+                    void *ud);
 
 #endif

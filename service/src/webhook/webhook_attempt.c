@@ -231,6 +231,8 @@ void hd_wh_attempt_done(hd_webhook_engine *e, delivery *d, CURLcode code) {
   }
   /* A refused address will be refused again; a timeout cut to the deadline
    * leaves no time; the rest is the retry policy's call. */
+  d->retryable = !d->addr_refused && !d->resp.write_failed &&
+                 hd_retry_should((int)code, status);
   if (d->addr_refused || d->resp.write_failed ||
       (code == CURLE_OPERATION_TIMEDOUT && d->deadline_cut) ||
       !hd_retry_should((int)code, status) || d->attempts >= d->job.max_attempts)

@@ -88,6 +88,13 @@ static void complete(delivery *d) {
     hd_wh_log_failure(d->engine, d, r);
   hd_metrics_webhook_delivery(r->err == HD_OK ? 0 : r->grpc_code,
                               r->duration_ns);
+  if (d->job.outcome != NULL) {
+    /* A delivery cut short by our shutdown was not the receiver's
+     * failure: the outbox makes it again rather than count it. */
+    d->job.outcome->attempted = d->attempts > 0 && !d->no_log;
+    d->job.outcome->retryable = d->retryable;
+    d->job.outcome->retry_after_ms = d->resp.retry_after_ms;
+  }
   d->results = NULL;
   if (d->engine != NULL)
     atomic_fetch_sub_explicit(&d->engine->in_flight, 1, memory_order_relaxed);

@@ -79,6 +79,14 @@ void hd_webhook_body_unref(hd_webhook_body *b);
 const char *hd_webhook_body_text(const hd_webhook_body *b);
 size_t hd_webhook_body_len(const hd_webhook_body *b);
 
+/* What one delivery's result does not say, for a caller that keeps its own
+ * schedule (the outbox, which submits one attempt at a time). */
+typedef struct hd_webhook_outcome {
+  int attempted;          /* a request was started (not: shutdown, busy) */
+  int retryable;          /* the sync path would retry this failure */
+  int64_t retry_after_ms; /* the answer's Retry-After; -1: none */
+} hd_webhook_outcome;
+
 typedef struct hd_webhook_job {
   char *url;      /* owned */
   char **headers; /* owned "name: value" lines, sent on every attempt */
@@ -94,6 +102,7 @@ typedef struct hd_webhook_job {
   char registry_key[HD_KEY_MAX + 1];      /* for the log ("": unknown) */
   hd_done_fn *done;                       /* called once with one result */
   void *done_data;
+  hd_webhook_outcome *outcome; /* NULL, or filled in before done runs */
 } hd_webhook_job;
 
 /* A zeroed job (with room for the engine's own state), or NULL on ENOMEM. */

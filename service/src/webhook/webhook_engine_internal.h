@@ -58,6 +58,7 @@ typedef struct delivery {
   char errbuf[CURL_ERROR_SIZE];
   phase phase;          /* where the last attempt was when it ended */
   int no_log;           /* a failure that is not the receiver's (shutdown) */
+  int retryable;        /* the last attempt's failure is worth retrying */
   char *host;           /* "host:port" of the URL, made on first use; owned */
   size_t host_name_len; /* the length of its host part */
 } delivery;
