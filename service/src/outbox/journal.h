@@ -46,9 +46,9 @@ typedef struct hd_delivery_row {
   char event_id[HD_DELIVERY_ID_LEN + 1]; /* the CloudEvent id = webhook-id */
   const char *key;
   const char *handler_id;
-  const char *route;        /* event-stream route; "" for a simple handler */
-  const char *event_name;   /* the event's name ("update", ...) */
-  const char *ordering_key; /* the topic path; "" when none */
+  const char *route;         /* event-stream route; "" for a simple handler */
+  const char *event_name;    /* the event's name ("update", ...) */
+  const char *ordering_key;  /* the topic path; "" when none */
   const unsigned char *body; /* the request body as sent */
   size_t body_len;
   const char *headers; /* the event's header lines, each ending in "\n" */
@@ -144,8 +144,7 @@ typedef struct hd_journal_vtable {
   /* The deliveries matching `f`, newest (highest seq) first; body and
    * headers may be left empty (NULL body, 0 length, ""). */
   hd_err (*list)(hd_journal *j, const hd_delivery_filter *f,
-                 hd_delivery_row_fn *fn, void *ud, char *msg,
-                 size_t msg_size);
+                 hd_delivery_row_fn *fn, void *ud, char *msg, size_t msg_size);
   /* One delivery with its body (row_fn once), then its attempts in number
    * order (att_fn may be NULL). HD_ENOTFOUND (no message) when no such id. */
   hd_err (*get)(hd_journal *j, const char *id, hd_delivery_row_fn *row_fn,

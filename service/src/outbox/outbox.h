@@ -56,10 +56,10 @@ typedef struct hd_outbox_config {
    * 30 min, 2 h, 5 h, 10 h, 10 h. */
   int64_t retry_schedule_ms[HD_OUTBOX_SCHEDULE_MAX];
   size_t n_retry_schedule;
-  int64_t retention_ms;     /* finished deliveries kept; default 7 days */
-  int64_t disable_after_ms; /* failing only this long disables; 5 days */
-  size_t max_pending;       /* unfinished deliveries; past it accept is
-                             * HD_EBUSY; default 1000000 */
+  int64_t retention_ms;       /* finished deliveries kept; default 7 days */
+  int64_t disable_after_ms;   /* failing only this long disables; 5 days */
+  size_t max_pending;         /* unfinished deliveries; past it accept is
+                               * HD_EBUSY; default 1000000 */
   int max_attempts_in_flight; /* engine jobs at once; default 1000 */
   int jitter;                 /* 1: +-20 % (default); 0 for tests */
 } hd_outbox_config;
@@ -123,7 +123,7 @@ void hd_outbox_endpoint_drop(hd_outbox *o, hd_outbox_endpoint *ep);
 
 typedef struct hd_outbox_event {
   const hd_outbox_endpoint *ep;
-  const char *event_id;     /* the CloudEvent id */
+  const char *event_id; /* the CloudEvent id */
   const char *event_name;
   const char *ordering_key; /* the topic path; NULL or "": none */
   const unsigned char *body;
@@ -147,7 +147,7 @@ hd_err hd_outbox_accept(hd_outbox *o, const hd_outbox_event *ev,
 
 /* A delivery as listed, in `a`. */
 typedef struct hd_delivery_info {
-  hd_delivery_row row; /* its strings, body and headers are in the arena */
+  hd_delivery_row row;      /* its strings, body and headers are in the arena */
   hd_attempt_row *attempts; /* hd_outbox_get only, number order */
   size_t n_attempts;
 } hd_delivery_info;
@@ -188,17 +188,17 @@ int hd_outbox_endpoint_disabled(hd_outbox *o, const char *handler_id,
 /* ---- figures (/metrics) ------------------------------------------------ */
 
 typedef struct hd_outbox_stats {
-  size_t pending;          /* unfinished: pending, failed or in flight */
+  size_t pending; /* unfinished: pending, failed or in flight */
   size_t in_flight;
   int64_t oldest_pending_ms; /* age of the oldest unfinished; 0: none */
-  uint64_t accepted;       /* totals since start */
+  uint64_t accepted;         /* totals since start */
   uint64_t attempts;
   uint64_t succeeded;
   uint64_t failed_attempts;
   uint64_t dead;
   size_t disabled_endpoints;
   uint64_t disabled_total; /* endpoints disabled since start */
-  uint64_t commits; /* journal transactions */
+  uint64_t commits;        /* journal transactions */
 } hd_outbox_stats;
 
 void hd_outbox_get_stats(hd_outbox *o, hd_outbox_stats *out);

@@ -41,9 +41,9 @@ typedef struct dlv {
   hd_outbox *owner; /* set while an attempt is in flight */
   hd_webhook_body *body;
   ob_name *name;
-  int ordered;  /* held in its key's queue */
-  int manual;   /* the next attempt is a manual one */
-  int redo;     /* Redeliver came while an attempt was in flight */
+  int ordered; /* held in its key's queue */
+  int manual;  /* the next attempt is a manual one */
+  int redo;    /* Redeliver came while an attempt was in flight */
   dlv_where where;
   size_t heap_at;
   struct dlv *next;    /* the blocked list, or a work list */
@@ -115,8 +115,8 @@ struct hd_outbox {
 
   dlv *accepts, *accepts_tail;   /* waiting for the next commit */
   dlv *finished, *finished_tail; /* attempts done, to journal */
-  hd_strmap *live;  /* delivery id -> dlv (every unfinished one) */
-  hd_strmap *names; /* "handler_id\0route" -> ob_name */
+  hd_strmap *live;               /* delivery id -> dlv (every unfinished one) */
+  hd_strmap *names;              /* "handler_id\0route" -> ob_name */
   ob_name *all_names;
   dlv **heap;
   size_t n_heap, cap_heap;
