@@ -8,6 +8,10 @@
  *   ndjson.c       - reading those lines into events, and the failures
  *                    report (ndjson.h; also used by the tests and fuzzer);
  *   cmd_stats.c    - stats (GetStats as a table or JSON);
+ *   cmd_deliveries.c - deliveries, delivery (async deliveries: list, show);
+ *   cmd_redeliver.c  - redeliver, replay, enable;
+ *   delivery_args.c  - durations, retry schedules, times and delivery
+ *                      states as the command line writes them;
  *   values.c  - parsing of numbers, value types, enums, base64 and string
  *               helpers;
  *   output.c  - aligned tables and JSON documents.
@@ -17,11 +21,13 @@
 
 #include <getopt.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include <jansson.h>
 
 #include "handlerctl/client.h"
+#include "handlerctl/deliveries.h"
 
 /* Exit codes. */
 enum {
@@ -144,6 +150,51 @@ char *hcli_base64_encode(const void *data, size_t len);
  * malloc'd buffer (NUL-terminated after *len bytes) or NULL when invalid. */
 unsigned char *hcli_base64_decode(const char *text, size_t *len);
 
+/* ---- delivery_args.c ---------------------------------------------------- */
+
+/* Retries after the first attempt that --retry-schedule takes: the
+ * service's limit (HD_OUTBOX_SCHEDULE_MAX). */
+#define HCLI_RETRY_SCHEDULE_MAX 32
+
+/*
+ * The parsers below return 0, or -1 with the reason in `err` (text to put
+ * after the option's name: "--retry-schedule: " + err).
+ */
+
+/* A duration: a whole number with a unit, ms, s, m, h or d ("250ms", "5m");
+ * a bare number is seconds. At most 10000 days. */
+int hcli_parse_duration_ms(const char *s, uint64_t *out, char *err,
+                           size_t err_size);
+
+/* A retry schedule, comma-separated durations: "0s,1s,5m". The first entry
+ * is the first attempt, at once, and must be 0; the others are the delays
+ * before each retry, which are what the API's retry_schedule_ms holds:
+ * out[] = {1000, 300000}, *n = 2. `out` has room for
+ * HCLI_RETRY_SCHEDULE_MAX; each delay fits 32 bits of ms. A schedule with
+ * no retry is refused (the API's empty list means the service's default). */
+int hcli_parse_retry_schedule(const char *s, uint32_t *out, size_t *n,
+                              char *err, size_t err_size);
+
+/* A positive, finite decimal number (--max-rps); -1 otherwise. */
+int hcli_parse_rate(const char *s, double *out);
+
+/* A point in time as Unix ms: RFC 3339 ("2026-11-30T12:00:00Z",
+ * "2026-11-30T14:00:00.5+02:00"), or a duration with a unit meaning that
+ * long before `now_ms` ("1h": an hour ago). A bare number is refused (it
+ * could be seconds ago or a Unix time), and so is a time before 1970. */
+int hcli_parse_time_ms(const char *s, int64_t now_ms, int64_t *out, char *err,
+                       size_t err_size);
+
+/* The current time in Unix ms. */
+int64_t hcli_now_ms(void);
+
+/* Unix ms as RFC 3339 UTC in `buf` ("2026-11-30T12:00:00Z", with ".123"
+ * when there are ms); "-" for 0 (the API's "none"). Returns buf. */
+const char *hcli_time_text(int64_t ms, char *buf, size_t size);
+
+/* pending, in_flight (or in-flight), succeeded, failed, dead; any case. */
+int hcli_parse_delivery_state(const char *s, hc_delivery_state *out);
+
 /* ---- output.c ----------------------------------------------------------- */
 
 /* An aligned text table: columns separated by two spaces, the last column
@@ -181,6 +232,8 @@ const char *hcli_kind_name(hc_handler_kind k);
 /* ---- subcommands -------------------------------------------------------- */
 
 extern const hcli_command hcli_cmd_health, hcli_cmd_list, hcli_cmd_add,
-    hcli_cmd_remove, hcli_cmd_dispatch, hcli_cmd_stream, hcli_cmd_stats;
+    hcli_cmd_remove, hcli_cmd_dispatch, hcli_cmd_stream, hcli_cmd_stats,
+    hcli_cmd_deliveries, hcli_cmd_delivery, hcli_cmd_redeliver, hcli_cmd_replay,
+    hcli_cmd_enable;
 
 #endif

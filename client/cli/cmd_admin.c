@@ -180,7 +180,8 @@ const hcli_command hcli_cmd_add = {
     "add", "register a local function, a webhook or event routes",
     "usage: handlerctl add --key K (--local NAME | --webhook URL | --route "
     "EVENT=TARGET...)\n"
-    "                      [--events E1,E2] [webhook options] [-q]\n"
+    "                      [--events E1,E2] [webhook options] [async options]\n"
+    "                      [-q]\n"
     "\n"
     "Registers a handler under key K (AddHandler) and prints its id.\n"
     "\n"
@@ -205,8 +206,31 @@ const hcli_command hcli_cmd_add = {
     "  --timeout-ms N       per-attempt timeout (default 5000); the call's "
     "own\n"
     "                       deadline is the global --deadline-ms\n"
-    "  --max-attempts N     attempts in all, first included (default 5)\n"
-    "  --binary-mode        CloudEvents binary content mode (ce-* headers)\n",
+    "  --max-attempts N     attempts in all, first included (default 5); not\n"
+    "                       with --async\n"
+    "  --binary-mode        CloudEvents binary content mode (ce-* headers)\n"
+    "\n"
+    "async delivery (webhook options too; the service needs --state-dir):\n"
+    "  --async              deliver out of band, durably: dispatch stores the\n"
+    "                       event and answers `accepted` with a delivery id;\n"
+    "                       handlerd delivers it later and retries on the\n"
+    "                       schedule (see `handlerctl deliveries`)\n"
+    "  --ordered            events with the same topic path are delivered one\n"
+    "                       at a time, in dispatch order; a failing one holds\n"
+    "                       back only its own topic\n"
+    "  --retry-schedule S   when attempts are made, comma-separated: the\n"
+    "                       first entry is the first attempt, at once, and\n"
+    "                       must be 0; each next one is the wait after a\n"
+    "                       failure before the next attempt. 0s,1s,5m: at\n"
+    "                       once, 1 s after the first failure, 5 min after\n"
+    "                       the second, then dead. Units ms, s, m, h, d (a\n"
+    "                       bare number is seconds); at most 32 retries, 49\n"
+    "                       days each. Default: the service's\n"
+    "                       --retry-schedule (about 27 hours)\n"
+    "  --max-inflight N     at most N deliveries to this webhook at once\n"
+    "                       (default: no limit)\n"
+    "  --max-rps R          at most R attempts started per second, e.g. 0.5\n"
+    "                       or 20 (default: no limit)\n",
     run_add};
 
 enum {
@@ -221,6 +245,11 @@ enum {
   A_TIMEOUT,
   A_MAX_ATTEMPTS,
   A_BINARY,
+  A_ASYNC,
+  A_ORDERED,
+  A_RETRY_SCHEDULE,
+  A_MAX_INFLIGHT,
+  A_MAX_RPS,
   A_QUIET = 'q'
 };
 
@@ -236,9 +265,52 @@ typedef struct add_args {
   size_t n_headers;
   hc_webhook hook; /* the shared webhook options */
   int webhook_opts;
+  uint32_t schedule[HCLI_RETRY_SCHEDULE_MAX];
+  const char *async_only; /* the first option that needs --async */
   int quiet;
   hcli_pool pool;
 } add_args;
+
+/* Parses an option that only async webhooks take; returns 0 or a usage
+ * exit code. */
+static int add_async_option(hcli *g, add_args *a, int c, const char *arg) {
+  static const char *const names[] = {[A_ORDERED] = "--ordered",
+                                      [A_RETRY_SCHEDULE] = "--retry-schedule",
+                                      [A_MAX_INFLIGHT] = "--max-inflight",
+                                      [A_MAX_RPS] = "--max-rps"};
+  unsigned long n;
+  char err[256];
+  switch (c) {
+  case A_ORDERED:
+    a->hook.ordered = 1;
+    break;
+  case A_RETRY_SCHEDULE:
+    if (hcli_parse_retry_schedule(arg, a->schedule, &a->hook.n_retry_schedule,
+                                  err, sizeof err) != 0)
+      return hcli_usage_error(g, "--retry-schedule: %s", err);
+    a->hook.retry_schedule_ms = a->schedule;
+    break;
+  case A_MAX_INFLIGHT:
+    if (hcli_parse_uint(arg, UINT32_MAX, &n) != 0 || n == 0)
+      return hcli_usage_error(g,
+                              "--max-inflight needs a positive number, not "
+                              "'%s'",
+                              arg);
+    a->hook.max_inflight = (unsigned)n;
+    break;
+  case A_MAX_RPS:
+    if (hcli_parse_rate(arg, &a->hook.max_rps) != 0)
+      return hcli_usage_error(g,
+                              "--max-rps needs a positive number of attempts "
+                              "per second, not '%s'",
+                              arg);
+    break;
+  }
+  if (a->async_only == NULL)
+    a->async_only = names[c];
+  a->webhook_opts = 1;
+  return 0;
+}
 
 /* Parses one option of `add`; returns 0 or a usage exit code. */
 static int add_option(hcli *g, add_args *a, int c, const char *arg) {
@@ -328,6 +400,15 @@ static int add_option(hcli *g, add_args *a, int c, const char *arg) {
     a->hook.binary_mode = 1;
     a->webhook_opts = 1;
     return 0;
+  case A_ASYNC:
+    a->hook.async = 1;
+    a->webhook_opts = 1;
+    return 0;
+  case A_ORDERED:
+  case A_RETRY_SCHEDULE:
+  case A_MAX_INFLIGHT:
+  case A_MAX_RPS:
+    return add_async_option(g, a, c, arg);
   case A_QUIET:
     a->quiet = 1;
     return 0;
@@ -369,6 +450,13 @@ static int add_check(hcli *g, const add_args *a) {
   if (a->webhook_opts && !any_url)
     return hcli_usage_error(g, "webhook options need --webhook URL or a URL "
                                "route");
+  if (a->async_only != NULL && !a->hook.async)
+    return hcli_usage_error(g, "%s is for async webhooks: add --async",
+                            a->async_only);
+  if (a->hook.async && a->hook.max_attempts > 0)
+    return hcli_usage_error(g, "--max-attempts does not apply to --async: "
+                               "the retry schedule decides "
+                               "(--retry-schedule)");
   return 0;
 }
 
@@ -385,6 +473,11 @@ static int run_add(hcli *g, int argc, char **argv) {
       {"timeout-ms", required_argument, NULL, A_TIMEOUT},
       {"max-attempts", required_argument, NULL, A_MAX_ATTEMPTS},
       {"binary-mode", no_argument, NULL, A_BINARY},
+      {"async", no_argument, NULL, A_ASYNC},
+      {"ordered", no_argument, NULL, A_ORDERED},
+      {"retry-schedule", required_argument, NULL, A_RETRY_SCHEDULE},
+      {"max-inflight", required_argument, NULL, A_MAX_INFLIGHT},
+      {"max-rps", required_argument, NULL, A_MAX_RPS},
       {"quiet", no_argument, NULL, A_QUIET},
       {0, 0, 0, 0}};
   add_args *a = calloc(1, sizeof *a);

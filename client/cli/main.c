@@ -21,8 +21,10 @@
 #define DEFAULT_ADDR "127.0.0.1:50051"
 
 static const hcli_command *const commands[] = {
-    &hcli_cmd_health,   &hcli_cmd_list,   &hcli_cmd_add,  &hcli_cmd_remove,
-    &hcli_cmd_dispatch, &hcli_cmd_stream, &hcli_cmd_stats};
+    &hcli_cmd_health,    &hcli_cmd_list,       &hcli_cmd_add,
+    &hcli_cmd_remove,    &hcli_cmd_dispatch,   &hcli_cmd_stream,
+    &hcli_cmd_stats,     &hcli_cmd_deliveries, &hcli_cmd_delivery,
+    &hcli_cmd_redeliver, &hcli_cmd_replay,     &hcli_cmd_enable};
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
 enum {
@@ -78,10 +80,10 @@ static const char main_help[] =
     "2 usage error, 3 server unreachable (or UNAVAILABLE).\n";
 
 static void print_main_help(FILE *f) {
-  char list[1024] = "";
+  char list[2048] = "";
   size_t used = 0;
   for (size_t i = 0; i < N_COMMANDS; i++) {
-    int n = snprintf(list + used, sizeof list - used, "  %-10s %s\n",
+    int n = snprintf(list + used, sizeof list - used, "  %-11s %s\n",
                      commands[i]->name, commands[i]->summary);
     if (n > 0 && (size_t)n < sizeof list - used)
       used += (size_t)n;
@@ -344,11 +346,13 @@ int main(int argc, char **argv) {
     return HCLI_EXIT_OK;
   }
   const hcli_command *cmd = find_command(name);
-  if (cmd == NULL)
-    return hcli_usage_error(&g,
-                            "unknown command '%s' (health, list, add, "
-                            "remove, dispatch, stream, stats)",
-                            name);
+  if (cmd == NULL) {
+    char names[256] = "";
+    for (size_t i = 0; i < N_COMMANDS; i++)
+      snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s",
+               i > 0 ? ", " : "", commands[i]->name);
+    return hcli_usage_error(&g, "unknown command '%s' (%s)", name, names);
+  }
   g.cmd = cmd->name;
   return cmd->run(&g, argc - optind, argv + optind);
 }

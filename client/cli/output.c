@@ -187,6 +187,9 @@ json_t *hcli_results_json(const hc_results *r) {
         "{s:s, s:b, s:o, s:I, s:b}", "handler_id", x->handler_id, "ok", x->ok,
         "value", hcli_value_json(&x->value), "duration_ns",
         (json_int_t)x->duration_ns, "truncated", x->truncated);
+    json_object_set_new(o, "accepted", json_boolean(x->accepted));
+    if (x->accepted)
+      json_object_set_new(o, "delivery_id", json_string(x->delivery_id));
     if (!x->ok)
       json_object_set_new(o, "error",
                           json_pack("{s:i, s:s, s:s, s:i, s:i}", "code",
@@ -222,7 +225,11 @@ void hcli_results_print(const hc_results *r) {
   for (size_t i = 0; i < r->count; i++) {
     const hc_result *x = &r->items[i];
     char dur[32], *text = NULL;
-    if (x->ok) {
+    if (x->ok && x->accepted) {
+      /* Stored for delivery out of band: no value yet, only its id. */
+      if (asprintf(&text, "delivery %s", x->delivery_id) < 0)
+        text = NULL;
+    } else if (x->ok) {
       char *v = hcli_value_text(&x->value);
       if (v != NULL && x->truncated && asprintf(&text, "%s (truncated)", v) < 0)
         text = NULL;
@@ -243,7 +250,10 @@ void hcli_results_print(const hc_results *r) {
                    x->error_message, extra) < 0)
         text = NULL;
     }
-    const char *row[] = {x->handler_id, x->ok ? "ok" : "FAILED",
+    const char *row[] = {x->handler_id,
+                         !x->ok        ? "FAILED"
+                         : x->accepted ? "accepted"
+                                       : "ok",
                          duration_text(x->duration_ns, dur, sizeof dur), text};
     hcli_table_add(t, row);
     free(text);
@@ -269,16 +279,20 @@ json_t *hcli_list_json(const hc_handler_list *l) {
   for (size_t i = 0; l != NULL && i < l->count; i++) {
     const hc_handler_info *h = &l->items[i];
     json_t *routes = json_object(), *events = json_array();
+    json_t *disabled = json_array();
+    for (size_t j = 0; j < h->n_disabled; j++)
+      json_array_append_new(disabled, json_string(h->disabled[j]));
     for (size_t j = 0; j < h->n_routes; j++)
       json_object_set_new(routes, h->routes[j].event,
                           json_string(h->routes[j].target));
     for (size_t j = 0; j < h->n_events; j++)
       json_array_append_new(events, json_string(h->events[j]));
     json_array_append_new(
-        arr, json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:b}", "key", h->key,
-                       "handler_id", h->handler_id, "kind",
+        arr, json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:b, s:b, s:o}", "key",
+                       h->key, "handler_id", h->handler_id, "kind",
                        hcli_kind_name(h->kind), "target", h->target, "routes",
-                       routes, "events", events, "secret_set", h->secret_set));
+                       routes, "events", events, "secret_set", h->secret_set,
+                       "async", h->async, "disabled", disabled));
   }
   return json_pack("{s:o}", "handlers", arr);
 }
@@ -305,12 +319,17 @@ void hcli_list_print(const hc_handler_list *l) {
     puts("(no handlers registered)");
     return;
   }
-  static const char *const head[] = {"KEY",    "HANDLER", "KIND",
-                                     "TARGET", "EVENTS",  "SECRET"};
-  hcli_table *t = hcli_table_new(6, head);
+  static const char *const head[] = {"KEY",    "HANDLER", "KIND", "TARGET",
+                                     "EVENTS", "SECRET",  "ASYNC"};
+  /* The ASYNC column only when some handler is async, so the listing of a
+   * service without async webhooks looks as it always did. */
+  int any_async = 0;
+  for (size_t i = 0; i < l->count; i++)
+    any_async |= l->items[i].async || l->items[i].n_disabled > 0;
+  hcli_table *t = hcli_table_new(any_async ? 7 : 6, head);
   for (size_t i = 0; i < l->count; i++) {
     const hc_handler_info *h = &l->items[i];
-    char *target = NULL, *events = NULL;
+    char *target = NULL, *events = NULL, *async = NULL, *off = NULL;
     if (h->kind == HC_KIND_EVENT_STREAM) {
       char **parts = calloc(h->n_routes + 1, sizeof *parts);
       size_t n = 0;
@@ -333,10 +352,19 @@ void hcli_list_print(const hc_handler_list *l) {
                          events != NULL                    ? events
                          : h->kind == HC_KIND_EVENT_STREAM ? "-"
                                                            : "*",
-                         h->secret_set ? "yes" : "-"};
+                         h->secret_set ? "yes" : "-",
+                         NULL};
+    if (h->n_disabled > 0) {
+      off = join(h->disabled, h->n_disabled, ", ");
+      if (off == NULL || asprintf(&async, "DISABLED: %s", off) < 0)
+        async = NULL;
+    }
+    row[6] = async != NULL ? async : h->async ? "yes" : "-";
     hcli_table_add(t, row);
     free(target);
     free(events);
+    free(async);
+    free(off);
   }
   hcli_table_print(t, stdout);
 }

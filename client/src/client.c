@@ -1,6 +1,7 @@
 /*
  * handlerctl client: connections, unary calls (Dispatch, AddHandler,
  * RemoveHandler, ListHandlers, health, raw), errors and status helpers.
+ * The delivery calls are in deliveries.c.
  *
  * Every unary call runs as one batch on its own pluck completion queue, so
  * calls on one connection may run from several threads at once.
@@ -75,7 +76,7 @@ hc_err hc__status_from_grpc(hc_status *st, grpc_status_code code,
 }
 
 /* Local failure before any gRPC status: grpc_code -1. */
-static hc_err local_error(hc_status *st, hc_err err) {
+hc_err hc__local_error(hc_status *st, hc_err err) {
   hc__status_set(st, -1, "%s", hc_strerror(err));
   return err;
 }
@@ -318,7 +319,7 @@ hc_err hc_call_raw(hc_conn *c, const char *method, const void *req, size_t len,
   if (reply_len != NULL)
     *reply_len = 0;
   if (c == NULL || method == NULL || (req == NULL && len > 0))
-    return local_error(st, HC_EINVAL);
+    return hc__local_error(st, HC_EINVAL);
 
   grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
   grpc_slice method_slice = grpc_slice_from_copied_string(method);
@@ -399,14 +400,13 @@ hc_err hc_call_raw(hc_conn *c, const char *method, const void *req, size_t len,
 }
 
 /* Packs `msg`, calls `method`, unpacks the reply with `desc`. */
-static hc_err call_pb(hc_conn *c, const char *method,
-                      const ProtobufCMessage *msg,
-                      const ProtobufCMessageDescriptor *desc, int deadline_ms,
-                      ProtobufCMessage **reply, hc_status *st) {
+hc_err hc__call_pb(hc_conn *c, const char *method, const ProtobufCMessage *msg,
+                   const ProtobufCMessageDescriptor *desc, int deadline_ms,
+                   ProtobufCMessage **reply, hc_status *st) {
   size_t len = protobuf_c_message_get_packed_size(msg);
   uint8_t *buf = malloc(len > 0 ? len : 1);
   if (buf == NULL)
-    return local_error(st, HC_ENOMEM);
+    return hc__local_error(st, HC_ENOMEM);
   protobuf_c_message_pack(msg, buf);
   void *out = NULL;
   size_t out_len = 0;
@@ -429,12 +429,12 @@ hc_err hc_dispatch(hc_conn *c, const hc_event *ev, int deadline_ms,
   if (out != NULL)
     *out = NULL;
   if (c == NULL || ev == NULL || out == NULL)
-    return local_error(st, HC_EINVAL);
+    return hc__local_error(st, HC_EINVAL);
   uint8_t *buf;
   size_t len;
   hc_err err = hc__encode_event(ev, &buf, &len);
   if (err != HC_OK)
-    return local_error(st, err);
+    return hc__local_error(st, err);
   void *raw = NULL;
   size_t raw_len = 0;
   err = hc_call_raw(c, HC_METHOD_DISPATCH, buf, len, &raw, &raw_len,
@@ -455,7 +455,7 @@ hc_err hc_dispatch(hc_conn *c, const hc_event *ev, int deadline_ms,
   handlers__v1__dispatch_reply__free_unpacked(reply, NULL);
   if (err != HC_OK) {
     free(r);
-    return local_error(st, err);
+    return hc__local_error(st, err);
   }
   *out = r;
   return HC_OK;
@@ -492,6 +492,14 @@ static int pb_target_init(pb_target *t, const hc_target *in) {
   t->webhook.timeout_ms = w->timeout_ms;
   t->webhook.max_attempts = w->max_attempts;
   t->webhook.binary_mode = w->binary_mode != 0;
+  t->webhook.async = w->async != 0;
+  t->webhook.ordered = w->ordered != 0;
+  /* protobuf-c only reads the array while packing: the cast is safe. */
+  t->webhook.n_retry_schedule_ms =
+      w->retry_schedule_ms != NULL ? w->n_retry_schedule : 0;
+  t->webhook.retry_schedule_ms = (uint32_t *)w->retry_schedule_ms;
+  t->webhook.max_inflight = w->max_inflight;
+  t->webhook.max_rps = w->max_rps;
   if (w->n_headers > 0) {
     t->entries = calloc(w->n_headers, sizeof *t->entries);
     t->headers = calloc(w->n_headers, sizeof *t->headers);
@@ -527,7 +535,7 @@ hc_err hc_add_handler(hc_conn *c, const hc_handler_spec *spec, int deadline_ms,
   if (c == NULL || spec == NULL || id_out == NULL ||
       (spec->n_routes > 0 && spec->routes == NULL) ||
       (spec->n_events > 0 && spec->events == NULL))
-    return local_error(st, HC_EINVAL);
+    return hc__local_error(st, HC_EINVAL);
 
   Handlers__V1__AddHandlerRequest req = HANDLERS__V1__ADD_HANDLER_REQUEST__INIT;
   req.key = (char *)(spec->key != NULL ? spec->key : "");
@@ -571,11 +579,11 @@ hc_err hc_add_handler(hc_conn *c, const hc_handler_spec *spec, int deadline_ms,
 
   Handlers__V1__AddHandlerReply *reply = NULL;
   if (err == HC_OK)
-    err = call_pb(c, HC_METHOD_ADD, &req.base,
-                  &handlers__v1__add_handler_reply__descriptor, deadline_ms,
-                  (ProtobufCMessage **)&reply, st);
+    err = hc__call_pb(c, HC_METHOD_ADD, &req.base,
+                      &handlers__v1__add_handler_reply__descriptor, deadline_ms,
+                      (ProtobufCMessage **)&reply, st);
   else
-    local_error(st, err);
+    hc__local_error(st, err);
 
   pb_target_clear(&target);
   for (size_t i = 0; i < routes_done; i++)
@@ -596,7 +604,7 @@ hc_err hc_add_handler(hc_conn *c, const hc_handler_spec *spec, int deadline_ms,
   if (id == NULL || secret_nomem) {
     free(id);
     free(secret);
-    return local_error(st, HC_ENOMEM);
+    return hc__local_error(st, HC_ENOMEM);
   }
   *id_out = id;
   if (secret_out != NULL)
@@ -607,7 +615,7 @@ hc_err hc_add_handler(hc_conn *c, const hc_handler_spec *spec, int deadline_ms,
 hc_err hc_add_local(hc_conn *c, const char *key, const char *function,
                     int deadline_ms, char **id_out, hc_status *st) {
   if (function == NULL)
-    return local_error(st, HC_EINVAL);
+    return hc__local_error(st, HC_EINVAL);
   hc_handler_spec spec = {.key = key, .target = {.local = function}};
   return hc_add_handler(c, &spec, deadline_ms, id_out, NULL, st);
 }
@@ -615,15 +623,15 @@ hc_err hc_add_local(hc_conn *c, const char *key, const char *function,
 hc_err hc_remove_handler(hc_conn *c, const char *key, const char *id,
                          int deadline_ms, hc_status *st) {
   if (c == NULL)
-    return local_error(st, HC_EINVAL);
+    return hc__local_error(st, HC_EINVAL);
   Handlers__V1__RemoveHandlerRequest req =
       HANDLERS__V1__REMOVE_HANDLER_REQUEST__INIT;
   req.key = (char *)(key != NULL ? key : "");
   req.handler_id = (char *)(id != NULL ? id : "");
   Handlers__V1__RemoveHandlerReply *reply = NULL;
-  hc_err err = call_pb(c, HC_METHOD_REMOVE, &req.base,
-                       &handlers__v1__remove_handler_reply__descriptor,
-                       deadline_ms, (ProtobufCMessage **)&reply, st);
+  hc_err err = hc__call_pb(c, HC_METHOD_REMOVE, &req.base,
+                           &handlers__v1__remove_handler_reply__descriptor,
+                           deadline_ms, (ProtobufCMessage **)&reply, st);
   if (err == HC_OK)
     handlers__v1__remove_handler_reply__free_unpacked(reply, NULL);
   return err;
@@ -641,6 +649,9 @@ static void handler_info_clear(hc_handler_info *h) {
   for (size_t i = 0; i < h->n_events; i++)
     free(h->events[i]);
   free(h->events);
+  for (size_t i = 0; i < h->n_disabled; i++)
+    free(h->disabled[i]);
+  free(h->disabled);
 }
 
 void hc_handler_list_free(hc_handler_list *l) {
@@ -658,6 +669,7 @@ static hc_err handler_info_from_pb(const Handlers__V1__HandlerInfo *pb,
                                    hc_handler_info *h) {
   h->kind = (hc_handler_kind)pb->kind;
   h->secret_set = pb->secret_set != 0;
+  h->async = pb->async != 0;
   h->key = hc__strdup(pb->key);
   h->handler_id = hc__strdup(pb->handler_id);
   h->target = hc__strdup(pb->target);
@@ -686,6 +698,17 @@ static hc_err handler_info_from_pb(const Handlers__V1__HandlerInfo *pb,
         return HC_ENOMEM;
     }
   }
+  if (pb->n_disabled > 0) {
+    h->disabled = calloc(pb->n_disabled, sizeof *h->disabled);
+    if (h->disabled == NULL)
+      return HC_ENOMEM;
+    for (size_t i = 0; i < pb->n_disabled; i++) {
+      h->n_disabled = i + 1;
+      h->disabled[i] = hc__strdup(pb->disabled[i]);
+      if (h->disabled[i] == NULL)
+        return HC_ENOMEM;
+    }
+  }
   return HC_OK;
 }
 
@@ -694,14 +717,14 @@ hc_err hc_list_handlers(hc_conn *c, const char *key, int deadline_ms,
   if (out != NULL)
     *out = NULL;
   if (c == NULL || out == NULL)
-    return local_error(st, HC_EINVAL);
+    return hc__local_error(st, HC_EINVAL);
   Handlers__V1__ListHandlersRequest req =
       HANDLERS__V1__LIST_HANDLERS_REQUEST__INIT;
   req.key = (char *)(key != NULL ? key : "");
   Handlers__V1__ListHandlersReply *reply = NULL;
-  hc_err err = call_pb(c, HC_METHOD_LIST, &req.base,
-                       &handlers__v1__list_handlers_reply__descriptor,
-                       deadline_ms, (ProtobufCMessage **)&reply, st);
+  hc_err err = hc__call_pb(c, HC_METHOD_LIST, &req.base,
+                           &handlers__v1__list_handlers_reply__descriptor,
+                           deadline_ms, (ProtobufCMessage **)&reply, st);
   if (err != HC_OK)
     return err;
   hc_handler_list *l = calloc(1, sizeof *l);
@@ -720,7 +743,7 @@ hc_err hc_list_handlers(hc_conn *c, const char *key, int deadline_ms,
   handlers__v1__list_handlers_reply__free_unpacked(reply, NULL);
   if (err != HC_OK) {
     hc_handler_list_free(l);
-    return local_error(st, err);
+    return hc__local_error(st, err);
   }
   *out = l;
   return HC_OK;
@@ -767,12 +790,12 @@ hc_err hc_get_stats(hc_conn *c, int deadline_ms, hc_stats **out,
   if (out != NULL)
     *out = NULL;
   if (c == NULL || out == NULL)
-    return local_error(st, HC_EINVAL);
+    return hc__local_error(st, HC_EINVAL);
   Handlers__V1__GetStatsRequest req = HANDLERS__V1__GET_STATS_REQUEST__INIT;
   Handlers__V1__GetStatsReply *reply = NULL;
-  hc_err err = call_pb(c, HC_METHOD_STATS, &req.base,
-                       &handlers__v1__get_stats_reply__descriptor, deadline_ms,
-                       (ProtobufCMessage **)&reply, st);
+  hc_err err = hc__call_pb(c, HC_METHOD_STATS, &req.base,
+                           &handlers__v1__get_stats_reply__descriptor,
+                           deadline_ms, (ProtobufCMessage **)&reply, st);
   if (err != HC_OK)
     return err;
   hc_stats *s = calloc(1, sizeof *s);
@@ -794,7 +817,7 @@ hc_err hc_get_stats(hc_conn *c, int deadline_ms, hc_stats **out,
   handlers__v1__get_stats_reply__free_unpacked(reply, NULL);
   if (err != HC_OK) {
     hc_stats_free(s);
-    return local_error(st, err);
+    return hc__local_error(st, err);
   }
   *out = s;
   return HC_OK;
@@ -819,12 +842,12 @@ hc_err hc_health_check(hc_conn *c, const char *service, int deadline_ms,
   if (status_out != NULL)
     *status_out = HC_HEALTH_UNKNOWN;
   if (c == NULL)
-    return local_error(st, HC_EINVAL);
+    return hc__local_error(st, HC_EINVAL);
   /* HealthCheckRequest { string service = 1; } */
   size_t slen = service != NULL ? strlen(service) : 0;
   uint8_t *req = malloc(slen + 11);
   if (req == NULL)
-    return local_error(st, HC_ENOMEM);
+    return hc__local_error(st, HC_ENOMEM);
   size_t len = 0;
   if (slen > 0) {
     req[len++] = 0x0a; /* field 1, length-delimited */

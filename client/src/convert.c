@@ -183,8 +183,7 @@ hc_err hc__encode_event(const hc_event *ev, uint8_t **buf, size_t *len) {
   return err;
 }
 
-/* Copies `len` bytes into a NUL-terminated malloc'd buffer. */
-static char *copy_bytes(const void *data, size_t len) {
+char *hc__copy_bytes(const void *data, size_t len) {
   char *p = malloc(len + 1);
   if (p == NULL)
     return NULL;
@@ -232,7 +231,7 @@ static hc_err value_from_pb(const Handlers__V1__TopicValue *pb, hc_value *v) {
   default:
     return HC_OK; /* present but no case: no value */
   }
-  char *copy = copy_bytes(data, len);
+  char *copy = hc__copy_bytes(data, len);
   if (copy == NULL) {
     v->type = HC_VALUE_NONE;
     return HC_ENOMEM;
@@ -245,6 +244,7 @@ static hc_err value_from_pb(const Handlers__V1__TopicValue *pb, hc_value *v) {
 static void result_clear(hc_result *r) {
   free(r->handler_id);
   free(r->error_message);
+  free(r->delivery_id);
   free((char *)r->value.data);
 }
 
@@ -279,7 +279,9 @@ hc_err hc__results_from_pb(Handlers__V1__HandlerResult *const *pb, size_t n,
     r->ok = p->ok != 0;
     r->duration_ns = p->duration_ns;
     r->truncated = p->truncated != 0;
+    r->accepted = p->accepted != 0;
     r->handler_id = hc__strdup(p->handler_id);
+    r->delivery_id = hc__strdup(p->delivery_id);
     const Handlers__V1__HandlerError *e = p->error;
     r->error_message = hc__strdup(e != NULL ? e->message : NULL);
     if (e != NULL) {
@@ -288,7 +290,7 @@ hc_err hc__results_from_pb(Handlers__V1__HandlerResult *const *pb, size_t n,
       r->attempts = e->attempts;
     }
     if (r->handler_id == NULL || r->error_message == NULL ||
-        value_from_pb(p->value, &r->value) != HC_OK) {
+        r->delivery_id == NULL || value_from_pb(p->value, &r->value) != HC_OK) {
       hc__results_clear(out);
       return HC_ENOMEM;
     }

@@ -2,7 +2,8 @@
  * Internal interfaces of the handlerctl client library (not installed).
  *   client.c  - connections, unary calls, status helpers, handler admin;
  *   convert.c - hc_event -> protobuf bytes, protobuf results -> hc_results;
- *   stream.c  - the DispatchStream session.
+ *   stream.c  - the DispatchStream session;
+ *   deliveries.c - async deliveries (handlerctl/deliveries.h).
  */
 #ifndef HANDLERCTL_INTERNAL_H
 #define HANDLERCTL_INTERNAL_H
@@ -21,6 +22,11 @@
 #define HC_METHOD_LIST "/handlers.v1.Handlers/ListHandlers"
 #define HC_METHOD_STATS "/handlers.v1.Handlers/GetStats"
 #define HC_METHOD_HEALTH "/grpc.health.v1.Health/Check"
+#define HC_METHOD_LIST_DELIVERIES "/handlers.v1.Handlers/ListDeliveries"
+#define HC_METHOD_GET_DELIVERY "/handlers.v1.Handlers/GetDelivery"
+#define HC_METHOD_REDELIVER "/handlers.v1.Handlers/Redeliver"
+#define HC_METHOD_REPLAY "/handlers.v1.Handlers/Replay"
+#define HC_METHOD_ENABLE_WEBHOOK "/handlers.v1.Handlers/EnableWebhook"
 
 struct hc_conn {
   grpc_channel *channel;
@@ -35,6 +41,17 @@ gpr_timespec hc__deadline(const hc_conn *c, int ms);
 /* Fills `st` (may be NULL) with `code` and a formatted message. */
 void hc__status_set(hc_status *st, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* A local failure before any gRPC status: fills `st` (grpc_code -1, the
+ * text of `err`) and returns `err`. */
+hc_err hc__local_error(hc_status *st, hc_err err);
+
+/* Packs `msg`, calls `method` (a unary call), unpacks the reply with
+ * `desc` into *reply (the caller frees it with protobuf_c_message_free_
+ * unpacked). HC_EPROTO when the reply does not parse. */
+hc_err hc__call_pb(hc_conn *c, const char *method, const ProtobufCMessage *msg,
+                   const ProtobufCMessageDescriptor *desc, int deadline_ms,
+                   ProtobufCMessage **reply, hc_status *st);
 
 /* Copies a gRPC status into `st`; returns HC_OK for code 0, else HC_ERPC. */
 hc_err hc__status_from_grpc(hc_status *st, grpc_status_code code,
@@ -61,5 +78,9 @@ void hc__results_clear(hc_results *r);
 
 /* strdup that maps NULL to "". */
 char *hc__strdup(const char *s);
+
+/* Copies `len` bytes into a NUL-terminated malloc'd buffer; NULL on
+ * ENOMEM. */
+char *hc__copy_bytes(const void *data, size_t len);
 
 #endif

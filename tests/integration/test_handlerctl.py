@@ -618,6 +618,105 @@ class TestErrors(CliCase):
         self.assertIn("cannot read --tls-ca /nonexistent/ca.pem", p.stderr)
 
 
+class TestAsyncUsageErrors(unittest.TestCase):
+    """Argument errors of the async delivery options and commands (add
+    --async ..., deliveries, delivery, redeliver, replay, enable): exit 2
+    with the reason and a pointer to --help, before any connection, so no
+    handlerd is started (the address is a closed port: a command that got
+    as far as connecting would exit 3)."""
+
+    def cli(self, *args):
+        return run_cli(args, addr="127.0.0.1:%d" % closed_port())
+
+    def test_usage_errors(self):
+        hook = ["add", "--key", "k", "--webhook", "http://127.0.0.1:9/h"]
+        cases = [
+            (hook + ["--async", "--retry-schedule", "1s,2s"],
+             "--retry-schedule: the first entry is the first attempt, made "
+             "at once: it must be 0 (e.g. 0s,1s,5m), not '1s'"),
+            (hook + ["--async", "--retry-schedule", "0s"],
+             "no retry after the first attempt"),
+            (hook + ["--async", "--retry-schedule", "0s,5x"],
+             "entry '5x' is not a duration"),
+            (hook + ["--async", "--retry-schedule", "0s,,1s"],
+             "entry '' is not a duration"),
+            (hook + ["--async", "--retry-schedule", "0s,50d"],
+             "entry '50d' is too long"),
+            (hook + ["--ordered"], "--ordered is for async webhooks"),
+            (hook + ["--retry-schedule", "0s,1s"],
+             "--retry-schedule is for async webhooks"),
+            (hook + ["--max-inflight", "2"], "--max-inflight is for async"),
+            (hook + ["--max-rps", "5"], "--max-rps is for async"),
+            (hook + ["--async", "--max-attempts", "3"],
+             "--max-attempts does not apply to --async"),
+            (hook + ["--async", "--max-inflight", "0"],
+             "--max-inflight needs a positive number"),
+            (hook + ["--async", "--max-rps", "0"],
+             "--max-rps needs a positive number"),
+            (hook + ["--async", "--max-rps", "fast"],
+             "--max-rps needs a positive number"),
+            (["add", "--key", "k", "--local", "echo", "--async"],
+             "webhook options need"),
+            (["deliveries", "--state", "lost"], "unknown --state 'lost'"),
+            (["deliveries", "--since", "yesterday"],
+             "--since: 'yesterday' is not a time"),
+            (["deliveries", "--since", "3600"], "needs a unit"),
+            (["deliveries", "--until", "2026-11-30"], "has no time of day"),
+            (["deliveries", "--since", "2026-02-30T00:00:00Z"],
+             "is not a time"),
+            (["deliveries", "--since", "1h", "--until", "2h"],
+             "--since must be before --until"),
+            (["deliveries", "--limit", "0"], "--limit is 1 to 1000"),
+            (["deliveries", "--limit", "1001"], "--limit is 1 to 1000"),
+            (["deliveries", "extra"], "unexpected argument 'extra'"),
+            (["deliveries", "--key", ""], "must not be empty"),
+            (["delivery"], "missing the delivery id"),
+            (["delivery", "d-1", "d-2"], "unexpected argument 'd-2'"),
+            (["redeliver"], "missing the delivery id"),
+            (["redeliver", "d-1", "d-2"], "unexpected argument 'd-2'"),
+            (["replay", "--since", "1h"], "missing --id"),
+            (["replay", "--id", "h-1"], "missing --since"),
+            (["replay", "--id", "h-1", "--since", "1h", "--state", "gone"],
+             "unknown --state 'gone'"),
+            (["replay", "--id", "h-1", "--since", "1h", "--limit", "10001"],
+             "--limit is 1 to 10000"),
+            (["replay", "--id", "h-1", "--since", "2026-11-30T12:00:00Z",
+              "--until", "2026-11-30T11:00:00Z"],
+             "--since must be before --until"),
+            (["enable", "--id", "h-1"], "missing --key"),
+            (["enable", "--key", "k"], "missing --id"),
+        ]
+        for args, text in cases:
+            with self.subTest(args=args):
+                p = self.cli(*args)
+                self.assertEqual(p.returncode, EXIT_USAGE,
+                                 "%r: %r" % (args, p.stderr))
+                self.assertIn(text, p.stderr)
+                self.assertIn("--help", p.stderr)
+                self.assertEqual(p.stdout, "")
+
+    def test_help_names_every_option(self):
+        expect = {
+            "add": ("--async", "--ordered", "--retry-schedule",
+                    "--max-inflight", "--max-rps", "0s,1s,5m"),
+            "deliveries": ("--key", "--id", "--state", "--since", "--until",
+                           "--limit", "--page-token", "RFC 3339"),
+            "delivery": ("usage: handlerctl delivery ID",),
+            "redeliver": ("usage: handlerctl redeliver ID",),
+            "replay": ("--id", "--since", "--until", "--state", "--limit"),
+            "enable": ("--key", "--id"),
+        }
+        top = run_cli(["--help"], check=EXIT_OK).stdout
+        for cmd, opts in expect.items():
+            with self.subTest(cmd=cmd):
+                self.assertRegex(top, r"\n  %s +\S" % cmd)
+                p = run_cli([cmd, "--help"], check=EXIT_OK)
+                self.assertTrue(p.stdout.startswith("usage: handlerctl " + cmd),
+                                p.stdout[:80])
+                for opt in opts:
+                    self.assertIn(opt, p.stdout)
+
+
 class TestWebhookCommands(CliCase):
     """add --webhook/--route URL with every webhook option. handlerd
     supports webhooks: an UNIMPLEMENTED answer is a failure."""

@@ -9,6 +9,9 @@
  * has exactly one function that frees it (hc_results_free,
  * hc_handler_list_free, hc_stream_reply_free, hc_free).
  *
+ * Async webhook deliveries (ListDeliveries, GetDelivery, Redeliver, Replay,
+ * EnableWebhook) are in "handlerctl/deliveries.h", which includes this.
+ *
  * Every call returns an hc_err. HC_ERPC means the server answered with a
  * non-OK gRPC status; the code and message are then in the hc_status the
  * caller passed (optional everywhere: pass NULL when not needed).
@@ -235,6 +238,11 @@ typedef struct hc_result {
   hc_value value;  /* HC_VALUE_NONE when the handler returned nothing */
   int64_t duration_ns;
   int truncated; /* nonzero: value was cut to the size limit */
+  /* Async webhooks: nonzero when the event was stored for delivery out of
+   * band (ok is then nonzero and value absent); delivery_id names it for
+   * hc_get_delivery. "" when not accepted. */
+  int accepted;
+  char *delivery_id;
 } hc_result;
 
 /* The results of one dispatch, in the order the handlers were added. */
@@ -258,7 +266,8 @@ hc_err hc_dispatch(hc_conn *c, const hc_event *ev, int deadline_ms,
 
 /* ---- handlers ----------------------------------------------------------- */
 
-/* A webhook target; pointers borrowed. 0 means the server default. */
+/* A webhook target; pointers borrowed. 0 means the server default. The
+ * fields after `async` only mean something with `async` set. */
 typedef struct hc_webhook {
   const char *url;
   const char *secret; /* "whsec_..." or NULL: unsigned */
@@ -266,8 +275,19 @@ typedef struct hc_webhook {
   const hc_property *headers;
   size_t n_headers;
   unsigned timeout_ms;
-  unsigned max_attempts;
+  unsigned max_attempts; /* does not apply to async (the schedule decides) */
   int binary_mode;
+  /* Nonzero: deliver out of band, durably (needs a server with
+   * --state-dir): Dispatch answers `accepted` with a delivery id. */
+  int async;
+  int ordered; /* one delivery at a time per ordering key (topic path) */
+  /* Delays in ms before the attempts after the first (the first is at
+   * once): {1000, 300000} retries after 1 s, then 5 min. None: the
+   * server's schedule. */
+  const uint32_t *retry_schedule_ms;
+  size_t n_retry_schedule;
+  unsigned max_inflight; /* deliveries in flight at once; 0: no limit */
+  double max_rps;        /* attempts started per second; 0: no limit */
 } hc_webhook;
 
 /* A target: set exactly one of `local` (a function name such as "echo") or
@@ -341,6 +361,12 @@ typedef struct hc_handler_info {
   char **events; /* SIMPLE: the event filter; none: all events */
   size_t n_events;
   int secret_set;
+  int async; /* nonzero: the webhook target (or a route's) is async */
+  /* Async webhooks disabled after failing for the server's
+   * --disable-after, by route or target name; hc_enable_webhook resumes
+   * them. */
+  char **disabled;
+  size_t n_disabled;
 } hc_handler_info;
 
 typedef struct hc_handler_list {

@@ -131,7 +131,7 @@ static const opt_def defs[] = {
      F(max_pending_deliveries), 1, 100000000,
      "async deliveries not yet finished; past it an async event is\n"
      "refused (RESOURCE_EXHAUSTED) (HANDLERD_MAX_PENDING_DELIVERIES,\n"
-     "default 1000000)"},
+     "default 100000)"},
     {"webhook-deny-private", 0, NULL, "HANDLERD_WEBHOOK_DENY_PRIVATE", T_SWITCH,
      F(webhook.deny_private), 0, 0,
      "refuse webhooks to loopback and private addresses\n"

@@ -59,7 +59,8 @@ typedef struct hd_outbox_config {
   int64_t retention_ms;       /* finished deliveries kept; default 7 days */
   int64_t disable_after_ms;   /* failing only this long disables; 5 days */
   size_t max_pending;         /* unfinished deliveries; past it accept is
-                               * HD_EBUSY; default 1000000 */
+                               * HD_EBUSY; default 100000 (bodies are
+                               * held in memory) */
   int max_attempts_in_flight; /* engine jobs at once; default 1000 */
   int jitter;                 /* 1: +-20 % (default); 0 for tests */
 } hd_outbox_config;

@@ -29,7 +29,7 @@ void hd_outbox_config_init(hd_outbox_config *cfg) {
   cfg->n_retry_schedule = sizeof(svix) / sizeof(svix[0]);
   cfg->retention_ms = 7 * DAY;
   cfg->disable_after_ms = 5 * DAY;
-  cfg->max_pending = 1000000;
+  cfg->max_pending = 100000;
   cfg->max_attempts_in_flight = 1000;
   cfg->jitter = 1;
 }
