@@ -8,6 +8,7 @@ script. Standard library only; run with Debian's /usr/bin/python3.
     rx = Receiver().start()
     rx.script("/retry", [(500, {}, b"", 0), (200, {}, b'{"a":1}', 0)])
     rx.hang("/slow")                     # every request there sleeps long
+    rx.respond("/fn", lambda req: (200, {}, b"", 0))  # answers computed
     ... handlerd posts to rx.url("/retry") ...
     reqs = rx.wait_for("/retry", 2)      # list of Request
     rx.stop()
@@ -110,6 +111,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     do_PATCH = _serve
 
 
+def _norm_step(step):
+    """(status, headers, body bytes, delay_s) from a step of script()."""
+    status, headers, body, delay = (tuple(step) + (None,) * 4)[:4]
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    return (int(status), dict(headers or {}), body or b"",
+            float(delay or 0.0))
+
+
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     # Handler threads sit in idle keep-alive connections; stop() must not
@@ -124,19 +134,21 @@ class Receiver:
 
     DEFAULT = (200, {}, b"", 0.0)
 
-    def __init__(self):
+    def __init__(self, port=0):
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._requests = []
         self._scripts = {}  # path -> list of (status, headers, body, delay)
+        self._responders = {}  # path -> fn(Request) -> step
         self._hang = set()
         self._stopping = threading.Event()
         self._httpd = None
         self._thread = None
+        self._want_port = port  # 0: the kernel chooses
         self.port = None
 
     def start(self):
-        self._httpd = _Server(("127.0.0.1", 0), _Handler)
+        self._httpd = _Server(("127.0.0.1", self._want_port), _Handler)
         self._httpd.receiver = self
         self.port = self._httpd.server_address[1]
         self._thread = threading.Thread(target=self._httpd.serve_forever,
@@ -167,17 +179,23 @@ class Receiver:
         """Answers for `path`: each step (status, headers, body, delay_s) is
         used once in order, the last one for every later request. A body
         may be str (UTF-8) or bytes."""
-        norm = []
-        for step in steps:
-            status, headers, body, delay = (tuple(step) + (None,) * 4)[:4]
-            if isinstance(body, str):
-                body = body.encode("utf-8")
-            norm.append((int(status), dict(headers or {}), body or b"",
-                         float(delay or 0.0)))
+        norm = [_norm_step(step) for step in steps]
         if not norm:
             raise ValueError("empty script")
         with self._lock:
             self._scripts[path] = norm
+            self._responders.pop(path, None)
+            self._hang.discard(path)
+
+    def respond(self, path, fn):
+        """Answers for `path` come from fn(request) (a Request, already
+        recorded), which returns a step as script() takes it. fn runs on
+        the request's own thread, outside the receiver's lock: it may block
+        (e.g. to hold the request) and keep its own state. Replaces any
+        script for `path`."""
+        with self._lock:
+            self._responders[path] = fn
+            self._scripts.pop(path, None)
             self._hang.discard(path)
 
     def hang(self, path, seconds=HANG_S):
@@ -190,6 +208,7 @@ class Receiver:
     def _record_and_answer(self, path, req):
         with self._cond:
             self._requests.append(req)
+            fn = self._responders.get(path)
             steps = self._scripts.get(path)
             if steps:
                 step = steps[0]
@@ -198,6 +217,8 @@ class Receiver:
             else:
                 step = self.DEFAULT
             self._cond.notify_all()
+        if fn is not None:
+            return _norm_step(fn(req))
         return step
 
     # -- inspection ------------------------------------------------------

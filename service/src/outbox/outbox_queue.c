@@ -565,18 +565,13 @@ int ob_settle(hd_outbox *o, dlv *d, int64_t now, hd_delivery_update *up,
                            .duration_ms = d->took_ms,
                            .http_status = d->row.last_status,
                            .error = d->row.last_error};
-    if (r != NULL) {
-      /* Text and bytes alike are in bytes.data/len (handlerd.h). */
-      size_t len = r->value.type != HD_VALUE_NONE ? r->value.u.bytes.len : 0;
-      const void *bytes = r->value.u.bytes.data;
-      if (r->value.type == HD_VALUE_INT64 || r->value.type == HD_VALUE_DOUBLE)
-        len = 0;
-      if (len > HD_RESPONSE_HEAD_MAX)
-        len = HD_RESPONSE_HEAD_MAX;
-      if (len > 0 && (at->response_head = malloc(len)) != NULL) {
-        memcpy((void *)at->response_head, bytes, len);
-        at->response_head_len = len;
-      }
+    /* The answer's first bytes, 2xx or not (the engine keeps them). */
+    if (d->outcome.head_len > 0 &&
+        (at->response_head = malloc(d->outcome.head_len)) != NULL) {
+      memcpy((void *)at->response_head, d->outcome.head, d->outcome.head_len);
+      at->response_head_len = d->outcome.head_len < HD_RESPONSE_HEAD_MAX
+                                  ? d->outcome.head_len
+                                  : HD_RESPONSE_HEAD_MAX;
     }
     d->manual = 0;
     o->stats.attempts++;

@@ -94,6 +94,14 @@ static void complete(delivery *d) {
     d->job.outcome->attempted = d->attempts > 0 && !d->no_log;
     d->job.outcome->retryable = d->retryable;
     d->job.outcome->retry_after_ms = d->resp.retry_after_ms;
+    d->job.outcome->head_len = 0;
+    if (d->resp.body != NULL) {
+      size_t n = d->resp.len < sizeof(d->job.outcome->head)
+                     ? d->resp.len
+                     : sizeof(d->job.outcome->head);
+      memcpy(d->job.outcome->head, d->resp.body, n);
+      d->job.outcome->head_len = n;
+    }
   }
   d->results = NULL;
   if (d->engine != NULL)

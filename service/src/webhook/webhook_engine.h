@@ -85,6 +85,10 @@ typedef struct hd_webhook_outcome {
   int attempted;          /* a request was started (not: shutdown, busy) */
   int retryable;          /* the sync path would retry this failure */
   int64_t retry_after_ms; /* the answer's Retry-After; -1: none */
+  /* The first bytes of the last answer's body, whatever its status (the
+   * result has the body only for a 2xx): history shows why it failed. */
+  unsigned char head[1024];
+  size_t head_len;
 } hd_webhook_outcome;
 
 typedef struct hd_webhook_job {
