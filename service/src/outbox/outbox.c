@@ -218,13 +218,9 @@ static hd_err turn_take(hd_outbox *o, turn *t, int64_t now) {
   hd_attempt_row *ats;
 
   memset(t, 0, sizeof(*t));
-  t->accepts = o->accepts;
-  t->finished = o->finished;
-  o->accepts = o->accepts_tail = NULL;
-  o->finished = o->finished_tail = NULL;
-  for (dlv *d = t->accepts; d; d = d->next)
+  for (dlv *d = o->accepts; d; d = d->next)
     t->n_accepts++;
-  for (dlv *d = t->finished; d; d = d->next)
+  for (dlv *d = o->finished; d; d = d->next)
     t->n_finished++;
   for (ob_name *n = o->all_names; n; n = n->next_all)
     n_names++;
@@ -239,7 +235,11 @@ static hd_err turn_take(hd_outbox *o, turn *t, int64_t now) {
   t->batch.endpoints = t->endpoints;
   if (!t->batch.inserts || !ups || !ats || !t->done || !t->endpoints ||
       !t->endpoint_names)
-    return HD_ENOMEM;
+    return HD_ENOMEM; /* the work stays where it is for the next turn */
+  t->accepts = o->accepts;
+  t->finished = o->finished;
+  o->accepts = o->accepts_tail = NULL;
+  o->finished = o->finished_tail = NULL;
   for (dlv *d = t->accepts; d; d = d->next)
     t->batch.inserts[t->batch.n_inserts++] = d->row;
   for (dlv *d = t->finished; d; d = d->next, k++) {
@@ -328,6 +328,14 @@ static void turn_run(hd_outbox *o, int64_t *next_due) {
 
   if (o->accepts || o->finished) {
     err = turn_take(o, &t, now);
+    if (err != HD_OK) {
+      turn_free(&t);
+      struct timespec later = {.tv_sec = (now + 1000) / 1000,
+                               .tv_nsec = ((now + 1000) % 1000) * 1000000};
+      hd_log(HD_LOG_ERROR, "outbox: out of memory: retrying in a second");
+      pthread_cond_timedwait(&o->wake, &o->lock, &later);
+      return;
+    }
     pthread_mutex_unlock(&o->lock);
     if (err == HD_OK &&
         (t.batch.n_inserts || t.batch.n_updates || t.batch.n_endpoints)) {
@@ -338,7 +346,9 @@ static void turn_run(hd_outbox *o, int64_t *next_due) {
                msg[0] ? msg : hd_strerror(err));
     }
     pthread_mutex_lock(&o->lock);
-    o->stats.commits++;
+    if (err == HD_OK &&
+        (t.batch.n_inserts || t.batch.n_updates || t.batch.n_endpoints))
+      o->stats.commits++;
     turn_apply(o, &t, err);
     answer = t.accepts;
     turn_free(&t);
@@ -440,12 +450,15 @@ hd_err hd_outbox_run(hd_outbox *o, char *msg, size_t msg_size) {
   }
   if (err != HD_OK)
     return err;
+  pthread_mutex_lock(&o->lock);
   o->running = 1;
   o->next_prune_ms = ob_now_ms() + 1000;
   if (pthread_create(&o->thread, NULL, outbox_thread, o) != 0) {
     o->running = 0;
+    pthread_mutex_unlock(&o->lock);
     return hd_errmsg(msg, msg_size, HD_EIO, "cannot start the outbox thread");
   }
+  pthread_mutex_unlock(&o->lock);
   if (n > 0)
     hd_log(HD_LOG_INFO, "outbox: %zu deliveries resume", n);
   return HD_OK;

@@ -185,6 +185,14 @@ static hd_err found_row(const hd_delivery_row *row, void *ud) {
   return f->d ? HD_OK : HD_ENOMEM;
 }
 
+/* A delivery whose webhook is gone cannot be made again. */
+static hd_err gone(const char *id, char *msg, size_t msg_size) {
+  return hd_errmsg(msg, msg_size, HD_EINVAL,
+                   "delivery '%s': its webhook is no longer registered (the "
+                   "handler was removed or is no longer async)",
+                   id);
+}
+
 hd_err hd_outbox_redeliver(hd_outbox *o, const char *id, char *msg,
                            size_t msg_size) {
   int64_t now = ob_now_ms();
@@ -197,6 +205,10 @@ hd_err hd_outbox_redeliver(hd_outbox *o, const char *id, char *msg,
     return HD_EINVAL;
   pthread_mutex_lock(&o->lock);
   d = hd_strmap_get(o->live, id, strlen(id));
+  if (d != NULL && (d->name == NULL || d->name->ep == NULL)) {
+    pthread_mutex_unlock(&o->lock);
+    return gone(id, msg, msg_size);
+  }
   if (d != NULL) {
     redeliver_live(o, d, now);
     pthread_cond_signal(&o->wake);
@@ -213,6 +225,14 @@ hd_err hd_outbox_redeliver(hd_outbox *o, const char *id, char *msg,
     return err;
   }
   d = f.d;
+  pthread_mutex_lock(&o->lock);
+  ob_name *n = ob_name_get(o, d->row.handler_id, d->row.route, 0);
+  int registered = n != NULL && n->ep != NULL;
+  pthread_mutex_unlock(&o->lock);
+  if (!registered) {
+    ob_dlv_free(d);
+    return gone(id, msg, msg_size);
+  }
   d->row.state = HD_DELIVERY_PENDING;
   d->row.next_ms = now;
   d->row.updated_ms = now;
@@ -293,8 +313,8 @@ hd_err hd_outbox_replay(hd_outbox *o, const char *handler_id, int64_t since_ms,
       err = hd_outbox_redeliver(o, l.ids[i - 1], msg, msg_size);
       if (err == HD_OK)
         (*replayed)++;
-      else if (err == HD_ENOTFOUND) /* pruned meanwhile */
-        err = HD_OK;
+      else if (err == HD_ENOTFOUND || err == HD_EINVAL)
+        err = HD_OK; /* pruned meanwhile, or its webhook is gone */
     }
     *truncated = l.more || (*replayed >= limit && !state && s < 2);
     if (state)

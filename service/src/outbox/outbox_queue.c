@@ -104,7 +104,8 @@ hd_outbox_endpoint *hd_outbox_endpoint_add(hd_outbox *o,
     if (ep->headers[ep->n_headers] == NULL)
       goto fail;
   }
-  memcpy(ep->sign_key, spec->sign_key, spec->sign_key_len);
+  if (spec->sign_key_len > 0) /* NULL with 0: unsigned */
+    memcpy(ep->sign_key, spec->sign_key, spec->sign_key_len);
   ep->sign_key_len = spec->sign_key_len;
   ep->timeout_ms = spec->timeout_ms;
   for (size_t i = 0; i < spec->n_retry_schedule; i++)
@@ -145,7 +146,9 @@ void hd_outbox_endpoint_drop(hd_outbox *o, hd_outbox_endpoint *ep) {
   if (ep->name != NULL && ep->name->ep == ep) {
     ep->name->ep = NULL;
     endpoint_unref(ep);
-    pthread_cond_signal(&o->wake); /* its deliveries are dead now */
+    /* Its deliveries are dead now, those held back by its limits too. */
+    ob_unblock(o, ep->name);
+    pthread_cond_signal(&o->wake);
   }
   pthread_mutex_unlock(&o->lock);
   endpoint_unref(ep);
@@ -638,6 +641,13 @@ void ob_after_attempt(hd_outbox *o, dlv *d, int finished) {
       ob_unblock(o, n);
   }
   d->started_ms = 0;
+  if (d->redo) { /* a Redeliver came after the outcome was settled */
+    d->redo = 0;
+    d->manual = 1;
+    d->row.state = HD_DELIVERY_PENDING;
+    d->row.next_ms = ob_now_ms();
+    finished = 0;
+  }
   if (!finished) {
     ob_heap_put(o, d);
     return;
