@@ -278,6 +278,26 @@ static void test_gauge_renders_its_callbacks_value(void **state) {
                        minus_seven, NULL);
 }
 
+/* handlerd registers 14 gauges with --state-dir (main.c and the outbox):
+ * every one must be rendered (a cap of 8 once dropped six in silence). */
+static void test_twenty_gauges_all_render(void **state) {
+  static char names[20][32];
+  static int64_t values[20];
+  char *text;
+
+  (void)state;
+  for (int i = 0; i < 20; i++) {
+    snprintf(names[i], sizeof(names[i]), "handlerd_test_many_%d", i);
+    values[i] = 1000 + i;
+    hd_metrics_set_gauge(names[i], "Many.", read_int64, &values[i]);
+  }
+  text = hd_metrics_render();
+  assert_non_null(text);
+  for (int i = 0; i < 20; i++)
+    assert_int_equal(sample(text, names[i]), 1000 + i);
+  free(text);
+}
+
 static void test_reregistering_a_gauge_replaces_its_callback(void **state) {
   (void)state;
   static int64_t a = 1, b = 2;
@@ -505,6 +525,7 @@ int main(void) {
       cmocka_unit_test(test_gauge_renders_its_callbacks_value),
       cmocka_unit_test(test_reregistering_a_gauge_replaces_its_callback),
       cmocka_unit_test(test_server_serves_metrics_and_404_elsewhere),
+      cmocka_unit_test(test_twenty_gauges_all_render),
       cmocka_unit_test(test_server_bad_address_is_einval),
       cmocka_unit_test(test_server_port_in_use_is_eio),
       cmocka_unit_test(test_server_stop_frees_the_port),

@@ -861,7 +861,7 @@ static void test_accept_commit_fails(void **state) {
   assert_non_null(strstr(a.msg, "journal.db: database or disk is full"));
   assert_int_equal(fj_n_inserts(f->fj), 0);
   /* Not kept anywhere. */
-  hd_outbox_get_stats(f->o, &st);
+  hd_outbox_get_stats(f->o, 1, &st);
   assert_int_equal(st.pending, 0);
   assert_int_equal(st.accepted, 0);
   /* The next accept works and is the only one delivered. */

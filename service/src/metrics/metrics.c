@@ -16,7 +16,8 @@
 #include <unistd.h>
 
 #define CODES HD_GRPC_STATUS_COUNT
-#define GAUGES 8
+/* Room for every layer's gauges: main.c and the outbox add 14. */
+#define GAUGES 32
 
 static const char *method_names[HD_METRICS_METHODS];
 static atomic_uint_fast64_t calls[HD_METRICS_METHODS][CODES];
@@ -160,8 +161,10 @@ void hd_metrics_set_gauge(const char *name, const char *help, hd_gauge_fn *fn,
       gauges[k].ud = ud;
       return;
     }
-  if (i == GAUGES)
+  if (i == GAUGES) { /* a programming error: say so rather than hide it */
+    hd_log(HD_LOG_ERROR, "metrics: no room for gauge %s (raise GAUGES)", name);
     return;
+  }
   gauges[i].name = name;
   gauges[i].help = help;
   gauges[i].fn = fn;

@@ -103,6 +103,11 @@ typedef struct hd_endpoint_spec {
   size_t n_headers;
   const unsigned char *sign_key; /* 0 length: unsigned */
   size_t sign_key_len;
+  /* A rotation's previous key (0 length: none): attempts before
+   * prev_until_ns (CLOCK_REALTIME) carry its signature too. */
+  const unsigned char *prev_sign_key;
+  size_t prev_sign_key_len;
+  int64_t prev_until_ns;
   long timeout_ms; /* per attempt */
   const uint32_t *retry_schedule_ms;
   size_t n_retry_schedule; /* 0: the outbox's */
@@ -115,7 +120,10 @@ typedef struct hd_endpoint_spec {
  * `spec`. The returned handle is the caller's until hd_outbox_endpoint_drop;
  * a later add of the same (handler_id, route) takes over the name (health
  * and queued deliveries stay with the name), and the older handle's drop
- * then changes nothing. NULL on ENOMEM. */
+ * then changes nothing. Dropping the newer handle while the older one is
+ * still held gives the name back to the older one's settings (a webhook
+ * rebuilt by UpdateHandler whose commit then failed: the old webhook goes
+ * on delivering). NULL on ENOMEM. */
 hd_outbox_endpoint *hd_outbox_endpoint_add(hd_outbox *o,
                                            const hd_endpoint_spec *spec);
 void hd_outbox_endpoint_drop(hd_outbox *o, hd_outbox_endpoint *ep);
@@ -202,7 +210,9 @@ typedef struct hd_outbox_stats {
   uint64_t commits;        /* journal transactions */
 } hd_outbox_stats;
 
-void hd_outbox_get_stats(hd_outbox *o, hd_outbox_stats *out);
+/* The figures; oldest_pending_ms only `with_oldest` (it walks every
+ * unfinished delivery). */
+void hd_outbox_get_stats(hd_outbox *o, int with_oldest, hd_outbox_stats *out);
 
 /* Puts the figures on /metrics (handlerd_async_*). NULL is fine (none).
  * Call once, before serving; `o` must outlive the metrics server. */

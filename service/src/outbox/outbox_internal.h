@@ -4,8 +4,9 @@
  *
  *   outbox.c           life (new, run, stop), accept, the thread's loop and
  *                      its group commit
- *   outbox_queue.c     the in-memory queue: the due heap, endpoints by
- *                      name, ordering per key, flow control, attempts
+ *   outbox_queue.c     the in-memory queue: the due heap, ordering per
+ *                      key, flow control, attempts
+ *   outbox_endpoint.c  async webhooks by name and their settings
  *   outbox_retry.c     the retry schedule: defaults, parsing, the delay
  *   outbox_admin.c     list, get, redeliver, replay, enable, figures
  *
@@ -92,12 +93,21 @@ struct hd_outbox_endpoint {
   size_t n_headers;
   unsigned char sign_key[HD_SECRET_MAX_BYTES];
   size_t sign_key_len;
+  /* A rotation's previous key: a second signature until prev_until_ns. */
+  unsigned char prev_sign_key[HD_SECRET_MAX_BYTES];
+  size_t prev_sign_key_len;
+  int64_t prev_until_ns;
   long timeout_ms;
   int64_t schedule[HD_OUTBOX_SCHEDULE_MAX];
   size_t n_schedule; /* 0: the outbox's */
   int ordered;
   uint32_t max_inflight;
   double max_rps;
+  /* The settings this one took its name from, while their owner still
+   * holds them (a reference): dropped first, this one gives the name back
+   * to them (outbox_endpoint.c). Locked. */
+  struct hd_outbox_endpoint *below;
+  int dropped; /* its owner dropped it. Locked. */
 };
 
 struct hd_outbox {
@@ -134,12 +144,15 @@ void ob_dlv_free(dlv *d);
 /* A delivery owning copies of `row` (its strings and body); NULL on ENOMEM. */
 dlv *ob_dlv_copy(const hd_delivery_row *row);
 
-/* ---- outbox_queue.c ------------------------------------------------------ */
+/* ---- outbox_endpoint.c --------------------------------------------------- */
 
 /* The name of (handler_id, route), made when missing; NULL on ENOMEM. */
 ob_name *ob_name_get(hd_outbox *o, const char *handler_id, const char *route,
                      int create);
 void ob_names_free(hd_outbox *o);
+
+/* ---- outbox_queue.c ------------------------------------------------------ */
+
 /* Puts an accepted or loaded delivery in the queue (heap or key queue). */
 void ob_enqueue(hd_outbox *o, dlv *d);
 /* Moves `d` to the heap at `at_ms` wherever it waits (not in flight). */

@@ -77,7 +77,7 @@ static int64_t gauge(void *ud) {
   figure_fn *fn = *(figure_fn *const *)ud;
   hd_outbox_stats s;
 
-  hd_outbox_get_stats(the_outbox, &s);
+  hd_outbox_get_stats(the_outbox, fn == oldest_s, &s);
   return fn(&s);
 }
 

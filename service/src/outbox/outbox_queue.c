@@ -1,7 +1,8 @@
 /*
  * outbox_queue.c - the outbox's queue in memory: a heap of deliveries by
- * the time of their next attempt, endpoints by name with their limits and
- * health, per-key order for ordered webhooks, and one attempt's life (the
+ * the time of their next attempt, the limits and health of endpoints
+ * (outbox_endpoint.c has their names and settings), per-key order for
+ * ordered webhooks, and one attempt's life (the
  * job for the engine, its completion, what its outcome means).
  *
  * A delivery is in exactly one place (dlv_where): the heap, its endpoint's
@@ -18,142 +19,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* ---- names --------------------------------------------------------------- */
-
-static size_t name_key(const char *handler_id, const char *route, char *buf,
-                       size_t size) {
-  int n = snprintf(buf, size, "%s%c%s", handler_id, '\0', route);
-  return n < 0 ? 0 : (size_t)n < size ? (size_t)n : size - 1;
-}
-
-ob_name *ob_name_get(hd_outbox *o, const char *handler_id, const char *route,
-                     int create) {
-  char key[HD_HANDLER_ID_MAX + HD_EVENT_NAME_MAX + 4];
-  size_t len = name_key(handler_id, route, key, sizeof(key));
-  ob_name *n = hd_strmap_get(o->names, key, len);
-
-  if (n != NULL || !create)
-    return n;
-  n = calloc(1, sizeof(*n));
-  if (n == NULL)
-    return NULL;
-  n->handler_id = strdup(handler_id);
-  n->route = strdup(route);
-  n->keys = hd_strmap_new(free);
-  if (!n->handler_id || !n->route || !n->keys ||
-      hd_strmap_put(o->names, key, len, n) != HD_OK) {
-    free(n->handler_id);
-    free(n->route);
-    hd_strmap_free(n->keys);
-    free(n);
-    return NULL;
-  }
-  n->tokens = -1; /* full, once a rate is known */
-  n->next_all = o->all_names;
-  o->all_names = n;
-  return n;
-}
-
-static void endpoint_unref(hd_outbox_endpoint *ep) {
-  if (ep == NULL || atomic_fetch_sub(&ep->refs, 1) != 1)
-    return;
-  free(ep->key);
-  free(ep->url);
-  for (size_t i = 0; i < ep->n_headers; i++)
-    free(ep->headers[i]);
-  free(ep->headers);
-  explicit_bzero(ep->sign_key, sizeof(ep->sign_key));
-  free(ep);
-}
-
-void ob_names_free(hd_outbox *o) {
-  for (ob_name *n = o->all_names, *next; n; n = next) {
-    next = n->next_all;
-    endpoint_unref(n->ep);
-    free(n->handler_id);
-    free(n->route);
-    hd_strmap_free(n->keys);
-    free(n);
-  }
-  o->all_names = NULL;
-  hd_strmap_free(o->names);
-  o->names = NULL;
-}
-
-hd_outbox_endpoint *hd_outbox_endpoint_add(hd_outbox *o,
-                                           const hd_endpoint_spec *spec) {
-  hd_outbox_endpoint *ep;
-  ob_name *n;
-
-  if (o == NULL || spec == NULL || spec->handler_id == NULL ||
-      spec->n_retry_schedule > HD_OUTBOX_SCHEDULE_MAX ||
-      spec->sign_key_len > sizeof(ep->sign_key))
-    return NULL;
-  ep = calloc(1, sizeof(*ep));
-  if (ep == NULL)
-    return NULL;
-  atomic_init(&ep->refs, 1);
-  ep->key = strdup(spec->key ? spec->key : "");
-  ep->url = strdup(spec->url ? spec->url : "");
-  ep->headers = calloc(spec->n_headers + 1, sizeof(char *));
-  if (!ep->key || !ep->url || !ep->headers)
-    goto fail;
-  for (; ep->n_headers < spec->n_headers; ep->n_headers++) {
-    ep->headers[ep->n_headers] = strdup(spec->headers[ep->n_headers]);
-    if (ep->headers[ep->n_headers] == NULL)
-      goto fail;
-  }
-  if (spec->sign_key_len > 0) /* NULL with 0: unsigned */
-    memcpy(ep->sign_key, spec->sign_key, spec->sign_key_len);
-  ep->sign_key_len = spec->sign_key_len;
-  ep->timeout_ms = spec->timeout_ms;
-  for (size_t i = 0; i < spec->n_retry_schedule; i++)
-    ep->schedule[i] = spec->retry_schedule_ms[i];
-  ep->n_schedule = spec->n_retry_schedule;
-  ep->ordered = spec->ordered;
-  ep->max_inflight = spec->max_inflight;
-  ep->max_rps = spec->max_rps;
-
-  pthread_mutex_lock(&o->lock);
-  n = ob_name_get(o, spec->handler_id, spec->route ? spec->route : "", 1);
-  if (n != NULL) {
-    ep->name = n;
-    atomic_fetch_add(&ep->refs, 1); /* the name's */
-    endpoint_unref(n->ep);
-    n->ep = ep;
-    n->tokens = -1;
-    if (o->running) /* what waited for it may go now */
-      ob_unblock(o, n);
-    pthread_cond_signal(&o->wake);
-  }
-  pthread_mutex_unlock(&o->lock);
-  if (n == NULL)
-    goto fail;
-  /* Handlers may outlive hd_outbox_stop (the registry goes last): their
-   * drop needs the outbox's memory. */
-  atomic_fetch_add(&o->refs, 1);
-  return ep;
-fail:
-  endpoint_unref(ep);
-  return NULL;
-}
-
-void hd_outbox_endpoint_drop(hd_outbox *o, hd_outbox_endpoint *ep) {
-  if (o == NULL || ep == NULL)
-    return;
-  pthread_mutex_lock(&o->lock);
-  if (ep->name != NULL && ep->name->ep == ep) {
-    ep->name->ep = NULL;
-    endpoint_unref(ep);
-    /* Its deliveries are dead now, those held back by its limits too. */
-    ob_unblock(o, ep->name);
-    pthread_cond_signal(&o->wake);
-  }
-  pthread_mutex_unlock(&o->lock);
-  endpoint_unref(ep);
-  ob_unref(o);
-}
 
 /* ---- the heap (by next_ms, then seq) ----------------------------------- */
 
@@ -440,6 +305,9 @@ static hd_webhook_job *make_job(hd_outbox *o, dlv *d,
   memcpy(job->msg_id, d->row.event_id, sizeof(job->msg_id));
   memcpy(job->key, ep->sign_key, ep->sign_key_len);
   job->key_len = ep->sign_key_len;
+  memcpy(job->prev_key, ep->prev_sign_key, ep->prev_sign_key_len);
+  job->prev_key_len = ep->prev_sign_key_len;
+  job->prev_until_ns = ep->prev_until_ns;
   job->timeout_ms = ep->timeout_ms > 0 ? ep->timeout_ms : 5000;
   job->max_attempts = 1; /* the schedule is ours */
   job->deadline_ns = 0;

@@ -32,6 +32,7 @@
 
 /* Longest sleep in curl_multi_poll. */
 #define POLL_MAX_MS 1000
+#define BUSY_POLL_MAX_MS 20
 #define DEFAULT_MAX_HOST_CONNECTIONS 16
 #define DEFAULT_BACKOFF_BASE_MS 100
 #define DEFAULT_BACKOFF_MAX_MS 10000
@@ -65,6 +66,7 @@ void hd_webhook_job_free(hd_webhook_job *job) {
   free(job->headers);
   hd_webhook_body_unref(job->body);
   explicit_bzero(job->key, sizeof(job->key));
+  explicit_bzero(job->prev_key, sizeof(job->prev_key));
   free(d->host);
   curl_slist_free_all(d->req_headers);
   hd_webhook_response_free(&d->resp);
@@ -215,6 +217,12 @@ static void *engine_thread(void *arg) {
           d->deadline_ns - now < wait_ns)
         wait_ns = d->deadline_ns - now;
     }
+    /* While transfers run, wake at least every BUSY_POLL_MAX_MS: libcurl
+     * 7.88 can leave a transfer queued for a connection (per-host cap)
+     * without lowering the poll timeout, which stalled the last async
+     * deliveries of a burst for the whole POLL_MAX_MS. */
+    if (running > 0 && wait_ns > (int64_t)BUSY_POLL_MAX_MS * 1000000)
+      wait_ns = (int64_t)BUSY_POLL_MAX_MS * 1000000;
     if (wait_ns < 0)
       wait_ns = 0;
     curl_multi_poll(e->multi, NULL, 0, (int)((wait_ns + 999999) / 1000000),
