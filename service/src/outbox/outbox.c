@@ -9,12 +9,12 @@
  * next turn, so a slow disk makes batches bigger, not calls slower one by
  * one.
  */
-#include "cloudevents.h"
 #include "errmsg.h"
 #include "handlerd/log.h"
 #include "outbox_internal.h"
 
 #include <errno.h>
+#include <sys/random.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,6 +126,31 @@ dlv *ob_dlv_copy(const hd_delivery_row *row) {
 
 /* ---- accept ------------------------------------------------------------- */
 
+/* A UUIDv7 (RFC 9562): Unix milliseconds first, then randomness. Ids made
+ * one after another sort one after another, so the journal's unique index
+ * on them grows at its end instead of at random pages (random v4 ids cost
+ * a page read and write each once the index outgrows the cache). */
+static void new_delivery_id(char out[HD_DELIVERY_ID_LEN + 1]) {
+  unsigned char b[16];
+  uint64_t ms = (uint64_t)ob_now_ms();
+
+  if (getrandom(b + 6, 10, 0) != 10) { /* no entropy: unique by the clock */
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    memcpy(b + 6, &ts.tv_nsec,
+           sizeof(ts.tv_nsec) < 10 ? sizeof(ts.tv_nsec) : 10);
+  }
+  for (int i = 0; i < 6; i++)
+    b[i] = (unsigned char)(ms >> (40 - 8 * i));
+  b[6] = (unsigned char)((b[6] & 0x0f) | 0x70); /* version 7 */
+  b[8] = (unsigned char)((b[8] & 0x3f) | 0x80); /* RFC 9562 variant */
+  snprintf(out, HD_DELIVERY_ID_LEN + 1,
+           "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-"
+           "%02x%02x%02x%02x%02x%02x",
+           b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10],
+           b[11], b[12], b[13], b[14], b[15]);
+}
+
 hd_err hd_outbox_accept(hd_outbox *o, const hd_outbox_event *ev,
                         hd_outbox_accepted_fn *cb, void *data, char *msg,
                         size_t msg_size) {
@@ -138,7 +163,7 @@ hd_err hd_outbox_accept(hd_outbox *o, const hd_outbox_event *ev,
     return HD_EINVAL;
   ep = ev->ep;
   memset(&row, 0, sizeof(row));
-  hd_ce_new_id(row.id);
+  new_delivery_id(row.id);
   snprintf(row.event_id, sizeof(row.event_id), "%s",
            ev->event_id ? ev->event_id : "");
   row.key = ep->key;

@@ -311,7 +311,10 @@ static hd_err configure(sq_store *s, char *msg, size_t msg_size) {
     if ((err = set_journal_wal(s, msg, msg_size)) != HD_OK)
       return err;
     rc = sqlite3_exec(s->db,
-                      "PRAGMA synchronous = FULL; PRAGMA secure_delete = ON;",
+                      "PRAGMA synchronous = FULL; PRAGMA secure_delete = ON;"
+                      /* 16 MiB of pages (default 2): a backlog of async
+                       * deliveries is written and read back in bulk. */
+                      "PRAGMA cache_size = -16384;",
                       NULL, NULL, NULL);
     if (rc != SQLITE_OK) {
       hd_sq_db_msg(s, rc, "cannot configure the database", msg, msg_size);
