@@ -104,12 +104,22 @@ static void open_store(fixture *f) {
 /* ---- webhook factory stub --------------------------------------------------
  */
 
+/* One call of the stub factory: what it was asked to build. */
+typedef struct factory_call {
+  char url[128];
+  char secret[128];
+  char previous[128]; /* previous_secret */
+  int64_t previous_until_ms;
+  int new_secret;
+} factory_call;
+
 typedef struct factory_log {
   int calls;
   char key[64];
   char url[128];
   char secret[128];
   int new_secret;
+  factory_call seen[8]; /* the first 8 calls */
 } factory_log;
 
 #define GENERATED_SECRET "whsec_dGVzdC1nZW5lcmF0ZWQtc2VjcmV0"
@@ -128,6 +138,16 @@ static hd_err stub_build(void *ud, const hd_kind_site *site,
   snprintf(log->secret, sizeof(log->secret), "%s",
            wh->secret ? wh->secret : "");
   log->new_secret = wh->new_secret;
+  if (log->calls <= 8) {
+    factory_call *fc = &log->seen[log->calls - 1];
+    snprintf(fc->url, sizeof(fc->url), "%s", wh->url ? wh->url : "");
+    snprintf(fc->secret, sizeof(fc->secret), "%s",
+             wh->secret ? wh->secret : "");
+    snprintf(fc->previous, sizeof(fc->previous), "%s",
+             wh->previous_secret ? wh->previous_secret : "");
+    fc->previous_until_ms = wh->previous_until_ms;
+    fc->new_secret = wh->new_secret;
+  }
   if (!wh->url || strncmp(wh->url, "http://", 7) != 0) {
     snprintf(msg, msg_size, "bad url '%s'", wh->url ? wh->url : "");
     return HD_EINVAL;
@@ -1039,6 +1059,7 @@ typedef struct held_call {
 
   hd_control *ctl;
   int add;     /* add req, or else remove key/id */
+  int update;  /* update key/id to req (before `add`) */
   request req; /* here: the thread may outlive the test's frame */
   const char *key, *id;
   hd_arena *a; /* the call's own: the test thread uses the fixture's */
@@ -1152,7 +1173,10 @@ static held_call *held_call_new(fixture *f) {
 static void *held_call_run(void *arg) {
   held_call *hc = arg;
 
-  if (hc->add)
+  if (hc->update)
+    hc->err = hd_control_update(hc->ctl, hc->key, hc->id, &hc->req.req, hc->a,
+                                NULL, hc->msg, sizeof(hc->msg));
+  else if (hc->add)
     hc->err = hd_control_add(hc->ctl, &hc->req.req, NULL, hc->a, &hc->reply,
                              hc->msg, sizeof(hc->msg));
   else
@@ -1447,6 +1471,691 @@ static void test_two_new_secrets_in_one_request_are_einval(void **state) {
   assert_int_equal(hd_registry_key_count(f->p.reg), 0);
 }
 
+/* ---- UpdateHandler ----------------------------------------------------------
+ */
+
+/* hd_control_update that must succeed; returns the generated secret. */
+static const char *update_ok(fixture *f, plane *p, const char *key,
+                             const char *id, const request *r) {
+  const char *secret = NULL;
+  char msg[256] = "";
+
+  if (hd_control_update(p->ctl, key, id, &r->req, f->a, &secret, msg,
+                        sizeof(msg)) != HD_OK)
+    fail_msg("update %s under '%s' failed: %s", id, key, msg);
+  assert_non_null(secret);
+  return secret;
+}
+
+/* hd_control_update that must fail with `want`; returns the message. */
+static const char *update_fails(fixture *f, const char *key, const char *id,
+                                const request *r, hd_err want) {
+  static char msg[512];
+
+  msg[0] = '\0';
+  assert_int_equal(hd_control_update(f->p.ctl, key, id, &r->req, f->a, NULL,
+                                     msg, sizeof(msg)),
+                   want);
+  assert_true(msg[0] != '\0');
+  return msg;
+}
+
+/* Dispatches `name` (as dispatch(), topic path `path`) to `key`; the
+ * results (caller frees). */
+static hd_results *dispatch_path(plane *p, const char *key, const char *name,
+                                 const char *path) {
+  hd_event ev = {.key = key, .name = name};
+  hd_handler *set = NULL;
+  hd_results *rs = NULL;
+
+  ev.args_kind = HD_ARGS_UPDATE;
+  ev.topic.path = path;
+  assert_int_equal(hd_registry_get(p->reg, key, &set), HD_OK);
+  assert_int_equal(hd_handler_run_sync(set, &ev, &rs), HD_OK);
+  hd_handler_unref(set);
+  assert_non_null(rs);
+  return rs;
+}
+
+/* hd_registry_foreach callback: the kind of the (one) member into *ud. */
+static void member_kind(const char *key, hd_handler *member, void *ud) {
+  (void)key;
+  *(const char **)ud = hd_handler_kind(member);
+}
+
+/* The ids of the results of dispatching `name` to `key`, in order,
+ * separated by spaces (in the arena). */
+static const char *result_ids(fixture *f, plane *p, const char *key,
+                              const char *name) {
+  char buf[512] = "";
+  hd_results *rs = dispatch(p, key, name);
+  for (size_t i = 0; i < hd_results_count(rs); i++)
+    snprintf(buf + strlen(buf), sizeof(buf) - strlen(buf), "%s%s", i ? " " : "",
+             hd_results_at(rs, i)->handler_id);
+  hd_results_free(rs);
+  return hd_arena_strdup(f->a, buf);
+}
+
+/* "<a> <b>" or "<a> <b> <c>" (c may be NULL), in the arena. */
+static const char *joined(fixture *f, const char *a, const char *b,
+                          const char *c) {
+  char buf[128];
+  snprintf(buf, sizeof(buf), "%s %s%s%s", a, b, c ? " " : "", c ? c : "");
+  return hd_arena_strdup(f->a, buf);
+}
+
+/* The value type of the one result of an "update" to "k": JSON for echo,
+ * INT64 for count. */
+static hd_value_type served_by(plane *p) {
+  hd_results *rs = dispatch(p, "k", "update");
+  assert_int_equal(hd_results_count(rs), 1);
+  hd_value_type t = hd_results_at(rs, 0)->value.type;
+  hd_results_free(rs);
+  return t;
+}
+
+/* The target a fresh plane over the fixture's store lists for the one
+ * handler `id` under "k" (in the arena). */
+static const char *restarted_target(fixture *f, const char *id) {
+  plane q;
+  assert_int_equal(replay(f, &q, NULL), 1);
+  const char *t = only_handler(f, &q, "k", id)->target;
+  plane_close(&q);
+  return t;
+}
+
+/* An update keeps the id, the handler's place among its key's (dispatch
+ * and listing order) and, after a restart, the store's load order; what
+ * it registers is the new registration, whole. */
+static void test_update_keeps_id_and_place_across_a_restart(void **state) {
+  fixture *f = *state;
+  request r;
+  const char *events[] = {"close"};
+  const char *ids[3];
+
+  open_store(f);
+  for (int i = 0; i < 3; i++) {
+    local_request(&r, "k", "echo");
+    ids[i] = add_ok(f, &f->p, &r, NULL);
+  }
+  /* The middle one becomes a counter filtered to "close". */
+  local_request(&r, "k", "count");
+  r.req.events = events;
+  r.req.n_events = 1;
+  assert_string_equal(update_ok(f, &f->p, "k", ids[1], &r), "");
+
+  hd_handler_list l = list_ok(f, &f->p, "k");
+  assert_int_equal(l.n_handlers, 3);
+  for (int i = 0; i < 3; i++)
+    assert_string_equal(l.handlers[i].handler_id, ids[i]);
+  assert_string_equal(l.handlers[1].target, "local:count");
+  assert_int_equal(l.handlers[1].n_events, 1);
+  assert_string_equal(l.handlers[1].events[0], "close");
+  assert_int_equal(hd_control_count(f->p.ctl), 3);
+  assert_int_equal(store_rows(f->store), 3);
+  /* The new filter applies; the order is the old one. */
+  assert_string_equal(result_ids(f, &f->p, "k", "update"),
+                      joined(f, ids[0], ids[2], NULL));
+  assert_string_equal(result_ids(f, &f->p, "k", "close"),
+                      joined(f, ids[0], ids[1], ids[2]));
+
+  /* A restart loads the new registration in the old place. */
+  plane q;
+  assert_int_equal(replay(f, &q, NULL), 3);
+  l = list_ok(f, &q, "k");
+  for (int i = 0; i < 3; i++)
+    assert_string_equal(l.handlers[i].handler_id, ids[i]);
+  assert_string_equal(l.handlers[1].target, "local:count");
+  assert_string_equal(result_ids(f, &q, "k", "close"),
+                      joined(f, ids[0], ids[1], ids[2]));
+  assert_string_equal(result_ids(f, &q, "k", "update"),
+                      joined(f, ids[0], ids[2], NULL));
+  plane_close(&q);
+}
+
+/* A key or id that names nothing is refused as RemoveHandler refuses it;
+ * an id is updated under its own key only. */
+static void test_update_of_nothing_is_enokey_or_enotfound(void **state) {
+  fixture *f = *state;
+  request r;
+  char want[128];
+
+  local_request(&r, "k", "echo");
+  const char *id = add_ok(f, &f->p, &r, NULL);
+  local_request(&r, "other", "count");
+  assert_string_equal(update_fails(f, "nokey", id, &r, HD_ENOKEY),
+                      "no handler registered for key 'nokey'");
+  add_ok(f, &f->p, &r, NULL);
+  snprintf(want, sizeof(want), "no handler '%s' under key 'other'", id);
+  assert_string_equal(update_fails(f, "other", id, &r, HD_ENOTFOUND), want);
+  assert_string_equal(only_handler(f, &f->p, "k", id)->target, "local:echo");
+}
+
+/* A registration that does not build, or a store that cannot save it,
+ * fails the update with its message and changes nothing: the old
+ * registration is listed and served. The checks are a new
+ * registration's. */
+static void test_update_that_fails_changes_nothing(void **state) {
+  fixture *f = *state;
+  failing_store fs;
+  request r;
+  const char *events[] = {"a", "b"};
+
+  failing_store_init(&fs);
+  hd_control_set_store(f->p.ctl, &fs.base);
+  local_request(&r, "k", "echo");
+  const char *id = add_ok(f, &f->p, &r, NULL);
+
+  local_request(&r, "k", "no_such_fn");
+  assert_non_null(strstr(update_fails(f, "k", id, &r, HD_EINVAL),
+                         "no local function named 'no_such_fn'"));
+  local_request(&r, "k", "count");
+  hd_control_limits lim;
+  hd_control_limits_init(&lim);
+  lim.max_events = 1;
+  hd_control_set_limits(f->p.ctl, &lim);
+  r.req.events = events;
+  r.req.n_events = 2;
+  assert_non_null(strstr(update_fails(f, "k", id, &r, HD_EINVAL),
+                         "--max-events-per-handler"));
+  r.req.n_events = 0;
+  assert_int_equal(fs.puts, 1); /* the add's: nothing was saved since */
+
+  fs.err = HD_EIO;
+  fs.why = "/state/handlerd.db: the database is read-only";
+  assert_string_equal(update_fails(f, "k", id, &r, HD_EIO),
+                      "cannot save the registration: /state/handlerd.db: "
+                      "the database is read-only");
+  fs.err = HD_EBUSY;
+  fs.why = "/state/handlerd.db: database or disk is full";
+  assert_string_equal(update_fails(f, "k", id, &r, HD_EBUSY),
+                      "cannot save the registration: /state/handlerd.db: "
+                      "database or disk is full");
+  assert_string_equal(only_handler(f, &f->p, "k", id)->target, "local:echo");
+  assert_int_equal(served_by(&f->p), HD_VALUE_JSON);
+
+  fs.err = HD_OK;
+  update_ok(f, &f->p, "k", id, &r);
+  assert_string_equal(only_handler(f, &f->p, "k", id)->target, "local:count");
+  assert_int_equal(served_by(&f->p), HD_VALUE_INT64);
+  assert_int_equal(hd_control_count(f->p.ctl), 1);
+}
+
+/* UpdateHandler is answered only after its record is committed, and until
+ * then the old registration is the one listed and served. */
+static void test_update_answers_only_after_the_commit(void **state) {
+  fixture *f = *state;
+  held_call *hc = held_call_new(f);
+  request r;
+
+  local_request(&r, "k", "echo");
+  const char *id = add_ok(f, &f->p, &r, NULL);
+  local_request(&hc->req, "k", "count");
+  hc->update = 1;
+  hc->key = "k";
+  hc->id = id;
+  start_held(hc);
+  assert_string_equal(only_handler(f, &f->p, "k", id)->target, "local:echo");
+  assert_int_equal(served_by(&f->p), HD_VALUE_JSON);
+
+  assert_int_equal(finish_held(hc), HD_OK);
+  assert_string_equal(only_handler(f, &f->p, "k", id)->target, "local:count");
+  assert_int_equal(served_by(&f->p), HD_VALUE_INT64);
+  assert_string_equal(restarted_target(f, id), "local:count");
+}
+
+/* A commit that fails (after stalling) fails UpdateHandler with the
+ * store's cause; the old registration stays listed, served and saved. */
+static void test_update_whose_commit_fails_changes_nothing(void **state) {
+  fixture *f = *state;
+  held_call *hc = held_call_new(f);
+  request r;
+
+  local_request(&r, "k", "echo");
+  const char *id = add_ok(f, &f->p, &r, NULL);
+  hc->fail = HD_EIO;
+  hc->why = "/state/handlerd.db: disk I/O error";
+  local_request(&hc->req, "k", "count");
+  hc->update = 1;
+  hc->key = "k";
+  hc->id = id;
+  start_held(hc);
+
+  assert_int_equal(finish_held(hc), HD_EIO);
+  assert_string_equal(hc->msg, "cannot save the registration: "
+                               "/state/handlerd.db: disk I/O error");
+  assert_string_equal(only_handler(f, &f->p, "k", id)->target, "local:echo");
+  assert_int_equal(served_by(&f->p), HD_VALUE_JSON);
+  assert_string_equal(restarted_target(f, id), "local:echo");
+}
+
+/* A webhook that names no secret keeps the one it has (a generated one
+ * too), across a restart; a secret given, or new_secret, replaces it. */
+static void test_update_keeps_a_secret_it_does_not_name(void **state) {
+  fixture *f = *state;
+  factory_log log;
+  request r;
+  hd_control_added reply = {0};
+
+  open_store(f);
+  stub_request(f, &log, &r);
+  set_webhook(&r, "http://example.test/a", 1);
+  add_reply(f, &f->p, &r, NULL, &reply);
+  assert_string_equal(reply.secret, GENERATED_SECRET);
+
+  request_init(&r, "wk");
+  set_webhook(&r, "http://example.test/b", 0);
+  assert_string_equal(update_ok(f, &f->p, "wk", reply.handler_id, &r), "");
+  assert_string_equal(log.url, "http://example.test/b");
+  assert_string_equal(log.secret, GENERATED_SECRET);
+  assert_int_equal(log.new_secret, 0);
+  assert_true(only_handler(f, &f->p, "wk", reply.handler_id)->secret_set);
+  plane q;
+  factory_log relog = replay_generated(f, &q, "http://example.test/b");
+  (void)relog;
+  plane_close(&q);
+
+  r.req.target.webhook.secret = "whsec_Z2l2ZW4=";
+  update_ok(f, &f->p, "wk", reply.handler_id, &r);
+  assert_string_equal(log.secret, "whsec_Z2l2ZW4=");
+  r.req.target.webhook.secret = "";
+  r.req.target.webhook.new_secret = 1;
+  assert_string_equal(update_ok(f, &f->p, "wk", reply.handler_id, &r),
+                      GENERATED_SECRET);
+  assert_int_equal(log.new_secret, 1);
+}
+
+/* Routes keep the secret of the route of the same event name; a new route,
+ * or a target where there were routes, has none to keep. */
+static void test_update_keeps_secrets_route_by_route(void **state) {
+  fixture *f = *state;
+  factory_log log;
+  request r;
+
+  stub_request(f, &log, &r);
+  add_route(&r, "update", NULL, "http://example.test/u", 0);
+  r.routes[0].target.webhook.secret = "whsec_dXBkYXRl";
+  add_route(&r, "close", NULL, "http://example.test/c", 0);
+  r.routes[1].target.webhook.secret = "whsec_Y2xvc2U=";
+  const char *id = add_ok(f, &f->p, &r, NULL);
+
+  request_init(&r, "wk");
+  add_route(&r, "other", NULL, "http://example.test/o", 0);
+  add_route(&r, "close", NULL, "http://example.test/c2", 0);
+  memset(&log, 0, sizeof(log));
+  update_ok(f, &f->p, "wk", id, &r);
+  assert_int_equal(log.calls, 2);
+  assert_string_equal(log.seen[0].url, "http://example.test/o");
+  assert_string_equal(log.seen[0].secret, "");
+  assert_string_equal(log.seen[1].url, "http://example.test/c2");
+  assert_string_equal(log.seen[1].secret, "whsec_Y2xvc2U=");
+  /* The caller's registration is left as it was. */
+  assert_string_equal(r.routes[1].target.webhook.secret, "");
+
+  request_init(&r, "wk");
+  set_webhook(&r, "http://example.test/t", 0);
+  memset(&log, 0, sizeof(log));
+  update_ok(f, &f->p, "wk", id, &r);
+  assert_string_equal(log.seen[0].secret, "");
+  assert_false(only_handler(f, &f->p, "wk", id)->secret_set);
+}
+
+/* ---- RemoveHandler with a route ---------------------------------------------
+ */
+
+static hd_err remove_route(plane *p, const char *key, const char *id,
+                           const char *route, char *msg, size_t msg_size) {
+  msg[0] = '\0';
+  return hd_control_remove_route(p->ctl, key, id, route, msg, msg_size);
+}
+
+/* One route goes (the seed's remove(sub_handler)), durably; the handler
+ * keeps its id and place; a route it does not have is NOT_FOUND naming
+ * it (a simple handler has none); "" removes the whole handler. */
+static void test_remove_route_leaves_the_others(void **state) {
+  fixture *f = *state;
+  request r, o;
+  char msg[256], want[128];
+
+  open_store(f);
+  request_init(&r, "k");
+  add_route(&r, "update", "echo", NULL, 0);
+  add_route(&r, "subscribe", "count", NULL, 0);
+  add_route(&r, "close", "echo", NULL, 0);
+  const char *id = add_ok(f, &f->p, &r, NULL);
+  local_request(&o, "k", "echo");
+  const char *id2 = add_ok(f, &f->p, &o, NULL);
+
+  assert_int_equal(remove_route(&f->p, "k", id, "subscribe", msg, sizeof(msg)),
+                   HD_OK);
+  hd_handler_list l = list_ok(f, &f->p, "k");
+  assert_int_equal(l.n_handlers, 2);
+  assert_string_equal(l.handlers[0].handler_id, id);
+  assert_string_equal(l.handlers[1].handler_id, id2);
+  assert_int_equal(l.handlers[0].n_routes, 2);
+  assert_null(route_of(&l.handlers[0], "subscribe"));
+  assert_string_equal(route_of(&l.handlers[0], "update"), "local:echo");
+  assert_string_equal(route_of(&l.handlers[0], "close"), "local:echo");
+  assert_string_equal(result_ids(f, &f->p, "k", "subscribe"), id2);
+  assert_string_equal(result_ids(f, &f->p, "k", "update"),
+                      joined(f, id, id2, NULL));
+
+  snprintf(want, sizeof(want), "handler %s has no route 'subscribe'", id);
+  assert_int_equal(remove_route(&f->p, "k", id, "subscribe", msg, sizeof(msg)),
+                   HD_ENOTFOUND);
+  assert_string_equal(msg, want);
+  snprintf(want, sizeof(want), "handler %s has no route 'update'", id2);
+  assert_int_equal(remove_route(&f->p, "k", id2, "update", msg, sizeof(msg)),
+                   HD_ENOTFOUND);
+  assert_string_equal(msg, want);
+  assert_int_equal(
+      remove_route(&f->p, "k", "h-ffffffffffff", "update", msg, sizeof(msg)),
+      HD_ENOTFOUND);
+  assert_string_equal(msg, "no handler 'h-ffffffffffff' under key 'k'");
+
+  plane q;
+  assert_int_equal(replay(f, &q, NULL), 2);
+  l = list_ok(f, &q, "k");
+  assert_string_equal(l.handlers[0].handler_id, id);
+  assert_int_equal(l.handlers[0].n_routes, 2);
+  assert_null(route_of(&l.handlers[0], "subscribe"));
+  plane_close(&q);
+
+  assert_int_equal(remove_route(&f->p, "k", id2, "", msg, sizeof(msg)), HD_OK);
+  assert_int_equal(hd_control_count(f->p.ctl), 1);
+}
+
+/* Removing the last route removes the handler, from the store too. */
+static void test_remove_last_route_removes_the_handler(void **state) {
+  fixture *f = *state;
+  request r;
+  char msg[256];
+
+  open_store(f);
+  request_init(&r, "k");
+  add_route(&r, "update", "echo", NULL, 0);
+  add_route(&r, "close", "echo", NULL, 0);
+  const char *id = add_ok(f, &f->p, &r, NULL);
+  assert_int_equal(remove_route(&f->p, "k", id, "update", msg, sizeof(msg)),
+                   HD_OK);
+  assert_int_equal(only_handler(f, &f->p, "k", id)->n_routes, 1);
+  assert_int_equal(remove_route(&f->p, "k", id, "close", msg, sizeof(msg)),
+                   HD_OK);
+  assert_int_equal(hd_control_count(f->p.ctl), 0);
+  assert_int_equal(hd_registry_key_count(f->p.reg), 0);
+  assert_int_equal(store_rows(f->store), 0);
+  restart_loads(f, 0);
+}
+
+/* A store that cannot save (or delete) fails the removal of a route with
+ * its cause; the route stays. */
+static void test_remove_route_whose_commit_fails_keeps_it(void **state) {
+  fixture *f = *state;
+  failing_store fs;
+  request r;
+  char msg[256];
+
+  failing_store_init(&fs);
+  hd_control_set_store(f->p.ctl, &fs.base);
+  request_init(&r, "k");
+  add_route(&r, "update", "echo", NULL, 0);
+  add_route(&r, "close", "echo", NULL, 0);
+  const char *id = add_ok(f, &f->p, &r, NULL);
+  fs.err = HD_EIO;
+  fs.why = "/state/handlerd.db: the database is read-only";
+  assert_int_equal(remove_route(&f->p, "k", id, "update", msg, sizeof(msg)),
+                   HD_EIO);
+  assert_string_equal(msg, "cannot save the registration: /state/handlerd.db: "
+                           "the database is read-only");
+  assert_int_equal(only_handler(f, &f->p, "k", id)->n_routes, 2);
+  assert_string_equal(result_ids(f, &f->p, "k", "update"), id);
+}
+
+/* ---- RotateSecret -----------------------------------------------------------
+ */
+
+static int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+typedef struct rotated {
+  hd_err err;
+  const char *secret;
+  int64_t expires_ms;
+  char msg[256];
+} rotated;
+
+static rotated rotate(fixture *f, const char *key, const char *id,
+                      const char *route, int64_t overlap_ms,
+                      const char *secret) {
+  rotated r = {.secret = NULL};
+  r.err = hd_control_rotate_secret(f->p.ctl, key, id, route, overlap_ms, secret,
+                                   f->a, &r.secret, &r.expires_ms, r.msg,
+                                   sizeof(r.msg));
+  return r;
+}
+
+/* The webhook signs with a new secret (generated, or given) and with its
+ * old one until the overlap ends (24 h by default); saved, so a restart
+ * rebuilds it with both; an update that names no secret keeps the
+ * rotation; a second rotation makes the current secret the previous. */
+static void test_rotate_secret_keeps_the_old_one_for_the_overlap(void **state) {
+  fixture *f = *state;
+  factory_log log;
+  request r;
+
+  open_store(f);
+  stub_request(f, &log, &r);
+  set_webhook(&r, "http://example.test/hook", 0);
+  r.req.target.webhook.secret = "whsec_b2xk";
+  const char *id = add_ok(f, &f->p, &r, NULL);
+
+  int64_t before = now_ms();
+  rotated x = rotate(f, "wk", id, "", 0, NULL);
+  if (x.err != HD_OK)
+    fail_msg("rotate: %s", x.msg);
+  assert_string_equal(x.secret, GENERATED_SECRET);
+  assert_true(x.expires_ms >= before + 24 * 3600 * 1000);
+  assert_true(x.expires_ms <= now_ms() + 24 * 3600 * 1000);
+  factory_call *fc = &log.seen[log.calls - 1];
+  assert_int_equal(fc->new_secret, 1); /* generated by the kind */
+  assert_string_equal(fc->previous, "whsec_b2xk");
+  assert_int_equal(fc->previous_until_ms, x.expires_ms);
+  only_handler(f, &f->p, "wk", id);
+
+  plane q;
+  factory_log relog = {0};
+  assert_int_equal(replay(f, &q, &relog), 1);
+  assert_string_equal(relog.seen[0].secret, GENERATED_SECRET);
+  assert_int_equal(relog.seen[0].new_secret, 0);
+  assert_string_equal(relog.seen[0].previous, "whsec_b2xk");
+  assert_int_equal(relog.seen[0].previous_until_ms, x.expires_ms);
+  plane_close(&q);
+
+  before = now_ms();
+  x = rotate(f, "wk", id, NULL, 1000, "whsec_bmV3");
+  assert_int_equal(x.err, HD_OK);
+  assert_string_equal(x.secret, "whsec_bmV3");
+  assert_true(x.expires_ms >= before + 1000 && x.expires_ms <= now_ms() + 1000);
+  fc = &log.seen[log.calls - 1];
+  assert_string_equal(fc->secret, "whsec_bmV3");
+  assert_string_equal(fc->previous, GENERATED_SECRET);
+
+  request_init(&r, "wk");
+  set_webhook(&r, "http://example.test/moved", 0);
+  update_ok(f, &f->p, "wk", id, &r);
+  fc = &log.seen[log.calls - 1];
+  assert_string_equal(fc->url, "http://example.test/moved");
+  assert_string_equal(fc->secret, "whsec_bmV3");
+  assert_string_equal(fc->previous, GENERATED_SECRET);
+  assert_int_equal(fc->previous_until_ms, x.expires_ms);
+}
+
+/* What cannot be rotated: each refused with its code and message, nothing
+ * changed. A webhook that had no secret gets one, with nothing to send
+ * twice. */
+static void test_rotate_secret_refusals(void **state) {
+  fixture *f = *state;
+  factory_log log;
+  request r;
+  char want[160];
+
+  stub_request(f, &log, &r);
+  add_route(&r, "update", NULL, "http://example.test/u", 0);
+  r.routes[0].target.webhook.secret = "whsec_dQ==";
+  add_route(&r, "close", "echo", NULL, 0);
+  const char *id = add_ok(f, &f->p, &r, NULL);
+  request_init(&r, "wp");
+  set_webhook(&r, "http://example.test/plain", 0);
+  const char *plain = add_ok(f, &f->p, &r, NULL);
+  int calls = log.calls;
+
+  rotated x = rotate(f, "wk", id, "", 0, NULL);
+  assert_int_equal(x.err, HD_EINVAL);
+  assert_non_null(strstr(x.msg, "is an event stream"));
+  x = rotate(f, "wk", id, "close", 0, NULL);
+  assert_int_equal(x.err, HD_EUNSUPPORTED);
+  snprintf(want, sizeof(want), "route 'close' of handler %s is not a webhook",
+           id);
+  assert_string_equal(x.msg, want);
+  x = rotate(f, "wk", id, "nope", 0, NULL);
+  assert_int_equal(x.err, HD_ENOTFOUND);
+  snprintf(want, sizeof(want), "handler %s has no route 'nope'", id);
+  assert_string_equal(x.msg, want);
+  x = rotate(f, "wp", plain, "update", 0, NULL);
+  assert_int_equal(x.err, HD_ENOTFOUND);
+  x = rotate(f, "wk", "h-ffffffffffff", "", 0, NULL);
+  assert_int_equal(x.err, HD_ENOTFOUND);
+  x = rotate(f, "wp", plain, "", -1, NULL);
+  assert_int_equal(x.err, HD_EINVAL);
+  assert_non_null(strstr(x.msg, "overlap_ms"));
+  x = rotate(f, "wp", plain, "", HD_ROTATE_OVERLAP_MAX_MS + 1, NULL);
+  assert_int_equal(x.err, HD_EINVAL);
+  assert_int_equal(log.calls, calls); /* nothing was built */
+  request_init(&r, "lk");
+  set_local(&r, "echo");
+  const char *local = add_ok(f, &f->p, &r, NULL);
+  x = rotate(f, "lk", local, "", 0, NULL);
+  assert_int_equal(x.err, HD_EUNSUPPORTED);
+  snprintf(want, sizeof(want), "the target of handler %s is not a webhook",
+           local);
+  assert_string_equal(x.msg, want);
+
+  /* A route's webhook; then one without a secret: nothing to keep. */
+  x = rotate(f, "wk", id, "update", 0, NULL);
+  assert_int_equal(x.err, HD_OK);
+  assert_string_equal(log.seen[log.calls - 1].url, "http://example.test/u");
+  assert_string_equal(log.seen[log.calls - 1].previous, "whsec_dQ==");
+  assert_string_equal(route_of(only_handler(f, &f->p, "wk", id), "close"),
+                      "local:echo");
+  x = rotate(f, "wp", plain, "", 0, NULL);
+  assert_int_equal(x.err, HD_OK);
+  assert_int_equal(x.expires_ms, 0);
+  assert_string_equal(log.seen[log.calls - 1].previous, "");
+  assert_true(only_handler(f, &f->p, "wp", plain)->secret_set);
+}
+
+/* ---- selectors and derive_old_value ----------------------------------------
+ */
+
+/* derive_old_value is listed, applied (the wrapper hands the update on,
+ * the handler's kind stays its own in results and in the registry) and
+ * saved; an update without it drops it. */
+static void test_derive_old_value_is_listed_applied_and_saved(void **state) {
+  fixture *f = *state;
+  request r;
+  const char *kind = NULL;
+
+  open_store(f);
+  local_request(&r, "k", "echo");
+  r.req.derive_old_value = 1;
+  const char *id = add_ok(f, &f->p, &r, NULL);
+  const hd_handler_info *hi = only_handler(f, &f->p, "k", id);
+  assert_true(hi->derive_old_value);
+  assert_string_equal(hi->selector, "");
+  hd_results *rs = dispatch_path(&f->p, "k", "update", "a/b");
+  assert_int_equal(hd_results_count(rs), 1);
+  assert_string_equal(hd_results_at(rs, 0)->handler_id, id);
+  assert_string_equal(hd_results_at(rs, 0)->kind, "simple");
+  hd_results_free(rs);
+  hd_registry_foreach(f->p.reg, "k", member_kind, &kind);
+  assert_string_equal(kind, "simple");
+
+  plane q;
+  assert_int_equal(replay(f, &q, NULL), 1);
+  assert_true(only_handler(f, &q, "k", id)->derive_old_value);
+  plane_close(&q);
+  r.req.derive_old_value = 0;
+  update_ok(f, &f->p, "k", id, &r);
+  assert_false(only_handler(f, &f->p, "k", id)->derive_old_value);
+  assert_int_equal(replay(f, &q, NULL), 1);
+  assert_false(only_handler(f, &q, "k", id)->derive_old_value);
+  plane_close(&q);
+}
+
+/* A selector that is not UTF-8 is refused before the selector module sees
+ * it, as every string of a registration is. */
+static void test_selector_that_is_not_utf8_is_einval(void **state) {
+  fixture *f = *state;
+  request r;
+
+  local_request(&r, "k", "echo");
+  r.req.selector = ">a/\xff";
+  assert_string_equal(add_fails(f, &r, HD_EINVAL),
+                      "selector is not valid UTF-8 (at byte 3)");
+  assert_int_equal(hd_control_count(f->p.ctl), 0);
+}
+
+/* A selector is compiled at registration (a bad one is INVALID_ARGUMENT
+ * with the selector module's message) and filters by topic path; it and
+ * derive_old_value are listed, kept by an update, and saved. */
+static void test_selector_and_derive_old_value(void **state) {
+  fixture *f = *state;
+  request r;
+
+  open_store(f);
+  local_request(&r, "k", "echo");
+  r.req.selector = ">a/b";
+  r.req.derive_old_value = 1;
+  const char *id = add_ok(f, &f->p, &r, NULL);
+  const hd_handler_info *hi = only_handler(f, &f->p, "k", id);
+  assert_string_equal(hi->selector, ">a/b");
+  assert_true(hi->derive_old_value);
+  hd_results *rs = dispatch_path(&f->p, "k", "update", "a/b");
+  assert_int_equal(hd_results_count(rs), 1);
+  hd_results_free(rs);
+  rs = dispatch_path(&f->p, "k", "update", "c/d");
+  assert_int_equal(hd_results_count(rs), 0);
+  hd_results_free(rs);
+
+  r.req.selector = "?a/(";
+  assert_true(strncmp(add_fails(f, &r, HD_EINVAL), "selector: ", 10) == 0);
+  assert_true(
+      strncmp(update_fails(f, "k", id, &r, HD_EINVAL), "selector: ", 10) == 0);
+  assert_string_equal(only_handler(f, &f->p, "k", id)->selector, ">a/b");
+
+  r.req.selector = ">c/d";
+  update_ok(f, &f->p, "k", id, &r);
+  rs = dispatch_path(&f->p, "k", "update", "a/b");
+  assert_int_equal(hd_results_count(rs), 0);
+  hd_results_free(rs);
+  rs = dispatch_path(&f->p, "k", "update", "c/d");
+  assert_int_equal(hd_results_count(rs), 1);
+  hd_results_free(rs);
+
+  plane q;
+  assert_int_equal(replay(f, &q, NULL), 1);
+  hi = only_handler(f, &q, "k", id);
+  assert_string_equal(hi->selector, ">c/d");
+  assert_true(hi->derive_old_value);
+  rs = dispatch_path(&q, "k", "update", "a/b");
+  assert_int_equal(hd_results_count(rs), 0);
+  hd_results_free(rs);
+  plane_close(&q);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void) {
@@ -1481,6 +2190,21 @@ int main(void) {
       T(test_generated_secret_on_a_route_is_stored_in_that_route),
       T(test_two_new_secrets_in_one_request_are_einval),
       T(test_async_in_the_listing_comes_from_the_kind_row),
+      T(test_update_keeps_id_and_place_across_a_restart),
+      T(test_update_of_nothing_is_enokey_or_enotfound),
+      T(test_update_that_fails_changes_nothing),
+      T(test_update_answers_only_after_the_commit),
+      T(test_update_whose_commit_fails_changes_nothing),
+      T(test_update_keeps_a_secret_it_does_not_name),
+      T(test_update_keeps_secrets_route_by_route),
+      T(test_remove_route_leaves_the_others),
+      T(test_remove_last_route_removes_the_handler),
+      T(test_remove_route_whose_commit_fails_keeps_it),
+      T(test_rotate_secret_keeps_the_old_one_for_the_overlap),
+      T(test_rotate_secret_refusals),
+      T(test_derive_old_value_is_listed_applied_and_saved),
+      T(test_selector_that_is_not_utf8_is_einval),
+      T(test_selector_and_derive_old_value),
   };
 
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -15,6 +15,7 @@
 
 #include "handlerd/handlerd.h"
 
+#include "registry_select.h"
 #include "test_util.h"
 
 static const hd_event update_ev = {.key = "k", .name = "update"};
@@ -365,6 +366,123 @@ static void test_set_foreach_in_insertion_order(void **state) {
   hd_handler_unref(set);
 }
 
+/* ---- selectors -----------------------------------------------------------
+ */
+
+static hd_selector *sel(const char *text) {
+  hd_selector *s = NULL;
+  char msg[256];
+  assert_int_equal(hd_selector_compile(text, &s, msg, sizeof(msg)), HD_OK);
+  return s;
+}
+
+/* The words of the results of dispatching an update of `path`, joined by
+ * spaces ("" for none), into buf. */
+static const char *words_for(hd_handler *set, const char *path, char *buf,
+                             size_t size) {
+  hd_event ev = update_ev;
+  hd_results *rs = NULL;
+
+  ev.args_kind = path ? HD_ARGS_UPDATE : HD_ARGS_NONE;
+  ev.topic.path = path;
+  assert_int_equal(hd_handler_run_sync(set, &ev, &rs), HD_OK);
+  buf[0] = '\0';
+  for (size_t i = 0; i < hd_results_count(rs); i++) {
+    if (i > 0)
+      strncat(buf, " ", size - strlen(buf) - 1);
+    strncat(buf, hd_results_at(rs, i)->value.u.bytes.data,
+            size - strlen(buf) - 1);
+  }
+  hd_results_free(rs);
+  return buf;
+}
+
+static void test_set_selectors_filter_by_topic_path_in_order(void **state) {
+  const char *words[] = {"all", "eur", "prices", "star", "usd", "set"};
+  const char *sels[] = {NULL,       ">prices/eur", "?prices//",
+                        "*p.*/e.*", ">prices/usd", "#>x////>prices/usd"};
+  hd_handler *set, *m[6];
+  char buf[128];
+
+  (void)state;
+  assert_int_equal(hd_set_new(&set), HD_OK);
+  for (int i = 0; i < 6; i++) {
+    hd_selector *s = sels[i] ? sel(sels[i]) : NULL;
+    m[i] = sayer(words[i]);
+    assert_int_equal(hd_set_add_selected(set, m[i], s), HD_OK);
+    hd_selector_unref(s); /* the set holds its own */
+  }
+  assert_string_equal(words_for(set, "prices/eur", buf, sizeof(buf)),
+                      "all eur prices star");
+  assert_string_equal(words_for(set, "prices/usd", buf, sizeof(buf)),
+                      "all prices usd set");
+  assert_string_equal(words_for(set, "other", buf, sizeof(buf)), "all");
+  /* No topic path: no filtering. */
+  assert_string_equal(words_for(set, NULL, buf, sizeof(buf)),
+                      "all eur prices star usd set");
+  /* A removed selected member leaves the index. */
+  assert_int_equal(hd_set_remove(set, hd_handler_id(m[1])), HD_OK);
+  assert_string_equal(words_for(set, "prices/eur", buf, sizeof(buf)),
+                      "all prices star");
+  for (int i = 0; i < 6; i++)
+    hd_handler_unref(m[i]);
+  hd_handler_unref(set);
+}
+
+static void test_set_replace_keeps_place_and_swaps_selector(void **state) {
+  hd_handler *set, *a = sayer("a"), *b = sayer("b"), *c = sayer("c");
+  hd_handler *b2 = sayer("b2");
+  char buf[64];
+
+  (void)state;
+  assert_int_equal(hd_set_new(&set), HD_OK);
+  assert_int_equal(hd_set_add(set, a), HD_OK);
+  assert_int_equal(hd_set_add(set, b), HD_OK);
+  assert_int_equal(hd_set_add(set, c), HD_OK);
+  assert_int_equal(hd_handler_set_id(b2, hd_handler_id(b)), HD_OK);
+  hd_selector *only_x = sel(">x");
+  assert_int_equal(hd_set_replace(set, hd_handler_id(b), b2, only_x), HD_OK);
+  hd_selector_unref(only_x);
+  assert_int_equal(hd_set_size(set), 3);
+  assert_string_equal(words_for(set, "x", buf, sizeof(buf)), "a b2 c");
+  assert_string_equal(words_for(set, "y", buf, sizeof(buf)), "a c");
+  /* And back to no selector, still in the middle. */
+  assert_int_equal(hd_set_replace(set, hd_handler_id(b), b, NULL), HD_OK);
+  assert_string_equal(words_for(set, "y", buf, sizeof(buf)), "a b c");
+  assert_int_equal(hd_set_replace(set, "h-nope", b2, NULL), HD_ENOTFOUND);
+  hd_handler_unref(a);
+  hd_handler_unref(b);
+  hd_handler_unref(c);
+  hd_handler_unref(b2);
+  hd_handler_unref(set);
+}
+
+/* Many selectors under one set: each event reaches only its own. */
+static void test_set_many_selectors(void **state) {
+  enum { N = 2000 };
+  static char word[N][8]; /* sayers borrow their word */
+  hd_handler *set, **m = calloc(N, sizeof(*m));
+  char text[64], buf[64];
+
+  (void)state;
+  assert_non_null(m);
+  assert_int_equal(hd_set_new(&set), HD_OK);
+  for (int i = 0; i < N; i++) {
+    snprintf(text, sizeof(text), ">t/%d", i);
+    snprintf(word[i], sizeof(word[i]), "w%d", i);
+    m[i] = sayer(word[i]);
+    hd_selector *s = sel(text);
+    assert_int_equal(hd_set_add_selected(set, m[i], s), HD_OK);
+    hd_selector_unref(s);
+  }
+  assert_string_equal(words_for(set, "t/1234", buf, sizeof(buf)), "w1234");
+  assert_string_equal(words_for(set, "t/12345", buf, sizeof(buf)), "");
+  for (int i = 0; i < N; i++)
+    hd_handler_unref(m[i]);
+  free(m);
+  hd_handler_unref(set);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_set_empty_completes_with_no_results),
@@ -376,6 +494,9 @@ int main(void) {
       cmocka_unit_test(test_set_completes_when_async_member_completes_later),
       cmocka_unit_test(test_set_concurrent_completions_complete_once),
       cmocka_unit_test(test_set_foreach_in_insertion_order),
+      cmocka_unit_test(test_set_selectors_filter_by_topic_path_in_order),
+      cmocka_unit_test(test_set_replace_keeps_place_and_swaps_selector),
+      cmocka_unit_test(test_set_many_selectors),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,8 +1,10 @@
 /*
  * Unit tests: the adapter at the gRPC edge (grpc/registration_pb.c):
  * AddHandlerRequest <-> hd_registration, every field, both ways (the async
- * webhook settings too); the listing -> ListHandlersReply (async from the
- * kind row); hd_grpc_control_add / _list over a real
+ * webhook settings, the selector and derive_old_value too);
+ * UpdateHandlerRequest -> hd_registration; the listing -> ListHandlersReply
+ * (async from the kind row); hd_grpc_control_add / _update / _list over a
+ * real
  * control plane (built-ins, a stub webhook kind, a SQLite store), with the
  * refusals that belong to the wire format (a Target without its kind, an
  * unknown field that does not re-encode).
@@ -210,9 +212,13 @@ static void test_every_field_of_a_webhook_target_converts(void **state) {
   char msg[256] = "";
 
   full_init(&r);
+  r.req.selector = "?a/b.*//";
+  r.req.derive_old_value = 1;
   assert_int_equal(
       hd_registration_from_pb(f->a, &r.req, &reg, msg, sizeof(msg)), HD_OK);
   assert_string_equal(reg.key, "k");
+  assert_string_equal(reg.selector, "?a/b.*//");
+  assert_int_equal(reg.derive_old_value, 1);
   assert_int_equal(reg.target.kind, HD_TARGET_WEBHOOK);
   const hd_webhook_spec *w = &reg.target.webhook;
   assert_string_equal(w->url, "http://example.test/hook");
@@ -307,6 +313,9 @@ static void test_round_trip_keeps_every_field(void **state) {
   Handlers__V1__Target t = HANDLERS__V1__TARGET__INIT;
 
   full_init(&r);
+  round_trip(f, &r.req);
+  r.req.selector = "#>a////*b/.*";
+  r.req.derive_old_value = 1;
   round_trip(f, &r.req);
   routes_init(&rr);
   rr.req.n_routes = 2; /* c and d have no kind: they go out as none */
@@ -589,7 +598,9 @@ static void test_list_to_pb_converts_every_field(void **state) {
        .routes = routes,
        .n_routes = 2,
        .secret_set = 1,
-       .async = 1},
+       .async = 1,
+       .selector = ">x/y//",
+       .derive_old_value = 1},
   };
   hd_handler_list l = {items, 2};
   Handlers__V1__ListHandlersReply reply =
@@ -612,10 +623,169 @@ static void test_list_to_pb_converts_every_field(void **state) {
   assert_string_equal(reply.handlers[1]->routes[1]->value, "webhook:http://x/");
   assert_true(reply.handlers[1]->secret_set);
   assert_true(reply.handlers[1]->async);
+  assert_string_equal(reply.handlers[0]->selector, ""); /* NULL: none */
+  assert_false(reply.handlers[0]->derive_old_value);
+  assert_string_equal(reply.handlers[1]->selector, ">x/y//");
+  assert_true(reply.handlers[1]->derive_old_value);
 
   hd_handler_list none = {NULL, 0};
   assert_int_equal(hd_handler_list_to_pb(f->a, &none, &reply), HD_OK);
   assert_int_equal(reply.n_handlers, 0);
+}
+
+/* ---- UpdateHandler ---------------------------------------------------------
+ */
+
+/* An UpdateHandlerRequest with routes "a" -> local:echo and "b" ->
+ * webhook, a selector and derive_old_value. */
+typedef struct update_request {
+  Handlers__V1__UpdateHandlerRequest req;
+  Handlers__V1__UpdateHandlerRequest__RoutesEntry e[2];
+  Handlers__V1__UpdateHandlerRequest__RoutesEntry *routes[2];
+  Handlers__V1__Target t[2];
+  Handlers__V1__Webhook wh;
+} update_request;
+
+static void update_init(update_request *r) {
+  handlers__v1__update_handler_request__init(&r->req);
+  handlers__v1__webhook__init(&r->wh);
+  r->wh.url = "http://example.test/b";
+  r->wh.timeout_ms = 77;
+  for (int i = 0; i < 2; i++) {
+    handlers__v1__update_handler_request__routes_entry__init(&r->e[i]);
+    handlers__v1__target__init(&r->t[i]);
+    r->e[i].key = i ? "b" : "a";
+    r->e[i].value = &r->t[i];
+    r->routes[i] = &r->e[i];
+  }
+  r->t[0].kind_case = HANDLERS__V1__TARGET__KIND_LOCAL;
+  r->t[0].local = "echo";
+  r->t[1].kind_case = HANDLERS__V1__TARGET__KIND_WEBHOOK;
+  r->t[1].webhook = &r->wh;
+  r->req.key = "uk";
+  r->req.handler_id = "h-000000000001";
+  r->req.routes = r->routes;
+  r->req.n_routes = 2;
+  r->req.selector = "*a/.*";
+  r->req.derive_old_value = 1;
+}
+
+/* Every field of UpdateHandlerRequest reaches the registration as
+ * AddHandlerRequest's does; a Target without its kind is refused alike. */
+static void test_update_request_converts_like_add(void **state) {
+  fixture *f = *state;
+  update_request r;
+  hd_registration reg;
+  char msg[256] = "";
+  char *events[] = {"update"};
+  Handlers__V1__Target empty = HANDLERS__V1__TARGET__INIT;
+
+  update_init(&r);
+  assert_int_equal(
+      hd_registration_from_update_pb(f->a, &r.req, &reg, msg, sizeof(msg)),
+      HD_OK);
+  assert_string_equal(reg.key, "uk");
+  assert_int_equal(reg.target.kind, HD_TARGET_NONE);
+  assert_int_equal(reg.n_routes, 2);
+  assert_string_equal(reg.routes[0].event, "a");
+  assert_int_equal(reg.routes[0].target.kind, HD_TARGET_LOCAL);
+  assert_string_equal(reg.routes[0].target.local, "echo");
+  assert_string_equal(reg.routes[1].event, "b");
+  assert_int_equal(reg.routes[1].target.kind, HD_TARGET_WEBHOOK);
+  assert_string_equal(reg.routes[1].target.webhook.url,
+                      "http://example.test/b");
+  assert_int_equal(reg.routes[1].target.webhook.timeout_ms, 77);
+  assert_string_equal(reg.selector, "*a/.*");
+  assert_int_equal(reg.derive_old_value, 1);
+  assert_int_equal(reg.n_events, 0);
+
+  r.req.n_routes = 0;
+  r.req.target = &r.t[0];
+  r.req.events = events;
+  r.req.n_events = 1;
+  assert_int_equal(
+      hd_registration_from_update_pb(f->a, &r.req, &reg, msg, sizeof(msg)),
+      HD_OK);
+  assert_int_equal(reg.target.kind, HD_TARGET_LOCAL);
+  assert_int_equal(reg.n_events, 1);
+  assert_string_equal(reg.events[0], "update");
+  r.req.target = &empty;
+  assert_int_equal(
+      hd_registration_from_update_pb(f->a, &r.req, &reg, msg, sizeof(msg)),
+      HD_EINVAL);
+  assert_string_equal(msg, "target: target has neither local nor webhook set");
+}
+
+/* UpdateHandler through the adapter: the same id, the new registration
+ * listed (and restored after a restart), a generated secret in the reply;
+ * the control plane's refusals and a request that does not re-encode come
+ * back with their messages, changing nothing. */
+static void test_update_through_the_adapter(void **state) {
+  fixture *f = *state;
+  routes_request rr;
+  update_request u;
+  Handlers__V1__AddHandlerReply added = HANDLERS__V1__ADD_HANDLER_REPLY__INIT;
+  Handlers__V1__UpdateHandlerReply reply =
+      HANDLERS__V1__UPDATE_HANDLER_REPLY__INIT;
+  Handlers__V1__ListHandlersReply l = HANDLERS__V1__LIST_HANDLERS_REPLY__INIT;
+  char msg[256] = "";
+
+  routes_init(&rr);
+  rr.req.n_routes = 1; /* a -> local:echo */
+  assert_int_equal(
+      hd_grpc_control_add(f->ctl, f->a, &rr.req, &added, msg, sizeof(msg)),
+      HD_OK);
+  update_init(&u);
+  u.req.key = "rk";
+  u.req.handler_id = added.handler_id;
+  u.req.selector = ""; /* the selector module is selector.c's to test */
+  u.wh.new_secret = 1;
+  assert_int_equal(
+      hd_grpc_control_update(f->ctl, f->a, &u.req, &reply, msg, sizeof(msg)),
+      HD_OK);
+  assert_string_equal(reply.secret, "whsec_c3R1Yi1zZWNyZXQ=");
+  assert_int_equal(hd_grpc_control_list(f->ctl, f->a, "", &l, msg, sizeof(msg)),
+                   HD_OK);
+  assert_int_equal(l.n_handlers, 1);
+  assert_string_equal(l.handlers[0]->handler_id, added.handler_id);
+  assert_int_equal(l.handlers[0]->n_routes, 2);
+  assert_string_equal(route_of(l.handlers[0], "b"),
+                      "webhook:http://example.test/b");
+  assert_true(l.handlers[0]->secret_set);
+  assert_true(l.handlers[0]->derive_old_value);
+  restart_loads(f, 1);
+
+  /* Refusals: an unknown id, a bad registration; nothing changes. */
+  u.req.handler_id = "h-0000000000ff";
+  assert_int_equal(
+      hd_grpc_control_update(f->ctl, f->a, &u.req, &reply, msg, sizeof(msg)),
+      HD_ENOTFOUND);
+  assert_string_equal(msg, "no handler 'h-0000000000ff' under key 'rk'");
+  u.req.handler_id = added.handler_id;
+  u.t[0].local = "no_such_fn";
+  assert_int_equal(
+      hd_grpc_control_update(f->ctl, f->a, &u.req, &reply, msg, sizeof(msg)),
+      HD_EINVAL);
+  assert_non_null(strstr(msg, "no_such_fn"));
+
+  /* An unknown field that does not re-encode (field 0, overlong). */
+  static const uint8_t wire[] = {0x0a, 0x02, 'r',  'k',  0x12,
+                                 0x01, 'h',  0x80, 0x00, 0x01};
+  Handlers__V1__UpdateHandlerRequest *bad =
+      handlers__v1__update_handler_request__unpack(NULL, sizeof(wire), wire);
+  assert_non_null(bad);
+  assert_int_equal(
+      hd_grpc_control_update(f->ctl, f->a, bad, &reply, msg, sizeof(msg)),
+      HD_EINVAL);
+  assert_string_equal(msg, "the request does not survive re-encoding (a "
+                           "malformed unknown field?): nothing changed");
+  handlers__v1__update_handler_request__free_unpacked(bad, NULL);
+
+  l = (Handlers__V1__ListHandlersReply)HANDLERS__V1__LIST_HANDLERS_REPLY__INIT;
+  assert_int_equal(hd_grpc_control_list(f->ctl, f->a, "", &l, msg, sizeof(msg)),
+                   HD_OK);
+  assert_int_equal(l.handlers[0]->n_routes, 2);
+  assert_string_equal(route_of(l.handlers[0], "a"), "local:echo");
 }
 
 int main(void) {
@@ -630,6 +800,8 @@ int main(void) {
       T(test_add_and_list_through_the_adapter),
       T(test_listing_shows_async_for_a_target_or_any_route),
       T(test_list_to_pb_converts_every_field),
+      T(test_update_request_converts_like_add),
+      T(test_update_through_the_adapter),
 #undef T
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -4,7 +4,9 @@
  * they existed decodes with them zero, and the record's version is the
  * oldest that holds it (1 without an async target, 2 with one), so an
  * older handlerd refuses an async registration instead of delivering it
- * synchronously. (What every backend keeps is test_store.c's.)
+ * synchronously; 3 with a selector or derive_old_value, which an older
+ * handlerd would drop; a secret rotation round trips without raising it.
+ * (What every backend keeps is test_store.c's.)
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -208,21 +210,21 @@ static void test_version_is_2_only_with_an_async_target(void **state) {
  * reading it as the versions it knows could change what was registered. */
 static void test_a_newer_version_is_refused(void **state) {
   (void)state;
+  /* Registration{version: 4, key: "k"} */
+  static const uint8_t v4[] = {0x08, 0x04, 0x12, 0x01, 'k'};
   /* Registration{version: 3, key: "k"} */
   static const uint8_t v3[] = {0x08, 0x03, 0x12, 0x01, 'k'};
-  /* Registration{version: 2, key: "k"} */
-  static const uint8_t v2[] = {0x08, 0x02, 0x12, 0x01, 'k'};
   hd_registration out;
   char why[256] = "";
   hd_arena *a = hd_arena_new(256);
   assert_non_null(a);
 
   assert_int_equal(
-      hd_store_record_decode(v3, sizeof(v3), a, &out, why, sizeof(why)),
+      hd_store_record_decode(v4, sizeof(v4), a, &out, why, sizeof(why)),
       HD_EIO);
-  assert_string_equal(why, "record format version 3; this handlerd reads 1 "
-                           "to 2");
-  out = decode_ok(v2, sizeof(v2), a);
+  assert_string_equal(why, "record format version 4; this handlerd reads 1 "
+                           "to 3");
+  out = decode_ok(v3, sizeof(v3), a);
   assert_string_equal(out.key, "k");
   hd_arena_free(a);
 }
@@ -279,6 +281,11 @@ test_an_old_record_decodes_with_the_async_settings_zero(void **state) {
   assert_int_equal(out.routes[1].target.kind, HD_TARGET_LOCAL);
   assert_string_equal(out.routes[1].target.local, "echo");
   assert_int_equal(out.n_events, 0);
+  /* The fields of version 3 and of a rotation: none. */
+  assert_string_equal(out.selector, "");
+  assert_int_equal(out.derive_old_value, 0);
+  assert_string_equal(w->previous_secret, "");
+  assert_int_equal(w->previous_until_ms, 0);
 
   /* Written again, it is the same bytes: still version 1, nothing added. */
   size_t len;
@@ -304,6 +311,106 @@ static void test_a_schedule_count_without_a_schedule_is_einval(void **state) {
   assert_non_null(strstr(why, "retry schedule"));
 }
 
+/* ---- selectors, derive_old_value, rotations ----------------------------- */
+
+/* A selector or derive_old_value makes the record version 3, whatever else
+ * it holds: an older handlerd would deliver every topic to the handler, or
+ * updates without the derived old_value. Both round trip. */
+static void test_selector_and_derive_make_version_3(void **state) {
+  (void)state;
+  hd_arena *a = hd_arena_new(1024);
+  hd_registration r;
+  size_t len;
+  uint8_t *buf;
+
+  assert_non_null(a);
+  memset(&r, 0, sizeof(r));
+  r.key = "k";
+  r.target.kind = HD_TARGET_LOCAL;
+  r.target.local = "echo";
+  r.selector = "?a/b.*//";
+  buf = encode_ok(&r, &len);
+  assert_int_equal(version_of(buf, len), 3);
+  hd_registration out = decode_ok(buf, len, a);
+  free(buf);
+  assert_string_equal(out.selector, "?a/b.*//");
+  assert_int_equal(out.derive_old_value, 0);
+
+  r.selector = "";
+  r.derive_old_value = 1;
+  buf = encode_ok(&r, &len);
+  assert_int_equal(version_of(buf, len), 3);
+  out = decode_ok(buf, len, a);
+  free(buf);
+  assert_string_equal(out.selector, "");
+  assert_int_equal(out.derive_old_value, 1);
+
+  /* With an async target too: still 3 (each version reads the older). */
+  hd_registration as = reg_async_target();
+  as.selector = ">a/b";
+  buf = encode_ok(&as, &len);
+  assert_int_equal(version_of(buf, len), 3);
+  free(buf);
+  as.selector = NULL; /* NULL is none, as "" */
+  buf = encode_ok(&as, &len);
+  assert_int_equal(version_of(buf, len), 2);
+  free(buf);
+
+  r.derive_old_value = 0;
+  buf = encode_ok(&r, &len);
+  assert_int_equal(version_of(buf, len), 1);
+  free(buf);
+  hd_arena_free(a);
+}
+
+/* A rotation in progress (the old secret and the end of its window) round
+ * trips on a target and on a route, and stays version 1: an older handlerd
+ * signs with the new secret only, as after the window. */
+static void test_a_rotation_round_trips_as_version_1(void **state) {
+  (void)state;
+  hd_arena *a = hd_arena_new(1024);
+  hd_route_spec routes[1];
+  hd_registration r;
+  size_t len;
+  uint8_t *buf;
+
+  assert_non_null(a);
+  memset(&r, 0, sizeof(r));
+  memset(routes, 0, sizeof(routes));
+  r.key = "k";
+  r.target.kind = HD_TARGET_WEBHOOK;
+  r.target.webhook.url = "http://example.test/t";
+  r.target.webhook.secret = "whsec_bmV3LW5ldy1uZXctbmV3LW5ldy1uZXc=";
+  r.target.webhook.previous_secret = "whsec_b2xkLW9sZC1vbGQtb2xkLW9sZC1vbGQ=";
+  r.target.webhook.previous_until_ms = 1767225600123;
+  buf = encode_ok(&r, &len);
+  assert_int_equal(version_of(buf, len), 1);
+  hd_registration out = decode_ok(buf, len, a);
+  free(buf);
+  assert_string_equal(out.target.webhook.secret,
+                      "whsec_bmV3LW5ldy1uZXctbmV3LW5ldy1uZXc=");
+  assert_string_equal(out.target.webhook.previous_secret,
+                      "whsec_b2xkLW9sZC1vbGQtb2xkLW9sZC1vbGQ=");
+  assert_int_equal(out.target.webhook.previous_until_ms, 1767225600123);
+
+  routes[0].event = "update";
+  routes[0].target = r.target;
+  routes[0].target.webhook.previous_until_ms = 42;
+  memset(&r.target, 0, sizeof(r.target));
+  r.routes = routes;
+  r.n_routes = 1;
+  buf = encode_ok(&r, &len);
+  assert_int_equal(version_of(buf, len), 1);
+  out = decode_ok(buf, len, a);
+  free(buf);
+  assert_int_equal(out.target.kind, HD_TARGET_NONE);
+  assert_string_equal(out.routes[0].target.webhook.previous_secret,
+                      "whsec_b2xkLW9sZC1vbGQtb2xkLW9sZC1vbGQ=");
+  assert_int_equal(out.routes[0].target.webhook.previous_until_ms, 42);
+  hd_arena_wipe(a);
+  hd_arena_free(a);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_async_settings_of_a_target_round_trip),
@@ -312,6 +419,8 @@ int main(void) {
       cmocka_unit_test(test_a_newer_version_is_refused),
       cmocka_unit_test(test_an_old_record_decodes_with_the_async_settings_zero),
       cmocka_unit_test(test_a_schedule_count_without_a_schedule_is_einval),
+      cmocka_unit_test(test_selector_and_derive_make_version_3),
+      cmocka_unit_test(test_a_rotation_round_trips_as_version_1),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -543,6 +543,89 @@ static void test_generated_secret_signs_every_attempt(void **state) {
   hook_end(&k);
 }
 
+/* Asserts that `sig` (a webhook-signature signature, "v1,...") signs
+ * request `i` of `r` with `secret`. */
+static void assert_signs(rx *r, int i, const char *sig, const char *secret) {
+  unsigned char key[HD_SECRET_MAX_BYTES];
+  size_t key_len = 0;
+  char want[HD_SIGNATURE_MAX];
+
+  assert_int_equal(hd_secret_parse(secret, key, &key_len, NULL, 0), HD_OK);
+  assert_int_equal(hd_webhook_sign(key, key_len, rx_header(r, i, "webhook-id"),
+                                   atoll(rx_header(r, i, "webhook-timestamp")),
+                                   r->reqs[i].body, r->reqs[i].body_len, want,
+                                   sizeof(want)),
+                   HD_OK);
+  assert_string_equal(sig, want);
+}
+
+#define ROTATED_NEW "whsec_AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGQ=="
+#define ROTATED_OLD "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+/* A secret rotation in progress (RotateSecret): an attempt before the end
+ * of the window carries "v1,<new> v1,<old>", each verifying with its own
+ * secret; an attempt after it (the same handler: decided per attempt) only
+ * the new one. */
+static void test_rotation_signs_twice_until_the_window_ends(void **state) {
+  static const rx_step steps[] = {{.status = 200}};
+  int64_t window_ms = scaled_ms(1500);
+  hook k;
+  char both[2 * HD_SIGNATURE_MAX], *space;
+
+  (void)state;
+  hook_start(&k, steps, 1);
+  k.wh.secret = ROTATED_NEW;
+  k.wh.previous_secret = ROTATED_OLD;
+  k.wh.previous_until_ms = real_ns() / 1000000 + window_ms;
+  assert_int_equal(hook_deliver(&k, update_event())->err, HD_OK);
+  assert_int_equal(rx_count(k.r), 1);
+  snprintf(both, sizeof(both), "%s", rx_header(k.r, 0, "webhook-signature"));
+  space = strchr(both, ' ');
+  if (space == NULL)
+    fail_msg("one signature during the overlap: '%s'", both);
+  *space = '\0';
+  assert_signs(k.r, 0, both, ROTATED_NEW);
+  assert_signs(k.r, 0, space + 1, ROTATED_OLD);
+
+  /* After the window: the same handler signs with the new secret only. */
+  while (real_ns() / 1000000 <= k.wh.previous_until_ms)
+    usleep(20 * 1000);
+  hd_results_free(k.rs);
+  k.rs = NULL;
+  assert_int_equal(hook_deliver(&k, update_event())->err, HD_OK);
+  assert_int_equal(rx_count(k.r), 2);
+  const char *one = rx_header(k.r, 1, "webhook-signature");
+  assert_null(strchr(one, ' '));
+  assert_signs(k.r, 1, one, ROTATED_NEW);
+  hook_end(&k);
+}
+
+/* A rotation whose window has already passed is not kept (one signature);
+ * a previous secret that does not parse, or without a current secret, is
+ * refused naming the field. */
+static void test_rotation_ended_or_malformed(void **state) {
+  static const rx_step steps[] = {{.status = 200}};
+  hook k;
+
+  (void)state;
+  hook_start(&k, steps, 1);
+  k.wh.secret = ROTATED_NEW;
+  k.wh.previous_secret = ROTATED_OLD;
+  k.wh.previous_until_ms = real_ns() / 1000000 - 1;
+  assert_int_equal(hook_deliver(&k, update_event())->err, HD_OK);
+  const char *one = rx_header(k.r, 0, "webhook-signature");
+  assert_null(strchr(one, ' '));
+  assert_signs(k.r, 0, one, ROTATED_NEW);
+
+  k.wh.previous_until_ms = real_ns() / 1000000 + 60000;
+  k.wh.previous_secret = "whsec_nope";
+  expect_refused(&k.wh, "webhook.previous_secret: ");
+  k.wh.previous_secret = ROTATED_OLD;
+  k.wh.secret = "";
+  expect_refused(&k.wh, "webhook.previous_secret: only with a secret");
+  hook_end(&k);
+}
+
 static void test_json_response_becomes_json_result(void **state) {
   static const char body[] = "{\"ok\":true,\"n\":[1,2]}";
   static const rx_step ok = {
@@ -1114,6 +1197,8 @@ int main(void) {
       cmocka_unit_test(test_webhook_kind_row),
       cmocka_unit_test(test_binary_mode_sends_attributes_as_ce_headers),
       cmocka_unit_test(test_generated_secret_signs_every_attempt),
+      cmocka_unit_test(test_rotation_signs_twice_until_the_window_ends),
+      cmocka_unit_test(test_rotation_ended_or_malformed),
       cmocka_unit_test(test_json_response_becomes_json_result),
       cmocka_unit_test(test_text_response_becomes_string_result),
       cmocka_unit_test(test_json_then_nul_is_binary),

@@ -1,5 +1,6 @@
 /*
- * Standard Webhooks secrets and signatures.
+ * Standard Webhooks secrets and signatures, and the webhook-signature
+ * header with a rotation's second signature.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -179,6 +180,90 @@ static void test_generated_secrets_differ(void **state) {
   free(b);
 }
 
+/* ---- two signatures during a rotation ------------------------------------ */
+
+/* The new secret of the rotation tests: 25 bytes 1..25. Its signature of
+ * the spec's message, computed with python3's hmac:
+ *   hmac.new(bytes(range(1, 26)), b"<id>.<ts>.<body>", sha256) */
+#define NEW_SECRET "whsec_AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGQ=="
+#define NEW_SIGNATURE "v1,E66iNThOi5VLPl6P+8zeD3KwGKDpvfs9x2fVwYmgGhc="
+#define NOW_NS 1000000000000000000LL
+
+typedef struct rotation {
+  unsigned char key[HD_SECRET_MAX_BYTES], prev[HD_SECRET_MAX_BYTES];
+  hd_sign_keys k;
+} rotation;
+
+/* The new secret, and the spec's as the previous one until `until_ns`. */
+static void rotation_init(rotation *r, int64_t until_ns) {
+  memset(r, 0, sizeof(*r));
+  assert_int_equal(hd_secret_parse(NEW_SECRET, r->key, &r->k.key_len, NULL, 0),
+                   HD_OK);
+  assert_int_equal(
+      hd_secret_parse(SPEC_SECRET, r->prev, &r->k.prev_key_len, NULL, 0),
+      HD_OK);
+  r->k.key = r->key;
+  r->k.prev_key = r->prev;
+  r->k.prev_until_ns = until_ns;
+}
+
+static void sign_header_ok(const rotation *r, int64_t now_ns, char *out) {
+  assert_int_equal(hd_webhook_sign_header(
+                       &r->k, now_ns, SPEC_MSG_ID, SPEC_TIMESTAMP, SPEC_BODY,
+                       strlen(SPEC_BODY), out, HD_SIGNATURE_HEADER_MAX),
+                   HD_OK);
+}
+
+/* During the overlap the header has both signatures, the new one first,
+ * separated by a space: each verifies with its own secret (the old one is
+ * the spec's published vector, the new one python3's). */
+static void test_header_has_both_signatures_during_the_overlap(void **state) {
+  (void)state;
+  rotation r;
+  char out[HD_SIGNATURE_HEADER_MAX];
+
+  rotation_init(&r, NOW_NS + 1);
+  sign_header_ok(&r, NOW_NS, out);
+  assert_string_equal(out, NEW_SIGNATURE " " SPEC_SIGNATURE);
+}
+
+/* At the end of the window (and after it) only the new signature is sent:
+ * the old secret no longer verifies anything. */
+static void test_header_has_only_the_new_signature_after(void **state) {
+  (void)state;
+  rotation r;
+  char out[HD_SIGNATURE_HEADER_MAX];
+
+  rotation_init(&r, NOW_NS);
+  sign_header_ok(&r, NOW_NS, out);
+  assert_string_equal(out, NEW_SIGNATURE);
+  sign_header_ok(&r, NOW_NS + 3600LL * 1000000000, out);
+  assert_string_equal(out, NEW_SIGNATURE);
+  assert_null(strstr(out, SPEC_SIGNATURE));
+}
+
+/* Without a rotation, one signature; no key at all, or too small a
+ * buffer for two, is refused. */
+static void test_header_without_rotation_and_bad_arguments(void **state) {
+  (void)state;
+  rotation r;
+  char out[HD_SIGNATURE_HEADER_MAX];
+
+  rotation_init(&r, NOW_NS + 1);
+  r.k.prev_key_len = 0;
+  sign_header_ok(&r, NOW_NS, out);
+  assert_string_equal(out, NEW_SIGNATURE);
+  assert_int_equal(hd_webhook_sign_header(
+                       &r.k, NOW_NS, SPEC_MSG_ID, SPEC_TIMESTAMP, SPEC_BODY,
+                       strlen(SPEC_BODY), out, HD_SIGNATURE_HEADER_MAX - 1),
+                   HD_EINVAL);
+  r.k.key_len = 0;
+  assert_int_equal(hd_webhook_sign_header(&r.k, NOW_NS, SPEC_MSG_ID,
+                                          SPEC_TIMESTAMP, SPEC_BODY,
+                                          strlen(SPEC_BODY), out, sizeof(out)),
+                   HD_EINVAL);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_sign_matches_spec_vector),
@@ -190,6 +275,9 @@ int main(void) {
       cmocka_unit_test(test_secret_decoded_length_excludes_padding),
       cmocka_unit_test(test_generated_secret_parses_to_32_bytes),
       cmocka_unit_test(test_generated_secrets_differ),
+      cmocka_unit_test(test_header_has_both_signatures_during_the_overlap),
+      cmocka_unit_test(test_header_has_only_the_new_signature_after),
+      cmocka_unit_test(test_header_without_rotation_and_bad_arguments),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,13 +1,15 @@
 /*
- * control.c - AddHandler, RemoveHandler and ListHandlers over the registry,
- * the kind table and the store, in plain C (hd_registration): building a
- * registration's handler, the store, add/load/remove. The checks are in
- * control_check.c, the listing and the handler that carries it in
- * registered.c. The registry is the only index of registrations; see `ids`
- * (control_internal.h) for the one thing it cannot answer.
+ * control.c - the control plane's life, the ids in use, the store, and
+ * AddHandler and the replay of the store, in plain C (hd_registration).
+ * Building a registration's handler is control_build.c's, the changes to a
+ * registered one (remove, update, a route, a rotation) control_update.c's,
+ * the checks control_check.c's, the listing and the handler that carries
+ * it registered.c's. The registry is the only index of registrations; see
+ * `ids` (control_internal.h) for the one thing it cannot answer.
  */
 #include "control.h"
 #include "control_internal.h"
+#include "registry_select.h"
 
 #include <pthread.h>
 #include <stdint.h>
@@ -35,6 +37,7 @@ hd_err hd_control_new(hd_registry *reg, hd_functions *fns, hd_control **out) {
   c->reg = reg;
   hd_control_limits_init(&c->limits);
   pthread_mutex_init(&c->lock, NULL);
+  pthread_mutex_init(&c->change, NULL);
   hd_control_set_kind_context(c, HD_TARGET_LOCAL, fns);
   *out = c;
   return HD_OK;
@@ -57,6 +60,7 @@ void hd_control_free(hd_control *c) {
   free(c->kinds);
   free(c->ctx);
   pthread_mutex_destroy(&c->lock);
+  pthread_mutex_destroy(&c->change);
   free(c);
 }
 
@@ -163,7 +167,7 @@ static int has_id(hd_control *c, const char *id) {
   return found;
 }
 
-static void drop_id(hd_control *c, const char *id) {
+void hd_ctl_drop_id(hd_control *c, const char *id) {
   int found;
   pthread_mutex_lock(&c->lock);
   size_t at = find_id(c, id, &found);
@@ -175,202 +179,31 @@ static void drop_id(hd_control *c, const char *id) {
   pthread_mutex_unlock(&c->lock);
 }
 
-/* ---- building ----------------------------------------------------------- */
-
-/* Builds the handler for one target through its row. `what` names it in
- * messages. A secret generated for it goes to *secret (only one per
- * request); *secret_set is raised when it signs. */
-static hd_err make_target(hd_control *c, const hd_kind_site *site,
-                          const hd_target_spec *t, hd_handler **out,
-                          char **secret, int *secret_set, char *msg,
-                          size_t msg_size) {
-  const char *what = site->what;
-  void *ctx = NULL;
-  const hd_kind *k = hd_control_row(c, t->kind, &ctx);
-  if (!k) {
-    snprintf(msg, msg_size, "%s: target has %s set", what, hd_kinds_names());
-    return HD_EINVAL;
-  }
-  if (k->needs_context && !ctx) {
-    snprintf(msg, msg_size, "%s: %s targets are not supported", what, k->name);
-    return HD_EUNSUPPORTED;
-  }
-  if (k->wants_new_secret && k->wants_new_secret(t) && *secret) {
-    snprintf(msg, msg_size,
-             "%s: new_secret may be asked for one %s per request", what,
-             k->name);
-    return HD_EINVAL;
-  }
-  if (k->secret_set && k->secret_set(t))
-    *secret_set = 1;
-  return k->build(ctx, site, t, out, secret, msg, msg_size);
-}
-
-/* A new event-stream handler, with the forced `id` when one is given. */
-static hd_err new_stream(const char *id, hd_handler **out) {
-  hd_err err = hd_stream_new(out);
-  if (err == HD_OK && id && (err = hd_handler_set_id(*out, id)) != HD_OK) {
-    hd_handler_unref(*out);
-    *out = NULL;
-  }
-  return err;
-}
-
-/* An event name and where it is in the request. */
-typedef struct named {
-  const char *name;
-  size_t i;
-} named;
-
-/* By name, then by place in the request. */
-static int named_cmp(const void *a, const void *b) {
-  const named *x = a, *y = b;
-  int c = strcmp(x->name, y->name);
-  return c ? c : (x->i > y->i) - (x->i < y->i);
-}
-
-/* Routes `n` event names to `subs[order[k].i]` (or to `one` when `subs` is
- * NULL), sorted by name first: the stream keeps its routes in a sorted
- * array, so each route then goes at its end and n routes cost O(n log n)
- * instead of the O(n^2) of memmoves that request order can cost (300 000
- * names in reverse order took seconds). A name given twice: the later one in
- * the request wins, as it did in request order. */
-static hd_err route_sorted(hd_handler *h, named *order, size_t n,
-                           hd_handler *const *subs, hd_handler *one) {
-  hd_err err = HD_OK;
-  qsort(order, n, sizeof(*order), named_cmp);
-  for (size_t k = 0; err == HD_OK && k < n; k++) {
-    /* The same sub-handler for a repeated name: once is enough. */
-    if (!subs && k + 1 < n && strcmp(order[k].name, order[k + 1].name) == 0)
-      continue;
-    err = hd_stream_route(h, order[k].name, subs ? subs[order[k].i] : one);
-  }
-  return err;
-}
-
-/* A simple handler, or an event-stream for a filtered or routed one, with
- * id `id` (NULL: a fresh one). The sub-handlers carry the same id so results
- * name what the caller registered. Targets are made in request order (the
- * first bad one is the one reported), routes added in name order
- * (route_sorted). */
-static hd_err build(hd_control *c, const hd_registration *reg, const char *id,
-                    record *rec, hd_handler **out, char **secret, char *msg,
-                    size_t msg_size) {
-  hd_err err;
-  hd_handler *h = NULL;
-  size_t n = hd_registration_has_target(reg) ? reg->n_events : reg->n_routes;
-  named *order = NULL;
-  hd_handler **subs = NULL;
-  char fresh[HD_HANDLER_ID_MAX + 1];
-  /* The id first: kinds may name state of their own by it. */
-  if (id == NULL) {
-    if ((err = hd_handler_random_id(fresh)) != HD_OK)
-      return err;
-    id = fresh;
-  }
-  if (hd_registration_has_target(reg)) {
-    hd_handler *simple = NULL;
-    hd_kind_site site = {reg->key, id, "", "target"};
-    err = make_target(c, &site, &reg->target, &simple, secret, &rec->secret_set,
-                      msg, msg_size);
-    if (err != HD_OK)
-      return err;
-    if (reg->n_events == 0) {
-      if (id && (err = hd_handler_set_id(simple, id)) != HD_OK) {
-        hd_handler_unref(simple);
-        return err;
-      }
-      *out = simple;
-      return HD_OK;
-    }
-    if ((err = new_stream(id, &h)) == HD_OK)
-      err = hd_handler_set_id(simple, hd_handler_id(h));
-    if (err == HD_OK && !(order = malloc(n * sizeof(*order))))
-      err = HD_ENOMEM;
-    for (size_t i = 0; err == HD_OK && i < n; i++)
-      order[i] = (named){reg->events[i], i};
-    if (err == HD_OK)
-      err = route_sorted(h, order, n, NULL, simple);
-    hd_handler_unref(simple);
-  } else {
-    err = new_stream(id, &h);
-    if (err == HD_OK && (!(order = malloc(n * sizeof(*order))) ||
-                         !(subs = calloc(n, sizeof(*subs)))))
-      err = HD_ENOMEM;
-    for (size_t i = 0; err == HD_OK && i < n; i++) {
-      char what[HD_EVENT_NAME_MAX + 16];
-      hd_kind_site site = {reg->key, id, reg->routes[i].event, what};
-      snprintf(what, sizeof(what), "route '%s'", reg->routes[i].event);
-      err = make_target(c, &site, &reg->routes[i].target, &subs[i], secret,
-                        &rec->secret_set, msg, msg_size);
-      if (err == HD_OK)
-        err = hd_handler_set_id(subs[i], hd_handler_id(h));
-      order[i] = (named){reg->routes[i].event, i};
-    }
-    if (err == HD_OK)
-      err = route_sorted(h, order, n, subs, NULL);
-    for (size_t i = 0; subs && i < n; i++)
-      hd_handler_unref(subs[i]);
-  }
-  free(order);
-  free(subs);
-  if (err != HD_OK) {
-    hd_handler_unref(h);
-    return err;
-  }
-  *out = h;
-  return HD_OK;
-}
-
 /* ---- the store ---------------------------------------------------------- */
 
-/* What a store failure answers: HD_EBUSY (no room: RESOURCE_EXHAUSTED) and
- * HD_ENOMEM as they are, anything else HD_EIO (UNAVAILABLE). Never a code
- * that would blame the request or say the handler does not exist. */
-static hd_err store_code(hd_err err) {
+/* Never a code that would blame the request or say the handler does not
+ * exist: HD_EBUSY is RESOURCE_EXHAUSTED, HD_EIO UNAVAILABLE. */
+hd_err hd_ctl_store_code(hd_err err) {
   return err == HD_EBUSY || err == HD_ENOMEM ? err : HD_EIO;
 }
 
-/* Points `t` (a copy) at the generated `secret` when it asked for one, so a
- * restart keeps signing with the same secret. */
-static void keep_secret(const hd_control *c, hd_target_spec *t,
-                        const char *secret) {
-  const hd_kind *k = hd_control_row(c, t->kind, NULL);
-  if (k && k->wants_new_secret && k->keep_secret && k->wants_new_secret(t))
-    k->keep_secret(t, secret);
-}
+/* The only code that writes a registration to the store. `reg` is a kept
+ * registration (record.spec): a generated secret is in place already, so
+ * a restart signs with the same one. */
+hd_err hd_ctl_persist(hd_control *c, const hd_registration *reg, const char *id,
+                      char *msg, size_t msg_size) {
+  char why[512] = "";
+  hd_err err;
 
-/* Saves `reg` under `id` as it must be replayed: a generated secret (when
- * there is one) replaces the new_secret flag. The only code that writes to
- * the store. */
-static hd_err persist(hd_control *c, const hd_registration *reg, const char *id,
-                      const char *secret, char *msg, size_t msg_size) {
   if (!c->store)
     return HD_OK;
-  hd_registration copy = *reg;
-  hd_route_spec *routes = NULL;
-  char why[512] = "";
-  hd_err err = HD_OK;
-  if (secret) {
-    keep_secret(c, &copy.target, secret);
-    if (reg->n_routes && !(routes = malloc(reg->n_routes * sizeof(*routes)))) {
-      err = HD_ENOMEM;
-    } else if (reg->n_routes) {
-      memcpy(routes, reg->routes, reg->n_routes * sizeof(*routes));
-      for (size_t i = 0; i < reg->n_routes; i++)
-        keep_secret(c, &routes[i].target, secret);
-      copy.routes = routes;
-    }
-  }
-  if (err == HD_OK)
-    err = hd_store_put_registration(c->store, id, &copy, why, sizeof(why));
-  free(routes);
+  err = hd_store_put_registration(c->store, id, reg, why, sizeof(why));
   if (err != HD_OK) {
     snprintf(msg, msg_size, "cannot save the registration: %s",
              why[0] ? why : hd_strerror(err));
     hd_log(HD_LOG_ERROR, "store: cannot save handler %s under key '%s': %s", id,
            reg->key, why[0] ? why : hd_strerror(err));
-    return store_code(err);
+    return hd_ctl_store_code(err);
   }
   return HD_OK;
 }
@@ -411,9 +244,11 @@ static void limit_message(hd_registry *reg, const char *key, char *msg,
   }
 }
 
-static hd_err add(hd_control *c, const hd_registration *reg, const char *id,
-                  int save, hd_arena *a, hd_control_added *out, char *msg,
-                  size_t msg_size) {
+/* The checks before any work: a new registration (no forced id) against
+ * the limits and for UTF-8; a replayed one (forced id) only warned about
+ * bad strings; then the shape. */
+static hd_err check_new(hd_control *c, const hd_registration *reg,
+                        const char *id, char *msg, size_t msg_size) {
   hd_err err = HD_OK;
   if (!id) {
     err = hd_control_check_limits(c, reg, msg, msg_size);
@@ -432,72 +267,70 @@ static hd_err add(hd_control *c, const hd_registration *reg, const char *id,
   }
   if (err == HD_OK)
     err = hd_control_check_request(reg, msg, msg_size);
-  if (err != HD_OK)
-    return err;
-  record rec = {0};
-  hd_handler *inner = NULL, *h = NULL;
-  char *secret = NULL;
+  return err;
+}
+
+static hd_err add(hd_control *c, const hd_registration *reg, const char *id,
+                  int save, hd_arena *a, hd_control_added *out, char *msg,
+                  size_t msg_size) {
+  hd_built b = {0};
+  const char *hid = NULL;
   int saved = 0, taken = 0;
-  err = build(c, reg, id, &rec, &inner, &secret, msg, msg_size);
+  hd_err err = check_new(c, reg, id, msg, msg_size);
+
   if (err == HD_OK)
-    err = hd_record_fill(c, &rec, reg);
+    err = hd_ctl_build(c, reg, id, &b, msg, msg_size);
+  if (err == HD_OK)
+    hid = hd_handler_id(b.h);
   /* An id already in use (a forced id, or a random one colliding) must be
    * refused before the store's record for it is overwritten. */
-  if (err == HD_OK && has_id(c, hd_handler_id(inner))) {
-    snprintf(msg, msg_size, "handler '%s' is already registered",
-             hd_handler_id(inner));
+  if (err == HD_OK && has_id(c, hid)) {
+    snprintf(msg, msg_size, "handler '%s' is already registered", hid);
     err = HD_EEXIST;
   }
-  if (err == HD_OK)
-    err = hd_registered_new(inner, &rec, &h);
   /* The answer is ready before anything is committed: once saved and
    * registered, nothing may fail and leave the caller without its id. */
   if (err == HD_OK && out) {
-    snprintf(out->handler_id, sizeof(out->handler_id), "%s", hd_handler_id(h));
-    out->secret = secret ? hd_arena_strdup(a, secret) : "";
+    snprintf(out->handler_id, sizeof(out->handler_id), "%s", hid);
+    out->secret = b.secret ? hd_arena_strdup(a, b.secret) : "";
     if (!out->secret)
       err = HD_ENOMEM;
   }
   if (err == HD_OK && save) {
-    err = persist(c, reg, hd_handler_id(h), secret, msg, msg_size);
+    err =
+        hd_ctl_persist(c, &hd_registered_record(b.h)->spec, hid, msg, msg_size);
     saved = err == HD_OK;
   }
   if (err == HD_OK) {
-    err = take_id(c, hd_handler_id(h));
+    err = take_id(c, hid);
     if (err == HD_EEXIST)
-      snprintf(msg, msg_size, "handler '%s' is already registered",
-               hd_handler_id(h));
+      snprintf(msg, msg_size, "handler '%s' is already registered", hid);
     taken = err == HD_OK;
   }
   if (err == HD_OK) {
-    err = hd_registry_add(c->reg, reg->key, h);
+    err = hd_registry_add_selected(c->reg, reg->key, b.h, b.sel);
     if (err == HD_EEXIST)
-      snprintf(msg, msg_size, "handler '%s' is already registered",
-               hd_handler_id(h));
+      snprintf(msg, msg_size, "handler '%s' is already registered", hid);
     else if (err == HD_EBUSY)
       limit_message(c->reg, reg->key, msg, msg_size);
   }
   if (err == HD_ENOMEM)
     snprintf(msg, msg_size, "out of memory");
   if (err != HD_OK && taken)
-    drop_id(c, hd_handler_id(h));
+    hd_ctl_drop_id(c, hid);
   if (err != HD_OK && saved)
-    unpersist(c, hd_handler_id(h), reg->key);
-  hd_record_clear(&rec);
-  if (secret) {
-    /* A generated secret is shown once: wipe our copy. */
-    memset(secret, 0, strlen(secret));
-    free(secret);
-  }
-  hd_handler_unref(h);
-  hd_handler_unref(inner);
+    unpersist(c, hid, reg->key);
+  hd_built_clear(&b);
   return err;
 }
 
 hd_err hd_control_add(hd_control *c, const hd_registration *reg, const char *id,
                       hd_arena *a, hd_control_added *out, char *msg,
                       size_t msg_size) {
-  return add(c, reg, id, 1, a, out, msg, msg_size);
+  pthread_mutex_lock(&c->change);
+  hd_err err = add(c, reg, id, 1, a, out, msg, msg_size);
+  pthread_mutex_unlock(&c->change);
+  return err;
 }
 
 typedef struct load_ctx {
@@ -539,70 +372,15 @@ hd_err hd_control_load(hd_control *c, size_t *loaded, char *msg,
   *loaded = 0;
   if (!c->store)
     return HD_OK;
+  pthread_mutex_lock(&c->change);
   hd_err err = hd_store_load_registrations(c->store, load_one, &lc, store_msg,
                                            sizeof(store_msg));
+  pthread_mutex_unlock(&c->change);
   if (err != HD_OK && why[0])
     snprintf(msg, msg_size, "%s", why);
   else if (err != HD_OK)
     snprintf(msg, msg_size, "cannot load registrations: %s",
              store_msg[0] ? store_msg : hd_strerror(err));
   *loaded = lc.loaded;
-  return err;
-}
-
-/* ---- RemoveHandler --------------------------------------------------------
- */
-
-typedef struct lookup_ctx {
-  const char *id;
-  int found;
-} lookup_ctx;
-
-static void lookup_one(const char *key, hd_handler *member, void *ud) {
-  lookup_ctx *lc = ud;
-  (void)key;
-  if (hd_registered_record(member) &&
-      strcmp(hd_handler_id(member), lc->id) == 0)
-    lc->found = 1;
-}
-
-/* HD_OK when `id` is registered under `key`, else which of the two is
- * missing (the registry answers: the members of one key). */
-static hd_err lookup(hd_control *c, const char *key, const char *id) {
-  lookup_ctx lc = {id, 0};
-  hd_err err = hd_registry_foreach(c->reg, key, lookup_one, &lc);
-  if (err != HD_OK)
-    return err == HD_ENOKEY ? HD_ENOKEY : err;
-  return lc.found ? HD_OK : HD_ENOTFOUND;
-}
-
-hd_err hd_control_remove(hd_control *c, const char *key, const char *id,
-                         char *msg, size_t msg_size) {
-  hd_err err = lookup(c, key, id);
-  char why[512] = "";
-  if (err != HD_OK && err != HD_ENOMEM &&
-      hd_control_check_lookup_utf8(key, id, msg, msg_size) != HD_OK)
-    return HD_EINVAL;
-  /* Forget it durably first: a crash between the two steps must not bring
-   * back a handler whose removal was acknowledged. */
-  if (err == HD_OK && c->store &&
-      (err = hd_store_del(c->store, id, why, sizeof(why))) != HD_OK &&
-      err != HD_ENOTFOUND) {
-    snprintf(msg, msg_size, "cannot delete the registration: %s",
-             why[0] ? why : hd_strerror(err));
-    hd_log(HD_LOG_ERROR, "store: cannot delete handler %s under key '%s': %s",
-           id, key, why[0] ? why : hd_strerror(err));
-    return store_code(err);
-  }
-  if (err == HD_OK || err == HD_ENOTFOUND)
-    err = hd_registry_remove(c->reg, key, id);
-  if (err == HD_ENOKEY)
-    snprintf(msg, msg_size, "no handler registered for key '%s'", key);
-  else if (err == HD_ENOTFOUND)
-    snprintf(msg, msg_size, "no handler '%s' under key '%s'", id, key);
-  else if (err == HD_ENOMEM)
-    snprintf(msg, msg_size, "out of memory");
-  else if (err == HD_OK)
-    drop_id(c, id);
   return err;
 }

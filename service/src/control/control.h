@@ -1,9 +1,10 @@
 /*
- * The control plane behind AddHandler, RemoveHandler and ListHandlers, in
- * plain C: turns a registration (model/registration.h) into a handler in the
- * registry, keeps it in the store, and describes what is registered. Kinds
- * come from the kind table (kinds/kinds.h); wire types stay at the gRPC edge
- * (grpc/registration_pb.h converts).
+ * The control plane behind AddHandler, RemoveHandler, ListHandlers,
+ * UpdateHandler and RotateSecret, in plain C: turns a registration
+ * (model/registration.h) into a handler in the registry, keeps it in the store,
+ * and describes what is registered. Kinds come from the kind table
+ * (kinds/kinds.h); wire types stay at the gRPC edge (grpc/registration_pb.h
+ * converts).
  */
 #ifndef HD_CONTROL_H
 #define HD_CONTROL_H
@@ -77,8 +78,11 @@ typedef struct hd_control_added {
 
 /* AddHandler. Borrows `reg` for the call (copies what it keeps). `id` (may
  * be NULL) forces the handler id, for replaying saved registrations.
+ * A selector (registration.h) is compiled here and the handler joins its
+ * key's set with it; derive_old_value wraps the handler (registry_select.h).
  * HD_EINVAL (bad key, neither or both of target/routes, unknown function,
- * bad URL) with a message in `msg`. A new registration (no forced id) is
+ * bad URL, a selector that does not compile: "selector: ..." naming the
+ * position) with a message in `msg`. A new registration (no forced id) is
  * first held against the limits (hd_control_set_limits), counting only,
  * then every string must be UTF-8: both HD_EINVAL naming the field or the
  * flag. A forced id skips both, so registrations saved under other limits
@@ -97,6 +101,62 @@ hd_err hd_control_add(hd_control *c, const hd_registration *reg, const char *id,
  * HD_EBUSY, HD_ENOMEM or HD_EIO as for add; the handler stays. */
 hd_err hd_control_remove(hd_control *c, const char *key, const char *id,
                          char *msg, size_t msg_size);
+
+/* UpdateHandler: replaces the registration of handler `id` under `key` by
+ * `reg` (borrowed; its key is ignored: `key` is the handler's), keeping the
+ * id, its place under the key (in dispatch order and in the store's load
+ * order) and, for async webhooks, their deliveries. `reg` is built as
+ * AddHandler builds one (limits, UTF-8, shape, kinds, selector), under the
+ * same id; the store's record is replaced and committed; then the registry
+ * swaps the handler (each dispatch sees the old one or the new one). All
+ * or nothing: a build or store failure changes nothing, and nothing is
+ * visible before the commit. A webhook of `reg` with an empty secret and
+ * new_secret 0 keeps the secret and any rotation in progress of the webhook
+ * at the same place in the current registration (the target for the
+ * target, the route of the same event name for a route); a new secret or
+ * new_secret replaces both. A generated secret goes to *secret (in `a`; ""
+ * when none; `secret` may be NULL). Errors: HD_ENOKEY / HD_ENOTFOUND (no
+ * such key or id; HD_EINVAL when they are not UTF-8), the errors of
+ * hd_control_add, and of the store ("cannot save the registration: ...":
+ * HD_EBUSY, HD_ENOMEM, HD_EIO). */
+hd_err hd_control_update(hd_control *c, const char *key, const char *id,
+                         const hd_registration *reg, hd_arena *a,
+                         const char **secret, char *msg, size_t msg_size);
+
+/* RemoveHandler with a route: removes the route `route` (an event name) of
+ * event-stream handler `id` (every route of that name), persisted and
+ * applied as an update that leaves it out (same id, same place). Removing
+ * the last route removes the handler (hd_control_remove); `route` NULL or ""
+ * is hd_control_remove. HD_ENOTFOUND "handler <id> has no route '<route>'"
+ * when there is no such route (a simple handler has none); otherwise the
+ * errors of hd_control_update. */
+hd_err hd_control_remove_route(hd_control *c, const char *key, const char *id,
+                               const char *route, char *msg, size_t msg_size);
+
+/* The longest overlap RotateSecret allows, and its default. */
+#define HD_ROTATE_OVERLAP_MAX_MS (30LL * 24 * 3600 * 1000)
+#define HD_ROTATE_OVERLAP_DEFAULT_MS (24LL * 3600 * 1000)
+
+/* RotateSecret: the webhook of handler `id` at `route` ("" or NULL: the
+ * target of a simple handler) signs with `new_secret` ("whsec_...", checked
+ * by the kind; NULL or "": the kind generates one) from now on, and with its
+ * current secret too (a second signature) until now + `overlap_ms` (0: the
+ * default, 24 h). Persisted and applied as an update (same id, same place;
+ * the rest of the registration as it is). *secret gets the new secret (in
+ * `a`), *expires_ms when the old secret stops being sent (Unix ms; 0 when
+ * the webhook had no secret, so nothing is sent twice). A rotation during
+ * another replaces it: the current secret becomes the previous one, the one
+ * before is no longer sent. Errors: HD_EINVAL (overlap_ms negative or over
+ * 30 days, a bad secret, no route named for an event-stream handler);
+ * HD_ENOKEY / HD_ENOTFOUND (no such key, id or route: "handler <id> has no
+ * route '<route>'"); HD_EUNSUPPORTED "... is not a webhook" (the target is
+ * of another kind: FAILED_PRECONDITION at the gRPC edge); the store's, as
+ * hd_control_update. */
+hd_err hd_control_rotate_secret(hd_control *c, const char *key, const char *id,
+                                const char *route, int64_t overlap_ms,
+                                const char *new_secret, hd_arena *a,
+                                const char **secret, int64_t *expires_ms,
+                                char *msg, size_t msg_size);
 
 /* The shape of a registration, as ListHandlers' HandlerKind says it. */
 typedef enum hd_handler_shape {
@@ -120,8 +180,10 @@ typedef struct hd_handler_info {
   size_t n_routes;
   const char **events; /* the simple handler's filter, in request order */
   size_t n_events;
-  int secret_set; /* a webhook target signs (secret given or generated) */
-  int async;      /* the target, or a route's, is delivered out of band */
+  int secret_set;       /* a webhook target signs (secret given or generated) */
+  int async;            /* the target, or a route's, is delivered out of band */
+  const char *selector; /* the topic selector; "" when none */
+  int derive_old_value;
 } hd_handler_info;
 
 /* The listing: handlers in key order, then in the order they were added. */

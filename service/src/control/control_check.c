@@ -72,6 +72,9 @@ hd_err hd_control_check_strings(const hd_control *c, const hd_registration *reg,
   char what[48];
   hd_err err = hd_kind_check_utf8("", "key", hd_str(reg->key), msg, msg_size);
   if (err == HD_OK)
+    err = hd_kind_check_utf8("", "selector", hd_str(reg->selector), msg,
+                             msg_size);
+  if (err == HD_OK)
     err = check_target_utf8(c, &reg->target, "target", msg, msg_size);
   for (size_t i = 0; err == HD_OK && i < reg->n_events; i++) {
     const char *e = hd_str(reg->events[i]);

@@ -8,6 +8,7 @@
  */
 #include "control_internal.h"
 
+#include "clock.h"
 #include "utf8.h"
 
 #include <stdint.h>
@@ -37,6 +38,8 @@ void hd_record_clear(record *r) {
   for (size_t i = 0; i < r->n_events; i++)
     free(r->events[i]);
   free(r->events);
+  hd_arena_wipe(r->spec_arena); /* its secrets */
+  hd_arena_free(r->spec_arena);
   memset(r, 0, sizeof(*r));
 }
 
@@ -65,12 +68,13 @@ static void registered_destroy(hd_handler *h) {
 }
 
 /* The registered handler around `inner` (a new reference), taking `rec`
- * (cleared on success); same id as `inner`. */
-hd_err hd_registered_new(hd_handler *inner, record *rec, hd_handler **out) {
+ * (cleared on success); same id as `inner`, kind of `built`. */
+hd_err hd_registered_new(hd_handler *inner, const hd_handler *built,
+                         record *rec, hd_handler **out) {
   registered *r = calloc(1, sizeof(*r));
   if (!r)
     return HD_ENOMEM;
-  r->ops = *hd_handler_ops_of(inner);
+  r->ops = *hd_handler_ops_of(built);
   r->ops.handle = registered_handle;
   r->ops.remove = registered_remove;
   r->ops.destroy = registered_destroy;
@@ -115,10 +119,15 @@ static int target_async(const hd_control *c, const hd_target_spec *t) {
 }
 
 hd_err hd_record_fill(const hd_control *c, record *rec,
-                      const hd_registration *reg) {
+                      const hd_registration *reg, const char *secret) {
   rec->key = strdup(reg->key);
-  if (!rec->key)
+  rec->spec_arena = hd_arena_new(512);
+  if (!rec->key || !rec->spec_arena)
     return HD_ENOMEM;
+  hd_err err = hd_ctl_spec_keep(c, rec->spec_arena, reg, secret,
+                                real_ns() / 1000000, &rec->spec);
+  if (err != HD_OK)
+    return err;
   if (hd_registration_has_target(reg)) {
     rec->shape = HD_SHAPE_SIMPLE;
     rec->async = target_async(c, &reg->target);
@@ -185,10 +194,12 @@ static hd_err info_from(hd_arena *a, const record *r, const char *id,
   hi->kind = r->shape;
   hi->secret_set = r->secret_set != 0;
   hi->async = r->async != 0;
+  hi->derive_old_value = r->spec.derive_old_value != 0;
   hi->key = list_strdup(a, r->key);
   hi->handler_id = hd_arena_strdup(a, id);
   hi->target = list_strdup(a, r->target ? r->target : "");
-  if (!hi->key || !hi->handler_id || !hi->target)
+  hi->selector = list_strdup(a, hd_str(r->spec.selector));
+  if (!hi->key || !hi->handler_id || !hi->target || !hi->selector)
     return HD_ENOMEM;
   if (r->n_events) {
     hi->events = hd_arena_calloc(a, r->n_events, sizeof(char *));

@@ -1,7 +1,8 @@
 /*
- * AddHandler, RemoveHandler, ListHandlers and GetStats.
+ * AddHandler, RemoveHandler, ListHandlers, UpdateHandler, RotateSecret and
+ * GetStats.
  *
- * The first three run on the control thread: a completion-queue thread
+ * All but GetStats run on the control thread: a completion-queue thread
  * unpacks the request into the call's arena and queues the call, holding a
  * reference; the control thread runs the control plane (AddHandler
  * returns once the store's commit is done) and starts the reply batch from
@@ -114,9 +115,13 @@ static void handle_add(call *c, grpc_slice body) {
 static void run_remove(call *c, void *arg) {
   Handlers__V1__RemoveHandlerRequest *req = arg;
   char msg[RPC_MSG_MAX] = "";
-  hd_err err = hd_control_remove(c->srv->ctl, req->key, req->handler_id, msg,
-                                 sizeof(msg));
-  if (err == HD_OK)
+  /* A route removes that sub-handler only (the last one: the handler). */
+  hd_err err = hd_control_remove_route(c->srv->ctl, req->key, req->handler_id,
+                                       req->route, msg, sizeof(msg));
+  if (err == HD_OK && req->route[0])
+    hd_log(HD_LOG_INFO, "removed route '%s' of handler %s under key '%s'",
+           req->route, req->handler_id, req->key);
+  else if (err == HD_OK)
     hd_log(HD_LOG_INFO, "removed handler %s from key '%s'", req->handler_id,
            req->key);
   Handlers__V1__RemoveHandlerReply reply =
@@ -124,17 +129,75 @@ static void run_remove(call *c, void *arg) {
   call_answer(c, err, msg, &reply.base);
 }
 
+/* A request naming a handler must name it whole: refused before it
+ * queues. 1 when it was refused (the call is ended). */
+static int refuse_unnamed(call *c, const char *key, const char *handler_id) {
+  if (key[0] && handler_id[0])
+    return 0;
+  call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "%s is empty",
+              key[0] ? "handler_id" : "key");
+  return 1;
+}
+
 static void handle_remove(call *c, grpc_slice body) {
   Handlers__V1__RemoveHandlerRequest *req =
       call_unpack(c, body, &handlers__v1__remove_handler_request__descriptor);
-  if (!req)
-    return;
-  if (!req->key[0] || !req->handler_id[0]) {
-    call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "%s is empty",
-                req->key[0] ? "handler_id" : "key");
+  if (req && !refuse_unnamed(c, req->key, req->handler_id))
+    rpc_admin_enqueue(c, run_remove, req);
+}
+
+static void run_update(call *c, void *arg) {
+  Handlers__V1__UpdateHandlerRequest *req = arg;
+  char msg[RPC_MSG_MAX] = "";
+  Handlers__V1__UpdateHandlerReply reply =
+      HANDLERS__V1__UPDATE_HANDLER_REPLY__INIT;
+  hd_err err = hd_grpc_control_update(c->srv->ctl, c->arena, req, &reply, msg,
+                                      sizeof(msg));
+  if (err == HD_OK)
+    hd_log(HD_LOG_INFO, "updated handler %s under key '%s'", req->handler_id,
+           req->key);
+  call_answer(c, err, msg, &reply.base);
+}
+
+static void handle_update(call *c, grpc_slice body) {
+  Handlers__V1__UpdateHandlerRequest *req =
+      call_unpack(c, body, &handlers__v1__update_handler_request__descriptor);
+  if (req && !refuse_unnamed(c, req->key, req->handler_id))
+    rpc_admin_enqueue(c, run_update, req);
+}
+
+static void run_rotate(call *c, void *arg) {
+  Handlers__V1__RotateSecretRequest *req = arg;
+  char msg[RPC_MSG_MAX] = "";
+  Handlers__V1__RotateSecretReply reply =
+      HANDLERS__V1__ROTATE_SECRET_REPLY__INIT;
+  const char *secret = "";
+  int64_t expires = 0;
+  hd_err err = hd_control_rotate_secret(
+      c->srv->ctl, req->key, req->handler_id, req->route, req->overlap_ms,
+      req->secret, c->arena, &secret, &expires, msg, sizeof(msg));
+  if (err == HD_EUNSUPPORTED) {
+    /* Not a webhook: the handler is there, it is the wrong kind for this
+     * (UNIMPLEMENTED would say the RPC is missing). */
+    call_finish(c, GRPC_STATUS_FAILED_PRECONDITION, "%s",
+                msg[0] ? msg : hd_strerror(err));
     return;
   }
-  rpc_admin_enqueue(c, run_remove, req);
+  if (err == HD_OK) {
+    reply.secret = (char *)secret; /* in the arena, wiped with it */
+    reply.previous_expires_at_ms = expires;
+    hd_log(HD_LOG_INFO, "rotated the secret of handler %s%s%s%s under key '%s'",
+           req->handler_id, req->route[0] ? " route '" : "", req->route,
+           req->route[0] ? "'" : "", req->key);
+  }
+  call_answer(c, err, msg, &reply.base);
+}
+
+static void handle_rotate(call *c, grpc_slice body) {
+  Handlers__V1__RotateSecretRequest *req =
+      call_unpack(c, body, &handlers__v1__rotate_secret_request__descriptor);
+  if (req && !refuse_unnamed(c, req->key, req->handler_id))
+    rpc_admin_enqueue(c, run_rotate, req);
 }
 
 /* Names in pi->disabled the async webhooks of `pi` that the outbox has
@@ -206,5 +269,13 @@ const rpc_method rpc_admin_methods[] = {
     {.path = "/handlers.v1.Handlers/GetStats",
      .auth = RPC_AUTH_CONTROL,
      .handle = handle_stats},
+    {.path = "/handlers.v1.Handlers/UpdateHandler",
+     .auth = RPC_AUTH_CONTROL,
+     .secret = 1,
+     .handle = handle_update},
+    {.path = "/handlers.v1.Handlers/RotateSecret",
+     .auth = RPC_AUTH_CONTROL,
+     .secret = 1,
+     .handle = handle_rotate},
     {.path = NULL},
 };

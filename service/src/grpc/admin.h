@@ -1,7 +1,8 @@
 /*
- * The admin RPCs: AddHandler, RemoveHandler, ListHandlers (the control
- * plane, on a thread of their own) and GetStats. The control thread also
- * runs the delivery RPCs (deliveries.c), which read and write the journal.
+ * The admin RPCs: AddHandler, RemoveHandler, ListHandlers, UpdateHandler,
+ * RotateSecret (the control plane, on a thread of their own) and GetStats. The
+ * control thread also runs the delivery RPCs (deliveries.c), which read and
+ * write the journal.
  */
 #ifndef HD_ADMIN_H
 #define HD_ADMIN_H

@@ -98,7 +98,42 @@ hd_err hd_registration_from_pb(hd_arena *a,
   }
   out->events = (const char **)req->events;
   out->n_events = req->n_events;
+  out->selector = req->selector;
+  out->derive_old_value = req->derive_old_value != 0;
   return HD_OK;
+}
+
+hd_err hd_registration_from_update_pb(
+    hd_arena *a, const Handlers__V1__UpdateHandlerRequest *req,
+    hd_registration *out, char *msg, size_t msg_size) {
+  /* The same registration as AddHandler's, numbered differently: read
+   * through an AddHandlerRequest that borrows its fields, so both RPCs
+   * convert alike (and a new field is added once). The route entries have
+   * the same fields under another type name: copied, pointers only. */
+  Handlers__V1__AddHandlerRequest add = HANDLERS__V1__ADD_HANDLER_REQUEST__INIT;
+  add.key = req->key;
+  add.target = req->target;
+  add.events = req->events;
+  add.n_events = req->n_events;
+  add.selector = req->selector;
+  add.derive_old_value = req->derive_old_value;
+  if (req->n_routes) {
+    add.routes = hd_arena_calloc(a, req->n_routes, sizeof(*add.routes));
+    if (!add.routes)
+      return HD_ENOMEM;
+    for (size_t i = 0; i < req->n_routes; i++) {
+      Handlers__V1__AddHandlerRequest__RoutesEntry *e =
+          hd_arena_alloc(a, sizeof(*e));
+      if (!e)
+        return HD_ENOMEM;
+      handlers__v1__add_handler_request__routes_entry__init(e);
+      e->key = req->routes[i]->key;
+      e->value = req->routes[i]->value;
+      add.routes[i] = e;
+    }
+    add.n_routes = req->n_routes;
+  }
+  return hd_registration_from_pb(a, &add, out, msg, msg_size);
 }
 
 /* ---- registration -> request ----------------------------------------------
@@ -207,6 +242,8 @@ hd_err hd_registration_to_pb(hd_arena *a, const hd_registration *reg,
       req->events[i] = (char *)(reg->events[i] ? reg->events[i] : "");
     req->n_events = reg->n_events;
   }
+  req->selector = (char *)(reg->selector ? reg->selector : "");
+  req->derive_old_value = reg->derive_old_value != 0;
   *out = req;
   return HD_OK;
 }
@@ -237,6 +274,8 @@ hd_err hd_handler_list_to_pb(hd_arena *a, const hd_handler_list *l,
     pi->target = (char *)(hi->target ? hi->target : "");
     pi->secret_set = hi->secret_set != 0;
     pi->async = hi->async != 0;
+    pi->selector = (char *)(hi->selector ? hi->selector : "");
+    pi->derive_old_value = hi->derive_old_value != 0;
     /* pi->disabled is the outbox's to say: grpc/admin.c fills it. */
     pi->events = (char **)hi->events;
     pi->n_events = hi->n_events;
@@ -265,26 +304,32 @@ hd_err hd_handler_list_to_pb(hd_arena *a, const hd_handler_list *l,
 /* ---- the calls -------------------------------------------------------------
  */
 
-hd_err
-hd_registration_pb_check_reencode(const Handlers__V1__AddHandlerRequest *req,
-                                  char *msg, size_t msg_size) {
-  size_t len = handlers__v1__add_handler_request__get_packed_size(req);
+hd_err hd_pb_check_reencode(const ProtobufCMessage *req, const char *outcome,
+                            char *msg, size_t msg_size) {
+  size_t len = protobuf_c_message_get_packed_size(req);
   uint8_t *bytes = malloc(len ? len : 1);
   if (!bytes)
     return HD_ENOMEM;
-  handlers__v1__add_handler_request__pack(req, bytes);
-  Handlers__V1__AddHandlerRequest *back =
-      handlers__v1__add_handler_request__unpack(NULL, len, bytes);
+  protobuf_c_message_pack(req, bytes);
+  ProtobufCMessage *back =
+      protobuf_c_message_unpack(req->descriptor, NULL, len, bytes);
   explicit_bzero(bytes, len); /* may hold a secret */
   free(bytes);
   if (!back) {
     snprintf(msg, msg_size,
              "the request does not survive re-encoding (a malformed "
-             "unknown field?): not registered");
+             "unknown field?): %s",
+             outcome);
     return HD_EINVAL;
   }
-  handlers__v1__add_handler_request__free_unpacked(back, NULL);
+  protobuf_c_message_free_unpacked(back, NULL);
   return HD_OK;
+}
+
+hd_err
+hd_registration_pb_check_reencode(const Handlers__V1__AddHandlerRequest *req,
+                                  char *msg, size_t msg_size) {
+  return hd_pb_check_reencode(&req->base, "not registered", msg, msg_size);
 }
 
 hd_err hd_grpc_control_add(hd_control *c, hd_arena *a,
@@ -311,6 +356,29 @@ hd_err hd_grpc_control_add(hd_control *c, hd_arena *a,
   memcpy(id, added.handler_id, sizeof(added.handler_id));
   reply->handler_id = id;
   reply->secret = (char *)added.secret; /* in `a` already */
+  return HD_OK;
+}
+
+hd_err hd_grpc_control_update(hd_control *c, hd_arena *a,
+                              const Handlers__V1__UpdateHandlerRequest *req,
+                              Handlers__V1__UpdateHandlerReply *reply,
+                              char *msg, size_t msg_size) {
+  hd_registration reg;
+  const char *secret = "";
+  hd_err err =
+      hd_pb_check_reencode(&req->base, "nothing changed", msg, msg_size);
+
+  if (err == HD_OK)
+    err = hd_registration_from_update_pb(a, req, &reg, msg, msg_size);
+  if (err == HD_OK)
+    err = hd_control_update(c, req->key, req->handler_id, &reg, a, &secret, msg,
+                            msg_size);
+  if (err != HD_OK) {
+    if (err == HD_ENOMEM && msg_size && !msg[0])
+      snprintf(msg, msg_size, "out of memory");
+    return err;
+  }
+  reply->secret = (char *)secret; /* in `a` already */
   return HD_OK;
 }
 

@@ -1,8 +1,9 @@
 /*
  * registration_pb.h - the adapter at the gRPC edge between the API's
  * messages (handlers.v1, protobuf-c) and the control plane's plain C types:
- * AddHandlerRequest <-> hd_registration (model/registration.h), the listing
- * (hd_handler_list, control.h) -> ListHandlersReply. Below the gRPC front
+ * AddHandlerRequest (and UpdateHandlerRequest) <-> hd_registration
+ * (model/registration.h), the listing (hd_handler_list, control.h) ->
+ * ListHandlersReply. Below the gRPC front
  * nothing sees a protobuf type; a new handler kind adds its Target case
  * here, in both directions.
  *
@@ -31,6 +32,12 @@ hd_err hd_registration_from_pb(hd_arena *a,
                                hd_registration *out, char *msg,
                                size_t msg_size);
 
+/* UpdateHandlerRequest -> hd_registration (its key is the request's),
+ * as hd_registration_from_pb. */
+hd_err hd_registration_from_update_pb(
+    hd_arena *a, const Handlers__V1__UpdateHandlerRequest *req,
+    hd_registration *out, char *msg, size_t msg_size);
+
 /* hd_registration -> AddHandlerRequest (for tools and tests: round trips).
  * A target of kind HD_TARGET_NONE is no Target at all. HD_ENOMEM. */
 hd_err hd_registration_to_pb(hd_arena *a, const hd_registration *reg,
@@ -50,6 +57,10 @@ hd_err hd_handler_list_to_pb(hd_arena *a, const hd_handler_list *l,
 hd_err
 hd_registration_pb_check_reencode(const Handlers__V1__AddHandlerRequest *req,
                                   char *msg, size_t msg_size);
+/* The same check for any request (UpdateHandler's); the message ends in
+ * `outcome` ("not registered", "nothing changed"). */
+hd_err hd_pb_check_reencode(const ProtobufCMessage *req, const char *outcome,
+                            char *msg, size_t msg_size);
 
 /* AddHandler as the gRPC front calls it: the re-encoding check,
  * hd_registration_from_pb, then hd_control_add (no forced id), and
@@ -58,6 +69,14 @@ hd_err hd_grpc_control_add(hd_control *c, hd_arena *a,
                            const Handlers__V1__AddHandlerRequest *req,
                            Handlers__V1__AddHandlerReply *reply, char *msg,
                            size_t msg_size);
+
+/* UpdateHandler as the gRPC front calls it: the re-encoding check,
+ * hd_registration_from_update_pb, then hd_control_update, and `reply`
+ * filled (the generated secret in `a`). Same errors and messages. */
+hd_err hd_grpc_control_update(hd_control *c, hd_arena *a,
+                              const Handlers__V1__UpdateHandlerRequest *req,
+                              Handlers__V1__UpdateHandlerReply *reply,
+                              char *msg, size_t msg_size);
 
 /* ListHandlers as the gRPC front calls it: hd_control_list, then
  * hd_handler_list_to_pb into `reply`. Same errors and messages. */

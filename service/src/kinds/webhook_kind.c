@@ -1,6 +1,6 @@
 /*
- * webhook_kind.c - the "webhook" handler kind, its factory and its row in
- * the kind table (kinds.h).
+ * webhook_kind.c - the "webhook" handler kind and its factory (its row in
+ * the kind table, and the checks on its settings, are webhook_kind_row.c's).
  *
  * handle() turns the event into a CloudEvent (structured or binary mode,
  * cloudevents.c),
@@ -16,6 +16,7 @@
  * the K deliveries of one event share the id.
  */
 #include "webhook_kind.h"
+#include "webhook_kind_internal.h"
 #include "clock.h"
 #include "cloudevents.h"
 #include "errmsg.h"
@@ -29,13 +30,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 
 #define HD_WEBHOOK_MAX_TIMEOUT_MS 60000
-#define HD_WEBHOOK_MAX_STEP_MS (7u * 24 * 3600 * 1000)
-#define HEADER_NAME_MAX 256
-#define HEADER_VALUE_MAX 4096
 
 struct webhook {
   hd_webhook_engine *engine; /* a reference */
@@ -44,7 +41,12 @@ struct webhook {
   char *url;
   unsigned char key[HD_SECRET_MAX_BYTES]; /* wiped on destroy */
   size_t key_len;                         /* 0: unsigned */
-  char **headers;                         /* custom "name: value" lines */
+  /* A rotation in progress: the previous key, sent as a second signature
+   * until prev_until_ns (CLOCK_REALTIME); wiped on destroy. */
+  unsigned char prev_key[HD_SECRET_MAX_BYTES];
+  size_t prev_key_len; /* 0: none */
+  int64_t prev_until_ns;
+  char **headers; /* custom "name: value" lines */
   size_t n_headers;
   long timeout_ms;
   int max_attempts;
@@ -59,6 +61,7 @@ static void webhook_free(struct webhook *w) {
   hd_webhook_engine_unref(w->engine);
   free(w->url);
   explicit_bzero(w->key, sizeof(w->key));
+  explicit_bzero(w->prev_key, sizeof(w->prev_key));
   for (size_t i = 0; i < w->n_headers; i++)
     free(w->headers[i]);
   free(w->headers);
@@ -348,6 +351,11 @@ static hd_err webhook_handle(hd_handler *hd, const hd_event *ev,
   }
   memcpy(job->key, w->key, w->key_len);
   job->key_len = w->key_len;
+  /* Whether the old signature still goes along is decided per attempt
+   * (webhook_attempt.c): a retry after the window sends the new one only. */
+  memcpy(job->prev_key, w->prev_key, w->prev_key_len);
+  job->prev_key_len = w->prev_key_len;
+  job->prev_until_ns = w->prev_until_ns;
   job->timeout_ms = w->timeout_ms;
   job->max_attempts = w->max_attempts;
   job->deadline_ns = ev->deadline_ns;
@@ -374,157 +382,6 @@ static const hd_handler_ops webhook_ops = {
 /* ---- the factory
  * ---------------------------------------------------------------- */
 
-/* RFC 9110 token characters. */
-static int is_tchar(int c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-         (c >= '0' && c <= '9') || (c != '\0' && strchr("!#$%&'*+-.^_`|~", c));
-}
-
-/* Headers handlerd sets itself, and those that would break the framing of
- * the request. */
-static int header_reserved(const char *name) {
-  static const char *const exact[] = {
-      "content-type", "content-length", "transfer-encoding",
-      "host",         "connection",     "keep-alive",
-      "te",           "trailer",        "upgrade",
-      "expect",       "user-agent"};
-  static const char *const prefix[] = {"webhook-", "ce-", "proxy-"};
-
-  for (size_t i = 0; i < sizeof(exact) / sizeof(exact[0]); i++) {
-    if (strcasecmp(name, exact[i]) == 0)
-      return 1;
-  }
-  for (size_t i = 0; i < sizeof(prefix) / sizeof(prefix[0]); i++) {
-    if (strncasecmp(name, prefix[i], strlen(prefix[i])) == 0)
-      return 1;
-  }
-  return 0;
-}
-
-static int header_name_cmp(const void *a, const void *b) {
-  return strcasecmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-/* A header name given twice (case-insensitively), or NULL. Sorted copies
- * of the names: O(n log n), however many headers --max-webhook-headers
- * lets through. */
-static const char *header_given_twice(const hd_webhook_spec *wh, hd_err *err) {
-  const char *dup = NULL;
-  const char **names;
-
-  *err = HD_OK;
-  if (wh->n_headers < 2)
-    return NULL;
-  names = malloc(wh->n_headers * sizeof(*names));
-  if (names == NULL) {
-    *err = HD_ENOMEM;
-    return NULL;
-  }
-  for (size_t i = 0; i < wh->n_headers; i++)
-    names[i] = wh->headers[i].name;
-  qsort(names, wh->n_headers, sizeof(*names), header_name_cmp);
-  for (size_t i = 1; dup == NULL && i < wh->n_headers; i++) {
-    if (strcasecmp(names[i - 1], names[i]) == 0)
-      dup = names[i];
-  }
-  free(names);
-  return dup;
-}
-
-/* The number of headers is limited by the control plane
- * (--max-webhook-headers, on new registrations only), not here: a
- * registration saved under a higher limit must still load. */
-static hd_err check_headers(const hd_webhook_spec *wh, char *msg,
-                            size_t msg_size) {
-  const char *dup;
-  hd_err err;
-
-  for (size_t i = 0; i < wh->n_headers; i++) {
-    const char *name = wh->headers[i].name, *value = wh->headers[i].value;
-    size_t n = strlen(name);
-
-    if (n == 0)
-      return hd_errmsg(msg, msg_size, HD_EINVAL,
-                       "webhook.headers: empty header name");
-    if (n > HEADER_NAME_MAX)
-      return hd_errmsg(
-          msg, msg_size, HD_EINVAL,
-          "webhook.headers: a header name is %zu bytes, the limit is "
-          "%d",
-          n, HEADER_NAME_MAX);
-    for (size_t k = 0; k < n; k++) {
-      if (!is_tchar((unsigned char)name[k]))
-        return hd_errmsg(msg, msg_size, HD_EINVAL,
-                         "webhook.headers: '%s' is not a valid header name",
-                         name);
-    }
-    if (header_reserved(name))
-      return hd_errmsg(msg, msg_size, HD_EINVAL,
-                       "webhook.headers: '%s' is set by handlerd and cannot be "
-                       "overridden",
-                       name);
-    if (strlen(value) > HEADER_VALUE_MAX)
-      return hd_errmsg(msg, msg_size, HD_EINVAL,
-                       "webhook.headers['%s']: value is over %d bytes", name,
-                       HEADER_VALUE_MAX);
-    for (const unsigned char *p = (const unsigned char *)value; *p; p++) {
-      if ((*p < 0x20 && *p != '\t') || *p == 0x7f)
-        return hd_errmsg(msg, msg_size, HD_EINVAL,
-                         "webhook.headers['%s']: value contains a control "
-                         "character (CR, LF, ...)",
-                         name);
-    }
-  }
-  dup = header_given_twice(wh, &err);
-  if (err != HD_OK)
-    return err;
-  if (dup != NULL)
-    return hd_errmsg(msg, msg_size, HD_EINVAL,
-                     "webhook.headers: '%s' is given twice", dup);
-  return HD_OK;
-}
-
-/* The async settings: only with async, and async only with an outbox. */
-static hd_err check_async(const hd_webhook_kind_ctx *ctx,
-                          const hd_webhook_spec *wh, const char *id, char *msg,
-                          size_t msg_size) {
-  if (!wh->async) {
-    const char *set = wh->ordered            ? "ordered"
-                      : wh->n_retry_schedule ? "retry_schedule_ms"
-                      : wh->max_inflight     ? "max_inflight"
-                      : wh->max_rps != 0     ? "max_rps"
-                                             : NULL;
-    if (set != NULL)
-      return hd_errmsg(msg, msg_size, HD_EINVAL,
-                       "webhook.%s: only for async webhooks (set async)", set);
-    return HD_OK;
-  }
-  if (ctx->outbox == NULL)
-    return hd_errmsg(
-        msg, msg_size, HD_EINVAL,
-        "webhook.async: async delivery keeps events in a database: "
-        "start handlerd with --state-dir");
-  if (id == NULL || id[0] == '\0')
-    return hd_errmsg(msg, msg_size, HD_EINVAL,
-                     "webhook.async: the handler has no id");
-  if (wh->n_retry_schedule > HD_OUTBOX_SCHEDULE_MAX)
-    return hd_errmsg(msg, msg_size, HD_EINVAL,
-                     "webhook.retry_schedule_ms: %zu steps, the limit is %d",
-                     wh->n_retry_schedule, HD_OUTBOX_SCHEDULE_MAX);
-  for (size_t i = 0; i < wh->n_retry_schedule; i++) {
-    if (wh->retry_schedule_ms[i] > HD_WEBHOOK_MAX_STEP_MS)
-      return hd_errmsg(msg, msg_size, HD_EINVAL,
-                       "webhook.retry_schedule_ms[%zu]: %u ms is over the "
-                       "limit of 7 days",
-                       i, (unsigned)wh->retry_schedule_ms[i]);
-  }
-  if (!(wh->max_rps >= 0 && wh->max_rps <= 1e6))
-    return hd_errmsg(msg, msg_size, HD_EINVAL,
-                     "webhook.max_rps: %g is not between 0 and 1000000",
-                     wh->max_rps);
-  return HD_OK;
-}
-
 /* Registers an async webhook with the outbox under its id and route. */
 static hd_err join_outbox(struct webhook *w, const hd_webhook_kind_ctx *ctx,
                           const char *key, const char *id, const char *route,
@@ -538,6 +395,9 @@ static hd_err join_outbox(struct webhook *w, const hd_webhook_kind_ctx *ctx,
       .n_headers = w->n_headers,
       .sign_key = w->key,
       .sign_key_len = w->key_len,
+      .prev_sign_key = w->prev_key,
+      .prev_sign_key_len = w->prev_key_len,
+      .prev_until_ns = w->prev_until_ns,
       .timeout_ms = w->timeout_ms,
       .retry_schedule_ms = wh->retry_schedule_ms,
       .n_retry_schedule = wh->n_retry_schedule,
@@ -548,6 +408,30 @@ static hd_err join_outbox(struct webhook *w, const hd_webhook_kind_ctx *ctx,
   w->outbox = ctx->outbox;
   w->ep = hd_outbox_endpoint_add(ctx->outbox, &spec);
   return w->ep != NULL ? HD_OK : HD_ENOMEM;
+}
+
+/* The previous secret of a rotation in progress (RotateSecret), kept for
+ * the second signature until its end; one whose window has passed is not
+ * kept at all. A new secret without a current one is refused: a rotation
+ * always has both. */
+static hd_err previous_key(struct webhook *w, const hd_webhook_spec *wh,
+                           char *msg, size_t msg_size) {
+  const char *prev = wh->previous_secret ? wh->previous_secret : "";
+  char why[256] = "";
+
+  if (prev[0] == '\0' || wh->previous_until_ms <= real_ns() / 1000000)
+    return HD_OK;
+  if (w->key_len == 0)
+    return hd_errmsg(msg, msg_size, HD_EINVAL,
+                     "webhook.previous_secret: only with a secret");
+  if (hd_secret_parse(prev, w->prev_key, &w->prev_key_len, why, sizeof(why)) !=
+      HD_OK)
+    return hd_errmsg(msg, msg_size, HD_EINVAL, "webhook.previous_secret: %s",
+                     why[0] ? why : "not a valid secret");
+  w->prev_until_ns = wh->previous_until_ms > INT64_MAX / 1000000
+                         ? INT64_MAX
+                         : wh->previous_until_ms * 1000000;
+  return HD_OK;
 }
 
 hd_err hd_webhook_factory(void *engine, const char *key,
@@ -602,9 +486,9 @@ hd_err hd_webhook_build(const hd_webhook_kind_ctx *ctx, const char *key,
     return hd_errmsg(msg, msg_size, HD_EINVAL,
                      "webhook.new_secret: only one secret can be generated per "
                      "request");
-  err = check_headers(wh, msg, msg_size);
+  err = hd_wk_check_headers(wh, msg, msg_size);
   if (err == HD_OK)
-    err = check_async(ctx, wh, id, msg, msg_size);
+    err = hd_wk_check_async(ctx, wh, id, msg, msg_size);
   if (err != HD_OK)
     return err;
   if (wh->timeout_ms > HD_WEBHOOK_MAX_TIMEOUT_MS)
@@ -639,6 +523,8 @@ hd_err hd_webhook_build(const hd_webhook_kind_ctx *ctx, const char *key,
       goto fail;
     }
   }
+  if ((err = previous_key(w, wh, msg, msg_size)) != HD_OK)
+    goto fail;
   w->timeout_ms =
       wh->timeout_ms ? (long)wh->timeout_ms : HD_WEBHOOK_DEFAULT_TIMEOUT_MS;
   w->max_attempts = wh->max_attempts ? (int)wh->max_attempts
@@ -672,86 +558,3 @@ fail:
   webhook_free(w);
   return err;
 }
-
-/* ---- the row in the kind table ---------------------------------------------
- */
-
-static hd_err webhook_check_limits(const hd_target_spec *t,
-                                   const hd_target_limits *l, const char *what,
-                                   char *msg, size_t msg_size) {
-  if (t->webhook.n_headers <= (size_t)l->max_headers)
-    return HD_OK;
-  return hd_errmsg(msg, msg_size, HD_EINVAL,
-                   "%s.webhook.headers: %zu headers, the limit is %d "
-                   "(--max-webhook-headers)",
-                   what, t->webhook.n_headers, l->max_headers);
-}
-
-static hd_err webhook_check_strings(const hd_target_spec *t, const char *what,
-                                    char *msg, size_t msg_size) {
-  const hd_webhook_spec *wh = &t->webhook;
-  char field[64];
-  hd_err err = hd_kind_check_utf8(what, ".webhook.url", wh->url ? wh->url : "",
-                                  msg, msg_size);
-
-  if (err == HD_OK)
-    err = hd_kind_check_utf8(what, ".webhook.secret",
-                             wh->secret ? wh->secret : "", msg, msg_size);
-  for (size_t h = 0; err == HD_OK && h < wh->n_headers; h++) {
-    snprintf(field, sizeof(field), ".webhook.headers[%zu].key", h);
-    err = hd_kind_check_utf8(what, field, wh->headers[h].name, msg, msg_size);
-    if (err == HD_OK) {
-      snprintf(field, sizeof(field), ".webhook.headers[%zu].value", h);
-      err =
-          hd_kind_check_utf8(what, field, wh->headers[h].value, msg, msg_size);
-    }
-  }
-  return err;
-}
-
-static int webhook_wants_new_secret(const hd_target_spec *t) {
-  return t->webhook.new_secret != 0;
-}
-
-static int webhook_secret_set(const hd_target_spec *t) {
-  return t->webhook.new_secret ||
-         (t->webhook.secret != NULL && t->webhook.secret[0] != '\0');
-}
-
-static void webhook_keep_secret(hd_target_spec *t, const char *secret) {
-  t->webhook.secret = secret;
-  t->webhook.new_secret = 0;
-}
-
-static int webhook_is_async(const hd_target_spec *t) {
-  return t->webhook.async != 0;
-}
-
-static const char *webhook_detail(const hd_target_spec *t) {
-  return t->webhook.url ? t->webhook.url : "";
-}
-
-/* `ctx` is an hd_webhook_kind_ctx (hd_control_set_kind_context). The
- * factory's messages name the field ("webhook.url: ..."), not `what`, as
- * they always have. */
-static hd_err webhook_build(void *ctx, const hd_kind_site *site,
-                            const hd_target_spec *t, hd_handler **out,
-                            char **secret_out, char *msg, size_t msg_size) {
-  return hd_webhook_build(ctx, site->key, site->id, site->route, &t->webhook,
-                          out, secret_out, msg, msg_size);
-}
-
-const hd_kind hd_kind_webhook = {
-    .kind = HD_TARGET_WEBHOOK,
-    .name = "webhook",
-    .handler_kind = "webhook",
-    .check_limits = webhook_check_limits,
-    .check_strings = webhook_check_strings,
-    .wants_new_secret = webhook_wants_new_secret,
-    .secret_set = webhook_secret_set,
-    .keep_secret = webhook_keep_secret,
-    .is_async = webhook_is_async,
-    .detail = webhook_detail,
-    .build = webhook_build,
-    .needs_context = 1,
-};

@@ -70,7 +70,11 @@
  * registrations only, so saved ones load whatever it says). With new_secret,
  * generates a secret, signs with it and returns it in *secret_out (malloc'd,
  * the caller wipes and frees it); new_secret with a NULL secret_out, or
- * together with secret, is HD_EINVAL. Errors: HD_EINVAL with a message naming
+ * together with secret, is HD_EINVAL. A previous_secret (a rotation in
+ * progress, RotateSecret) is sent as a second signature ("v1,<new>
+ * v1,<old>") on attempts made before previous_until_ms, then no more; one
+ * whose window has already passed is ignored, one that does not parse (or
+ * without a secret) is HD_EINVAL. Errors: HD_EINVAL with a message naming
  * the field ("webhook.max_attempts: 50 is over the limit of 20"), HD_ENOMEM,
  * HD_EIO (no randomness). */
 hd_err hd_webhook_factory(void *engine, const char *key,

@@ -12,7 +12,7 @@
 
 #include <stdint.h>
 
-/* Method slots; the last is "unknown". The server's 13 methods and room
+/* Method slots; the last is "unknown". The server's 15 methods and room
  * for more: one past the table is not served (server.c logs it). */
 #define HD_METRICS_METHODS 20
 

@@ -1,7 +1,11 @@
 /*
  * handler_set.c - the "set" kind: every member handles the event and the
  * set completes once, with the members' results in insertion order (the
- * seed's HandlerSet).
+ * seed's HandlerSet). A member with a topic selector (registry_select.h)
+ * only handles events whose topic path it selects: those members are found
+ * through the set's prefix index (set_index.h) and matched outside the
+ * lock, so neither the number of selectors nor a slow pattern holds up
+ * other dispatches.
  *
  * Members may complete on any thread, in any order, even before their
  * handle() returns. Each gets its own slot, so completions never contend;
@@ -14,6 +18,8 @@
 #include "array.h"
 #include "fanout.h"
 #include "handler_locked.h"
+#include "registry_select.h"
+#include "set_index.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -24,9 +30,17 @@
 
 struct set {
   pthread_mutex_t lock; /* first: see handler_locked.h */
-  hd_handler **members; /* insertion order; each holds a reference */
+  set_entry *members;   /* insertion order; each holds a reference on its
+                         * member and its selector */
   size_t count;
   size_t cap;
+  uint64_t next_order;
+  /* Only once a member has a selector: the members without one (copies of
+   * their entries, in order) and the index of those with one. */
+  set_entry *plain;
+  size_t n_plain, cap_plain;
+  set_index *index;
+  size_t n_selected;
 };
 _Static_assert(offsetof(struct set, lock) == 0, "see handler_locked.h");
 
@@ -54,11 +68,113 @@ static size_t snapshot(struct set *s, hd_handler ***out) {
       return (size_t)-1;
     }
     for (size_t i = 0; i < n; i++)
-      snap[i] = hd_handler_ref(s->members[i]);
+      snap[i] = hd_handler_ref(s->members[i].member);
   }
   pthread_mutex_unlock(&s->lock);
   *out = snap;
   return n;
+}
+
+/* The topic path the event is about, or NULL: events without one reach
+ * every member. */
+static const char *event_path(const hd_event *ev) {
+  const char *path = NULL;
+
+  switch (ev->args_kind) {
+  case HD_ARGS_SUBSCRIBE:
+  case HD_ARGS_UPDATE:
+  case HD_ARGS_UNSUBSCRIBE:
+    path = ev->topic.path;
+    break;
+  case HD_ARGS_RESPONSE:
+    path = ev->response.path;
+    break;
+  default:
+    break;
+  }
+  return path != NULL && path[0] != '\0' ? path : NULL;
+}
+
+static int by_order(const void *a, const void *b) {
+  const set_entry *x = a, *y = b;
+  return (x->order > y->order) - (x->order < y->order);
+}
+
+/* The members `ev` reaches, in order, referenced, as snapshot gives. The
+ * candidates (the members without a selector, those the index gives for
+ * the path) are taken under the lock with references; their selectors are
+ * matched after it. */
+static size_t select_members(struct set *s, const hd_event *ev,
+                             hd_handler ***out) {
+  const char *path = event_path(ev);
+  set_entry *c = NULL;
+  size_t n = 0, cap = 0, kept = 0;
+  hd_handler **snap;
+
+  if (path == NULL)
+    return snapshot(s, out);
+  pthread_mutex_lock(&s->lock);
+  if (s->n_selected == 0) {
+    pthread_mutex_unlock(&s->lock);
+    return snapshot(s, out);
+  }
+  cap = s->n_plain + 16;
+  c = malloc(cap * sizeof(*c));
+  if (c == NULL || set_index_candidates(s->index, path, strlen(path), &c, &n,
+                                        &cap) != HD_OK) {
+    pthread_mutex_unlock(&s->lock);
+    free(c);
+    return (size_t)-1;
+  }
+  for (size_t i = 0; i < n; i++) {
+    hd_handler_ref(c[i].member);
+    hd_selector_ref(c[i].sel);
+  }
+  pthread_mutex_unlock(&s->lock);
+
+  /* Matched: kept in place; then the plain members join (they were not
+   * in `c` yet so that matching skips them) and all go in order. */
+  for (size_t i = 0; i < n; i++) {
+    if (hd_selector_matches(c[i].sel, path, strlen(path)))
+      c[kept++] = c[i];
+    else
+      hd_handler_unref(c[i].member);
+    hd_selector_unref(c[i].sel);
+    c[i].sel = NULL;
+  }
+  n = kept;
+  pthread_mutex_lock(&s->lock);
+  for (size_t i = 0; i < s->n_plain; i++) {
+    if (n == cap) { /* cap >= n_plain + 16 unless it changed meanwhile */
+      set_entry *grown = realloc(c, (cap *= 2) * sizeof(*c));
+      if (grown == NULL)
+        break;
+      c = grown;
+    }
+    c[n] = s->plain[i];
+    hd_handler_ref(c[n++].member);
+  }
+  pthread_mutex_unlock(&s->lock);
+  qsort(c, n, sizeof(*c), by_order);
+  kept = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (kept > 0 && c[kept - 1].order == c[i].order)
+      hd_handler_unref(c[i].member); /* filed under two prefixes */
+    else
+      c[kept++] = c[i];
+  }
+  snap = kept ? malloc(kept * sizeof(*snap)) : NULL;
+  if (kept && snap == NULL) {
+    for (size_t i = 0; i < kept; i++)
+      hd_handler_unref(c[i].member);
+    free(c);
+    return (size_t)-1;
+  }
+  for (size_t i = 0; i < kept; i++)
+    snap[i] = c[i].member;
+  free(c);
+  *out = snap;
+  return kept;
 }
 
 /* ---- handle ------------------------------------------------------------- */
@@ -136,7 +252,7 @@ static hd_err set_handle(hd_handler *h, const hd_event *ev, hd_done_fn *done,
   struct set *s = hd_handler_user_data(h);
   hd_handler **members;
   struct gather *g;
-  size_t n = snapshot(s, &members);
+  size_t n = select_members(s, ev, &members);
 
   if (n == (size_t)-1)
     return HD_ENOMEM;
@@ -197,9 +313,72 @@ static hd_err set_handle(hd_handler *h, const hd_event *ev, hd_done_fn *done,
 /* ---- membership
  * -------------------------------------------------------------- */
 
-hd_err hd_set_add(hd_handler *set, hd_handler *member) {
+/* Files `e` where dispatch finds it: the plain list or the index. On
+ * HD_ENOMEM it is filed nowhere. Locked. */
+static hd_err file_entry(struct set *s, const set_entry *e) {
+  if (e->sel != NULL) {
+    if (s->index == NULL && (s->index = set_index_new()) == NULL)
+      return HD_ENOMEM;
+    if (set_index_add(s->index, e) != HD_OK)
+      return HD_ENOMEM;
+    s->n_selected++;
+    return HD_OK;
+  }
+  if (s->n_selected == 0 && s->index == NULL)
+    return HD_OK; /* no selector yet: members[] is the plain list */
+  if (hd_array_reserve(&s->plain, &s->cap_plain, s->n_plain, sizeof(*s->plain),
+                       4) != HD_OK)
+    return HD_ENOMEM;
+  /* By order: a replaced member keeps its place. */
+  size_t at = s->n_plain;
+  while (at > 0 && s->plain[at - 1].order > e->order)
+    at--;
+  hd_array_open(s->plain, s->n_plain, sizeof(*s->plain), at);
+  s->plain[at] = *e;
+  s->n_plain++;
+  return HD_OK;
+}
+
+/* Takes `e` out of the plain list or the index. Locked. */
+static void unfile_entry(struct set *s, const set_entry *e) {
+  if (e->sel != NULL) {
+    set_index_remove(s->index, e->sel, e->order);
+    s->n_selected--;
+    return;
+  }
+  for (size_t i = 0; i < s->n_plain; i++) {
+    if (s->plain[i].order == e->order) {
+      hd_array_close(s->plain, s->n_plain, sizeof(*s->plain), i);
+      s->n_plain--;
+      return;
+    }
+  }
+}
+
+/* The first selector turns the plain list on: every member so far. */
+static hd_err start_plain_list(struct set *s) {
+  if (s->index != NULL || s->n_selected > 0)
+    return HD_OK;
+  s->plain = malloc((s->count + 4) * sizeof(*s->plain));
+  if (s->plain == NULL)
+    return HD_ENOMEM;
+  s->cap_plain = s->count + 4;
+  for (size_t i = 0; i < s->count; i++)
+    s->plain[s->n_plain++] = s->members[i];
+  if ((s->index = set_index_new()) == NULL) {
+    free(s->plain);
+    s->plain = NULL;
+    s->n_plain = s->cap_plain = 0;
+    return HD_ENOMEM;
+  }
+  return HD_OK;
+}
+
+hd_err hd_set_add_selected(hd_handler *set, hd_handler *member,
+                           hd_selector *sel) {
   struct set *s = set_of(set);
   const char *id;
+  set_entry e;
 
   /* A set inside itself would recurse on every event. */
   if (s == NULL || member == NULL || member == set)
@@ -207,41 +386,90 @@ hd_err hd_set_add(hd_handler *set, hd_handler *member) {
   id = hd_handler_id(member);
   pthread_mutex_lock(&s->lock);
   for (size_t i = 0; i < s->count; i++) {
-    if (s->members[i] == member ||
-        strcmp(hd_handler_id(s->members[i]), id) == 0) {
+    if (s->members[i].member == member ||
+        strcmp(hd_handler_id(s->members[i].member), id) == 0) {
       pthread_mutex_unlock(&s->lock);
       return HD_EEXIST;
     }
   }
+  e = (set_entry){member, sel, s->next_order};
   if (hd_array_reserve(&s->members, &s->cap, s->count, sizeof(*s->members),
-                       4) != HD_OK) {
+                       4) != HD_OK ||
+      (sel != NULL && start_plain_list(s) != HD_OK) ||
+      file_entry(s, &e) != HD_OK) {
     pthread_mutex_unlock(&s->lock);
     return HD_ENOMEM;
   }
-  s->members[s->count++] = hd_handler_ref(member);
+  s->next_order++;
+  hd_handler_ref(member);
+  hd_selector_ref(sel);
+  s->members[s->count++] = e;
   pthread_mutex_unlock(&s->lock);
   return HD_OK;
 }
 
+hd_err hd_set_add(hd_handler *set, hd_handler *member) {
+  return hd_set_add_selected(set, member, NULL);
+}
+
+hd_err hd_set_replace(hd_handler *set, const char *member_id,
+                      hd_handler *member, hd_selector *sel) {
+  struct set *s = set_of(set);
+  set_entry old, e;
+  hd_err err = HD_ENOTFOUND;
+
+  if (s == NULL || member_id == NULL || member == NULL || member == set)
+    return HD_EINVAL;
+  pthread_mutex_lock(&s->lock);
+  for (size_t i = 0; i < s->count; i++) {
+    if (strcmp(hd_handler_id(s->members[i].member), member_id) != 0)
+      continue;
+    old = s->members[i];
+    e = (set_entry){member, sel, old.order};
+    err = HD_ENOMEM;
+    if (sel != NULL && start_plain_list(s) != HD_OK)
+      break;
+    unfile_entry(s, &old);
+    if (file_entry(s, &e) != HD_OK) {
+      file_entry(s, &old); /* back where it was: room was there */
+      break;
+    }
+    hd_handler_ref(member);
+    hd_selector_ref(sel);
+    s->members[i] = e;
+    err = HD_OK;
+    break;
+  }
+  pthread_mutex_unlock(&s->lock);
+  if (err == HD_OK) { /* outside the lock: may run a destroy */
+    hd_handler_unref(old.member);
+    hd_selector_unref(old.sel);
+  }
+  return err;
+}
+
 hd_err hd_set_remove(hd_handler *set, const char *member_id) {
   struct set *s = set_of(set);
-  hd_handler *gone = NULL;
+  set_entry gone = {NULL, NULL, 0};
 
   if (s == NULL || member_id == NULL)
     return HD_EINVAL;
   pthread_mutex_lock(&s->lock);
   for (size_t i = 0; i < s->count; i++) {
-    if (strcmp(hd_handler_id(s->members[i]), member_id) == 0) {
+    if (strcmp(hd_handler_id(s->members[i].member), member_id) == 0) {
       gone = s->members[i];
+      if (s->index != NULL)
+        unfile_entry(s, &gone);
       hd_array_close(s->members, s->count, sizeof(*s->members), i);
       s->count--;
       break;
     }
   }
   pthread_mutex_unlock(&s->lock);
-  if (gone == NULL)
+  if (gone.member == NULL)
     return HD_ENOTFOUND;
-  hd_handler_unref(gone); /* outside the lock: may run a destroy */
+  hd_handler_unref(gone.member); /* outside the lock: may run a destroy */
+  hd_selector_unref(gone.sel);
   return HD_OK;
 }
 
@@ -284,9 +512,13 @@ void hd_set_foreach(hd_handler *set, void (*fn)(hd_handler *member, void *ud),
 static void set_destroy(hd_handler *h) {
   struct set *s = hd_handler_user_data(h);
 
-  for (size_t i = 0; i < s->count; i++)
-    hd_handler_unref(s->members[i]);
+  for (size_t i = 0; i < s->count; i++) {
+    hd_handler_unref(s->members[i].member);
+    hd_selector_unref(s->members[i].sel);
+  }
   free(s->members);
+  free(s->plain);
+  set_index_free(s->index);
   hd_locked_state_free(s);
 }
 

@@ -27,7 +27,11 @@ typedef struct hd_header_spec {
 typedef struct hd_webhook_spec {
   const char *url;
   const char *secret; /* "whsec_..."; NULL or "": none */
-  int new_secret;     /* generate one (returned once by AddHandler) */
+  /* A rotation in progress (RotateSecret): the old secret is still sent
+   * (a second signature) until previous_until_ms (Unix ms). */
+  const char *previous_secret; /* NULL or "": none */
+  int64_t previous_until_ms;
+  int new_secret; /* generate one (returned once by AddHandler) */
   hd_header_spec *headers;
   size_t n_headers;
   uint32_t timeout_ms;   /* per attempt */
@@ -70,6 +74,8 @@ typedef struct hd_registration {
   size_t n_routes;
   const char **events;
   size_t n_events;
+  const char *selector; /* a Diffusion topic selector; NULL or "": none */
+  int derive_old_value; /* fill an update's absent old_value */
 } hd_registration;
 
 #endif

@@ -14,6 +14,7 @@
 #include "handlerd/handlerd.h"
 
 #include "array.h"
+#include "registry_select.h"
 #include "handler_forward.h"
 
 #include <pthread.h>
@@ -76,7 +77,7 @@ void hd_registry_free(hd_registry *reg) {
 
 /* Inserts `key` -> a new set holding `h`. Call with the write lock held. */
 static hd_err insert_key(hd_registry *reg, size_t at, const char *key,
-                         hd_handler *h) {
+                         hd_handler *h, hd_selector *sel) {
   hd_handler *set;
   char *copy;
   hd_err err;
@@ -89,7 +90,7 @@ static hd_err insert_key(hd_registry *reg, size_t at, const char *key,
     return HD_ENOMEM;
   err = hd_set_new(&set);
   if (err == HD_OK) {
-    err = hd_set_add(set, h);
+    err = hd_set_add_selected(set, h, sel);
     if (err != HD_OK)
       hd_handler_unref(set);
   }
@@ -105,6 +106,28 @@ static hd_err insert_key(hd_registry *reg, size_t at, const char *key,
 }
 
 hd_err hd_registry_add(hd_registry *reg, const char *key, hd_handler *h) {
+  return hd_registry_add_selected(reg, key, h, NULL);
+}
+
+hd_err hd_registry_replace(hd_registry *reg, const char *key, const char *id,
+                           hd_handler *h, hd_selector *sel) {
+  size_t at;
+  hd_err err;
+
+  if (reg == NULL || key == NULL || id == NULL || h == NULL)
+    return HD_EINVAL;
+  /* Read-locked: the set has its own lock, and the key cannot go away
+   * while we hold this one. */
+  pthread_rwlock_rdlock(&reg->lock);
+  err = find_key(reg, key, &at)
+            ? hd_set_replace(reg->entries[at].set, id, h, sel)
+            : HD_ENOKEY;
+  pthread_rwlock_unlock(&reg->lock);
+  return err;
+}
+
+hd_err hd_registry_add_selected(hd_registry *reg, const char *key,
+                                hd_handler *h, hd_selector *sel) {
   size_t at;
   hd_err err;
 
@@ -115,11 +138,11 @@ hd_err hd_registry_add(hd_registry *reg, const char *key, hd_handler *h) {
     err = reg->max_per_key &&
                   hd_set_size(reg->entries[at].set) >= reg->max_per_key
               ? HD_EBUSY
-              : hd_set_add(reg->entries[at].set, h);
+              : hd_set_add_selected(reg->entries[at].set, h, sel);
   else
     err = reg->max_keys && reg->count >= reg->max_keys
               ? HD_EBUSY
-              : insert_key(reg, at, key, h);
+              : insert_key(reg, at, key, h, sel);
   pthread_rwlock_unlock(&reg->lock);
   return err;
 }

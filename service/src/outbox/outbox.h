@@ -26,7 +26,7 @@
  * Endpoints: each async webhook registers itself (hd_outbox_endpoint_add)
  * under its handler id and route when it is built and leaves when it is
  * destroyed; a delivery is made with the endpoint's settings as they are
- * when the attempt starts (URL, headers, secret, timeout). A delivery whose
+ * when the attempt starts (URL, headers, secrets, timeout). A delivery whose
  * endpoint is gone (the handler was removed) is dead. Per endpoint:
  * ordered delivery per ordering key, max_inflight, max_rps (token bucket):
  * deliveries wait, none is dropped. An endpoint whose attempts have only
@@ -116,14 +116,15 @@ typedef struct hd_endpoint_spec {
   double max_rps;        /* 0: no limit */
 } hd_endpoint_spec;
 
-/* Registers (or replaces) the endpoint of (handler_id, route), copying
- * `spec`. The returned handle is the caller's until hd_outbox_endpoint_drop;
- * a later add of the same (handler_id, route) takes over the name (health
- * and queued deliveries stay with the name), and the older handle's drop
- * then changes nothing. Dropping the newer handle while the older one is
- * still held gives the name back to the older one's settings (a webhook
- * rebuilt by UpdateHandler whose commit then failed: the old webhook goes
- * on delivering). NULL on ENOMEM. */
+/* Registers the endpoint of (handler_id, route), copying `spec`. The
+ * returned handle is the caller's until hd_outbox_endpoint_drop. Health and
+ * queued deliveries belong to the name, not to a handle. While earlier
+ * handles of the same name are held, a later add waits: the settings in
+ * force are those of the oldest handle still held, so a webhook rebuilt by
+ * UpdateHandler or RotateSecret applies once the old webhook is dropped
+ * (after the commit and the registry's swap), and a rebuild abandoned
+ * before its commit (its handle dropped first) never applies. With no
+ * handle left, the name's deliveries are dead. NULL on ENOMEM. */
 hd_outbox_endpoint *hd_outbox_endpoint_add(hd_outbox *o,
                                            const hd_endpoint_spec *spec);
 void hd_outbox_endpoint_drop(hd_outbox *o, hd_outbox_endpoint *ep);

@@ -5,10 +5,13 @@
  * A name outlives its settings: health, flow control and queued deliveries
  * stay with the name when a webhook is rebuilt (UpdateHandler,
  * RotateSecret). A rebuild makes the new settings before the old ones go,
- * and may be abandoned (its commit failed): so the settings a later add
- * took the name from stay underneath it (`below`) while their owner still
- * holds them, and dropping the newer ones first gives the name back to
- * them. Under the outbox's lock.
+ * and is committed or abandoned only after that: so a name keeps every
+ * handle still held, in the order they were added, and delivers with the
+ * oldest. A committed rebuild drops the old handle (the old handler goes
+ * once the registry has swapped it out) and the new settings apply from
+ * then; an abandoned one drops the new handle, which never applied.
+ * Nothing of a rebuild is seen before its commit. Under the outbox's
+ * lock.
  */
 #include "outbox_internal.h"
 
@@ -53,24 +56,25 @@ ob_name *ob_name_get(hd_outbox *o, const char *handler_id, const char *route,
 }
 
 static void endpoint_unref(hd_outbox_endpoint *ep) {
-  while (ep != NULL && atomic_fetch_sub(&ep->refs, 1) == 1) {
-    hd_outbox_endpoint *below = ep->below; /* its reference goes next */
-    free(ep->key);
-    free(ep->url);
-    for (size_t i = 0; i < ep->n_headers; i++)
-      free(ep->headers[i]);
-    free(ep->headers);
-    explicit_bzero(ep->sign_key, sizeof(ep->sign_key));
-    explicit_bzero(ep->prev_sign_key, sizeof(ep->prev_sign_key));
-    free(ep);
-    ep = below;
-  }
+  if (ep == NULL || atomic_fetch_sub(&ep->refs, 1) != 1)
+    return;
+  free(ep->key);
+  free(ep->url);
+  for (size_t i = 0; i < ep->n_headers; i++)
+    free(ep->headers[i]);
+  free(ep->headers);
+  explicit_bzero(ep->sign_key, sizeof(ep->sign_key));
+  explicit_bzero(ep->prev_sign_key, sizeof(ep->prev_sign_key));
+  free(ep);
 }
 
 void ob_names_free(hd_outbox *o) {
   for (ob_name *n = o->all_names, *next; n; n = next) {
     next = n->next_all;
-    endpoint_unref(n->ep);
+    for (hd_outbox_endpoint *ep = n->ep, *later; ep; ep = later) {
+      later = ep->next_held;
+      endpoint_unref(ep); /* the name's */
+    }
     free(n->handler_id);
     free(n->route);
     hd_strmap_free(n->keys);
@@ -83,19 +87,6 @@ void ob_names_free(hd_outbox *o) {
 
 /* ---- settings -------------------------------------------------------------
  */
-
-/* Cuts the dropped settings out of the chain under `top`: nothing can come
- * back to them, and they hold secrets. Locked. */
-static void prune_below(hd_outbox_endpoint *top) {
-  for (hd_outbox_endpoint *p = top; p != NULL; p = p->below) {
-    while (p->below != NULL && p->below->dropped) {
-      hd_outbox_endpoint *gone = p->below;
-      p->below = gone->below; /* takes over gone's reference */
-      gone->below = NULL;
-      endpoint_unref(gone);
-    }
-  }
-}
 
 hd_outbox_endpoint *hd_outbox_endpoint_add(hd_outbox *o,
                                            const hd_endpoint_spec *spec) {
@@ -138,17 +129,18 @@ hd_outbox_endpoint *hd_outbox_endpoint_add(hd_outbox *o,
   pthread_mutex_lock(&o->lock);
   n = ob_name_get(o, spec->handler_id, spec->route ? spec->route : "", 1);
   if (n != NULL) {
+    hd_outbox_endpoint **at = &n->ep;
     ep->name = n;
     atomic_fetch_add(&ep->refs, 1); /* the name's */
-    /* The settings it takes over stay below, holding the name's old
-     * reference, until their owner drops them. */
-    ep->below = n->ep;
-    n->ep = ep;
-    prune_below(ep);
-    n->tokens = -1;
-    if (o->running) /* what waited for it may go now */
-      ob_unblock(o, n);
-    pthread_cond_signal(&o->wake);
+    while (*at != NULL) /* after the handles still held: see above */
+      at = &(*at)->next_held;
+    *at = ep;
+    if (n->ep == ep) {
+      n->tokens = -1;
+      if (o->running) /* what waited for it may go now */
+        ob_unblock(o, n);
+      pthread_cond_signal(&o->wake);
+    }
   }
   pthread_mutex_unlock(&o->lock);
   if (n == NULL)
@@ -166,27 +158,25 @@ void hd_outbox_endpoint_drop(hd_outbox *o, hd_outbox_endpoint *ep) {
   if (o == NULL || ep == NULL)
     return;
   pthread_mutex_lock(&o->lock);
-  ep->dropped = 1;
-  if (ep->name != NULL && ep->name->ep == ep) {
+  if (ep->name != NULL) {
     ob_name *n = ep->name;
-    hd_outbox_endpoint *back = ep->below;
-    while (back != NULL && back->dropped)
-      back = back->below;
-    /* The newest settings still held take the name back (a rebuild that
-     * was abandoned); with none, its deliveries are dead now. */
-    if (back != NULL)
-      atomic_fetch_add(&back->refs, 1);
-    n->ep = back;
-    endpoint_unref(ep); /* the name's */
-    if (back != NULL) {
-      prune_below(back);
-      n->tokens = -1;
-      if (o->running)
-        ob_unblock(o, n);
+    hd_outbox_endpoint **at = &n->ep;
+    while (*at != NULL && *at != ep)
+      at = &(*at)->next_held;
+    if (*at == ep) {
+      int was_current = n->ep == ep;
+      *at = ep->next_held;
+      ep->next_held = NULL;
+      endpoint_unref(ep); /* the name's */
+      /* The next handle held (a committed rebuild's) applies from now;
+       * with none, the name's deliveries are dead. */
+      if (was_current) {
+        n->tokens = -1;
+        if (n->ep != NULL && o->running)
+          ob_unblock(o, n);
+        pthread_cond_signal(&o->wake);
+      }
     }
-    pthread_cond_signal(&o->wake);
-  } else if (ep->name != NULL && ep->name->ep != NULL) {
-    prune_below(ep->name->ep);
   }
   pthread_mutex_unlock(&o->lock);
   endpoint_unref(ep);

@@ -70,7 +70,9 @@ typedef struct ob_keyq {
 struct ob_name {
   char *handler_id;
   char *route;
-  hd_outbox_endpoint *ep; /* the current settings (a reference); NULL: gone */
+  /* The current settings (a reference): the oldest handle still held, the
+   * head of the held list (next_held); NULL: gone. */
+  hd_outbox_endpoint *ep;
   int failures;
   int64_t first_failure_ms;
   int64_t disabled_ms;
@@ -103,11 +105,10 @@ struct hd_outbox_endpoint {
   int ordered;
   uint32_t max_inflight;
   double max_rps;
-  /* The settings this one took its name from, while their owner still
-   * holds them (a reference): dropped first, this one gives the name back
-   * to them (outbox_endpoint.c). Locked. */
-  struct hd_outbox_endpoint *below;
-  int dropped; /* its owner dropped it. Locked. */
+  /* The next handle of the same name still held, added later (its
+   * settings apply once this one is dropped: outbox_endpoint.c). The name
+   * holds a reference on each. Locked. */
+  struct hd_outbox_endpoint *next_held;
 };
 
 struct hd_outbox {

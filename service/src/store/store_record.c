@@ -75,6 +75,8 @@ static hd_err enc_target(hd_arena *a, const hd_target_spec *t,
     }
     pw->url = text(w->url);
     pw->secret = text(w->secret);
+    pw->previous_secret = text(w->previous_secret);
+    pw->previous_until_ms = w->previous_until_ms;
     pw->new_secret = w->new_secret != 0;
     pw->timeout_ms = w->timeout_ms;
     pw->max_attempts = w->max_attempts;
@@ -164,11 +166,17 @@ static hd_err enc_build(hd_arena *a, const hd_registration *reg, pb_reg *pr,
     }
     pr->events[pr->n_events++] = text(reg->events[i]);
   }
+  pr->selector = text(reg->selector);
+  pr->derive_old_value = reg->derive_old_value != 0;
   /* The oldest version that holds it: an older handlerd still reads a
-   * registration with no async target, and refuses one it would deliver
-   * synchronously (store_record.h). */
-  pr->version =
-      async ? HD_STORE_RECORD_VERSION_ASYNC : HD_STORE_RECORD_VERSION_BASE;
+   * registration with none of the newer settings, and refuses one it would
+   * deliver differently: synchronously, unfiltered (store_record.h). */
+  if (pr->selector.len > 0 || pr->derive_old_value)
+    pr->version = HD_STORE_RECORD_VERSION_SELECT;
+  else if (async)
+    pr->version = HD_STORE_RECORD_VERSION_ASYNC;
+  else
+    pr->version = HD_STORE_RECORD_VERSION_BASE;
   return HD_OK;
 }
 
@@ -242,6 +250,8 @@ static hd_err dec_target(hd_arena *a, const pb_target *pt, hd_target_spec *t,
     t->kind = HD_TARGET_WEBHOOK;
     DEC(w->url, pw->url, "webhook.url");
     DEC(w->secret, pw->secret, "webhook.secret");
+    DEC(w->previous_secret, pw->previous_secret, "webhook.previous_secret");
+    w->previous_until_ms = pw->previous_until_ms;
     if (hd_store_dec_webhook_plain(a, w, pw->new_secret, pw->timeout_ms,
                                    pw->max_attempts, pw->binary_mode,
                                    pw->n_headers) != HD_OK)
@@ -317,5 +327,7 @@ hd_err hd_store_record_decode(const void *buf, size_t len, hd_arena *a,
   for (size_t i = 0; i < pr->n_events; i++)
     DEC(out->events[i], pr->events[i], "event");
   out->n_events = pr->n_events;
+  DEC(out->selector, pr->selector, "selector");
+  out->derive_old_value = pr->derive_old_value != 0;
   return HD_OK;
 }

@@ -14,15 +14,18 @@
 #include <stdint.h>
 
 /* The newest record format this handlerd reads and writes. A record is
- * written as the oldest version that holds it: 1, or 2 when a target is
- * async, which a version-1 reader would restore as a synchronous webhook
- * (proto/handlerd/store/v1/registration.proto says why that must be
+ * written as the oldest version that holds it: 1; 2 when a target is
+ * async, which a version-1 reader would restore as a synchronous webhook;
+ * 3 when it has a selector or derive_old_value, which an older reader would
+ * drop and deliver every topic, or no derived old_value
+ * (proto/handlerd/store/v1/registration.proto says why these must be
  * refused rather than half-understood). */
-#define HD_STORE_RECORD_VERSION 2
-/* What a record with no async target is written as: older handlerds read
+#define HD_STORE_RECORD_VERSION 3
+/* What a record with none of those is written as: older handlerds read
  * it as it was meant. */
 #define HD_STORE_RECORD_VERSION_BASE 1
 #define HD_STORE_RECORD_VERSION_ASYNC 2
+#define HD_STORE_RECORD_VERSION_SELECT 3
 
 /* Encodes `reg` into *out (malloc'd, *len bytes; may hold a secret: wipe
  * it before free), as the oldest version that holds it (above). HD_EINVAL

@@ -83,9 +83,11 @@ void hd_wh_release_easy(hd_webhook_engine *e, delivery *d) {
  * and the signature, which change with every attempt. NULL on ENOMEM. */
 static struct curl_slist *attempt_headers(delivery *d) {
   struct curl_slist *list = NULL, *l;
-  int64_t ts = real_ns() / 1000000000;
-  char line[64 + HD_SIGNATURE_MAX];
-  char sig[HD_SIGNATURE_MAX];
+  int64_t now = real_ns(), ts = now / 1000000000;
+  char line[64 + HD_SIGNATURE_HEADER_MAX];
+  char sig[HD_SIGNATURE_HEADER_MAX];
+  hd_sign_keys keys = {d->job.key, d->job.key_len, d->job.prev_key,
+                       d->job.prev_key_len, d->job.prev_until_ns};
 
   for (size_t i = 0; i < d->job.n_headers; i++) {
     if ((l = curl_slist_append(list, d->job.headers[i])) == NULL)
@@ -97,10 +99,11 @@ static struct curl_slist *attempt_headers(delivery *d) {
     goto fail;
   list = l;
   if (d->job.key_len > 0) {
-    if (hd_webhook_sign(d->job.key, d->job.key_len, d->job.msg_id, ts,
-                        hd_webhook_body_text(d->job.body),
-                        hd_webhook_body_len(d->job.body), sig,
-                        sizeof(sig)) != HD_OK)
+    /* Both signatures during a rotation's overlap, decided per attempt:
+     * a retry after the window carries the new one only. */
+    if (hd_webhook_sign_header(
+            &keys, now, d->job.msg_id, ts, hd_webhook_body_text(d->job.body),
+            hd_webhook_body_len(d->job.body), sig, sizeof(sig)) != HD_OK)
       goto fail;
     snprintf(line, sizeof(line), "webhook-signature: %s", sig);
     if ((l = curl_slist_append(list, line)) == NULL)

@@ -99,6 +99,11 @@ typedef struct hd_webhook_job {
   char msg_id[37];       /* webhook-id: the CloudEvent id */
   unsigned char key[HD_SECRET_MAX_BYTES]; /* signing key; wiped on free */
   size_t key_len;                         /* 0: requests are not signed */
+  /* A rotation's previous key (RotateSecret): a second signature while
+   * real time is before prev_until_ns (CLOCK_REALTIME); wiped on free. */
+  unsigned char prev_key[HD_SECRET_MAX_BYTES];
+  size_t prev_key_len; /* 0: none */
+  int64_t prev_until_ns;
   long timeout_ms;                        /* per attempt, > 0 */
   int max_attempts;                       /* >= 1 */
   int64_t deadline_ns;                    /* CLOCK_REALTIME ns; 0: none */

@@ -134,3 +134,24 @@ hd_err hd_webhook_sign(const unsigned char *key, size_t key_len,
   EVP_EncodeBlock((unsigned char *)out + 3, mac, (int)mac_len);
   return HD_OK;
 }
+
+hd_err hd_webhook_sign_header(const hd_sign_keys *k, int64_t now_ns,
+                              const char *msg_id, int64_t timestamp,
+                              const void *body, size_t body_len, char *out,
+                              size_t out_size) {
+  hd_err err;
+  size_t n;
+
+  if (!k || k->key_len == 0 || !out || out_size < HD_SIGNATURE_HEADER_MAX)
+    return HD_EINVAL;
+  err = hd_webhook_sign(k->key, k->key_len, msg_id, timestamp, body, body_len,
+                        out, out_size);
+  if (err != HD_OK || k->prev_key_len == 0 || now_ns >= k->prev_until_ns)
+    return err;
+  /* The new signature first: receivers try them in order, and the new
+   * secret is the one that stays. */
+  n = strlen(out);
+  out[n] = ' ';
+  return hd_webhook_sign(k->prev_key, k->prev_key_len, msg_id, timestamp, body,
+                         body_len, out + n + 1, out_size - n - 1);
+}
