@@ -987,6 +987,67 @@ static void test_accept_refused(void **state) {
   assert_int_equal(atomic_load(&a.calls), 1);
 }
 
+/* One Dispatch's deliveries (a batch) are committed together or refused
+ * together: never some acknowledged and the rest lost. */
+static void test_batch_all_or_none(void **state) {
+  fx *f = *state;
+  hd_outbox_endpoint *ep;
+  hd_outbox_event ev = {0};
+  hd_outbox_batch *b;
+  acc a[3] = {{0}}, first = {0};
+  int commits;
+
+  f->r = rx_start(200, NULL, "");
+  f->cfg.max_pending = 3;
+  fx_new(f);
+  ep = fx_endpoint(f, 0, "h-batch", 0, NULL, 0, NULL, 0);
+  fx_run(f);
+  ev.ep = ep;
+  ev.event_id = "6f1c1b1e-0000-4000-8000-000000000007";
+  ev.event_name = "update";
+  ev.body = (const unsigned char *)"{}";
+  ev.body_len = 2;
+  ev.headers = "content-type: application/json\n";
+
+  /* Three at once: one commit holds all three. */
+  fj_gate(f->fj, 1);
+  pthread_mutex_lock(&f->fj->lock);
+  commits = f->fj->insert_commits;
+  pthread_mutex_unlock(&f->fj->lock);
+  b = hd_outbox_batch_new(f->o);
+  assert_non_null(b);
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(hd_outbox_batch_add(b, &ev, on_accepted, &a[i]), HD_OK);
+  hd_outbox_batch_submit(b);
+  fj_gate(f->fj, 0);
+  for (int i = 0; i < 3; i++) {
+    EVENTUALLY(acc_done(&a[i]), 5000);
+    assert_int_equal(a[i].err, HD_OK);
+  }
+  pthread_mutex_lock(&f->fj->lock);
+  assert_int_equal(f->fj->insert_commits, commits + 1);
+  pthread_mutex_unlock(&f->fj->lock);
+
+  /* Held by the receiver? No: wait until they are delivered, then fill one
+   * place of max_pending 3 and offer a batch of three: all are refused. */
+  EVENTUALLY(rx_count(f->r) >= 3, 5000);
+  fj_gate(f->fj, 1);
+  accept_ev(f, ep, 8, "first", NULL, &first);
+  memset(a, 0, sizeof(a));
+  b = hd_outbox_batch_new(f->o);
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(hd_outbox_batch_add(b, &ev, on_accepted, &a[i]), HD_OK);
+  hd_outbox_batch_submit(b);
+  for (int i = 0; i < 3; i++) { /* refused before submit returned */
+    assert_true(acc_done(&a[i]));
+    assert_int_equal(a[i].err, HD_EBUSY);
+    assert_true(a[i].id_null);
+  }
+  fj_gate(f->fj, 0);
+  EVENTUALLY(acc_done(&first), 5000);
+  assert_int_equal(first.err, HD_OK);
+}
+
 /* ---- delivering ---------------------------------------------------------- */
 
 static void test_delivery(void **state) {
@@ -1387,6 +1448,7 @@ int main(void) {
       T(test_accept_commit_fails),
       T(test_group_commit),
       T(test_accept_refused),
+      T(test_batch_all_or_none),
       T(test_delivery),
       T(test_retry_then_dead),
       T(test_final_4xx),

@@ -129,6 +129,9 @@ struct ce_share {
   char *source;                /* what `structured` was built for */
   hd_webhook_body *structured; /* NULL until a structured-mode webhook */
   hd_webhook_body *binary;     /* the data alone: the same for any source */
+  /* Async webhooks of this fan-out: their deliveries, submitted together
+   * when the scope ends, so one transaction commits them all. */
+  hd_outbox_batch *batch;
 };
 
 static const char ce_share_tag; /* its address names our slot in a scope */
@@ -143,6 +146,7 @@ static void ce_share_init(struct ce_share *s, int keep) {
   s->source = NULL;
   s->structured = NULL;
   s->binary = NULL;
+  s->batch = NULL;
 }
 
 static void ce_share_clear(struct ce_share *s) {
@@ -152,8 +156,13 @@ static void ce_share_clear(struct ce_share *s) {
 }
 
 static void ce_share_release(void *obj) {
-  ce_share_clear(obj);
-  free(obj);
+  struct ce_share *s = obj;
+
+  /* The set has started its last member: every async one has added its
+   * delivery. */
+  hd_outbox_batch_submit(s->batch);
+  ce_share_clear(s);
+  free(s);
 }
 
 /* The share of `ev`'s fan-out on this thread: the one a sibling left, or a
@@ -303,7 +312,15 @@ static hd_err webhook_handle_async(struct webhook *w, hd_handler *hd,
       .headers = headers,
   };
   msg[0] = '\0';
-  err = hd_outbox_accept(w->outbox, &oe, accepted, aw, msg, sizeof(msg));
+  /* In a fan-out, with the event's other async deliveries (one
+   * transaction); alone, at once. */
+  if (share->keep && share->batch == NULL)
+    share->batch = hd_outbox_batch_new(w->outbox);
+  if (share->keep && share->batch != NULL &&
+      hd_outbox_batch_outbox(share->batch) == w->outbox)
+    err = hd_outbox_batch_add(share->batch, &oe, accepted, aw);
+  else
+    err = hd_outbox_accept(w->outbox, &oe, accepted, aw, msg, sizeof(msg));
   if (err != HD_OK) { /* refused at once: the result says why */
     accepted(aw, err, NULL, msg[0] ? msg : NULL);
     err = HD_OK;

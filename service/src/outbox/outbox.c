@@ -151,17 +151,13 @@ static void new_delivery_id(char out[HD_DELIVERY_ID_LEN + 1]) {
            b[11], b[12], b[13], b[14], b[15]);
 }
 
-hd_err hd_outbox_accept(hd_outbox *o, const hd_outbox_event *ev,
-                        hd_outbox_accepted_fn *cb, void *data, char *msg,
-                        size_t msg_size) {
-  const hd_outbox_endpoint *ep;
+/* A delivery for `ev`, not yet queued; NULL on ENOMEM. */
+static dlv *accept_make(const hd_outbox_event *ev, hd_outbox_accepted_fn *cb,
+                        void *data) {
+  const hd_outbox_endpoint *ep = ev->ep;
   hd_delivery_row row;
-  hd_err err = HD_OK;
   dlv *d;
 
-  if (o == NULL || ev == NULL || ev->ep == NULL || cb == NULL)
-    return HD_EINVAL;
-  ep = ev->ep;
   memset(&row, 0, sizeof(row));
   new_delivery_id(row.id);
   snprintf(row.event_id, sizeof(row.event_id), "%s",
@@ -179,36 +175,124 @@ hd_err hd_outbox_accept(hd_outbox *o, const hd_outbox_event *ev,
   row.last_error = "";
   d = dlv_from_row(&row);
   if (d == NULL)
-    return hd_errmsg(msg, msg_size, HD_ENOMEM,
-                     "out of memory accepting the event");
+    return NULL;
   d->ordered = ep->ordered && row.ordering_key[0] != '\0';
   d->accepted = cb;
   d->accepted_data = data;
+  return d;
+}
+
+/* Queues the `n` deliveries of `list` for the next commit, all or none:
+ * they are taken by the same turn, so they share one transaction. On a
+ * refusal they are left to the caller. */
+static hd_err accept_queue(hd_outbox *o, dlv *list, dlv *tail, size_t n,
+                           char *msg, size_t msg_size) {
+  hd_err err = HD_OK;
+  size_t live;
 
   pthread_mutex_lock(&o->lock);
+  live = hd_strmap_count(o->live);
   if (o->stopping || !o->running) {
     err = hd_errmsg(msg, msg_size, HD_EUNSUPPORTED,
                     "handlerd is shutting down: the event was not accepted");
-  } else if (hd_strmap_count(o->live) >= o->cfg.max_pending) {
+  } else if (live + n > o->cfg.max_pending) {
     err = hd_errmsg(msg, msg_size, HD_EBUSY,
-                    "%zu async deliveries are waiting (the limit): the event "
-                    "was not accepted",
-                    hd_strmap_count(o->live));
-  } else if (hd_strmap_put(o->live, d->row.id, strlen(d->row.id), d) != HD_OK) {
-    err = hd_errmsg(msg, msg_size, HD_ENOMEM,
-                    "out of memory accepting the event");
+                    "%zu async deliveries are waiting (the limit is %zu): the "
+                    "event was not accepted",
+                    live, o->cfg.max_pending);
   } else {
+    for (dlv *d = list; err == HD_OK && d; d = d->next) {
+      if (hd_strmap_put(o->live, d->row.id, strlen(d->row.id), d) != HD_OK) {
+        for (dlv *u = list; u != d; u = u->next)
+          hd_strmap_take(o->live, u->row.id, strlen(u->row.id));
+        err = hd_errmsg(msg, msg_size, HD_ENOMEM,
+                        "out of memory accepting the event");
+      }
+    }
+  }
+  if (err == HD_OK) {
     if (o->accepts_tail)
-      o->accepts_tail->next = d;
+      o->accepts_tail->next = list;
     else
-      o->accepts = d;
-    o->accepts_tail = d;
+      o->accepts = list;
+    o->accepts_tail = tail;
     pthread_cond_signal(&o->wake);
   }
   pthread_mutex_unlock(&o->lock);
+  return err;
+}
+
+hd_err hd_outbox_accept(hd_outbox *o, const hd_outbox_event *ev,
+                        hd_outbox_accepted_fn *cb, void *data, char *msg,
+                        size_t msg_size) {
+  hd_err err;
+  dlv *d;
+
+  if (o == NULL || ev == NULL || ev->ep == NULL || cb == NULL)
+    return HD_EINVAL;
+  d = accept_make(ev, cb, data);
+  if (d == NULL)
+    return hd_errmsg(msg, msg_size, HD_ENOMEM,
+                     "out of memory accepting the event");
+  err = accept_queue(o, d, d, 1, msg, msg_size);
   if (err != HD_OK)
     ob_dlv_free(d);
   return err;
+}
+
+/* ---- batches: one Dispatch's deliveries in one transaction ------------- */
+
+struct hd_outbox_batch {
+  hd_outbox *o;
+  dlv *head, *tail;
+  size_t n;
+};
+
+hd_outbox_batch *hd_outbox_batch_new(hd_outbox *o) {
+  hd_outbox_batch *b = o ? calloc(1, sizeof(*b)) : NULL;
+  if (b != NULL)
+    b->o = o;
+  return b;
+}
+
+hd_outbox *hd_outbox_batch_outbox(const hd_outbox_batch *b) {
+  return b->o;
+}
+
+hd_err hd_outbox_batch_add(hd_outbox_batch *b, const hd_outbox_event *ev,
+                           hd_outbox_accepted_fn *cb, void *data) {
+  dlv *d;
+
+  if (b == NULL || ev == NULL || ev->ep == NULL || cb == NULL)
+    return HD_EINVAL;
+  if ((d = accept_make(ev, cb, data)) == NULL)
+    return HD_ENOMEM;
+  if (b->tail)
+    b->tail->next = d;
+  else
+    b->head = d;
+  b->tail = d;
+  b->n++;
+  return HD_OK;
+}
+
+void hd_outbox_batch_submit(hd_outbox_batch *b) {
+  char msg[256] = "";
+  hd_err err = HD_OK;
+  dlv *next;
+
+  if (b == NULL)
+    return;
+  if (b->n > 0)
+    err = accept_queue(b->o, b->head, b->tail, b->n, msg, sizeof(msg));
+  if (err != HD_OK) { /* refused at once: every caller hears why */
+    for (dlv *d = b->head; d; d = next) {
+      next = d->next;
+      d->accepted(d->accepted_data, err, NULL, msg);
+      ob_dlv_free(d);
+    }
+  }
+  free(b);
 }
 
 /* ---- the loop ------------------------------------------------------------ */

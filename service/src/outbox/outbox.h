@@ -153,6 +153,26 @@ hd_err hd_outbox_accept(hd_outbox *o, const hd_outbox_event *ev,
                         hd_outbox_accepted_fn *cb, void *data, char *msg,
                         size_t msg_size);
 
+/* A batch: the deliveries of one Dispatch (the async webhooks of one
+ * fan-out), accepted together so that one transaction commits them all:
+ * either every one is acknowledged or none. Fill it on one thread. */
+typedef struct hd_outbox_batch hd_outbox_batch;
+
+/* An empty batch for `o`; NULL on ENOMEM. */
+hd_outbox_batch *hd_outbox_batch_new(hd_outbox *o);
+hd_outbox *hd_outbox_batch_outbox(const hd_outbox_batch *b);
+
+/* Adds `ev` (copied) with its callback, as hd_outbox_accept would. HD_ENOMEM
+ * (cb is then never called). */
+hd_err hd_outbox_batch_add(hd_outbox_batch *b, const hd_outbox_event *ev,
+                           hd_outbox_accepted_fn *cb, void *data);
+
+/* Queues every event of `b` for the same commit and frees `b`. Each
+ * callback is called once: after the commit, or before this returns with
+ * the refusal (HD_EBUSY past max_pending, counting the whole batch;
+ * HD_EUNSUPPORTED when stopping; HD_ENOMEM) and its message. */
+void hd_outbox_batch_submit(hd_outbox_batch *b);
+
 /* ---- history and repair (the admin RPCs) ------------------------------ */
 
 /* A delivery as listed, in `a`. */
