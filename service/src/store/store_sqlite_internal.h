@@ -3,7 +3,8 @@
  * store's struct, the failure messages (store_sqlite_msg.c), the vtable and
  * its statements (store_sqlite.c) for the open (store_sqlite_open.c), the
  * migration (store_sqlite_migrate.c) and its test seam, the journal
- * (store_sqlite_journal.c). Not for the layers above.
+ * (store_sqlite_journal.c; its reads in store_sqlite_journal_read.c). Not
+ * for the layers above.
  *
  * Schema (PRAGMA user_version):
  *   3: schema 2's registrations, and the outbox's journal (journal.h,
