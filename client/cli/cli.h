@@ -3,6 +3,10 @@
  *   main.c    - global options, subcommand table, option iteration, connect,
  *               error reporting and exit codes;
  *   cmd_admin.c    - health, list, add, remove;
+ *   cmd_update.c   - update, rotate-secret;
+ *   handler_args.c - the registration flags add and update share, the
+ *                    arguments of rotate-secret and remove --route
+ *                    (handler_args.h; also used by the tests);
  *   cmd_dispatch.c - dispatch (one event from flags);
  *   cmd_stream.c   - stream (newline-delimited JSON events from stdin);
  *   ndjson.c       - reading those lines into events, and the failures
@@ -232,8 +236,8 @@ const char *hcli_kind_name(hc_handler_kind k);
 /* ---- subcommands -------------------------------------------------------- */
 
 extern const hcli_command hcli_cmd_health, hcli_cmd_list, hcli_cmd_add,
-    hcli_cmd_remove, hcli_cmd_dispatch, hcli_cmd_stream, hcli_cmd_stats,
-    hcli_cmd_deliveries, hcli_cmd_delivery, hcli_cmd_redeliver, hcli_cmd_replay,
-    hcli_cmd_enable;
+    hcli_cmd_update, hcli_cmd_remove, hcli_cmd_rotate_secret, hcli_cmd_dispatch,
+    hcli_cmd_stream, hcli_cmd_stats, hcli_cmd_deliveries, hcli_cmd_delivery,
+    hcli_cmd_redeliver, hcli_cmd_replay, hcli_cmd_enable;
 
 #endif

@@ -21,10 +21,11 @@
 #define DEFAULT_ADDR "127.0.0.1:50051"
 
 static const hcli_command *const commands[] = {
-    &hcli_cmd_health,    &hcli_cmd_list,       &hcli_cmd_add,
-    &hcli_cmd_remove,    &hcli_cmd_dispatch,   &hcli_cmd_stream,
-    &hcli_cmd_stats,     &hcli_cmd_deliveries, &hcli_cmd_delivery,
-    &hcli_cmd_redeliver, &hcli_cmd_replay,     &hcli_cmd_enable};
+    &hcli_cmd_health,     &hcli_cmd_list,     &hcli_cmd_add,
+    &hcli_cmd_update,     &hcli_cmd_remove,   &hcli_cmd_rotate_secret,
+    &hcli_cmd_dispatch,   &hcli_cmd_stream,   &hcli_cmd_stats,
+    &hcli_cmd_deliveries, &hcli_cmd_delivery, &hcli_cmd_redeliver,
+    &hcli_cmd_replay,     &hcli_cmd_enable};
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
 enum {
@@ -83,7 +84,7 @@ static void print_main_help(FILE *f) {
   char list[2048] = "";
   size_t used = 0;
   for (size_t i = 0; i < N_COMMANDS; i++) {
-    int n = snprintf(list + used, sizeof list - used, "  %-11s %s\n",
+    int n = snprintf(list + used, sizeof list - used, "  %-13s %s\n",
                      commands[i]->name, commands[i]->summary);
     if (n > 0 && (size_t)n < sizeof list - used)
       used += (size_t)n;

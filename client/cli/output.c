@@ -287,12 +287,16 @@ json_t *hcli_list_json(const hc_handler_list *l) {
                           json_string(h->routes[j].target));
     for (size_t j = 0; j < h->n_events; j++)
       json_array_append_new(events, json_string(h->events[j]));
-    json_array_append_new(
-        arr, json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:b, s:b, s:o}", "key",
-                       h->key, "handler_id", h->handler_id, "kind",
-                       hcli_kind_name(h->kind), "target", h->target, "routes",
-                       routes, "events", events, "secret_set", h->secret_set,
-                       "async", h->async, "disabled", disabled));
+    json_t *o = json_pack(
+        "{s:s, s:s, s:s, s:s, s:o, s:o, s:b, s:b, s:o}", "key", h->key,
+        "handler_id", h->handler_id, "kind", hcli_kind_name(h->kind), "target",
+        h->target, "routes", routes, "events", events, "secret_set",
+        h->secret_set, "async", h->async, "disabled", disabled);
+    json_object_set_new(o, "selector",
+                        json_string(h->selector ? h->selector : ""));
+    json_object_set_new(o, "derive_old_value",
+                        json_boolean(h->derive_old_value));
+    json_array_append_new(arr, o);
   }
   return json_pack("{s:o}", "handlers", arr);
 }
@@ -319,14 +323,26 @@ void hcli_list_print(const hc_handler_list *l) {
     puts("(no handlers registered)");
     return;
   }
-  static const char *const head[] = {"KEY",    "HANDLER", "KIND", "TARGET",
-                                     "EVENTS", "SECRET",  "ASYNC"};
-  /* The ASYNC column only when some handler is async, so the listing of a
-   * service without async webhooks looks as it always did. */
-  int any_async = 0;
-  for (size_t i = 0; i < l->count; i++)
-    any_async |= l->items[i].async || l->items[i].n_disabled > 0;
-  hcli_table *t = hcli_table_new(any_async ? 7 : 6, head);
+  /* The ASYNC, OLD VALUE and SELECTOR columns only when some handler has
+   * them, so the listing of a service without them looks as it always
+   * did. */
+  int any_async = 0, any_derive = 0, any_selector = 0;
+  for (size_t i = 0; i < l->count; i++) {
+    const hc_handler_info *h = &l->items[i];
+    any_async |= h->async || h->n_disabled > 0;
+    any_derive |= h->derive_old_value;
+    any_selector |= h->selector != NULL && h->selector[0] != '\0';
+  }
+  const char *head[9] = {"KEY",    "HANDLER", "KIND",
+                         "TARGET", "EVENTS",  "SECRET"};
+  size_t ncols = 6, col_async = 0, col_derive = 0, col_selector = 0;
+  if (any_async)
+    head[col_async = ncols++] = "ASYNC";
+  if (any_derive)
+    head[col_derive = ncols++] = "OLD VALUE";
+  if (any_selector)
+    head[col_selector = ncols++] = "SELECTOR";
+  hcli_table *t = hcli_table_new(ncols, head);
   for (size_t i = 0; i < l->count; i++) {
     const hc_handler_info *h = &l->items[i];
     char *target = NULL, *events = NULL, *async = NULL, *off = NULL;
@@ -353,13 +369,21 @@ void hcli_list_print(const hc_handler_list *l) {
                          : h->kind == HC_KIND_EVENT_STREAM ? "-"
                                                            : "*",
                          h->secret_set ? "yes" : "-",
+                         NULL,
+                         NULL,
                          NULL};
     if (h->n_disabled > 0) {
       off = join(h->disabled, h->n_disabled, ", ");
       if (off == NULL || asprintf(&async, "DISABLED: %s", off) < 0)
         async = NULL;
     }
-    row[6] = async != NULL ? async : h->async ? "yes" : "-";
+    if (any_async)
+      row[col_async] = async != NULL ? async : h->async ? "yes" : "-";
+    if (any_derive)
+      row[col_derive] = h->derive_old_value ? "derived" : "-";
+    if (any_selector)
+      row[col_selector] =
+          h->selector != NULL && h->selector[0] != '\0' ? h->selector : "-";
     hcli_table_add(t, row);
     free(target);
     free(events);

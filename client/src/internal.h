@@ -1,6 +1,8 @@
 /*
  * Internal interfaces of the handlerctl client library (not installed).
- *   client.c  - connections, unary calls, status helpers, handler admin;
+ *   client.c  - connections, unary calls, status helpers, stats, health;
+ *   handlers.c - handler administration (add, update, remove, rotate the
+ *                secret, list);
  *   convert.c - hc_event -> protobuf bytes, protobuf results -> hc_results;
  *   stream.c  - the DispatchStream session;
  *   deliveries.c - async deliveries (handlerctl/deliveries.h).
@@ -20,6 +22,8 @@
 #define HC_METHOD_ADD "/handlers.v1.Handlers/AddHandler"
 #define HC_METHOD_REMOVE "/handlers.v1.Handlers/RemoveHandler"
 #define HC_METHOD_LIST "/handlers.v1.Handlers/ListHandlers"
+#define HC_METHOD_UPDATE "/handlers.v1.Handlers/UpdateHandler"
+#define HC_METHOD_ROTATE_SECRET "/handlers.v1.Handlers/RotateSecret"
 #define HC_METHOD_STATS "/handlers.v1.Handlers/GetStats"
 #define HC_METHOD_HEALTH "/grpc.health.v1.Health/Check"
 #define HC_METHOD_LIST_DELIVERIES "/handlers.v1.Handlers/ListDeliveries"

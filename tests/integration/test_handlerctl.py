@@ -717,6 +717,97 @@ class TestAsyncUsageErrors(unittest.TestCase):
                     self.assertIn(opt, p.stdout)
 
 
+class TestHandlerModelUsageErrors(unittest.TestCase):
+    """Argument errors of update, rotate-secret, remove --route and the new
+    add flags (--selector, --derive-old-value): exit 2 naming the flag, with
+    a pointer to --help, before any connection (the address is a closed
+    port: a command that got as far as connecting would exit 3). The
+    commands themselves run in test_handler_model.py."""
+
+    def cli(self, *args):
+        return run_cli(args, addr="127.0.0.1:%d" % closed_port())
+
+    def test_usage_errors(self):
+        upd = ["update", "--key", "k", "--id", "h-1"]
+        rot = ["rotate-secret", "--key", "k", "--id", "h-1"]
+        cases = [
+            (["add", "--key", "k", "--local", "echo", "--selector", ""],
+             "--selector must not be empty"),
+            (["add", "--key", "k", "--local", "echo", "--selector", ">a",
+              "--selector", ">b"], "--selector given twice"),
+            (["add", "--key", "k", "--local", "echo", "--selector"],
+             "option '--selector' needs an argument"),
+            (["add", "--key", "k", "--local", "echo",
+              "--derive-old-value=yes"], "--derive-old-value"),
+            (["update", "--id", "h-1", "--local", "echo"], "missing --key"),
+            (["update", "--key", "k", "--local", "echo"], "missing --id"),
+            (["update", "--key", "k", "--id", "", "--local", "echo"],
+             "missing --id"),
+            (upd, "give one of --local NAME, --webhook URL or --route"),
+            (upd + ["--local", "echo", "--webhook", "http://x/"],
+             "exclude each other"),
+            (upd + ["--local", "echo", "--new-secret"],
+             "webhook options need"),
+            (upd + ["--webhook", "http://x/", "--secret", "whsec_x",
+                    "--new-secret"], "--secret and --new-secret exclude"),
+            (upd + ["--route", "update"], "--route takes EVENT=TARGET"),
+            (upd + ["--route", "update=local:echo", "--events", "update"],
+             "--events is for --local/--webhook"),
+            (upd + ["--webhook", "http://x/", "--ordered"],
+             "--ordered is for async webhooks"),
+            (upd + ["--local", "echo", "--selector", ""],
+             "--selector must not be empty"),
+            (upd + ["--local", "echo", "extra"], "unexpected argument"),
+            (["rotate-secret", "--id", "h-1"], "missing --key"),
+            (["rotate-secret", "--key", "k"], "missing --id"),
+            (rot + ["--overlap", "0"], "--overlap must be longer than 0"),
+            (rot + ["--overlap", "soon"], "--overlap: 'soon' is not a "
+             "duration"),
+            (rot + ["--overlap", "1.5h"], "--overlap: '1.5h'"),
+            (rot + ["--route", ""], "--route needs an event name"),
+            (rot + ["--route", "update=http://x/"], "not EVENT=TARGET"),
+            (rot + ["--secret", ""], "--secret must not be empty"),
+            (rot + ["--new-secret"], "unknown option '--new-secret'"),
+            (rot + ["extra"], "unexpected argument 'extra'"),
+            (["remove", "--key", "k", "--id", "h-1", "--route", ""],
+             "--route needs an event name"),
+            (["remove", "--key", "k", "--id", "h-1", "--route",
+              "update=local:echo"], "not EVENT=TARGET"),
+        ]
+        for args, text in cases:
+            with self.subTest(args=args):
+                p = self.cli(*args)
+                self.assertEqual(p.returncode, EXIT_USAGE,
+                                 "%r: %r" % (args, p.stderr))
+                self.assertIn(text, p.stderr)
+                self.assertIn("--help", p.stderr)
+                self.assertEqual(p.stdout, "")
+
+    def test_help_names_every_option(self):
+        expect = {
+            "add": ("--selector", "--derive-old-value", "?a/.*",
+                    "#SEL1////SEL2", "--quiet"),
+            "update": ("--key", "--id", "--local", "--webhook", "--route",
+                       "--events", "--selector", "--derive-old-value",
+                       "--secret", "--new-secret", "--header", "--timeout-ms",
+                       "--max-attempts", "--binary-mode", "--async",
+                       "--ordered", "--retry-schedule", "--max-inflight",
+                       "--max-rps", "keeps the"),
+            "rotate-secret": ("--key", "--id", "--route", "--overlap",
+                              "--secret", "v1,<new> v1,<old>", "24h"),
+            "remove": ("--key", "--id", "--route EVENT"),
+        }
+        top = run_cli(["--help"], check=EXIT_OK).stdout
+        for cmd, opts in expect.items():
+            with self.subTest(cmd=cmd):
+                self.assertRegex(top, r"\n  %s +\S" % cmd)
+                p = run_cli([cmd, "--help"], check=EXIT_OK)
+                self.assertTrue(p.stdout.startswith("usage: handlerctl " + cmd),
+                                p.stdout[:80])
+                for opt in opts:
+                    self.assertIn(opt, p.stdout)
+
+
 class TestWebhookCommands(CliCase):
     """add --webhook/--route URL with every webhook option. handlerd
     supports webhooks: an UNIMPLEMENTED answer is a failure."""

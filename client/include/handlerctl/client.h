@@ -9,6 +9,10 @@
  * has exactly one function that frees it (hc_results_free,
  * hc_handler_list_free, hc_stream_reply_free, hc_free).
  *
+ * A registered handler can be changed in place (hc_update_handler: same id,
+ * same place under its key), lose one route (hc_remove_route) or have its
+ * webhook's signing secret rotated with an overlap (hc_rotate_secret).
+ *
  * Async webhook deliveries (ListDeliveries, GetDelivery, Redeliver, Replay,
  * EnableWebhook) are in "handlerctl/deliveries.h", which includes this.
  *
@@ -316,6 +320,15 @@ typedef struct hc_handler_spec {
   size_t n_routes;
   const char *const *events;
   size_t n_events;
+  /* A Diffusion topic selector (">a/b", "?a/.*", "*a/b.*", "#s1////s2",
+   * a trailing "/" or "//" on a pattern for its descendants): only events
+   * whose topic path it selects reach the handler (events without a topic
+   * path are not filtered). Sent as is; the server checks it
+   * (INVALID_ARGUMENT naming the position). NULL or "": every topic. */
+  const char *selector;
+  /* Nonzero: the server fills an update's absent old_value with the last
+   * value this handler saw for the same topic path. */
+  int derive_old_value;
 } hc_handler_spec;
 
 /*
@@ -337,6 +350,53 @@ hc_err hc_add_local(hc_conn *c, const char *key, const char *function,
  * 5 NOT_FOUND when there is no such key or id. */
 hc_err hc_remove_handler(hc_conn *c, const char *key, const char *id,
                          int deadline_ms, hc_status *st);
+
+/* RemoveHandler of one route: removes the route of event `route` from
+ * event-stream handler `id` under `key` (the seed's remove(sub_handler));
+ * removing its last route removes the handler. NULL or "": the whole
+ * handler, as hc_remove_handler. HC_ERPC with 5 NOT_FOUND for no such key
+ * or id, or naming the route when the handler has none for `route`. */
+hc_err hc_remove_route(hc_conn *c, const char *key, const char *id,
+                       const char *route, int deadline_ms, hc_status *st);
+
+/*
+ * UpdateHandler: replaces the registration of handler `id` under
+ * spec->key with `spec`, whole (as hc_add_handler would make it), keeping
+ * its id and its place under the key; all or nothing. A webhook with no
+ * secret and new_secret 0 keeps the secret (and any rotation in progress)
+ * of the webhook at the same place: the target, or the route of the same
+ * event. On HC_OK, when secret_out is not NULL, *secret_out is the secret
+ * generated for new_secret (free with hc_free) or NULL when none was.
+ * Errors: HC_EINVAL, HC_ENOMEM, HC_ERPC (5 NOT_FOUND: no such key or id;
+ * 3 INVALID_ARGUMENT as AddHandler: the handler is then unchanged),
+ * HC_EPROTO.
+ */
+hc_err hc_update_handler(hc_conn *c, const char *id,
+                         const hc_handler_spec *spec, int deadline_ms,
+                         char **secret_out, hc_status *st);
+
+/* Which webhook's secret to rotate, and how. Pointers borrowed. */
+typedef struct hc_rotate_spec {
+  const char *key;
+  const char *handler_id;
+  const char *route;  /* event-stream: the route's event; NULL: the target */
+  int64_t overlap_ms; /* how long the old secret stays valid; 0: 24 h */
+  const char *secret; /* the new "whsec_..." secret; NULL: generated */
+} hc_rotate_spec;
+
+/*
+ * RotateSecret: gives a webhook a new signing secret; during the overlap
+ * every request carries both signatures ("v1,<new> v1,<old>"), then only
+ * the new one. On HC_OK *secret_out is the new secret (malloc'd, free with
+ * hc_free; the server shows it only here) and *expires_at_ms_out (optional)
+ * when the old one stops being sent, Unix ms. Errors: HC_EINVAL (NULL
+ * conn/spec/secret_out, a negative overlap), HC_ENOMEM, HC_ERPC (5
+ * NOT_FOUND: no such handler or route; 9 FAILED_PRECONDITION: not a
+ * webhook; 3 INVALID_ARGUMENT: a bad secret or overlap), HC_EPROTO.
+ */
+hc_err hc_rotate_secret(hc_conn *c, const hc_rotate_spec *spec, int deadline_ms,
+                        char **secret_out, int64_t *expires_at_ms_out,
+                        hc_status *st);
 
 typedef enum hc_handler_kind {
   HC_KIND_UNSPECIFIED = 0,
@@ -367,6 +427,8 @@ typedef struct hc_handler_info {
    * them. */
   char **disabled;
   size_t n_disabled;
+  char *selector;       /* the topic selector; "" when none */
+  int derive_old_value; /* nonzero: old_value is derived */
 } hc_handler_info;
 
 typedef struct hc_handler_list {
