@@ -1,9 +1,9 @@
 /*
  * handlerctl: internal interfaces shared by the CLI's files.
  *   main.c    - global options, subcommand table, option iteration, connect,
- *               error reporting and exit codes;
- *   cmd_admin.c    - health, list, add, remove;
- *   cmd_update.c   - update, rotate-secret;
+ *               one call (hcli_call), error reporting and exit codes;
+ *   cmd_admin.c    - health, list, remove;
+ *   cmd_update.c   - add and update (one code path), rotate-secret;
  *   handler_args.c - the registration flags add and update share, the
  *                    arguments of rotate-secret and remove --route
  *                    (handler_args.h; also used by the tests);
@@ -102,6 +102,18 @@ int hcli_report(const hcli *g, hc_err err, const hc_status *st);
 /* The exit code hcli_report would return, without printing. */
 int hcli_exit_code(hc_err err, const hc_status *st);
 
+/* A call of the client library, for hcli_call: makes it on `conn` with the
+ * command's arguments `in`, the results in `out`, filling *st when it
+ * fails. */
+typedef hc_err (*hcli_call_fn)(hc_conn *conn, const void *in, void *out,
+                               hc_status *st);
+
+/* Connects as the global options say, makes `call` with `in` and `out` and
+ * closes the connection. 0 when the call succeeded; otherwise the exit
+ * code, the failure reported on stderr as hcli_connect and hcli_report
+ * do. */
+int hcli_call(const hcli *g, hcli_call_fn call, const void *in, void *out);
+
 /* ---- values.c ----------------------------------------------------------- */
 
 /* Memory kept alive until the pool is cleared: the strings an hc_event
@@ -164,6 +176,11 @@ unsigned char *hcli_base64_decode(const char *text, size_t *len);
  * The parsers below return 0, or -1 with the reason in `err` (text to put
  * after the option's name: "--retry-schedule: " + err).
  */
+
+/* Writes the reason into `err` (`size` bytes) and returns -1: the parsers'
+ * way to fail, here and in handler_args.c. */
+int hcli_fail(char *err, size_t size, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* A duration: a whole number with a unit, ms, s, m, h or d ("250ms", "5m");
  * a bare number is seconds. At most 10000 days. */

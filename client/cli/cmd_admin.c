@@ -1,11 +1,9 @@
 /*
- * handlerctl: the control commands - health, list, add, remove. The
- * flags add shares with update are in handler_args.c; update and
- * rotate-secret in cmd_update.c.
+ * handlerctl: the control commands - health, list, remove. add, update and
+ * rotate-secret are in cmd_update.c.
  */
 #include "handler_args.h"
 
-#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -47,6 +45,11 @@ static const char *serving_name(hc_serving_status s) {
   }
 }
 
+static hc_err health_call(hc_conn *conn, const void *in, void *out,
+                          hc_status *st) {
+  return hc_health_check(conn, in, 0, out, st);
+}
+
 static int run_health(hcli *g, int argc, char **argv) {
   static const struct option own[] = {{"service", required_argument, NULL, 1},
                                       {0, 0, 0, 0}};
@@ -58,16 +61,10 @@ static int run_health(hcli *g, int argc, char **argv) {
       service = arg;
   NO_POSITIONALS(g, argc, argv, first);
 
-  int rc;
-  hc_conn *conn = hcli_connect(g, &rc);
-  if (conn == NULL)
-    return rc;
-  hc_status st;
   hc_serving_status s = HC_HEALTH_UNKNOWN;
-  hc_err err = hc_health_check(conn, service, 0, &s, &st);
-  hc_close(conn);
-  if (err != HC_OK)
-    return hcli_report(g, err, &st);
+  int rc = hcli_call(g, health_call, service, &s);
+  if (rc != 0)
+    return rc;
   if (g->output == HCLI_OUT_JSON)
     hcli_json_print(json_pack("{s:s}", "status", serving_name(s)));
   if (s != HC_HEALTH_SERVING) {
@@ -92,6 +89,11 @@ const hcli_command hcli_cmd_list = {
     "none)\n",
     run_list};
 
+static hc_err list_call(hc_conn *conn, const void *in, void *out,
+                        hc_status *st) {
+  return hc_list_handlers(conn, in, 0, out, st);
+}
+
 static int run_list(hcli *g, int argc, char **argv) {
   static const struct option own[] = {{"key", required_argument, NULL, 1},
                                       {0, 0, 0, 0}};
@@ -105,16 +107,10 @@ static int run_list(hcli *g, int argc, char **argv) {
   if (key != NULL && *key == '\0')
     return hcli_usage_error(g, "--key must not be empty");
 
-  int rc;
-  hc_conn *conn = hcli_connect(g, &rc);
-  if (conn == NULL)
-    return rc;
-  hc_status st;
   hc_handler_list *l = NULL;
-  hc_err err = hc_list_handlers(conn, key, 0, &l, &st);
-  hc_close(conn);
-  if (err != HC_OK)
-    return hcli_report(g, err, &st);
+  int rc = hcli_call(g, list_call, key, &l);
+  if (rc != 0)
+    return rc;
   if (g->output == HCLI_OUT_JSON)
     hcli_json_print(hcli_list_json(l));
   else
@@ -142,6 +138,18 @@ const hcli_command hcli_cmd_remove = {
     "                 NOT_FOUND (exit 1) when it has no such route\n",
     run_remove};
 
+/* The handler to remove, or the handler of the route to remove. */
+typedef struct removal {
+  const char *key, *id, *route;
+} removal;
+
+static hc_err remove_call(hc_conn *conn, const void *in, void *out,
+                          hc_status *st) {
+  const removal *r = in;
+  (void)out;
+  return hc_remove_route(conn, r->key, r->id, r->route, 0, st);
+}
+
 static int run_remove(hcli *g, int argc, char **argv) {
   static const struct option own[] = {{"key", required_argument, NULL, 1},
                                       {"id", required_argument, NULL, 2},
@@ -167,15 +175,9 @@ static int run_remove(hcli *g, int argc, char **argv) {
   if (route != NULL && hcli_check_route_name(route, why, sizeof why) != 0)
     return hcli_usage_error(g, "%s", why);
 
-  int rc;
-  hc_conn *conn = hcli_connect(g, &rc);
-  if (conn == NULL)
+  int rc = hcli_call(g, remove_call, &(removal){key, id, route}, NULL);
+  if (rc != 0)
     return rc;
-  hc_status st;
-  hc_err err = hc_remove_route(conn, key, id, route, 0, &st);
-  hc_close(conn);
-  if (err != HC_OK)
-    return hcli_report(g, err, &st);
   if (g->output == HCLI_OUT_JSON) {
     json_t *doc = json_pack("{s:s, s:s, s:b}", "key", key, "handler_id", id,
                             "removed", 1);
@@ -188,91 +190,4 @@ static int run_remove(hcli *g, int argc, char **argv) {
     printf("removed handler %s from key '%s'\n", id, key);
   }
   return HCLI_EXIT_OK;
-}
-
-/* ---- add ----------------------------------------------------------------- */
-
-static int run_add(hcli *g, int argc, char **argv);
-
-const hcli_command hcli_cmd_add = {
-    "add", "register a local function, a webhook or event routes",
-    "usage: handlerctl add --key K (--local NAME | --webhook URL | --route "
-    "EVENT=TARGET...)\n"
-    "                      [--events E1,E2] [--selector SEL] "
-    "[--derive-old-value]\n"
-    "                      [webhook options] [async options] [-q]\n"
-    "\n"
-    "Registers a handler under key K (AddHandler) and prints its id.\n"
-    "\n"
-    "  --key K              the key (required)\n" HCLI_HANDLER_HELP_TARGET
-    "  -q, --quiet          print only the handler id (a generated secret "
-    "goes to\n"
-    "                       stderr)\n"
-    "\n" HCLI_HANDLER_HELP_WEBHOOK,
-    run_add};
-
-enum { A_QUIET = 'q' };
-
-static int run_add(hcli *g, int argc, char **argv) {
-  static const struct option own[] = {HCLI_HANDLER_OPTIONS,
-                                      {"quiet", no_argument, NULL, A_QUIET},
-                                      {0, 0, 0, 0}};
-  hcli_handler_args *a = hcli_handler_args_new();
-  if (a == NULL) {
-    fputs("handlerctl: out of memory\n", stderr);
-    return HCLI_EXIT_RPC;
-  }
-  const char *arg;
-  char why[512];
-  int c, first, rc = 0, quiet = 0;
-  while (rc == 0 && (c = hcli_next_option(g, &hcli_cmd_add, argc, argv, own,
-                                          &arg, &first)) != -1) {
-    if (c == A_QUIET)
-      quiet = 1;
-    else if (hcli_handler_option(a, c, arg, why, sizeof why) < 0)
-      rc = hcli_usage_error(g, "%s", why);
-  }
-  if (rc == 0 && first < argc)
-    rc = hcli_usage_error(g, "unexpected argument '%s'", argv[first]);
-  if (rc == 0 && hcli_handler_check(a, why, sizeof why) != 0)
-    rc = hcli_usage_error(g, "%s", why);
-  if (rc != 0)
-    goto out;
-  const hc_handler_spec *spec = hcli_handler_spec(a);
-
-  hc_conn *conn = hcli_connect(g, &rc);
-  if (conn == NULL)
-    goto out;
-  hc_status st;
-  char *id = NULL, *secret = NULL;
-  hc_err err = hc_add_handler(conn, spec, 0, &id, &secret, &st);
-  hc_close(conn);
-  if (err != HC_OK) {
-    rc = hcli_report(g, err, &st);
-    goto out;
-  }
-  if (g->output == HCLI_OUT_JSON) {
-    json_t *doc = json_pack("{s:s, s:s}", "key", a->key, "handler_id", id);
-    if (secret != NULL)
-      json_object_set_new(doc, "secret", json_string(secret));
-    hcli_json_print(doc);
-  } else if (quiet) {
-    puts(id);
-  } else {
-    static const char *const head[] = {"KEY", "HANDLER", "SECRET"};
-    hcli_table *t = hcli_table_new(secret != NULL ? 3 : 2, head);
-    const char *row[] = {a->key, id, secret};
-    hcli_table_add(t, row);
-    hcli_table_print(t, stdout);
-  }
-  if (secret != NULL && g->output != HCLI_OUT_JSON)
-    fprintf(stderr, "handlerctl: %s%s\n", quiet ? "secret: " : "",
-            quiet ? secret
-                  : "keep the secret now: handlerd never shows it again");
-  hc_free(id);
-  hc_free(secret);
-  rc = HCLI_EXIT_OK;
-out:
-  hcli_handler_args_free(a);
-  return rc;
 }

@@ -196,6 +196,11 @@ static void deliveries_print(const hc_delivery_page *p) {
   hcli_table_print(t, stdout);
 }
 
+static hc_err deliveries_call(hc_conn *conn, const void *in, void *out,
+                              hc_status *st) {
+  return hc_list_deliveries(conn, in, 0, out, st);
+}
+
 static int run_deliveries(hcli *g, int argc, char **argv) {
   static const struct option own[] = {
       {"key", required_argument, NULL, L_KEY},
@@ -222,15 +227,10 @@ static int run_deliveries(hcli *g, int argc, char **argv) {
   if (f.since_ms > 0 && f.until_ms > 0 && f.since_ms >= f.until_ms)
     return hcli_usage_error(g, "--since must be before --until");
 
-  hc_conn *conn = hcli_connect(g, &rc);
-  if (conn == NULL)
-    return rc;
-  hc_status st;
   hc_delivery_page *p = NULL;
-  hc_err err = hc_list_deliveries(conn, &f, 0, &p, &st);
-  hc_close(conn);
-  if (err != HC_OK)
-    return hcli_report(g, err, &st);
+  rc = hcli_call(g, deliveries_call, &f, &p);
+  if (rc != 0)
+    return rc;
   if (g->output == HCLI_OUT_JSON) {
     json_t *arr = json_array();
     for (size_t i = 0; i < p->count; i++)
@@ -392,6 +392,11 @@ static json_t *detail_json(const hc_delivery_detail *dd) {
   return o;
 }
 
+static hc_err delivery_call(hc_conn *conn, const void *in, void *out,
+                            hc_status *st) {
+  return hc_get_delivery(conn, in, 0, out, st);
+}
+
 static int run_delivery(hcli *g, int argc, char **argv) {
   static const struct option own[] = {{0, 0, 0, 0}};
   const char *arg;
@@ -405,16 +410,10 @@ static int run_delivery(hcli *g, int argc, char **argv) {
   if (first + 1 < argc)
     return hcli_usage_error(g, "unexpected argument '%s'", argv[first + 1]);
 
-  int rc;
-  hc_conn *conn = hcli_connect(g, &rc);
-  if (conn == NULL)
-    return rc;
-  hc_status st;
   hc_delivery_detail *d = NULL;
-  hc_err err = hc_get_delivery(conn, argv[first], 0, &d, &st);
-  hc_close(conn);
-  if (err != HC_OK)
-    return hcli_report(g, err, &st);
+  int rc = hcli_call(g, delivery_call, argv[first], &d);
+  if (rc != 0)
+    return rc;
   if (g->output == HCLI_OUT_JSON)
     hcli_json_print(detail_json(d));
   else

@@ -175,6 +175,11 @@ static int dispatch_values(hcli *g, dispatch_args *d) {
   return 0;
 }
 
+static hc_err dispatch_call(hc_conn *conn, const void *in, void *out,
+                            hc_status *st) {
+  return hc_dispatch(conn, in, 0, out, st);
+}
+
 static int run_dispatch(hcli *g, int argc, char **argv) {
   static const struct option own[] = {
       {"key", required_argument, NULL, D_KEY},
@@ -218,17 +223,10 @@ static int run_dispatch(hcli *g, int argc, char **argv) {
   if (rc != 0)
     goto out;
 
-  hc_conn *conn = hcli_connect(g, &rc);
-  if (conn == NULL)
-    goto out;
-  hc_status st;
   hc_results *r = NULL;
-  hc_err err = hc_dispatch(conn, &d->ev, 0, &r, &st);
-  hc_close(conn);
-  if (err != HC_OK) {
-    rc = hcli_report(g, err, &st);
+  rc = hcli_call(g, dispatch_call, &d->ev, &r);
+  if (rc != 0)
     goto out;
-  }
   if (g->output == HCLI_OUT_JSON)
     hcli_json_print(hcli_results_json(r));
   else

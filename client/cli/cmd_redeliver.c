@@ -22,6 +22,12 @@ const hcli_command hcli_cmd_redeliver = {
     "there is no such delivery.\n",
     run_redeliver};
 
+static hc_err redeliver_call(hc_conn *conn, const void *in, void *out,
+                             hc_status *st) {
+  (void)out;
+  return hc_redeliver(conn, in, 0, st);
+}
+
 static int run_redeliver(hcli *g, int argc, char **argv) {
   static const struct option own[] = {{0, 0, 0, 0}};
   const char *arg;
@@ -36,15 +42,9 @@ static int run_redeliver(hcli *g, int argc, char **argv) {
     return hcli_usage_error(g, "unexpected argument '%s'", argv[first + 1]);
   const char *id = argv[first];
 
-  int rc;
-  hc_conn *conn = hcli_connect(g, &rc);
-  if (conn == NULL)
+  int rc = hcli_call(g, redeliver_call, id, NULL);
+  if (rc != 0)
     return rc;
-  hc_status st;
-  hc_err err = hc_redeliver(conn, id, 0, &st);
-  hc_close(conn);
-  if (err != HC_OK)
-    return hcli_report(g, err, &st);
   if (g->output == HCLI_OUT_JSON)
     hcli_json_print(
         json_pack("{s:s, s:b}", "delivery_id", id, "redelivering", 1));
@@ -113,6 +113,18 @@ static int replay_option(hcli *g, hc_replay_spec *r, int c, const char *arg) {
   return 0;
 }
 
+/* What Replay answered. */
+typedef struct replayed {
+  unsigned count;
+  int truncated;
+} replayed;
+
+static hc_err replay_call(hc_conn *conn, const void *in, void *out,
+                          hc_status *st) {
+  replayed *r = out;
+  return hc_replay(conn, in, 0, &r->count, &r->truncated, st);
+}
+
 static int run_replay(hcli *g, int argc, char **argv) {
   static const struct option own[] = {
       {"id", required_argument, NULL, R_ID},
@@ -146,25 +158,19 @@ static int run_replay(hcli *g, int argc, char **argv) {
   if (r.until_ms > 0 && r.since_ms >= r.until_ms)
     return hcli_usage_error(g, "--since must be before --until");
 
-  hc_conn *conn = hcli_connect(g, &rc);
-  if (conn == NULL)
+  replayed done = {0, 0};
+  rc = hcli_call(g, replay_call, &r, &done);
+  if (rc != 0)
     return rc;
-  hc_status st;
-  unsigned replayed = 0;
-  int truncated = 0;
-  hc_err err = hc_replay(conn, &r, 0, &replayed, &truncated, &st);
-  hc_close(conn);
-  if (err != HC_OK)
-    return hcli_report(g, err, &st);
   if (g->output == HCLI_OUT_JSON) {
     hcli_json_print(json_pack("{s:s, s:i, s:b}", "handler_id", r.handler_id,
-                              "replayed", (int)replayed, "truncated",
-                              truncated));
+                              "replayed", (int)done.count, "truncated",
+                              done.truncated));
     return HCLI_EXIT_OK;
   }
-  printf("replayed %u deliver%s of handler %s\n", replayed,
-         replayed == 1 ? "y" : "ies", r.handler_id);
-  if (truncated)
+  printf("replayed %u deliver%s of handler %s\n", done.count,
+         done.count == 1 ? "y" : "ies", r.handler_id);
+  if (done.truncated)
     /* Which ones were left out depends on the server's order (the API
      * does not say which end it keeps), so the hint names no direction. */
     fprintf(stderr, "handlerctl: more deliveries matched than --limit; "
@@ -190,6 +196,13 @@ const hcli_command hcli_cmd_enable = {
     "  --id H    the handler id (required)\n",
     run_enable};
 
+/* in: the key and the handler id. */
+static hc_err enable_call(hc_conn *conn, const void *in, void *out,
+                          hc_status *st) {
+  const char *const *key_id = in;
+  return hc_enable_webhook(conn, key_id[0], key_id[1], 0, out, st);
+}
+
 static int run_enable(hcli *g, int argc, char **argv) {
   static const struct option own[] = {{"key", required_argument, NULL, 1},
                                       {"id", required_argument, NULL, 2},
@@ -210,16 +223,11 @@ static int run_enable(hcli *g, int argc, char **argv) {
   if (id == NULL || *id == '\0')
     return hcli_usage_error(g, "missing --id");
 
-  int rc;
-  hc_conn *conn = hcli_connect(g, &rc);
-  if (conn == NULL)
-    return rc;
-  hc_status st;
+  const char *key_id[] = {key, id};
   unsigned enabled = 0;
-  hc_err err = hc_enable_webhook(conn, key, id, 0, &enabled, &st);
-  hc_close(conn);
-  if (err != HC_OK)
-    return hcli_report(g, err, &st);
+  int rc = hcli_call(g, enable_call, key_id, &enabled);
+  if (rc != 0)
+    return rc;
   if (g->output == HCLI_OUT_JSON)
     hcli_json_print(json_pack("{s:s, s:s, s:i}", "key", key, "handler_id", id,
                               "enabled", (int)enabled));

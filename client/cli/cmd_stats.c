@@ -87,6 +87,12 @@ static json_t *stats_json(const hc_stats *s) {
   return json_pack("{s:o}", "stats", arr);
 }
 
+static hc_err stats_call(hc_conn *conn, const void *in, void *out,
+                         hc_status *st) {
+  (void)in;
+  return hc_get_stats(conn, 0, out, st);
+}
+
 static int run_stats(hcli *g, int argc, char **argv) {
   static const struct option own[] = {{"all", no_argument, NULL, 1},
                                       {0, 0, 0, 0}};
@@ -99,16 +105,10 @@ static int run_stats(hcli *g, int argc, char **argv) {
   if (first < argc)
     return hcli_usage_error(g, "unexpected argument '%s'", argv[first]);
 
-  int rc;
-  hc_conn *conn = hcli_connect(g, &rc);
-  if (conn == NULL)
-    return rc;
-  hc_status st;
   hc_stats *s = NULL;
-  hc_err err = hc_get_stats(conn, 0, &s, &st);
-  hc_close(conn);
-  if (err != HC_OK)
-    return hcli_report(g, err, &st);
+  int rc = hcli_call(g, stats_call, NULL, &s);
+  if (rc != 0)
+    return rc;
   if (g->output == HCLI_OUT_JSON)
     hcli_json_print(stats_json(s));
   else

@@ -1,8 +1,8 @@
 /*
- * handlerctl: changing a registered handler in place - update (a whole new
- * registration under the same id, UpdateHandler) and rotate-secret (a
- * webhook's signing secret with an overlap, RotateSecret). The
- * registration flags are add's (handler_args.c).
+ * handlerctl: registering a handler and changing it in place - add and
+ * update (one code path over the registration flags of handler_args.c;
+ * update is a whole new registration under the same id, UpdateHandler) and
+ * rotate-secret (a webhook's signing secret with an overlap, RotateSecret).
  */
 #include "handler_args.h"
 
@@ -16,9 +16,27 @@ static void secret_warning(void) {
         stderr);
 }
 
-/* ---- update -------------------------------------------------------------- */
+/* ---- add, update --------------------------------------------------------- */
 
+static int run_add(hcli *g, int argc, char **argv);
 static int run_update(hcli *g, int argc, char **argv);
+
+const hcli_command hcli_cmd_add = {
+    "add", "register a local function, a webhook or event routes",
+    "usage: handlerctl add --key K (--local NAME | --webhook URL | --route "
+    "EVENT=TARGET...)\n"
+    "                      [--events E1,E2] [--selector SEL] "
+    "[--derive-old-value]\n"
+    "                      [webhook options] [async options] [-q]\n"
+    "\n"
+    "Registers a handler under key K (AddHandler) and prints its id.\n"
+    "\n"
+    "  --key K              the key (required)\n" HCLI_HANDLER_HELP_TARGET
+    "  -q, --quiet          print only the handler id (a generated secret "
+    "goes to\n"
+    "                       stderr)\n"
+    "\n" HCLI_HANDLER_HELP_WEBHOOK,
+    run_add};
 
 const hcli_command hcli_cmd_update = {
     "update", "change a handler in place (same id)",
@@ -43,71 +61,124 @@ const hcli_command hcli_cmd_update = {
     "(required)\n" HCLI_HANDLER_HELP_TARGET "\n" HCLI_HANDLER_HELP_WEBHOOK,
     run_update};
 
-enum { U_ID = 1 };
+/* The command line of an add or an update. */
+typedef struct registration {
+  int update;
+  hcli_handler_args *a;
+  const char *id; /* update's --id */
+  int quiet;      /* add's -q */
+} registration;
 
-static int run_update(hcli *g, int argc, char **argv) {
-  static const struct option own[] = {HCLI_HANDLER_OPTIONS,
-                                      {"id", required_argument, NULL, U_ID},
-                                      {0, 0, 0, 0}};
-  hcli_handler_args *a = hcli_handler_args_new();
-  if (a == NULL) {
-    fputs("handlerctl: out of memory\n", stderr);
-    return HCLI_EXIT_RPC;
-  }
-  const char *arg, *id = NULL;
+/* What the call returned. */
+typedef struct registered {
+  char *id;     /* the id AddHandler gave */
+  char *secret; /* a secret handlerd generated, or NULL */
+} registered;
+
+enum { OWN_ID = 1, OWN_QUIET = 'q' };
+
+/* Reads the command line of add or update into `r`: 0, or the exit code of
+ * a usage error (reported). */
+static int registration_args(hcli *g, int argc, char **argv, registration *r) {
+  static const struct option add_own[] = {
+      HCLI_HANDLER_OPTIONS,
+      {"quiet", no_argument, NULL, OWN_QUIET},
+      {0, 0, 0, 0}};
+  static const struct option update_own[] = {
+      HCLI_HANDLER_OPTIONS,
+      {"id", required_argument, NULL, OWN_ID},
+      {0, 0, 0, 0}};
+  const hcli_command *cmd = r->update ? &hcli_cmd_update : &hcli_cmd_add;
+  const struct option *own = r->update ? update_own : add_own;
+  const char *arg;
   char why[512];
   int c, first, rc = 0;
-  while (rc == 0 && (c = hcli_next_option(g, &hcli_cmd_update, argc, argv, own,
-                                          &arg, &first)) != -1) {
-    if (c == U_ID)
-      id = arg;
-    else if (hcli_handler_option(a, c, arg, why, sizeof why) < 0)
+  while (rc == 0 &&
+         (c = hcli_next_option(g, cmd, argc, argv, own, &arg, &first)) != -1) {
+    if (c == OWN_QUIET)
+      r->quiet = 1;
+    else if (c == OWN_ID)
+      r->id = arg;
+    else if (hcli_handler_option(r->a, c, arg, why, sizeof why) < 0)
       rc = hcli_usage_error(g, "%s", why);
   }
-  if (rc == 0 && first < argc)
-    rc = hcli_usage_error(g, "unexpected argument '%s'", argv[first]);
-  if (rc == 0 && (a->key == NULL || *a->key == '\0'))
-    rc = hcli_usage_error(g, "missing --key");
-  if (rc == 0 && (id == NULL || *id == '\0'))
-    rc = hcli_usage_error(g, "missing --id");
-  if (rc == 0 && hcli_handler_check(a, why, sizeof why) != 0)
-    rc = hcli_usage_error(g, "%s", why);
   if (rc != 0)
-    goto out;
-  const hc_handler_spec *spec = hcli_handler_spec(a);
+    return rc;
+  if (first < argc)
+    return hcli_usage_error(g, "unexpected argument '%s'", argv[first]);
+  if (r->a->key == NULL || *r->a->key == '\0')
+    return hcli_usage_error(g, "missing --key");
+  if (r->update && (r->id == NULL || *r->id == '\0'))
+    return hcli_usage_error(g, "missing --id");
+  if (hcli_handler_check(r->a, why, sizeof why) != 0)
+    return hcli_usage_error(g, "%s", why);
+  return 0;
+}
 
-  hc_conn *conn = hcli_connect(g, &rc);
-  if (conn == NULL)
-    goto out;
-  hc_status st;
-  char *secret = NULL;
-  hc_err err = hc_update_handler(conn, id, spec, 0, &secret, &st);
-  hc_close(conn);
-  if (err != HC_OK) {
-    rc = hcli_report(g, err, &st);
-    goto out;
-  }
+static hc_err registration_call(hc_conn *conn, const void *in, void *out,
+                                hc_status *st) {
+  const registration *r = in;
+  registered *done = out;
+  const hc_handler_spec *spec = hcli_handler_spec(r->a);
+  if (r->update)
+    return hc_update_handler(conn, r->id, spec, 0, &done->secret, st);
+  return hc_add_handler(conn, spec, 0, &done->id, &done->secret, st);
+}
+
+static void registration_print(const hcli *g, const registration *r,
+                               const registered *done) {
+  const char *key = r->a->key, *id = r->update ? r->id : done->id;
+  const char *secret = done->secret;
   if (g->output == HCLI_OUT_JSON) {
-    json_t *doc = json_pack("{s:s, s:s, s:b}", "key", a->key, "handler_id", id,
-                            "updated", 1);
+    json_t *doc = json_pack("{s:s, s:s}", "key", key, "handler_id", id);
+    if (r->update)
+      json_object_set_new(doc, "updated", json_true());
     if (secret != NULL)
       json_object_set_new(doc, "secret", json_string(secret));
     hcli_json_print(doc);
-  } else if (secret != NULL) {
+    return;
+  }
+  if (r->quiet) {
+    puts(id);
+  } else if (r->update && secret == NULL) {
+    printf("updated handler %s under key '%s'\n", id, key);
+  } else {
     static const char *const head[] = {"KEY", "HANDLER", "SECRET"};
-    hcli_table *t = hcli_table_new(3, head);
-    const char *row[] = {a->key, id, secret};
+    hcli_table *t = hcli_table_new(secret != NULL ? 3 : 2, head);
+    const char *row[] = {key, id, secret};
     hcli_table_add(t, row);
     hcli_table_print(t, stdout);
-    secret_warning();
-  } else {
-    printf("updated handler %s under key '%s'\n", id, a->key);
   }
-  hc_free(secret);
-  rc = HCLI_EXIT_OK;
-out:
-  hcli_handler_args_free(a);
+  if (secret != NULL && r->quiet)
+    fprintf(stderr, "handlerctl: secret: %s\n", secret);
+  else if (secret != NULL)
+    secret_warning();
+}
+
+static int run_registration(hcli *g, int update, int argc, char **argv) {
+  registration r = {.update = update, .a = hcli_handler_args_new()};
+  if (r.a == NULL) {
+    fputs("handlerctl: out of memory\n", stderr);
+    return HCLI_EXIT_RPC;
+  }
+  registered done = {NULL, NULL};
+  int rc = registration_args(g, argc, argv, &r);
+  if (rc == 0)
+    rc = hcli_call(g, registration_call, &r, &done);
+  if (rc == 0)
+    registration_print(g, &r, &done);
+  hc_free(done.id);
+  hc_free(done.secret);
+  hcli_handler_args_free(r.a);
   return rc;
+}
+
+static int run_add(hcli *g, int argc, char **argv) {
+  return run_registration(g, 0, argc, argv);
+}
+
+static int run_update(hcli *g, int argc, char **argv) {
+  return run_registration(g, 1, argc, argv);
 }
 
 /* ---- rotate-secret ------------------------------------------------------- */
@@ -139,6 +210,18 @@ const hcli_command hcli_cmd_rotate_secret = {
     run_rotate};
 
 enum { R_KEY = 1, R_ID, R_ROUTE, R_OVERLAP, R_SECRET };
+
+/* What RotateSecret answered: the new secret and when the old one stops. */
+typedef struct rotated {
+  char *secret;
+  int64_t until;
+} rotated;
+
+static hc_err rotation_call(hc_conn *conn, const void *in, void *out,
+                            hc_status *st) {
+  rotated *r = out;
+  return hc_rotate_secret(conn, in, 0, &r->secret, &r->until, st);
+}
 
 static int run_rotate(hcli *g, int argc, char **argv) {
   static const struct option own[] = {
@@ -185,24 +268,17 @@ static int run_rotate(hcli *g, int argc, char **argv) {
   if (spec.handler_id == NULL || *spec.handler_id == '\0')
     return hcli_usage_error(g, "missing --id");
 
-  int rc;
-  hc_conn *conn = hcli_connect(g, &rc);
-  if (conn == NULL)
+  rotated r = {NULL, 0};
+  int rc = hcli_call(g, rotation_call, &spec, &r);
+  if (rc != 0)
     return rc;
-  hc_status st;
-  char *secret = NULL;
-  int64_t until = 0;
-  hc_err err = hc_rotate_secret(conn, &spec, 0, &secret, &until, &st);
-  hc_close(conn);
-  if (err != HC_OK)
-    return hcli_report(g, err, &st);
   char when[64];
-  hcli_time_text(until, when, sizeof when);
+  hcli_time_text(r.until, when, sizeof when);
   if (g->output == HCLI_OUT_JSON) {
     json_t *doc =
         json_pack("{s:s, s:s, s:s, s:I, s:s}", "key", spec.key, "handler_id",
-                  spec.handler_id, "secret", secret, "previous_expires_at_ms",
-                  (json_int_t)until, "previous_expires_at", when);
+                  spec.handler_id, "secret", r.secret, "previous_expires_at_ms",
+                  (json_int_t)r.until, "previous_expires_at", when);
     if (spec.route != NULL)
       json_object_set_new(doc, "route", json_string(spec.route));
     hcli_json_print(doc);
@@ -211,11 +287,11 @@ static int run_rotate(hcli *g, int argc, char **argv) {
                                        "OLD SECRET UNTIL"};
     hcli_table *t = hcli_table_new(5, head);
     const char *row[] = {spec.key, spec.handler_id,
-                         spec.route != NULL ? spec.route : "-", secret, when};
+                         spec.route != NULL ? spec.route : "-", r.secret, when};
     hcli_table_add(t, row);
     hcli_table_print(t, stdout);
     secret_warning();
   }
-  hc_free(secret);
+  hc_free(r.secret);
   return HCLI_EXIT_OK;
 }

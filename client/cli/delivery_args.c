@@ -15,9 +15,7 @@
 #include <strings.h>
 #include <time.h>
 
-/* Writes the reason into `err` and returns -1. */
-__attribute__((format(printf, 3, 4))) static int fail(char *err, size_t size,
-                                                      const char *fmt, ...) {
+int hcli_fail(char *err, size_t size, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(err, size, fmt, ap);
@@ -64,10 +62,10 @@ static int duration_span(const char *p, const char *end, uint64_t *out) {
 int hcli_parse_duration_ms(const char *s, uint64_t *out, char *err,
                            size_t err_size) {
   if (s == NULL || duration_span(s, s + strlen(s), out) != 0)
-    return fail(err, err_size,
-                "'%s' is not a duration (a whole number with ms, s, m, h "
-                "or d; a bare number is seconds)",
-                s != NULL ? s : "");
+    return hcli_fail(err, err_size,
+                     "'%s' is not a duration (a whole number with ms, s, m, h "
+                     "or d; a bare number is seconds)",
+                     s != NULL ? s : "");
   return 0;
 }
 
@@ -75,7 +73,7 @@ int hcli_parse_retry_schedule(const char *s, uint32_t *out, size_t *n,
                               char *err, size_t err_size) {
   *n = 0;
   if (s == NULL || *s == '\0')
-    return fail(err, err_size, "empty: give e.g. 0s,1s,5m");
+    return hcli_fail(err, err_size, "empty: give e.g. 0s,1s,5m");
   size_t entry = 0;
   for (const char *p = s;; entry++) {
     const char *comma = strchr(p, ',');
@@ -89,23 +87,24 @@ int hcli_parse_retry_schedule(const char *s, uint32_t *out, size_t *n,
     snprintf(text, sizeof text, "%.*s", (int)(end - p), p);
     uint64_t ms;
     if (duration_span(p, end, &ms) != 0)
-      return fail(err, err_size,
-                  "entry '%s' is not a duration (a whole number with ms, s, "
-                  "m, h or d; a bare number is seconds)",
-                  text);
+      return hcli_fail(
+          err, err_size,
+          "entry '%s' is not a duration (a whole number with ms, s, "
+          "m, h or d; a bare number is seconds)",
+          text);
     if (entry == 0 && ms != 0)
-      return fail(err, err_size,
-                  "the first entry is the first attempt, made at once: it "
-                  "must be 0 (e.g. 0s,1s,5m), not '%s'",
-                  text);
+      return hcli_fail(err, err_size,
+                       "the first entry is the first attempt, made at once: it "
+                       "must be 0 (e.g. 0s,1s,5m), not '%s'",
+                       text);
     if (entry > 0) {
       if (*n == HCLI_RETRY_SCHEDULE_MAX)
-        return fail(err, err_size,
-                    "more than %d retries after the first attempt",
-                    HCLI_RETRY_SCHEDULE_MAX);
+        return hcli_fail(err, err_size,
+                         "more than %d retries after the first attempt",
+                         HCLI_RETRY_SCHEDULE_MAX);
       if (ms > UINT32_MAX)
-        return fail(err, err_size, "entry '%s' is too long (at most 49 days)",
-                    text);
+        return hcli_fail(err, err_size,
+                         "entry '%s' is too long (at most 49 days)", text);
       out[(*n)++] = (uint32_t)ms;
     }
     if (comma == NULL)
@@ -115,9 +114,9 @@ int hcli_parse_retry_schedule(const char *s, uint32_t *out, size_t *n,
   /* The API cannot say "no retries": an empty list means the service's
    * own schedule, so a lone "0" would silently mean the opposite. */
   if (*n == 0)
-    return fail(err, err_size,
-                "no retry after the first attempt; the service's "
-                "schedule applies when --retry-schedule is left out");
+    return hcli_fail(err, err_size,
+                     "no retry after the first attempt; the service's "
+                     "schedule applies when --retry-schedule is left out");
   return 0;
 }
 
@@ -228,27 +227,27 @@ int hcli_parse_time_ms(const char *s, int64_t now_ms, int64_t *out, char *err,
       "'%s' is not a time: give RFC 3339 (2026-11-30T12:00:00Z) or a "
       "duration ago (30m, 1h, 2d)";
   if (s == NULL || *s == '\0')
-    return fail(err, err_size, form, "");
+    return hcli_fail(err, err_size, form, "");
   if (strlen(s) > 10 && s[4] == '-') {
     if (rfc3339_ms(s, out) != 0)
-      return fail(err, err_size, form, s);
+      return hcli_fail(err, err_size, form, s);
   } else if (strlen(s) == 10 && s[4] == '-' && s[7] == '-') {
-    return fail(err, err_size,
-                "'%s' has no time of day: give e.g. %sT00:00:00Z", s, s);
+    return hcli_fail(err, err_size,
+                     "'%s' has no time of day: give e.g. %sT00:00:00Z", s, s);
   } else if (strspn(s, "0123456789") == strlen(s)) {
     /* A bare number could be seconds ago or a Unix time: refuse it. */
-    return fail(err, err_size,
-                "'%s' needs a unit to be a time ago (e.g. 90s, 30m, 1h); "
-                "for a point in time give RFC 3339",
-                s);
+    return hcli_fail(err, err_size,
+                     "'%s' needs a unit to be a time ago (e.g. 90s, 30m, 1h); "
+                     "for a point in time give RFC 3339",
+                     s);
   } else {
     uint64_t ago;
     if (duration_span(s, s + strlen(s), &ago) != 0)
-      return fail(err, err_size, form, s);
+      return hcli_fail(err, err_size, form, s);
     *out = now_ms - (int64_t)ago;
   }
   if (*out < 0)
-    return fail(err, err_size, "'%s' is before 1970-01-01T00:00:00Z", s);
+    return hcli_fail(err, err_size, "'%s' is before 1970-01-01T00:00:00Z", s);
   return 0;
 }
 

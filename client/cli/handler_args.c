@@ -5,19 +5,8 @@
 #include "handler_args.h"
 
 #include <limits.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* Writes the reason into `err` and returns -1. */
-__attribute__((format(printf, 3, 4))) static int fail(char *err, size_t size,
-                                                      const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, size, fmt, ap);
-  va_end(ap);
-  return -1;
-}
 
 hcli_handler_args *hcli_handler_args_new(void) {
   return calloc(1, sizeof(hcli_handler_args));
@@ -46,28 +35,27 @@ static int async_option(hcli_handler_args *a, int c, const char *arg, char *err,
     name = "--retry-schedule";
     if (hcli_parse_retry_schedule(arg, a->schedule, &a->hook.n_retry_schedule,
                                   why, sizeof why) != 0)
-      return fail(err, err_size, "--retry-schedule: %s", why);
+      return hcli_fail(err, err_size, "--retry-schedule: %s", why);
     a->hook.retry_schedule_ms = a->schedule;
     break;
   case HCLI_H_MAX_INFLIGHT:
     name = "--max-inflight";
     if (hcli_parse_uint(arg, UINT32_MAX, &n) != 0 || n == 0)
-      return fail(err, err_size,
-                  "--max-inflight needs a positive number, not '%s'", arg);
+      return hcli_fail(err, err_size,
+                       "--max-inflight needs a positive number, not '%s'", arg);
     a->hook.max_inflight = (unsigned)n;
     break;
   case HCLI_H_MAX_RPS:
     name = "--max-rps";
     if (hcli_parse_rate(arg, &a->hook.max_rps) != 0)
-      return fail(err, err_size,
-                  "--max-rps needs a positive number of attempts per "
-                  "second, not '%s'",
-                  arg);
+      return hcli_fail(err, err_size,
+                       "--max-rps needs a positive number of attempts per "
+                       "second, not '%s'",
+                       arg);
     break;
   }
   if (a->async_only == NULL)
     a->async_only = name;
-  a->webhook_opts = 1;
   return 0;
 }
 
@@ -76,18 +64,19 @@ static int route_option(hcli_handler_args *a, const char *arg, char *err,
                         size_t err_size) {
   const char *eq = strchr(arg, '=');
   if (eq == NULL || eq == arg || eq[1] == '\0')
-    return fail(err, err_size,
-                "--route takes EVENT=TARGET (TARGET: local:NAME or a URL), "
-                "not '%s'",
-                arg);
+    return hcli_fail(
+        err, err_size,
+        "--route takes EVENT=TARGET (TARGET: local:NAME or a URL), "
+        "not '%s'",
+        arg);
   if (a->n_routes == HCLI_HANDLER_MAX_LIST)
-    return fail(err, err_size, "too many --route options");
+    return hcli_fail(err, err_size, "too many --route options");
   char *event = hcli_pool_keep(&a->pool, strndup(arg, (size_t)(eq - arg)));
   if (event == NULL)
-    return fail(err, err_size, "out of memory");
+    return hcli_fail(err, err_size, "out of memory");
   for (size_t i = 0; i < a->n_routes; i++)
     if (strcmp(a->route_event[i], event) == 0)
-      return fail(err, err_size, "two routes for event '%s'", event);
+      return hcli_fail(err, err_size, "two routes for event '%s'", event);
   a->route_event[a->n_routes] = event;
   a->route_target[a->n_routes++] = eq + 1;
   return 0;
@@ -98,7 +87,7 @@ static int events_option(hcli_handler_args *a, const char *arg, char *err,
                          size_t err_size) {
   char *copy = hcli_pool_keep(&a->pool, strdup(arg)), *save = NULL;
   if (copy == NULL)
-    return fail(err, err_size, "out of memory");
+    return hcli_fail(err, err_size, "out of memory");
   for (char *e = strtok_r(copy, ",", &save); e != NULL;
        e = strtok_r(NULL, ",", &save)) {
     while (*e == ' ')
@@ -106,7 +95,7 @@ static int events_option(hcli_handler_args *a, const char *arg, char *err,
     if (*e == '\0')
       continue;
     if (a->n_events == HCLI_HANDLER_MAX_LIST)
-      return fail(err, err_size, "too many --events");
+      return hcli_fail(err, err_size, "too many --events");
     a->events[a->n_events++] = e;
   }
   return 0;
@@ -117,33 +106,75 @@ static int header_option(hcli_handler_args *a, const char *arg, char *err,
                          size_t err_size) {
   const char *colon = strchr(arg, ':');
   if (colon == NULL || colon == arg)
-    return fail(err, err_size, "--header takes 'NAME: VALUE', not '%s'", arg);
+    return hcli_fail(err, err_size, "--header takes 'NAME: VALUE', not '%s'",
+                     arg);
   if (a->n_headers == HCLI_HANDLER_MAX_LIST)
-    return fail(err, err_size, "too many --header options");
+    return hcli_fail(err, err_size, "too many --header options");
   const char *value = colon + 1;
   while (*value == ' ' || *value == '\t')
     value++;
   char *name = hcli_pool_keep(&a->pool, strndup(arg, (size_t)(colon - arg)));
   if (name == NULL)
-    return fail(err, err_size, "out of memory");
+    return hcli_fail(err, err_size, "out of memory");
   a->headers[a->n_headers].name = name;
   a->headers[a->n_headers++].value = value;
-  a->webhook_opts = 1;
   return 0;
+}
+
+/* A webhook option (HCLI_H_SECRET and after), noted in webhook_opts when
+ * taken. */
+static int webhook_option(hcli_handler_args *a, int c, const char *arg,
+                          char *err, size_t err_size) {
+  unsigned long n;
+  int rc = 0;
+  switch (c) {
+  case HCLI_H_SECRET:
+    a->hook.secret = arg;
+    break;
+  case HCLI_H_NEW_SECRET:
+    a->hook.new_secret = 1;
+    break;
+  case HCLI_H_HEADER:
+    rc = header_option(a, arg, err, err_size);
+    break;
+  case HCLI_H_TIMEOUT:
+  case HCLI_H_MAX_ATTEMPTS:
+    if (hcli_parse_uint(arg, UINT_MAX, &n) != 0 || n == 0)
+      return hcli_fail(err, err_size, "--%s needs a positive number, not '%s'",
+                       c == HCLI_H_TIMEOUT ? "timeout-ms" : "max-attempts",
+                       arg);
+    if (c == HCLI_H_TIMEOUT)
+      a->hook.timeout_ms = (unsigned)n;
+    else
+      a->hook.max_attempts = (unsigned)n;
+    break;
+  case HCLI_H_BINARY:
+    a->hook.binary_mode = 1;
+    break;
+  case HCLI_H_ASYNC:
+    a->hook.async = 1;
+    break;
+  default: /* --ordered and after: only for async webhooks */
+    rc = async_option(a, c, arg, err, err_size);
+  }
+  if (rc == 0)
+    a->webhook_opts = 1;
+  return rc;
 }
 
 /* A flag taking one value, given at most once. */
 static int once(const char **slot, const char *flag, const char *arg, char *err,
                 size_t err_size) {
   if (*slot != NULL)
-    return fail(err, err_size, "%s given twice", flag);
+    return hcli_fail(err, err_size, "%s given twice", flag);
   *slot = arg;
   return 0;
 }
 
 int hcli_handler_option(hcli_handler_args *a, int c, const char *arg, char *err,
                         size_t err_size) {
-  unsigned long n;
+  if (c >= HCLI_H_SECRET && c < HCLI_H_END)
+    return webhook_option(a, c, arg, err, err_size);
   switch (c) {
   case HCLI_H_KEY:
     a->key = arg;
@@ -160,47 +191,13 @@ int hcli_handler_option(hcli_handler_args *a, int c, const char *arg, char *err,
     /* Passed as written: handlerd parses it and names the position of a
      * mistake. Only "" is refused here: it would mean "every topic". */
     if (*arg == '\0')
-      return fail(err, err_size,
-                  "--selector must not be empty (leave it out for every "
-                  "topic)");
+      return hcli_fail(err, err_size,
+                       "--selector must not be empty (leave it out for every "
+                       "topic)");
     return once(&a->selector, "--selector", arg, err, err_size);
   case HCLI_H_DERIVE_OLD_VALUE:
     a->derive_old_value = 1;
     return 0;
-  case HCLI_H_SECRET:
-    a->hook.secret = arg;
-    a->webhook_opts = 1;
-    return 0;
-  case HCLI_H_NEW_SECRET:
-    a->hook.new_secret = 1;
-    a->webhook_opts = 1;
-    return 0;
-  case HCLI_H_HEADER:
-    return header_option(a, arg, err, err_size);
-  case HCLI_H_TIMEOUT:
-  case HCLI_H_MAX_ATTEMPTS:
-    if (hcli_parse_uint(arg, UINT_MAX, &n) != 0 || n == 0)
-      return fail(err, err_size, "--%s needs a positive number, not '%s'",
-                  c == HCLI_H_TIMEOUT ? "timeout-ms" : "max-attempts", arg);
-    if (c == HCLI_H_TIMEOUT)
-      a->hook.timeout_ms = (unsigned)n;
-    else
-      a->hook.max_attempts = (unsigned)n;
-    a->webhook_opts = 1;
-    return 0;
-  case HCLI_H_BINARY:
-    a->hook.binary_mode = 1;
-    a->webhook_opts = 1;
-    return 0;
-  case HCLI_H_ASYNC:
-    a->hook.async = 1;
-    a->webhook_opts = 1;
-    return 0;
-  case HCLI_H_ORDERED:
-  case HCLI_H_RETRY_SCHEDULE:
-  case HCLI_H_MAX_INFLIGHT:
-  case HCLI_H_MAX_RPS:
-    return async_option(a, c, arg, err, err_size);
   }
   return 1;
 }
@@ -211,43 +208,44 @@ static int is_url(const char *s) {
 
 int hcli_handler_check(const hcli_handler_args *a, char *err, size_t err_size) {
   if (a->key == NULL || *a->key == '\0')
-    return fail(err, err_size, "missing --key");
+    return hcli_fail(err, err_size, "missing --key");
   int targets = (a->local != NULL) + (a->webhook != NULL) + (a->n_routes > 0);
   if (targets == 0)
-    return fail(err, err_size,
-                "give one of --local NAME, --webhook URL or --route "
-                "EVENT=TARGET");
+    return hcli_fail(err, err_size,
+                     "give one of --local NAME, --webhook URL or --route "
+                     "EVENT=TARGET");
   if (targets > 1)
-    return fail(err, err_size,
-                "--local, --webhook and --route exclude each "
-                "other");
+    return hcli_fail(err, err_size,
+                     "--local, --webhook and --route exclude each "
+                     "other");
   if (a->n_routes > 0 && a->n_events > 0)
-    return fail(err, err_size,
-                "--events is for --local/--webhook; routes "
-                "already name their events");
+    return hcli_fail(err, err_size,
+                     "--events is for --local/--webhook; routes "
+                     "already name their events");
   if (a->hook.secret != NULL && a->hook.new_secret)
-    return fail(err, err_size, "--secret and --new-secret exclude each other");
+    return hcli_fail(err, err_size,
+                     "--secret and --new-secret exclude each other");
   int any_url = a->webhook != NULL;
   for (size_t i = 0; i < a->n_routes; i++) {
     const char *t = a->route_target[i];
     if (is_url(t))
       any_url = 1;
     else if (strncmp(t, "local:", 6) != 0 || t[6] == '\0')
-      return fail(err, err_size,
-                  "route target '%s' is neither local:NAME nor an http(s) "
-                  "URL",
-                  t);
+      return hcli_fail(err, err_size,
+                       "route target '%s' is neither local:NAME nor an http(s) "
+                       "URL",
+                       t);
   }
   if (a->webhook_opts && !any_url)
-    return fail(err, err_size,
-                "webhook options need --webhook URL or a URL route");
+    return hcli_fail(err, err_size,
+                     "webhook options need --webhook URL or a URL route");
   if (a->async_only != NULL && !a->hook.async)
-    return fail(err, err_size, "%s is for async webhooks: add --async",
-                a->async_only);
+    return hcli_fail(err, err_size, "%s is for async webhooks: add --async",
+                     a->async_only);
   if (a->hook.async && a->hook.max_attempts > 0)
-    return fail(err, err_size,
-                "--max-attempts does not apply to --async: the retry "
-                "schedule decides (--retry-schedule)");
+    return hcli_fail(err, err_size,
+                     "--max-attempts does not apply to --async: the retry "
+                     "schedule decides (--retry-schedule)");
   return 0;
 }
 
@@ -285,12 +283,12 @@ const hc_handler_spec *hcli_handler_spec(hcli_handler_args *a) {
 
 int hcli_check_route_name(const char *s, char *err, size_t err_size) {
   if (s == NULL || *s == '\0')
-    return fail(err, err_size, "--route needs an event name, e.g. update");
+    return hcli_fail(err, err_size, "--route needs an event name, e.g. update");
   if (strchr(s, '=') != NULL)
-    return fail(err, err_size,
-                "--route takes the route's event name here (e.g. update), "
-                "not EVENT=TARGET: '%s'",
-                s);
+    return hcli_fail(err, err_size,
+                     "--route takes the route's event name here (e.g. update), "
+                     "not EVENT=TARGET: '%s'",
+                     s);
   return 0;
 }
 
@@ -299,11 +297,12 @@ int hcli_parse_overlap_ms(const char *s, int64_t *out, char *err,
   uint64_t ms;
   char why[256];
   if (hcli_parse_duration_ms(s, &ms, why, sizeof why) != 0)
-    return fail(err, err_size, "--overlap: %s", why);
+    return hcli_fail(err, err_size, "--overlap: %s", why);
   if (ms == 0)
-    return fail(err, err_size,
-                "--overlap must be longer than 0 (e.g. 300ms, 1h); leave it "
-                "out for the default, 24h");
+    return hcli_fail(
+        err, err_size,
+        "--overlap must be longer than 0 (e.g. 300ms, 1h); leave it "
+        "out for the default, 24h");
   *out = (int64_t)ms;
   return 0;
 }

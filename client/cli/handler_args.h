@@ -22,6 +22,8 @@ enum {
   HCLI_H_EVENTS,
   HCLI_H_SELECTOR,
   HCLI_H_DERIVE_OLD_VALUE,
+  /* The webhook options, to HCLI_H_END; from HCLI_H_ORDERED on, only for
+   * async webhooks. */
   HCLI_H_SECRET,
   HCLI_H_NEW_SECRET,
   HCLI_H_HEADER,

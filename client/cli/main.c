@@ -292,6 +292,17 @@ int hcli_report(const hcli *g, hc_err err, const hc_status *st) {
   return hcli_exit_code(err, st);
 }
 
+int hcli_call(const hcli *g, hcli_call_fn call, const void *in, void *out) {
+  int rc;
+  hc_conn *conn = hcli_connect(g, &rc);
+  if (conn == NULL)
+    return rc;
+  hc_status st;
+  hc_err err = call(conn, in, out, &st);
+  hc_close(conn);
+  return err != HC_OK ? hcli_report(g, err, &st) : HCLI_EXIT_OK;
+}
+
 static const hcli_command *find_command(const char *name) {
   for (size_t i = 0; i < N_COMMANDS; i++)
     if (strcmp(commands[i]->name, name) == 0)

@@ -1,6 +1,7 @@
 /*
  * Conversions between the plain-C client structs and protobuf-c messages:
- * hc_event -> DispatchRequest bytes, HandlerResult[] -> hc_results.
+ * hc_event -> DispatchRequest bytes, HandlerResult[] -> hc_results, and
+ * the copy of a message's repeated strings.
  */
 #include "internal.h"
 
@@ -294,6 +295,21 @@ hc_err hc__results_from_pb(Handlers__V1__HandlerResult *const *pb, size_t n,
       hc__results_clear(out);
       return HC_ENOMEM;
     }
+  }
+  return HC_OK;
+}
+
+hc_err hc__strings_copy(char *const *in, size_t n, char ***out, size_t *n_out) {
+  if (n == 0)
+    return HC_OK;
+  *out = calloc(n, sizeof **out);
+  if (*out == NULL)
+    return HC_ENOMEM;
+  for (size_t i = 0; i < n; i++) {
+    *n_out = i + 1;
+    (*out)[i] = hc__strdup(in[i]);
+    if ((*out)[i] == NULL)
+      return HC_ENOMEM;
   }
   return HC_OK;
 }

@@ -183,17 +183,10 @@ static hc_err detail_from_pb(const Handlers__V1__GetDeliveryReply *pb,
   if (d->body == NULL)
     return HC_ENOMEM;
   d->body_len = pb->body.len;
-  if (pb->n_headers > 0) {
-    d->headers = calloc(pb->n_headers, sizeof *d->headers);
-    if (d->headers == NULL)
-      return HC_ENOMEM;
-    for (size_t i = 0; i < pb->n_headers; i++) {
-      d->n_headers = i + 1;
-      d->headers[i] = hc__strdup(pb->headers[i]);
-      if (d->headers[i] == NULL)
-        return HC_ENOMEM;
-    }
-  }
+  err =
+      hc__strings_copy(pb->headers, pb->n_headers, &d->headers, &d->n_headers);
+  if (err != HC_OK)
+    return err;
   if (pb->n_attempts > 0) {
     d->attempts = calloc(pb->n_attempts, sizeof *d->attempts);
     if (d->attempts == NULL)

@@ -74,14 +74,25 @@ static void pb_target_clear(pb_target *t) {
   free(t->headers);
 }
 
-/* The protobuf Targets of one hc_handler_spec: its target (when it names
- * one) and one per route, in the spec's order. AddHandlerRequest and
- * UpdateHandlerRequest each wrap the routes in their own map entry type. */
+/* A route's map entry. AddHandlerRequest and UpdateHandlerRequest each have
+ * their own entry type, with the same fields in the same order: one builder
+ * fills both through `add` (protobuf-c reads the fields at the offsets the
+ * entry's descriptor gives, which are the same). */
+typedef union pb_route_entry {
+  Handlers__V1__AddHandlerRequest__RoutesEntry add;
+  Handlers__V1__UpdateHandlerRequest__RoutesEntry update;
+} pb_route_entry;
+
+/* The protobuf of one hc_handler_spec: its target (when it names one) and
+ * one Target per route, in the spec's order, each in a routes map entry of
+ * the request's type. */
 typedef struct pb_spec {
   pb_target target;
   int has_target;
   pb_target *routes;
   size_t n_routes; /* initialised, so cleared */
+  pb_route_entry *entries;
+  ProtobufCMessage **entry_ptrs; /* the request's routes */
 } pb_spec;
 
 /* A spec the library can send: the counts have their arrays. */
@@ -90,9 +101,14 @@ static int spec_ok(const hc_handler_spec *spec) {
          (spec->n_events == 0 || spec->events != NULL);
 }
 
-/* Builds `s` from `spec`; HC_ENOMEM leaves what was built for
- * pb_spec_clear. */
-static hc_err pb_spec_init(pb_spec *s, const hc_handler_spec *spec) {
+static const char *or_empty(const char *s) {
+  return s != NULL ? s : "";
+}
+
+/* Builds `s` from `spec`, the routes as entries of `entry_desc`; HC_ENOMEM
+ * leaves what was built for pb_spec_clear. */
+static hc_err pb_spec_init(pb_spec *s, const hc_handler_spec *spec,
+                           const ProtobufCMessageDescriptor *entry_desc) {
   memset(s, 0, sizeof *s);
   int has = pb_target_init(&s->target, &spec->target);
   if (has < 0)
@@ -101,7 +117,9 @@ static hc_err pb_spec_init(pb_spec *s, const hc_handler_spec *spec) {
   if (spec->n_routes == 0)
     return HC_OK;
   s->routes = calloc(spec->n_routes, sizeof *s->routes);
-  if (s->routes == NULL)
+  s->entries = calloc(spec->n_routes, sizeof *s->entries);
+  s->entry_ptrs = calloc(spec->n_routes, sizeof *s->entry_ptrs);
+  if (s->routes == NULL || s->entries == NULL || s->entry_ptrs == NULL)
     return HC_ENOMEM;
   for (size_t i = 0; i < spec->n_routes; i++) {
     s->n_routes = i + 1;
@@ -109,6 +127,11 @@ static hc_err pb_spec_init(pb_spec *s, const hc_handler_spec *spec) {
      * refuses it. */
     if (pb_target_init(&s->routes[i], &spec->routes[i].target) < 0)
       return HC_ENOMEM;
+    pb_route_entry *e = &s->entries[i];
+    protobuf_c_message_init(entry_desc, e);
+    e->add.key = (char *)or_empty(spec->routes[i].event);
+    e->add.value = &s->routes[i].target;
+    s->entry_ptrs[i] = &e->add.base;
   }
   return HC_OK;
 }
@@ -118,10 +141,55 @@ static void pb_spec_clear(pb_spec *s) {
   for (size_t i = 0; i < s->n_routes; i++)
     pb_target_clear(&s->routes[i]);
   free(s->routes);
+  free(s->entries);
+  free(s->entry_ptrs);
 }
 
-static const char *or_empty(const char *s) {
-  return s != NULL ? s : "";
+/* Fills the fields AddHandlerRequest and UpdateHandlerRequest share (the
+ * same names in two generated types) from `spec` and its protobuf `s`. The
+ * routes are protobuf-c's array of message pointers, which it reads as
+ * ProtobufCMessage pointers whatever the field's type. */
+#define PB_SPEC_FIELDS(req, spec, s)                                           \
+  do {                                                                         \
+    (req).key = (char *)or_empty((spec)->key);                                 \
+    (req).n_events = (spec)->n_events;                                         \
+    (req).events = (char **)(spec)->events;                                    \
+    (req).selector = (char *)or_empty((spec)->selector);                       \
+    (req).derive_old_value = (spec)->derive_old_value != 0;                    \
+    (req).target = (s).has_target ? &(s).target.target : NULL;                 \
+    (req).n_routes = (s).n_routes;                                             \
+    (req).routes = (void *)(s).entry_ptrs;                                     \
+  } while (0)
+
+/* Sends `spec` as an AddHandlerRequest or, given `id`, as the
+ * UpdateHandlerRequest of handler `id`; the reply as hc__call_pb gives it. */
+static hc_err send_spec(hc_conn *c, const char *id, const hc_handler_spec *spec,
+                        int deadline_ms, ProtobufCMessage **reply,
+                        hc_status *st) {
+  pb_spec s;
+  hc_err err = pb_spec_init(
+      &s, spec,
+      id == NULL
+          ? &handlers__v1__add_handler_request__routes_entry__descriptor
+          : &handlers__v1__update_handler_request__routes_entry__descriptor);
+  Handlers__V1__AddHandlerRequest add = HANDLERS__V1__ADD_HANDLER_REQUEST__INIT;
+  Handlers__V1__UpdateHandlerRequest update =
+      HANDLERS__V1__UPDATE_HANDLER_REQUEST__INIT;
+  PB_SPEC_FIELDS(add, spec, s);
+  PB_SPEC_FIELDS(update, spec, s);
+  update.handler_id = (char *)or_empty(id);
+  if (err != HC_OK)
+    hc__local_error(st, err);
+  else if (id == NULL)
+    err = hc__call_pb(c, HC_METHOD_ADD, &add.base,
+                      &handlers__v1__add_handler_reply__descriptor, deadline_ms,
+                      reply, st);
+  else
+    err = hc__call_pb(c, HC_METHOD_UPDATE, &update.base,
+                      &handlers__v1__update_handler_reply__descriptor,
+                      deadline_ms, reply, st);
+  pb_spec_clear(&s);
+  return err;
 }
 
 /* A copy of a reply's secret for *out ("" or absent: NULL). -1 on ENOMEM. */
@@ -143,44 +211,9 @@ hc_err hc_add_handler(hc_conn *c, const hc_handler_spec *spec, int deadline_ms,
     *secret_out = NULL;
   if (c == NULL || !spec_ok(spec) || id_out == NULL)
     return hc__local_error(st, HC_EINVAL);
-
-  Handlers__V1__AddHandlerRequest req = HANDLERS__V1__ADD_HANDLER_REQUEST__INIT;
-  req.key = (char *)or_empty(spec->key);
-  req.n_events = spec->n_events;
-  req.events = (char **)spec->events;
-  req.selector = (char *)or_empty(spec->selector);
-  req.derive_old_value = spec->derive_old_value != 0;
-
-  pb_spec s;
-  Handlers__V1__AddHandlerRequest__RoutesEntry *entries = NULL, **ptrs = NULL;
-  hc_err err = pb_spec_init(&s, spec);
-  if (err == HC_OK && spec->n_routes > 0) {
-    entries = calloc(spec->n_routes, sizeof *entries);
-    ptrs = calloc(spec->n_routes, sizeof *ptrs);
-    if (entries == NULL || ptrs == NULL)
-      err = HC_ENOMEM;
-    for (size_t i = 0; err == HC_OK && i < spec->n_routes; i++) {
-      handlers__v1__add_handler_request__routes_entry__init(&entries[i]);
-      entries[i].key = (char *)or_empty(spec->routes[i].event);
-      entries[i].value = &s.routes[i].target;
-      ptrs[i] = &entries[i];
-    }
-    req.n_routes = spec->n_routes;
-    req.routes = ptrs;
-  }
-  if (s.has_target)
-    req.target = &s.target.target;
-
   Handlers__V1__AddHandlerReply *reply = NULL;
-  if (err == HC_OK)
-    err = hc__call_pb(c, HC_METHOD_ADD, &req.base,
-                      &handlers__v1__add_handler_reply__descriptor, deadline_ms,
-                      (ProtobufCMessage **)&reply, st);
-  else
-    hc__local_error(st, err);
-  pb_spec_clear(&s);
-  free(entries);
-  free(ptrs);
+  hc_err err =
+      send_spec(c, NULL, spec, deadline_ms, (ProtobufCMessage **)&reply, st);
   if (err != HC_OK)
     return err;
 
@@ -215,47 +248,9 @@ hc_err hc_update_handler(hc_conn *c, const char *id,
     *secret_out = NULL;
   if (c == NULL || !spec_ok(spec))
     return hc__local_error(st, HC_EINVAL);
-
-  Handlers__V1__UpdateHandlerRequest req =
-      HANDLERS__V1__UPDATE_HANDLER_REQUEST__INIT;
-  req.key = (char *)or_empty(spec->key);
-  req.handler_id = (char *)or_empty(id);
-  req.n_events = spec->n_events;
-  req.events = (char **)spec->events;
-  req.selector = (char *)or_empty(spec->selector);
-  req.derive_old_value = spec->derive_old_value != 0;
-
-  pb_spec s;
-  Handlers__V1__UpdateHandlerRequest__RoutesEntry *entries = NULL,
-                                                  **ptrs = NULL;
-  hc_err err = pb_spec_init(&s, spec);
-  if (err == HC_OK && spec->n_routes > 0) {
-    entries = calloc(spec->n_routes, sizeof *entries);
-    ptrs = calloc(spec->n_routes, sizeof *ptrs);
-    if (entries == NULL || ptrs == NULL)
-      err = HC_ENOMEM;
-    for (size_t i = 0; err == HC_OK && i < spec->n_routes; i++) {
-      handlers__v1__update_handler_request__routes_entry__init(&entries[i]);
-      entries[i].key = (char *)or_empty(spec->routes[i].event);
-      entries[i].value = &s.routes[i].target;
-      ptrs[i] = &entries[i];
-    }
-    req.n_routes = spec->n_routes;
-    req.routes = ptrs;
-  }
-  if (s.has_target)
-    req.target = &s.target.target;
-
   Handlers__V1__UpdateHandlerReply *reply = NULL;
-  if (err == HC_OK)
-    err = hc__call_pb(c, HC_METHOD_UPDATE, &req.base,
-                      &handlers__v1__update_handler_reply__descriptor,
-                      deadline_ms, (ProtobufCMessage **)&reply, st);
-  else
-    hc__local_error(st, err);
-  pb_spec_clear(&s);
-  free(entries);
-  free(ptrs);
+  hc_err err = send_spec(c, or_empty(id), spec, deadline_ms,
+                         (ProtobufCMessage **)&reply, st);
   if (err != HC_OK)
     return err;
 
@@ -358,24 +353,6 @@ void hc_handler_list_free(hc_handler_list *l) {
   free(l);
 }
 
-/* Copies `n` strings into *out (calloc'd), counting them in *n_out as they
- * are made so that a failure leaves them for handler_info_clear. */
-static hc_err strings_copy(char *const *in, size_t n, char ***out,
-                           size_t *n_out) {
-  if (n == 0)
-    return HC_OK;
-  *out = calloc(n, sizeof **out);
-  if (*out == NULL)
-    return HC_ENOMEM;
-  for (size_t i = 0; i < n; i++) {
-    *n_out = i + 1;
-    (*out)[i] = hc__strdup(in[i]);
-    if ((*out)[i] == NULL)
-      return HC_ENOMEM;
-  }
-  return HC_OK;
-}
-
 /* Converts one HandlerInfo; on failure what was allocated stays in `h` for
  * handler_info_clear. */
 static hc_err handler_info_from_pb(const Handlers__V1__HandlerInfo *pb,
@@ -403,10 +380,11 @@ static hc_err handler_info_from_pb(const Handlers__V1__HandlerInfo *pb,
         return HC_ENOMEM;
     }
   }
-  hc_err err = strings_copy(pb->events, pb->n_events, &h->events, &h->n_events);
+  hc_err err =
+      hc__strings_copy(pb->events, pb->n_events, &h->events, &h->n_events);
   if (err == HC_OK)
-    err = strings_copy(pb->disabled, pb->n_disabled, &h->disabled,
-                       &h->n_disabled);
+    err = hc__strings_copy(pb->disabled, pb->n_disabled, &h->disabled,
+                           &h->n_disabled);
   return err;
 }
 

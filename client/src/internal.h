@@ -3,7 +3,8 @@
  *   client.c  - connections, unary calls, status helpers, stats, health;
  *   handlers.c - handler administration (add, update, remove, rotate the
  *                secret, list);
- *   convert.c - hc_event -> protobuf bytes, protobuf results -> hc_results;
+ *   convert.c - hc_event -> protobuf bytes, protobuf results -> hc_results,
+ *               repeated strings -> plain C;
  *   stream.c  - the DispatchStream session;
  *   deliveries.c - async deliveries (handlerctl/deliveries.h).
  */
@@ -82,6 +83,11 @@ void hc__results_clear(hc_results *r);
 
 /* strdup that maps NULL to "". */
 char *hc__strdup(const char *s);
+
+/* (convert.c) Copies `n` strings (hc__strdup) into *out (calloc'd; left alone
+ * when `n` is 0), counting them in *n_out as they are made, so that on
+ * HC_ENOMEM the caller frees the *n_out made and *out. */
+hc_err hc__strings_copy(char *const *in, size_t n, char ***out, size_t *n_out);
 
 /* Copies `len` bytes into a NUL-terminated malloc'd buffer; NULL on
  * ENOMEM. */
