@@ -112,7 +112,8 @@ hd_outbox_endpoint *hd_outbox_endpoint_add(hd_outbox *o,
     if (ep->headers[ep->n_headers] == NULL)
       goto fail;
   }
-  memcpy(ep->sign_key, spec->sign_key, spec->sign_key_len);
+  if (spec->sign_key_len > 0) /* NULL with 0: unsigned */
+    memcpy(ep->sign_key, spec->sign_key, spec->sign_key_len);
   ep->sign_key_len = spec->sign_key_len;
   if (spec->prev_sign_key_len > 0)
     memcpy(ep->prev_sign_key, spec->prev_sign_key, spec->prev_sign_key_len);
