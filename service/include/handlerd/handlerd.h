@@ -143,6 +143,12 @@ hd_err hd_event_validate(const hd_event *ev, char *msg, size_t msg_size);
  * (which may carry any args). `*known` is set to 1 for the seed's names. */
 hd_args_kind hd_event_expected_args(const char *name, int *known);
 
+/* The topic path the event is about: topic.path for subscribe, update and
+ * unsubscribe (and close), response.path for a response; NULL for other
+ * args and for an empty path. Borrowed from `ev`. (Topic selectors filter
+ * on it; CloudEvents' subject is it.) */
+const char *hd_event_topic_path(const hd_event *ev);
+
 /* Deep copy of `ev` in one allocation; free with hd_event_free(). NULL when
  * out of memory. Only the fields of ev->args_kind are copied; the other
  * groups and `reserved` are zeroed in the copy. */

@@ -25,6 +25,24 @@ static const struct {
     {"error", HD_ARGS_ERROR},         {"response", HD_ARGS_RESPONSE},
 };
 
+const char *hd_event_topic_path(const hd_event *ev) {
+  const char *path = NULL;
+
+  switch (ev->args_kind) {
+  case HD_ARGS_SUBSCRIBE:
+  case HD_ARGS_UPDATE:
+  case HD_ARGS_UNSUBSCRIBE:
+    path = ev->topic.path;
+    break;
+  case HD_ARGS_RESPONSE:
+    path = ev->response.path;
+    break;
+  default:
+    break;
+  }
+  return path != NULL && path[0] != '\0' ? path : NULL;
+}
+
 hd_args_kind hd_event_expected_args(const char *name, int *known) {
   if (name) {
     for (size_t i = 0; i < sizeof known_events / sizeof known_events[0]; i++) {

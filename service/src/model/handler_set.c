@@ -75,26 +75,6 @@ static size_t snapshot(struct set *s, hd_handler ***out) {
   return n;
 }
 
-/* The topic path the event is about, or NULL: events without one reach
- * every member. */
-static const char *event_path(const hd_event *ev) {
-  const char *path = NULL;
-
-  switch (ev->args_kind) {
-  case HD_ARGS_SUBSCRIBE:
-  case HD_ARGS_UPDATE:
-  case HD_ARGS_UNSUBSCRIBE:
-    path = ev->topic.path;
-    break;
-  case HD_ARGS_RESPONSE:
-    path = ev->response.path;
-    break;
-  default:
-    break;
-  }
-  return path != NULL && path[0] != '\0' ? path : NULL;
-}
-
 static int by_order(const void *a, const void *b) {
   const set_entry *x = a, *y = b;
   return (x->order > y->order) - (x->order < y->order);
@@ -106,7 +86,8 @@ static int by_order(const void *a, const void *b) {
  * matched after it. */
 static size_t select_members(struct set *s, const hd_event *ev,
                              hd_handler ***out) {
-  const char *path = event_path(ev);
+  /* Events without a topic path reach every member. */
+  const char *path = hd_event_topic_path(ev);
   set_entry *c = NULL;
   size_t n = 0, cap = 0, kept = 0;
   hd_handler **snap;

@@ -53,21 +53,7 @@ static json_t *data_object(const hd_event *ev) {
 }
 
 const char *hd_ce_subject(const hd_event *ev) {
-  const char *path = NULL;
-
-  switch (ev->args_kind) {
-  case HD_ARGS_SUBSCRIBE:
-  case HD_ARGS_UPDATE:
-  case HD_ARGS_UNSUBSCRIBE:
-    path = ev->topic.path;
-    break;
-  case HD_ARGS_RESPONSE:
-    path = ev->response.path;
-    break;
-  default:
-    break;
-  }
-  return path != NULL && path[0] != '\0' ? path : NULL;
+  return hd_event_topic_path(ev);
 }
 
 /* The subject as a JSON string from `data` (already repaired to UTF-8 by
