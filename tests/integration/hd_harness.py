@@ -3,12 +3,17 @@
 Starts the real handlerd binary (HANDLERD_BIN) on a loopback port chosen by
 the kernel, waits for its ready file, and stops it with SIGTERM, checking that
 it exits with status 0. Also loads the protoc-generated modules from
-HD_PY_GEN. Standard library only; run with Debian's /usr/bin/python3.
+HD_PY_GEN, and holds what the suites share: a handlerd with a gRPC channel
+(Daemon), one per TestCase class (DaemonCase, ReceiverCase) or per test on
+a state directory of its own (StateDirCase), a poller with a deadline
+(eventually) and a handlerctl runner (run_handlerctl). Standard library
+only; run with Debian's /usr/bin/python3.
 """
 
 import contextlib
 import importlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -25,6 +30,11 @@ WRAPPER = os.environ.get("HD_IT_WRAPPER", "").split()
 SLOW = 4.0 if WRAPPER else float(os.environ.get("HD_IT_SLOW", "1") or 1)
 READY_TIMEOUT_S = 60.0 if WRAPPER else 10.0
 STOP_TIMEOUT_S = 60.0 if WRAPPER else 10.0
+POLL_S = 0.02
+# The handlerctl binary (set by CMakeLists.txt when client/ is built) and
+# how long one run of it may take.
+HANDLERCTL = os.environ.get("HANDLERCTL_BIN")
+CLI_TIMEOUT = 60.0
 
 
 class HarnessError(RuntimeError):
@@ -78,6 +88,64 @@ def main():
             sys.stderr.write("*** SKIPPED: %s\n" % reason)
         sys.exit(1 if IN_CI else SKIP_EXIT)
     sys.exit(0)
+
+
+def eventually(cond, timeout, what, detail=None):
+    """Calls cond() until it returns something truthy, which is returned;
+    AssertionError naming `what` (and detail(), when given) once `timeout`
+    seconds (times SLOW) have passed. A wait, never an assertion by sleep."""
+    deadline = time.monotonic() + timeout * SLOW
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            extra = ("\n" + str(detail())) if detail is not None else ""
+            raise AssertionError("%s: not within %.1f s%s"
+                                 % (what, timeout * SLOW, extra))
+        time.sleep(POLL_S)
+
+
+def clean_env(**extra):
+    """The environment without HANDLERD_* settings (HANDLERD_BIN stays),
+    plus `extra`: what handlerctl sees is only what a test gives it."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("HANDLERD_") or k == "HANDLERD_BIN"}
+    env.update(extra)
+    return env
+
+
+def run_handlerctl(args, addr=None, env=None, stdin_text=None, check=None):
+    """Runs handlerctl (HANDLERCTL_BIN) with `args`, in clean_env() unless
+    `env` is given, against `addr` (HANDLERD_ADDR) when given, with
+    `stdin_text` (else nothing) on stdin; returns the CompletedProcess
+    (text mode). With `check`, AssertionError unless it exits so."""
+    argv = [HANDLERCTL] + list(args)
+    e = env if env is not None else clean_env()
+    if addr is not None:
+        e = dict(e, HANDLERD_ADDR=addr)
+    p = subprocess.run(argv, input="" if stdin_text is None else stdin_text,
+                       capture_output=True, text=True, env=e,
+                       timeout=CLI_TIMEOUT)
+    if check is not None and p.returncode != check:
+        raise AssertionError(
+            "%s exited %d, expected %d\n--- stdout ---\n%s--- stderr ---\n%s"
+            % (" ".join(argv), p.returncode, check, p.stdout, p.stderr))
+    return p
+
+
+def parse_table(text):
+    """An aligned table (header row, columns separated by 2+ spaces), as
+    handlerctl prints them, as a list of dicts."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        return []
+    head = re.split(r"\s{2,}", lines[0].strip())
+    rows = []
+    for line in lines[1:]:
+        cells = re.split(r"\s{2,}", line.strip())
+        rows.append(dict(zip(head, cells + [""] * (len(head) - len(cells)))))
+    return rows
 
 
 def require_env(name):
@@ -313,31 +381,86 @@ class Handlerd:
         self.tmpdir = None
 
 
-class Server:
-    """with Server(*args) as s: one handlerd (Handlerd(args), as s.h) and a
-    gRPC channel to it that may send messages up to 64 MiB (s.channel,
-    waited ready for TIMEOUT seconds) with a Handlers stub (s.stub).
-    Leaving the block closes the channel and stops handlerd (asserting exit
-    status 0 after SIGTERM)."""
+class Daemon:
+    """One handlerd (Handlerd(args), as .h) with a gRPC channel to it
+    (.channel, waited ready for TIMEOUT seconds; `options` are the
+    channel's) and a Handlers stub (.stub), once start() returned.
+
+    d = Daemon(["--state-dir", path]).start(); d.stub...; d.stop()"""
 
     TIMEOUT = 10.0
+    # How much of handlerd's stderr stderr() gives by default (None: all).
+    STDERR_TAIL = None
 
-    def __init__(self, *args):
+    def __init__(self, args=(), options=None):
         self.h = Handlerd(list(args))
+        self.options = options
+        self.channel = None
+        self.stub = None
 
-    def __enter__(self):
+    def start(self):
         grpc, _, pb_grpc = import_grpc(type(self).__name__)
         self.h.start()
-        self.channel = grpc.insecure_channel(
-            self.h.address,
-            options=[("grpc.max_send_message_length", 64 << 20)])
-        grpc.channel_ready_future(self.channel).result(timeout=self.TIMEOUT)
+        self.channel = grpc.insecure_channel(self.h.address,
+                                             options=self.options)
+        try:
+            grpc.channel_ready_future(self.channel).result(
+                timeout=self.TIMEOUT)
+        except grpc.FutureTimeoutError:
+            self.close()
+            raise AssertionError("channel to %s not ready" % self.h.address)
         self.stub = pb_grpc.HandlersStub(self.channel)
         return self
 
-    def __exit__(self, *exc):
+    def stop(self):
+        """Closes the channel; SIGTERM, asserting exit status 0."""
         self.channel.close()
         self.h.stop()
+
+    def close(self):
+        """stop() without the exit status check (for cleaning up)."""
+        self.channel.close()
+        try:
+            self.h.stop()
+        except AssertionError:
+            pass
+
+    def kill9(self):
+        """SIGKILL, as a crash would (unless the process is gone already);
+        returns its exit status once it is gone, and cleans up."""
+        proc = self.h.proc
+        try:
+            os.kill(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        rc = proc.wait(timeout=10)
+        self.channel.close()
+        self.h.stop_unless_exited()
+        return rc
+
+    def stderr(self, tail=None):
+        """handlerd's stderr so far: its last `tail` characters
+        (STDERR_TAIL unless given; None: all)."""
+        text = self.h.stderr_text(10 ** 7)
+        tail = self.STDERR_TAIL if tail is None else tail
+        return text if tail is None else text[-tail:]
+
+
+class Server(Daemon):
+    """with Server(*args) as s: a Daemon(args) started, whose channel may
+    send messages up to 64 MiB (s.h, s.channel, s.stub). Leaving the block
+    closes the channel and stops handlerd (asserting exit status 0 after
+    SIGTERM)."""
+
+    def __init__(self, *args):
+        super().__init__(args, options=[("grpc.max_send_message_length",
+                                          64 << 20)])
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
 
 
 def stop_all(daemons):
@@ -367,41 +490,95 @@ def assert_rpc_status(test, code, fn, *args, **kwargs):
     return err
 
 
-class ReceiverCase(unittest.TestCase):
-    """One handlerd (started with EXTRA_ARGS) and one webhook receiver
-    (webhook_receiver.Receiver) per TestCase class, with a gRPC channel
-    and stub to it: cls.server, cls.rx, cls.channel, cls.stub."""
+class DaemonCase(unittest.TestCase):
+    """One handlerd per TestCase class, started with args(tmp) (tmp, also
+    cls.tmp: a temporary directory of the class's, removed at its end;
+    the default args are EXTRA_ARGS): cls.daemon (a Daemon), cls.server
+    (its Handlerd), cls.channel, cls.stub. The class's end stops handlerd,
+    asserting exit status 0 after SIGTERM."""
 
     EXTRA_ARGS = ()
     RPC_TIMEOUT = 10.0
 
     @classmethod
+    def args(cls, tmp):
+        return list(cls.EXTRA_ARGS)
+
+    @classmethod
     def setUpClass(cls):
-        import webhook_receiver
-        grpc, _, pb_grpc = import_grpc(cls.__name__)
-        cls.rx = webhook_receiver.Receiver().start()
-        cls.server = Handlerd(cls.EXTRA_ARGS)
-        try:
-            cls.server.start()
-        except BaseException:
-            cls.rx.stop()
-            raise
-        cls.channel = grpc.insecure_channel(cls.server.address)
-        try:
-            grpc.channel_ready_future(cls.channel).result(
-                timeout=cls.RPC_TIMEOUT)
-        except grpc.FutureTimeoutError:
-            cls.channel.close()
-            cls.server.stop()
-            cls.rx.stop()
-            raise AssertionError("gRPC channel to %s not ready"
-                                 % cls.server.address)
-        cls.stub = pb_grpc.HandlersStub(cls.channel)
+        cls.tmp = tempfile.mkdtemp(prefix="hd-py-case-")
+        if not os.environ.get("HD_KEEP_TMP"):
+            cls.addClassCleanup(shutil.rmtree, cls.tmp, True)
+        cls.daemon = Daemon(cls.args(cls.tmp))
+        cls.daemon.TIMEOUT = cls.RPC_TIMEOUT
+        cls.daemon.start()
+        cls.server = cls.daemon.h
+        cls.channel = cls.daemon.channel
+        cls.stub = cls.daemon.stub
 
     @classmethod
     def tearDownClass(cls):
-        cls.channel.close()
+        cls.daemon.stop()
+
+
+class ReceiverCase(DaemonCase):
+    """A DaemonCase with one webhook receiver (webhook_receiver.Receiver)
+    per class too: cls.rx, stopped after handlerd."""
+
+    @classmethod
+    def setUpClass(cls):
+        import webhook_receiver
+        cls.rx = webhook_receiver.Receiver().start()
+        cls.addClassCleanup(cls.rx.stop)
+        super().setUpClass()
+
+
+class StateDirCase(unittest.TestCase):
+    """A state directory per test (self.state), and the daemons (DAEMON,
+    a Daemon) and webhook receivers a test starts with start() and
+    receiver(), stopped when it ends: daemons first (with STRICT_STOP each
+    still running must exit 0 after SIGTERM), then receivers; then the
+    directory is removed (unless HD_KEEP_TMP is set)."""
+
+    DAEMON = Daemon
+    STATE_PREFIX = "hd-py-state-"
+    STRICT_STOP = True
+
+    def setUp(self):
+        self.state = tempfile.mkdtemp(prefix=self.STATE_PREFIX)
+        self.daemons = []
+        self.receivers = []
+        self.addCleanup(self._cleanup)
+
+    def _cleanup(self):
         try:
-            cls.server.stop()  # asserts exit status 0 after SIGTERM
+            running = [d for d in self.daemons if d.h.proc is not None]
+            for d in running:
+                d.channel.close()
+            if self.STRICT_STOP:
+                stop_all([d.h for d in running])
+            else:
+                for d in running:
+                    d.close()
         finally:
-            cls.rx.stop()
+            for rx in self.receivers:
+                rx.stop()
+            if not os.environ.get("HD_KEEP_TMP"):
+                shutil.rmtree(self.state, ignore_errors=True)
+
+    def start(self, args=None):
+        """A started DAEMON with `args`; by default --state-dir self.state
+        alone."""
+        d = self.DAEMON(["--state-dir", self.state] if args is None
+                        else list(args))
+        d.start()
+        self.daemons.append(d)
+        return d
+
+    def receiver(self, port=0):
+        """A started webhook_receiver.Receiver (on `port`; 0: the kernel
+        chooses)."""
+        import webhook_receiver
+        rx = webhook_receiver.Receiver(port).start()
+        self.receivers.append(rx)
+        return rx

@@ -23,16 +23,15 @@ with HANDLERD_BIN and HD_PY_GEN set (see CMakeLists.txt).
 
 import json
 import os
-import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hd_harness  # noqa: E402
+from hd_harness import eventually  # noqa: E402
 import webhook_receiver as wr  # noqa: E402
 
 grpc, pb, pb_grpc = hd_harness.import_grpc("test_async_delivery")
@@ -44,26 +43,9 @@ RPC_TIMEOUT = 10.0
 SCHEDULE = "0s,1s,1s,1s,1s"
 # "Well under a second": an accepted async Dispatch only waits for a commit.
 ACCEPT_BOUND_S = 0.5 * SLOW
-POLL_S = 0.02
 
 
 # ---- helpers ---------------------------------------------------------------
-
-def poll(fn, timeout, what, detail=None):
-    """Calls fn() until it returns something truthy, which is returned;
-    AssertionError naming `what` (and detail(), when given) once `timeout`
-    seconds (times SLOW) have passed."""
-    deadline = time.monotonic() + timeout * SLOW
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            extra = ("\n" + str(detail())) if detail is not None else ""
-            raise AssertionError("%s: not within %.1f s%s"
-                                 % (what, timeout * SLOW, extra))
-        time.sleep(POLL_S)
-
 
 def async_webhook(url, **kw):
     """A Webhook message with async set (a Python keyword, hence **)."""
@@ -108,49 +90,10 @@ def describe_requests(rx, path, limit=40):
     return "\n".join(lines)
 
 
-class Daemon:
-    """A handlerd (hd_harness.Handlerd) plus a channel and a stub to it."""
+class Daemon(hd_harness.Daemon):
+    """A handlerd with a channel and stub, and the RPCs the tests make."""
 
-    def __init__(self, args):
-        self.h = hd_harness.Handlerd(args).start()
-        self.channel = grpc.insecure_channel(self.h.address)
-        try:
-            grpc.channel_ready_future(self.channel).result(
-                timeout=RPC_TIMEOUT)
-        except grpc.FutureTimeoutError:
-            self.close()
-            raise AssertionError("channel to %s not ready" % self.h.address)
-        self.stub = pb_grpc.HandlersStub(self.channel)
-
-    def stop(self):
-        """SIGTERM; the harness asserts exit status 0."""
-        self.channel.close()
-        self.h.stop()
-
-    def kill9(self):
-        """SIGKILL, as a crash would (when nobody did yet); returns once the
-        process is gone."""
-        proc = self.h.proc
-        try:
-            os.kill(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=10)
-        self.channel.close()
-        try:  # reports "already exited"; cleans up
-            self.h.stop()
-        except AssertionError:
-            pass
-
-    def close(self):
-        self.channel.close()
-        try:
-            self.h.stop()
-        except AssertionError:
-            pass
-
-    def stderr(self, n=6000):
-        return self.h.stderr_text(10 ** 7)[-n:]
+    STDERR_TAIL = 6000
 
     # -- RPCs --
 
@@ -192,26 +135,12 @@ class Daemon:
         return listed[0]
 
 
-class _AsyncCase(unittest.TestCase):
+class _AsyncCase(hd_harness.StateDirCase):
     """A state directory per test, and the daemons and receivers a test
     starts, stopped when it ends (daemons first; each must exit 0)."""
 
-    def setUp(self):
-        self.state = tempfile.mkdtemp(prefix="hd-async-state-")
-        self.daemons = []
-        self.receivers = []
-        self.addCleanup(self._cleanup)
-
-    def _cleanup(self):
-        try:
-            for d in self.daemons:
-                d.channel.close()
-            hd_harness.stop_all([d.h for d in self.daemons])
-        finally:
-            for rx in self.receivers:
-                rx.stop()
-            if not os.environ.get("HD_KEEP_TMP"):
-                shutil.rmtree(self.state, ignore_errors=True)
+    DAEMON = Daemon
+    STATE_PREFIX = "hd-async-state-"
 
     def start(self, *extra, state=True, schedule=SCHEDULE):
         args = []
@@ -219,16 +148,9 @@ class _AsyncCase(unittest.TestCase):
             args += ["--state-dir", self.state]
             if schedule:
                 args += ["--retry-schedule", schedule]
-        d = Daemon(args + list(extra))
-        self.daemons.append(d)
-        return d
+        return super().start(args + list(extra))
 
-    def receiver(self, port=0):
-        rx = wr.Receiver(port).start()
-        self.receivers.append(rx)
-        return rx
-
-    # -- assertions --
+    # -- dispatching and assertions --
 
     def assert_accepted(self, reply, n_results=1, index=0):
         """The result at `index` is accepted with a delivery id; returns
@@ -240,6 +162,16 @@ class _AsyncCase(unittest.TestCase):
         self.assertTrue(res.delivery_id, res)
         return res.delivery_id
 
+    def dispatch_at_once(self, d, key, path, marker, n):
+        """Sends `n` events for `key` without waiting for the replies in
+        between, the i-th on topic path % i with marker % i; each must be
+        accepted."""
+        futures = [d.stub.Dispatch.future(event(key, path % i, marker % i),
+                                          timeout=RPC_TIMEOUT)
+                   for i in range(n)]
+        for f in futures:
+            self.assert_accepted(f.result())
+
     def wait_state(self, d, delivery_id, state, timeout=10.0):
         """Polls GetDelivery until the delivery is in `state`; returns the
         GetDeliveryReply."""
@@ -248,7 +180,7 @@ class _AsyncCase(unittest.TestCase):
         def check():
             last[0] = d.get(delivery_id)
             return last[0] if last[0].delivery.state == state else None
-        return poll(check, timeout, "delivery %s in state %s" % (
+        return eventually(check, timeout, "delivery %s in state %s" % (
             delivery_id, pb.DeliveryState.Name(state)),
             lambda: "%s\n%s" % (last[0], d.stderr()))
 
@@ -279,7 +211,8 @@ class TestReceiverDown(_AsyncCase):
             self.assertTrue(got.attempts[0].error, got)
 
         rx = self.receiver(port)
-        got = poll(lambda: (lambda r: r if set(ids) <= set(r) else None)(
+        got = eventually(lambda: (
+            lambda r: r if set(ids) <= set(r) else None)(
             receipts(rx, "/down")), 15.0, "all 20 events at the receiver",
             lambda: describe_requests(rx, "/down") + "\n" + d.stderr())
         self.assertEqual(set(got), set(ids))
@@ -329,8 +262,8 @@ class TestOrdered(_AsyncCase):
             for t, s, m in ok:
                 firsts.setdefault(m, (t, s))
             return firsts if len(firsts) == 10 else None
-        firsts = poll(first_successes, 20.0, "10 events delivered",
-                      lambda: "%r\n%s" % (log, d.stderr()))
+        firsts = eventually(first_successes, 20.0, "10 events delivered",
+                            lambda: "%r\n%s" % (log, d.stderr()))
         with lock:
             log = list(log)
 
@@ -375,7 +308,7 @@ class TestDeadLetters(_AsyncCase):
         second = self.assert_accepted(d.dispatch(event("dead2", "d/2",
                                                        "dead-2"))[0])
 
-        poll(lambda: first in {x.delivery_id for x in d.deliveries(
+        eventually(lambda: first in {x.delivery_id for x in d.deliveries(
             handler_id=hid, state=pb.DEAD)}, 10.0,
             "ListDeliveries(state DEAD) shows the first delivery",
             lambda: "%s\n%s" % (d.get(first), d.stderr()))
@@ -517,16 +450,17 @@ class TestKillMidBurst(_AsyncCase):
         def all_there():
             got = receipts(rx, "/burst")
             return got if set(acked) <= set(got) else None
-        got = poll(all_there, 120.0, "every acknowledged event delivered "
-                   "after the restart",
-                   lambda: "missing %s\n%s" % (
-                       sorted(set(acked) - set(receipts(rx, "/burst")))[:20],
-                       d2.stderr()))
+        got = eventually(
+            all_there, 120.0,
+            "every acknowledged event delivered after the restart",
+            lambda: "missing %s\n%s" % (
+                sorted(set(acked) - set(receipts(rx, "/burst")))[:20],
+                d2.stderr()))
         resume_s = time.monotonic() - t1
         # The same webhook-id on every receipt of an event, and it is the
         # delivery's event id.
         by_id = {}
-        for x in poll(lambda: (lambda ds: ds if all(
+        for x in eventually(lambda: (lambda ds: ds if all(
                 dl.state == pb.SUCCEEDED for dl in ds
                 if dl.delivery_id in set(acked.values())) else None)(
                 d2.deliveries(handler_id=hid)), 30.0,
@@ -568,14 +502,9 @@ class TestFlowControl(_AsyncCase):
             return (200, {}, b"", 0)
         rx.respond("/inflight", hold)
         d.add("inflight", async_webhook(rx.url("/inflight"), max_inflight=2))
-        futures = [d.stub.Dispatch.future(event("inflight", "i/%d" % i,
-                                                "in-%d" % i),
-                                          timeout=RPC_TIMEOUT)
-                   for i in range(10)]
-        for f in futures:
-            self.assert_accepted(f.result())
-        poll(lambda: now["done"] >= 10, 15.0, "10 deliveries",
-             lambda: "%r\n%s" % (now, d.stderr()))
+        self.dispatch_at_once(d, "inflight", "i/%d", "in-%d", 10)
+        eventually(lambda: now["done"] >= 10, 15.0, "10 deliveries",
+                   lambda: "%r\n%s" % (now, d.stderr()))
         self.assertEqual(now["max"], 2, "most requests at once: %r" % now)
         self.assertEqual(len(rx.requests("/inflight")), 10)
 
@@ -583,13 +512,8 @@ class TestFlowControl(_AsyncCase):
         d = self.start()
         rx = self.receiver()
         d.add("rps", async_webhook(rx.url("/rps"), max_rps=5))
-        futures = [d.stub.Dispatch.future(event("rps", "r/%d" % i,
-                                                "rps-%d" % i),
-                                          timeout=RPC_TIMEOUT)
-                   for i in range(10)]
-        for f in futures:
-            self.assert_accepted(f.result())
-        reqs = poll(lambda: (lambda r: r if len(r) >= 10 else None)(
+        self.dispatch_at_once(d, "rps", "r/%d", "rps-%d", 10)
+        reqs = eventually(lambda: (lambda r: r if len(r) >= 10 else None)(
             rx.requests("/rps")), 15.0, "10 deliveries",
             lambda: describe_requests(rx, "/rps"))
         times = [r.arrived - reqs[0].arrived for r in reqs]
@@ -612,7 +536,8 @@ class TestDisable(_AsyncCase):
                                            retry_schedule_ms=[300] * 30))
         first = self.assert_accepted(d.dispatch(event("flaky", "f/0",
                                                       "flaky-0"))[0])
-        info = poll(lambda: (lambda h: h if list(h.disabled) else None)(
+        info = eventually(lambda: (
+            lambda h: h if list(h.disabled) else None)(
             d.handler_info("flaky")), 10.0,
             "ListHandlers shows the webhook disabled",
             lambda: describe_requests(rx, "/flaky") + "\n" + d.stderr())
@@ -738,9 +663,9 @@ class TestRestartResumes(_AsyncCase):
         self.assertEqual(got.delivery.attempts, 1, got)
         self.assertIn(got.delivery.state, (pb.FAILED, pb.PENDING), got)
         self.assertEqual(got.delivery.event_id, event_id)
-        reqs = poll(lambda: rx.requests("/resume"), 10.0,
-                    "the event delivered after the restart",
-                    lambda: "%s\n%s" % (d2.get(did), d2.stderr()))
+        reqs = eventually(lambda: rx.requests("/resume"), 10.0,
+                          "the event delivered after the restart",
+                          lambda: "%s\n%s" % (d2.get(did), d2.stderr()))
         self.assertEqual(marker_of(reqs[0]), "resume-1")
         self.assertEqual(reqs[0].header("webhook-id"), event_id)
         got = self.wait_state(d2, did, pb.SUCCEEDED)

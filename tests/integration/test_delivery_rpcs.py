@@ -10,9 +10,7 @@ with HANDLERD_BIN and HD_PY_GEN set (see CMakeLists.txt).
 """
 
 import os
-import shutil
 import sys
-import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -60,31 +58,8 @@ def field_bytes(number, data):
     return varint(number << 3 | 2) + varint(len(data)) + data
 
 
-class _Case(unittest.TestCase):
+class _Case(hd_harness.DaemonCase):
     """One handlerd per TestCase class, started with args(tmp)."""
-
-    @classmethod
-    def args(cls, tmp):
-        return []
-
-    @classmethod
-    def setUpClass(cls):
-        cls.tmp = tempfile.mkdtemp(prefix="hd-deliveries-")
-        try:
-            cls.server = hd_harness.Handlerd(cls.args(cls.tmp)).start()
-        except BaseException:
-            shutil.rmtree(cls.tmp, ignore_errors=True)
-            raise
-        cls.channel = grpc.insecure_channel(cls.server.address)
-        cls.stub = pb_grpc.HandlersStub(cls.channel)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.channel.close()
-        try:
-            cls.server.stop()  # asserts exit status 0 after SIGTERM
-        finally:
-            shutil.rmtree(cls.tmp, ignore_errors=True)
 
     md = ()
 

@@ -30,44 +30,20 @@ with HANDLERD_BIN, HD_PY_GEN and HANDLERCTL_BIN set (CMakeLists.txt).
 
 import json
 import os
-import re
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
-import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hd_harness  # noqa: E402
+from hd_harness import eventually, parse_table  # noqa: E402
 import webhook_receiver as wr  # noqa: E402
 
 grpc, pb, pb_grpc = hd_harness.import_grpc("test_handler_model")
 
-SLOW = hd_harness.SLOW
 RPC_TIMEOUT = 10.0
-CLI_TIMEOUT = 60.0
-POLL_S = 0.02
-HANDLERCTL = os.environ.get("HANDLERCTL_BIN")
 
 
 # ---- helpers ---------------------------------------------------------------
-
-def poll(fn, timeout, what, detail=None):
-    """Calls fn() until it returns something truthy, which is returned;
-    AssertionError naming `what` (and detail(), when given) once `timeout`
-    seconds (times SLOW) have passed."""
-    deadline = time.monotonic() + timeout * SLOW
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            extra = ("\n" + str(detail())) if detail is not None else ""
-            raise AssertionError("%s: not within %.1f s%s"
-                                 % (what, timeout * SLOW, extra))
-        time.sleep(POLL_S)
-
 
 def local(name):
     return pb.Target(local=name)
@@ -104,58 +80,21 @@ def signed_with(secret, req):
                                  req.header("webhook-timestamp"), req.body)
 
 
-class Daemon:
-    """A handlerd with --state-dir `state` and a channel and stub to it."""
-
-    def __init__(self, state):
-        self.h = hd_harness.Handlerd(["--state-dir", state]).start()
-        self.channel = grpc.insecure_channel(self.h.address)
-        try:
-            grpc.channel_ready_future(self.channel).result(
-                timeout=RPC_TIMEOUT)
-        except grpc.FutureTimeoutError:
-            self.channel.close()
-            self.h.stop()
-            raise AssertionError("channel to %s not ready" % self.h.address)
-        self.stub = pb_grpc.HandlersStub(self.channel)
-
-    def stop(self):
-        """SIGTERM; the harness asserts exit status 0."""
-        self.channel.close()
-        self.h.stop()
-
-
-class ModelCase(unittest.TestCase):
+class ModelCase(hd_harness.StateDirCase):
     """One handlerd per test with its own state directory (self.d), the
     receivers a test starts, and handlerctl against it."""
 
-    def setUp(self):
-        self.state = tempfile.mkdtemp(prefix="hd-model-state-")
-        self.receivers = []
-        self.d = Daemon(self.state)
-        self.addCleanup(self._cleanup)
+    STATE_PREFIX = "hd-model-state-"
 
-    def _cleanup(self):
-        try:
-            if self.d is not None:
-                self.d.stop()  # asserts exit status 0
-        finally:
-            for rx in self.receivers:
-                rx.stop()
-            if not os.environ.get("HD_KEEP_TMP"):
-                shutil.rmtree(self.state, ignore_errors=True)
+    def setUp(self):
+        super().setUp()
+        self.d = self.start()
 
     def restart(self):
         """Stops handlerd (exit status 0) and starts it again on the same
         state directory."""
-        d, self.d = self.d, None
-        d.stop()
-        self.d = Daemon(self.state)
-
-    def receiver(self):
-        rx = wr.Receiver().start()
-        self.receivers.append(rx)
-        return rx
+        self.d.stop()
+        self.d = self.start()
 
     @property
     def stub(self):
@@ -201,21 +140,11 @@ class ModelCase(unittest.TestCase):
 
     def cli(self, *args, check=None):
         """Runs handlerctl against self.d; returns the CompletedProcess."""
-        if not HANDLERCTL:
+        if not hd_harness.HANDLERCTL:
             hd_harness.require_or_skip("HANDLERCTL_BIN is not set (no "
                                        "handlerctl target when cmake ran)")
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("HANDLERD_") or k == "HANDLERD_BIN"}
-        env["HANDLERD_ADDR"] = self.d.h.address
-        p = subprocess.run([HANDLERCTL] + list(args), input="",
-                           capture_output=True, text=True, env=env,
-                           timeout=CLI_TIMEOUT)
-        if check is not None and p.returncode != check:
-            raise AssertionError(
-                "handlerctl %s exited %d, expected %d\n--- stdout ---\n%s"
-                "--- stderr ---\n%s" % (" ".join(args), p.returncode, check,
-                                        p.stdout, p.stderr))
-        return p
+        return hd_harness.run_handlerctl(args, addr=self.d.h.address,
+                                         check=check)
 
     def cli_json(self, *args):
         p = self.cli("-o", "json", *args, check=0)
@@ -244,20 +173,6 @@ class ModelCase(unittest.TestCase):
         if contains is not None:
             self.assertIn(contains, p.stderr)
         self.assertEqual(p.stdout, "")
-
-
-def parse_table(text):
-    """An aligned table (header row, columns separated by 2+ spaces) as a
-    list of dicts."""
-    lines = [line for line in text.splitlines() if line.strip()]
-    if not lines:
-        return []
-    head = re.split(r"\s{2,}", lines[0].strip())
-    rows = []
-    for line in lines[1:]:
-        cells = re.split(r"\s{2,}", line.strip())
-        rows.append(dict(zip(head, cells + [""] * (len(head) - len(cells)))))
-    return rows
 
 
 # ---- topic selectors -------------------------------------------------------
@@ -392,14 +307,15 @@ class TestUpdateHandler(ModelCase):
         hid = self.add(key, webhook(old_rx.url("/hook"))).handler_id
         last = self.add(key, local("echo")).handler_id
         self.assertEqual(self.ids(update(key, "t/1")), [first, hid, last])
-        poll(lambda: old_rx.requests("/hook"), 10, "the first event")
+        eventually(lambda: old_rx.requests("/hook"), 10, "the first event")
 
         reply = self.update_handler(key, hid, webhook(new_rx.url("/hook")))
         self.assertEqual(reply.secret, "")
         # The same id in the same place; the events go to the new receiver.
         self.assertEqual(self.ids(update(key, "t/2", '"moved"')),
                          [first, hid, last])
-        got = poll(lambda: new_rx.requests("/hook"), 10, "the moved event")
+        got = eventually(lambda: new_rx.requests("/hook"), 10,
+                         "the moved event")
         self.assertIn(b'"moved"', got[0].body)
         self.assertEqual(len(old_rx.requests("/hook")), 1)
         listed = self.listed(key)
@@ -414,8 +330,8 @@ class TestUpdateHandler(ModelCase):
                          [(h.handler_id, h.target) for h in listed])
         self.assertEqual(self.ids(update(key, "t/3", '"after"')),
                          [first, hid, last])
-        poll(lambda: len(new_rx.requests("/hook")) >= 2, 10,
-             "the event after the restart")
+        eventually(lambda: len(new_rx.requests("/hook")) >= 2, 10,
+                   "the event after the restart")
         self.assertEqual(len(old_rx.requests("/hook")), 1)
 
     def test_update_through_handlerctl(self):
@@ -430,7 +346,7 @@ class TestUpdateHandler(ModelCase):
         self.assertEqual(p.stderr, "")
         self.assertEqual(self.cli_ids(key, "--event", "update", "--topic",
                                       "t/1", "--value", "1"), [hid, other])
-        poll(lambda: rx.requests("/b"), 10, "the event on the new URL")
+        eventually(lambda: rx.requests("/b"), 10, "the event on the new URL")
         self.assertEqual(rx.requests("/a"), [])
         # The selector came with the update.
         self.assertEqual(self.cli_ids(key, "--event", "update", "--topic",
@@ -484,7 +400,8 @@ class TestUpdateHandler(ModelCase):
         self.assert_cli_error(p, "INVALID_ARGUMENT")
         self.assertEqual(self.listed(key), before)
         self.assertEqual(self.ids(update(key, "t/1")), [hid])
-        poll(lambda: rx.requests("/keep"), 10, "the event on the kept URL")
+        eventually(lambda: rx.requests("/keep"), 10,
+                   "the event on the kept URL")
         self.assertEqual(self.ids(update(key, "t/2")), [])  # selector kept
         self.assertEqual(rx.requests("/other"), [])
 
@@ -497,7 +414,8 @@ class TestUpdateHandler(ModelCase):
         self.update_handler(key, hid, pb.Target(webhook=pb.Webhook(
             url=rx.url("/two"), headers={"X-Step": "two"})))
         self.ids(update(key, "t/1"))
-        req = poll(lambda: rx.requests("/two"), 10, "the signed event")[0]
+        req = eventually(lambda: rx.requests("/two"), 10,
+                         "the signed event")[0]
         self.assertEqual(req.header("x-step"), "two")
         self.assertIsNone(wr.signature_problem(secret, req))
         self.assertEqual(self.listed(key)[0].secret_set, True)
@@ -506,7 +424,8 @@ class TestUpdateHandler(ModelCase):
         self.cli("update", "--key", key, "--id", hid, "--webhook",
                  rx.url("/three"), check=0)
         self.ids(update(key, "t/2"))
-        req = poll(lambda: rx.requests("/three"), 10, "the event on /three")[0]
+        req = eventually(lambda: rx.requests("/three"), 10,
+                         "the event on /three")[0]
         self.assertIsNone(wr.signature_problem(secret, req))
         p = self.cli("update", "--key", key, "--id", hid, "--webhook",
                      rx.url("/four"), "--new-secret", check=0)
@@ -517,7 +436,8 @@ class TestUpdateHandler(ModelCase):
         self.assertNotEqual(fresh, secret)
         self.assertIn("keep the secret now", p.stderr)
         self.ids(update(key, "t/3"))
-        req = poll(lambda: rx.requests("/four"), 10, "the event on /four")[0]
+        req = eventually(lambda: rx.requests("/four"), 10,
+                         "the event on /four")[0]
         self.assertIsNone(wr.signature_problem(fresh, req))
         self.assertIsNotNone(wr.signature_problem(secret, req))
 
@@ -543,7 +463,7 @@ class TestRotateSecret(ModelCase):
         self.assertLess(reply.previous_expires_at_ms,
                         int(time.time() * 1000) + 3600 * 1000 + 1000)
         self.ids(update(key, "t/1"))
-        req = poll(lambda: rx.requests("/h"), 10, "the signed event")[0]
+        req = eventually(lambda: rx.requests("/h"), 10, "the signed event")[0]
         self.assertEqual(signatures(req),
                          [signed_with(new, req), signed_with(old, req)])
         self.assertIsNone(wr.signature_problem(new, req))
@@ -564,10 +484,11 @@ class TestRotateSecret(ModelCase):
         def one_signature():
             rx.clear()
             self.ids(update(key, "t/1"))
-            req = poll(lambda: rx.requests("/h"), 10, "a signed event")[0]
+            req = eventually(lambda: rx.requests("/h"), 10,
+                             "a signed event")[0]
             return req if len(signatures(req)) == 1 else None
-        req = poll(one_signature, 10, "a request signed only once after the "
-                   "300 ms overlap")
+        req = eventually(one_signature, 10, "a request signed only once "
+                         "after the 300 ms overlap")
         self.assertGreaterEqual(time.time(), ends)
         self.assertEqual(signatures(req), [signed_with(given, req)])
         self.assertIsNotNone(wr.signature_problem(old, req))
@@ -592,7 +513,7 @@ class TestRotateSecret(ModelCase):
                          r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
         self.assertIn("keep the secret now", p.stderr)
         self.ids(update(key, "t/1"))
-        req = poll(lambda: rx.requests("/u"), 10, "the signed event")[0]
+        req = eventually(lambda: rx.requests("/u"), 10, "the signed event")[0]
         self.assertEqual(signatures(req),
                          [signed_with(new, req), signed_with(old, req)])
 

@@ -4,7 +4,7 @@ process against the real handlerd (HANDLERD_BIN), checking stdout (tables and
 running the examples of client/README.md.
 
 Run by CTest as `/usr/bin/python3 tests/integration/test_handlerctl.py`.
-Standard library only (plus hd_harness).
+Standard library only (plus hd_harness and webhook_receiver).
 """
 
 import http.server
@@ -14,7 +14,6 @@ import pty
 import re
 import select
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,12 +22,13 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hd_harness  # noqa: E402
+from hd_harness import CLI_TIMEOUT, clean_env, parse_table  # noqa: E402
+from webhook_receiver import closed_port  # noqa: E402
 
-CLI_TIMEOUT = 60.0
 EXIT_OK, EXIT_RPC, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 ERROR_LINE = re.compile(r"^handlerctl: [A-Z_]+: .+$")
 
-HANDLERCTL = os.environ.get("HANDLERCTL_BIN")
+HANDLERCTL = hd_harness.HANDLERCTL
 if not HANDLERCTL:
     # Not a pass: fails with CI=true, else a loud skip (exit SKIP_EXIT).
     hd_harness.require_or_skip("HANDLERCTL_BIN is not set (no handlerctl "
@@ -39,52 +39,38 @@ if not os.access(HANDLERCTL, os.X_OK):
                      % HANDLERCTL)
     sys.exit(2)
 
-
-def closed_port():
-    """A loopback port with nothing listening on it."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+run_cli = hd_harness.run_handlerctl
 
 
-def clean_env(**extra):
-    """The environment without HANDLERD_* settings, plus `extra`."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("HANDLERD_") or k == "HANDLERD_BIN"}
-    env.update(extra)
-    return env
+class _UsageChecks:
+    """Checks of handlerctl's usage errors and --help, for a TestCase with
+    a cli(*args) method."""
 
+    def assert_usage_errors(self, cases):
+        """Each (args, text) of `cases` exits 2 naming `text` with a
+        pointer to --help, and prints nothing on stdout."""
+        for args, text in cases:
+            with self.subTest(args=args):
+                p = self.cli(*args)
+                self.assertEqual(p.returncode, EXIT_USAGE,
+                                 "%r: %r" % (args, p.stderr))
+                self.assertIn(text, p.stderr)
+                self.assertIn("--help", p.stderr)
+                self.assertEqual(p.stdout, "")
 
-def run_cli(args, addr=None, env=None, stdin_text=None, check=None):
-    """Runs handlerctl; returns the CompletedProcess (text mode)."""
-    argv = [HANDLERCTL] + list(args)
-    e = env if env is not None else clean_env()
-    if addr is not None:
-        e = dict(e, HANDLERD_ADDR=addr)
-    p = subprocess.run(argv, input=stdin_text if stdin_text is not None else "",
-                       capture_output=True, text=True, env=e,
-                       timeout=CLI_TIMEOUT)
-    if check is not None and p.returncode != check:
-        raise AssertionError(
-            "%s exited %d, expected %d\n--- stdout ---\n%s--- stderr ---\n%s"
-            % (" ".join(argv), p.returncode, check, p.stdout, p.stderr))
-    return p
-
-
-def parse_table(text):
-    """An aligned table (header row, columns separated by 2+ spaces) as a list
-    of dicts."""
-    lines = [l for l in text.splitlines() if l.strip()]
-    if not lines:
-        return []
-    head = re.split(r"\s{2,}", lines[0].strip())
-    rows = []
-    for line in lines[1:]:
-        cells = re.split(r"\s{2,}", line.strip())
-        rows.append(dict(zip(head, cells + [""] * (len(head) - len(cells)))))
-    return rows
+    def assert_help_names(self, expect):
+        """Each command of `expect` ({command: strings}) is listed by
+        --help, and its own --help is its usage, naming every string."""
+        top = run_cli(["--help"], check=EXIT_OK).stdout
+        for cmd, opts in expect.items():
+            with self.subTest(cmd=cmd):
+                self.assertRegex(top, r"\n  %s +\S" % cmd)
+                p = run_cli([cmd, "--help"], check=EXIT_OK)
+                self.assertTrue(
+                    p.stdout.startswith("usage: handlerctl " + cmd),
+                    p.stdout[:80])
+                for opt in opts:
+                    self.assertIn(opt, p.stdout)
 
 
 class Receiver:
@@ -120,7 +106,7 @@ class Receiver:
         self.server.server_close()
 
 
-class CliCase(unittest.TestCase):
+class CliCase(_UsageChecks, unittest.TestCase):
     EXTRA_ARGS = ()
 
     @classmethod
@@ -555,14 +541,7 @@ class TestErrors(CliCase):
             (["frobnicate"], "unknown command 'frobnicate'"),
             (["list", "extra"], "unexpected argument 'extra'"),
         ]
-        for args, text in cases:
-            with self.subTest(args=args):
-                p = self.cli(*args)
-                self.assertEqual(p.returncode, EXIT_USAGE,
-                                 "%r: %r" % (args, p.stderr))
-                self.assertIn(text, p.stderr)
-                self.assertIn("--help", p.stderr)
-                self.assertEqual(p.stdout, "")
+        self.assert_usage_errors(cases)
         p = self.cli()
         self.assertEqual(p.returncode, EXIT_USAGE)
         self.assertIn("usage: handlerctl", p.stderr)
@@ -618,15 +597,19 @@ class TestErrors(CliCase):
         self.assertIn("cannot read --tls-ca /nonexistent/ca.pem", p.stderr)
 
 
-class TestAsyncUsageErrors(unittest.TestCase):
-    """Argument errors of the async delivery options and commands (add
-    --async ..., deliveries, delivery, redeliver, replay, enable): exit 2
-    with the reason and a pointer to --help, before any connection, so no
+class _UsageErrorCase(_UsageChecks, unittest.TestCase):
+    """Usage errors that handlerctl reports before any connection: no
     handlerd is started (the address is a closed port: a command that got
     as far as connecting would exit 3)."""
 
     def cli(self, *args):
         return run_cli(args, addr="127.0.0.1:%d" % closed_port())
+
+
+class TestAsyncUsageErrors(_UsageErrorCase):
+    """Argument errors of the async delivery options and commands (add
+    --async ..., deliveries, delivery, redeliver, replay, enable): exit 2
+    with the reason and a pointer to --help, before any connection."""
 
     def test_usage_errors(self):
         hook = ["add", "--key", "k", "--webhook", "http://127.0.0.1:9/h"]
@@ -686,14 +669,7 @@ class TestAsyncUsageErrors(unittest.TestCase):
             (["enable", "--id", "h-1"], "missing --key"),
             (["enable", "--key", "k"], "missing --id"),
         ]
-        for args, text in cases:
-            with self.subTest(args=args):
-                p = self.cli(*args)
-                self.assertEqual(p.returncode, EXIT_USAGE,
-                                 "%r: %r" % (args, p.stderr))
-                self.assertIn(text, p.stderr)
-                self.assertIn("--help", p.stderr)
-                self.assertEqual(p.stdout, "")
+        self.assert_usage_errors(cases)
 
     def test_help_names_every_option(self):
         expect = {
@@ -706,26 +682,14 @@ class TestAsyncUsageErrors(unittest.TestCase):
             "replay": ("--id", "--since", "--until", "--state", "--limit"),
             "enable": ("--key", "--id"),
         }
-        top = run_cli(["--help"], check=EXIT_OK).stdout
-        for cmd, opts in expect.items():
-            with self.subTest(cmd=cmd):
-                self.assertRegex(top, r"\n  %s +\S" % cmd)
-                p = run_cli([cmd, "--help"], check=EXIT_OK)
-                self.assertTrue(p.stdout.startswith("usage: handlerctl " + cmd),
-                                p.stdout[:80])
-                for opt in opts:
-                    self.assertIn(opt, p.stdout)
+        self.assert_help_names(expect)
 
 
-class TestHandlerModelUsageErrors(unittest.TestCase):
+class TestHandlerModelUsageErrors(_UsageErrorCase):
     """Argument errors of update, rotate-secret, remove --route and the new
     add flags (--selector, --derive-old-value): exit 2 naming the flag, with
-    a pointer to --help, before any connection (the address is a closed
-    port: a command that got as far as connecting would exit 3). The
-    commands themselves run in test_handler_model.py."""
-
-    def cli(self, *args):
-        return run_cli(args, addr="127.0.0.1:%d" % closed_port())
+    a pointer to --help, before any connection. The commands themselves run
+    in test_handler_model.py."""
 
     def test_usage_errors(self):
         upd = ["update", "--key", "k", "--id", "h-1"]
@@ -774,14 +738,7 @@ class TestHandlerModelUsageErrors(unittest.TestCase):
             (["remove", "--key", "k", "--id", "h-1", "--route",
               "update=local:echo"], "not EVENT=TARGET"),
         ]
-        for args, text in cases:
-            with self.subTest(args=args):
-                p = self.cli(*args)
-                self.assertEqual(p.returncode, EXIT_USAGE,
-                                 "%r: %r" % (args, p.stderr))
-                self.assertIn(text, p.stderr)
-                self.assertIn("--help", p.stderr)
-                self.assertEqual(p.stdout, "")
+        self.assert_usage_errors(cases)
 
     def test_help_names_every_option(self):
         expect = {
@@ -797,15 +754,7 @@ class TestHandlerModelUsageErrors(unittest.TestCase):
                               "--secret", "v1,<new> v1,<old>", "24h"),
             "remove": ("--key", "--id", "--route EVENT"),
         }
-        top = run_cli(["--help"], check=EXIT_OK).stdout
-        for cmd, opts in expect.items():
-            with self.subTest(cmd=cmd):
-                self.assertRegex(top, r"\n  %s +\S" % cmd)
-                p = run_cli([cmd, "--help"], check=EXIT_OK)
-                self.assertTrue(p.stdout.startswith("usage: handlerctl " + cmd),
-                                p.stdout[:80])
-                for opt in opts:
-                    self.assertIn(opt, p.stdout)
+        self.assert_help_names(expect)
 
 
 class TestWebhookCommands(CliCase):

@@ -8,11 +8,9 @@ with HANDLERD_BIN and HD_PY_GEN set (see CMakeLists.txt).
 
 import json
 import os
-import shutil
 import signal
 import stat
 import sys
-import tempfile
 import threading
 import time
 import unittest
@@ -30,48 +28,8 @@ BURST_BEFORE_KILL_S = 3.0 if hd_harness.WRAPPER else 1.0
 BURST_THREADS = 4
 
 
-class Daemon:
-    """A handlerd (hd_harness.Handlerd) plus a channel and stub to it."""
-
-    def __init__(self, args):
-        self.h = hd_harness.Handlerd(args).start()
-        self.channel = grpc.insecure_channel(self.h.address)
-        try:
-            grpc.channel_ready_future(self.channel).result(
-                timeout=RPC_TIMEOUT)
-        except grpc.FutureTimeoutError:
-            self.close()
-            raise AssertionError("channel to %s not ready" % self.h.address)
-        self.stub = pb_grpc.HandlersStub(self.channel)
-
-    def stop(self):
-        """SIGTERM; the harness asserts exit status 0."""
-        self.channel.close()
-        self.h.stop()
-
-    def kill9(self):
-        """SIGKILL, as a crash would; returns once the process is gone."""
-        proc = self.h.proc
-        os.kill(proc.pid, signal.SIGKILL)
-        rc = proc.wait(timeout=10)
-        self.channel.close()
-        # The harness's stop() reports that the process had already exited
-        # (an AssertionError) and cleans up its temporary directory.
-        try:
-            self.h.stop()
-        except AssertionError:
-            pass
-        return rc
-
-    def close(self):
-        self.channel.close()
-        try:
-            self.h.stop()
-        except AssertionError:
-            pass
-
-    def stderr(self):
-        return self.h.stderr_text(10 ** 7)
+class Daemon(hd_harness.Daemon):
+    """A handlerd with a channel and stub, and ListHandlers."""
 
     def list(self, key=""):
         return self.stub.ListHandlers(pb.ListHandlersRequest(key=key),
@@ -83,26 +41,17 @@ def info_tuple(h):
             tuple(sorted(h.routes.items())), tuple(h.events), h.secret_set)
 
 
-class _StateDirCase(unittest.TestCase):
+class _StateDirCase(hd_harness.StateDirCase):
+    """A state directory and a receiver (self.rx) per test; handlerd is
+    started by start(args) (default: --state-dir) and closed when the
+    test ends, without checking its exit status."""
+
+    DAEMON = Daemon
+    STRICT_STOP = False
 
     def setUp(self):
-        self.state = tempfile.mkdtemp(prefix="hd-py-state-")
-        if not os.environ.get("HD_KEEP_TMP"):
-            self.addCleanup(shutil.rmtree, self.state, True)
-        self.rx = wr.Receiver().start()
-        self.addCleanup(self.rx.stop)
-        self.daemons = []
-        self.addCleanup(self._close_all)
-
-    def _close_all(self):
-        for d in self.daemons:
-            if d.h.proc is not None:
-                d.close()
-
-    def start(self, args=None):
-        d = Daemon(["--state-dir", self.state] if args is None else args)
-        self.daemons.append(d)
-        return d
+        super().setUp()
+        self.rx = self.receiver()
 
     def add(self, d, key, target=None, routes=None, events=()):
         req = hd_harness.add_request(pb, key, target, routes, events)

@@ -105,31 +105,12 @@ def big_headers(n_bytes, tag):
             for i in range(max(1, n_bytes // 1000))}
 
 
-class Daemon:
-    """A handlerd on `state` plus a stub."""
+class Daemon(hd_harness.Daemon):
+    """A handlerd on `state` plus a stub (started at once)."""
 
     def __init__(self, state, extra=()):
-        self.h = hd_harness.Handlerd(["--state-dir", state] + list(extra))
-        self.h.start()
-        self.channel = grpc.insecure_channel(self.h.address)
-        grpc.channel_ready_future(self.channel).result(timeout=RPC_TIMEOUT)
-        self.stub = pb_grpc.HandlersStub(self.channel)
-
-    def stop(self):
-        self.channel.close()
-        self.h.stop()  # asserts exit status 0
-
-    def close(self):
-        if self.h.proc is None:
-            return
-        self.channel.close()
-        try:
-            self.h.stop()
-        except AssertionError:
-            pass
-
-    def stderr(self):
-        return self.h.stderr_text(10 ** 6)
+        super().__init__(["--state-dir", state] + list(extra))
+        self.start()
 
     def list(self):
         return [(h.key, h.handler_id, h.target) for h in
