@@ -293,7 +293,7 @@ int hcli_report(const hcli *g, hc_err err, const hc_status *st) {
 }
 
 int hcli_call(const hcli *g, hcli_call_fn call, const void *in, void *out) {
-  int rc;
+  int rc = HCLI_EXIT_UNREACHABLE; /* hcli_connect sets it when it fails */
   hc_conn *conn = hcli_connect(g, &rc);
   if (conn == NULL)
     return rc;
