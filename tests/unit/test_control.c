@@ -286,6 +286,29 @@ static void add_reply(fixture *f, plane *p, const request *r, const char *id,
   assert_true(strlen(reply->handler_id) > 0);
 }
 
+/* add_reply of `r`, which asks for a new secret, on the fixture's plane:
+ * the reply shows the one generated. */
+static void add_generated(fixture *f, const request *r,
+                          hd_control_added *reply) {
+  add_reply(f, &f->p, r, NULL, reply);
+  assert_string_equal(reply->secret, GENERATED_SECRET);
+}
+
+/* open_store, then stub_request. */
+static void stored_stub_request(fixture *f, factory_log *log, request *r) {
+  open_store(f);
+  stub_request(f, log, r);
+}
+
+/* stored_stub_request of a webhook at `url` that asks for a new secret,
+ * added (add_generated). */
+static void add_generated_webhook(fixture *f, factory_log *log, request *r,
+                                  const char *url, hd_control_added *reply) {
+  stored_stub_request(f, log, r);
+  set_webhook(r, url, 1);
+  add_generated(f, r, reply);
+}
+
 /* hd_control_add that must succeed; returns the new id (in the arena). */
 static const char *add_ok(fixture *f, plane *p, const request *r,
                           const char *id) {
@@ -293,6 +316,14 @@ static const char *add_ok(fixture *f, plane *p, const request *r,
 
   add_reply(f, p, r, id, &reply);
   return hd_arena_strdup(f->a, reply.handler_id);
+}
+
+/* Adds `r` as a webhook at `url` signing with `secret`; its id. */
+static const char *add_signed_webhook(fixture *f, request *r, const char *url,
+                                      const char *secret) {
+  set_webhook(r, url, 0);
+  r->req.target.webhook.secret = secret;
+  return add_ok(f, &f->p, r, NULL);
 }
 
 /* hd_control_add that must fail with `want`; returns the message (static). */
@@ -316,6 +347,18 @@ static hd_handler_list list_ok(fixture *f, plane *p, const char *key) {
   if (hd_control_list(p->ctl, f->a, key, &reply, msg, sizeof(msg)) != HD_OK)
     fail_msg("list '%s' failed: %s", key, msg);
   return reply;
+}
+
+/* ListHandlers for `key`, which must show the `n` handlers `ids` in that
+ * order. */
+static hd_handler_list list_in_order(fixture *f, plane *p, const char *key,
+                                     const char *const *ids, size_t n) {
+  hd_handler_list l = list_ok(f, p, key);
+
+  assert_int_equal(l.n_handlers, n);
+  for (size_t i = 0; i < n; i++)
+    assert_string_equal(l.handlers[i].handler_id, ids[i]);
+  return l;
 }
 
 /* The one handler ListHandlers shows for `key`, which must have id `id`. */
@@ -767,10 +810,7 @@ test_load_replays_registrations_with_their_ids_in_order(void **state) {
   assert_int_equal(replay(f, &q, NULL), 3);
   assert_int_equal(hd_control_count(q.ctl), 3);
 
-  hd_handler_list l = list_ok(f, &q, "k");
-  assert_int_equal(l.n_handlers, 3);
-  for (int i = 0; i < 3; i++)
-    assert_string_equal(l.handlers[i].handler_id, ids[i]);
+  hd_handler_list l = list_in_order(f, &q, "k", ids, 3);
   assert_string_equal(l.handlers[0].target, "local:echo");
   assert_int_equal(l.handlers[1].n_events, 2);
   assert_string_equal(l.handlers[1].events[1], "close");
@@ -1186,6 +1226,20 @@ static void *held_call_run(void *arg) {
   return NULL;
 }
 
+/* A held_call (held_call_new) on a handler local:echo it adds under "k"
+ * first; the handler's id in *id and hc->id. Say what the call does, then
+ * start_held. */
+static held_call *held_call_on_echo(fixture *f, const char **id) {
+  held_call *hc = held_call_new(f);
+  request r;
+
+  local_request(&r, "k", "echo");
+  *id = add_ok(f, &f->p, &r, NULL);
+  hc->key = "k";
+  hc->id = *id;
+  return hc;
+}
+
 /* Closes the gate, starts the call on its own thread and returns once its
  * commit is held at the gate, not answered. */
 static void start_held(held_call *hc) {
@@ -1217,6 +1271,14 @@ static void restart_loads(fixture *f, size_t want) {
   plane q;
   assert_int_equal(replay(f, &q, NULL), want);
   plane_close(&q);
+}
+
+/* Nothing is registered or saved: a restart loads nothing. */
+static void nothing_left(fixture *f) {
+  assert_int_equal(hd_control_count(f->p.ctl), 0);
+  assert_int_equal(hd_registry_key_count(f->p.reg), 0);
+  assert_int_equal(store_rows(f->store), 0);
+  restart_loads(f, 0);
 }
 
 /* The handler registered under "k" is `id`, and it answers. */
@@ -1267,11 +1329,8 @@ static void test_add_whose_commit_fails_registers_nothing(void **state) {
   assert_string_equal(hc->msg, "cannot save the registration: "
                                "/state/handlerd.db: disk I/O error (syncing: "
                                "Input/output error)");
-  assert_int_equal(hd_control_count(f->p.ctl), 0);
-  assert_int_equal(hd_registry_key_count(f->p.reg), 0);
   assert_int_equal(list_ok(f, &f->p, "").n_handlers, 0);
-  assert_int_equal(store_rows(f->store), 0);
-  restart_loads(f, 0);
+  nothing_left(f);
 }
 
 /* RemoveHandler is answered only after the removal is committed; until
@@ -1279,37 +1338,26 @@ static void test_add_whose_commit_fails_registers_nothing(void **state) {
  * would bring back a handler that had already stopped being served). */
 static void test_remove_answers_only_after_the_commit(void **state) {
   fixture *f = *state;
-  held_call *hc = held_call_new(f);
-  request r;
+  const char *id;
+  held_call *hc = held_call_on_echo(f, &id);
 
-  local_request(&r, "k", "echo");
-  const char *id = add_ok(f, &f->p, &r, NULL);
-  hc->key = "k";
-  hc->id = id;
   start_held(hc);
   still_serving(f, id);
   assert_int_equal(store_rows(f->store), 1);
 
   assert_int_equal(finish_held(hc), HD_OK);
-  assert_int_equal(hd_control_count(f->p.ctl), 0);
-  assert_int_equal(hd_registry_key_count(f->p.reg), 0);
-  assert_int_equal(store_rows(f->store), 0);
-  restart_loads(f, 0);
+  nothing_left(f);
 }
 
 /* A removal whose commit fails is refused with the store's cause; the
  * handler stays registered, served and saved. */
 static void test_remove_whose_commit_fails_keeps_the_handler(void **state) {
   fixture *f = *state;
-  held_call *hc = held_call_new(f);
-  request r;
+  const char *id;
+  held_call *hc = held_call_on_echo(f, &id);
 
-  local_request(&r, "k", "echo");
-  const char *id = add_ok(f, &f->p, &r, NULL);
   hc->fail = HD_EBUSY;
   hc->why = "/state/handlerd.db: database or disk is full";
-  hc->key = "k";
-  hc->id = id;
   start_held(hc);
   still_serving(f, id);
 
@@ -1333,9 +1381,8 @@ static void test_webhook_target_goes_through_the_factory(void **state) {
   request r;
 
   stub_request(f, &log, &r);
-  set_webhook(&r, "http://example.test/hook", 0);
-  r.req.target.webhook.secret = "whsec_Z2l2ZW4=";
-  const char *id = add_ok(f, &f->p, &r, NULL);
+  const char *id =
+      add_signed_webhook(f, &r, "http://example.test/hook", "whsec_Z2l2ZW4=");
 
   assert_int_equal(log.calls, 1);
   assert_string_equal(log.key, "wk");
@@ -1360,12 +1407,8 @@ test_generated_secret_is_stored_in_place_of_new_secret(void **state) {
   request r;
   hd_control_added reply = {0};
 
-  open_store(f);
-  stub_request(f, &log, &r);
-  set_webhook(&r, "http://example.test/hook", 1);
-  add_reply(f, &f->p, &r, NULL, &reply);
   /* Shown once, in the reply. */
-  assert_string_equal(reply.secret, GENERATED_SECRET);
+  add_generated_webhook(f, &log, &r, "http://example.test/hook", &reply);
   assert_int_equal(log.new_secret, 1);
   assert_string_equal(log.secret, "");
   /* The caller's request is left as it was. */
@@ -1389,12 +1432,10 @@ test_generated_secret_on_a_route_is_stored_in_that_route(void **state) {
   request r;
   hd_control_added reply = {0};
 
-  open_store(f);
-  stub_request(f, &log, &r);
+  stored_stub_request(f, &log, &r);
   add_route(&r, "subscribe", "echo", NULL, 0);
   add_route(&r, "update", NULL, "http://example.test/updates", 1);
-  add_reply(f, &f->p, &r, NULL, &reply);
-  assert_string_equal(reply.secret, GENERATED_SECRET);
+  add_generated(f, &r, &reply);
   assert_int_equal(log.calls, 1);
 
   plane q;
@@ -1414,8 +1455,7 @@ static void test_async_in_the_listing_comes_from_the_kind_row(void **state) {
   factory_log log;
   request r;
 
-  open_store(f);
-  stub_request(f, &log, &r);
+  stored_stub_request(f, &log, &r);
   set_webhook(&r, "http://example.test/async", 0);
   r.req.target.webhook.async = 1;
   const char *async_id = add_ok(f, &f->p, &r, NULL);
@@ -1584,10 +1624,7 @@ static void test_update_keeps_id_and_place_across_a_restart(void **state) {
   r.req.n_events = 1;
   assert_string_equal(update_ok(f, &f->p, "k", ids[1], &r), "");
 
-  hd_handler_list l = list_ok(f, &f->p, "k");
-  assert_int_equal(l.n_handlers, 3);
-  for (int i = 0; i < 3; i++)
-    assert_string_equal(l.handlers[i].handler_id, ids[i]);
+  hd_handler_list l = list_in_order(f, &f->p, "k", ids, 3);
   assert_string_equal(l.handlers[1].target, "local:count");
   assert_int_equal(l.handlers[1].n_events, 1);
   assert_string_equal(l.handlers[1].events[0], "close");
@@ -1685,15 +1722,11 @@ static void test_update_that_fails_changes_nothing(void **state) {
  * then the old registration is the one listed and served. */
 static void test_update_answers_only_after_the_commit(void **state) {
   fixture *f = *state;
-  held_call *hc = held_call_new(f);
-  request r;
+  const char *id;
+  held_call *hc = held_call_on_echo(f, &id);
 
-  local_request(&r, "k", "echo");
-  const char *id = add_ok(f, &f->p, &r, NULL);
   local_request(&hc->req, "k", "count");
   hc->update = 1;
-  hc->key = "k";
-  hc->id = id;
   start_held(hc);
   assert_string_equal(only_handler(f, &f->p, "k", id)->target, "local:echo");
   assert_int_equal(served_by(&f->p), HD_VALUE_JSON);
@@ -1708,17 +1741,13 @@ static void test_update_answers_only_after_the_commit(void **state) {
  * store's cause; the old registration stays listed, served and saved. */
 static void test_update_whose_commit_fails_changes_nothing(void **state) {
   fixture *f = *state;
-  held_call *hc = held_call_new(f);
-  request r;
+  const char *id;
+  held_call *hc = held_call_on_echo(f, &id);
 
-  local_request(&r, "k", "echo");
-  const char *id = add_ok(f, &f->p, &r, NULL);
   hc->fail = HD_EIO;
   hc->why = "/state/handlerd.db: disk I/O error";
   local_request(&hc->req, "k", "count");
   hc->update = 1;
-  hc->key = "k";
-  hc->id = id;
   start_held(hc);
 
   assert_int_equal(finish_held(hc), HD_EIO);
@@ -1737,11 +1766,7 @@ static void test_update_keeps_a_secret_it_does_not_name(void **state) {
   request r;
   hd_control_added reply = {0};
 
-  open_store(f);
-  stub_request(f, &log, &r);
-  set_webhook(&r, "http://example.test/a", 1);
-  add_reply(f, &f->p, &r, NULL, &reply);
-  assert_string_equal(reply.secret, GENERATED_SECRET);
+  add_generated_webhook(f, &log, &r, "http://example.test/a", &reply);
 
   request_init(&r, "wk");
   set_webhook(&r, "http://example.test/b", 0);
@@ -1881,10 +1906,7 @@ static void test_remove_last_route_removes_the_handler(void **state) {
   assert_int_equal(only_handler(f, &f->p, "k", id)->n_routes, 1);
   assert_int_equal(remove_route(&f->p, "k", id, "close", msg, sizeof(msg)),
                    HD_OK);
-  assert_int_equal(hd_control_count(f->p.ctl), 0);
-  assert_int_equal(hd_registry_key_count(f->p.reg), 0);
-  assert_int_equal(store_rows(f->store), 0);
-  restart_loads(f, 0);
+  nothing_left(f);
 }
 
 /* A store that cannot save (or delete) fails the removal of a route with
@@ -1937,6 +1959,18 @@ static rotated rotate(fixture *f, const char *key, const char *id,
   return r;
 }
 
+/* A rotation that must be refused with `want`; its message (static). */
+static const char *rotate_refused(fixture *f, const char *key, const char *id,
+                                  const char *route, int64_t overlap_ms,
+                                  hd_err want) {
+  static char msg[256];
+  rotated x = rotate(f, key, id, route, overlap_ms, NULL);
+
+  assert_int_equal(x.err, want);
+  snprintf(msg, sizeof(msg), "%s", x.msg);
+  return msg;
+}
+
 /* The webhook signs with a new secret (generated, or given) and with its
  * old one until the overlap ends (24 h by default); saved, so a restart
  * rebuilds it with both; an update that names no secret keeps the
@@ -1946,11 +1980,9 @@ static void test_rotate_secret_keeps_the_old_one_for_the_overlap(void **state) {
   factory_log log;
   request r;
 
-  open_store(f);
-  stub_request(f, &log, &r);
-  set_webhook(&r, "http://example.test/hook", 0);
-  r.req.target.webhook.secret = "whsec_b2xk";
-  const char *id = add_ok(f, &f->p, &r, NULL);
+  stored_stub_request(f, &log, &r);
+  const char *id =
+      add_signed_webhook(f, &r, "http://example.test/hook", "whsec_b2xk");
 
   int64_t before = now_ms();
   rotated x = rotate(f, "wk", id, "", 0, NULL);
@@ -2012,39 +2044,31 @@ static void test_rotate_secret_refusals(void **state) {
   const char *plain = add_ok(f, &f->p, &r, NULL);
   int calls = log.calls;
 
-  rotated x = rotate(f, "wk", id, "", 0, NULL);
-  assert_int_equal(x.err, HD_EINVAL);
-  assert_non_null(strstr(x.msg, "is an event stream"));
-  x = rotate(f, "wk", id, "close", 0, NULL);
-  assert_int_equal(x.err, HD_EUNSUPPORTED);
+  assert_non_null(strstr(rotate_refused(f, "wk", id, "", 0, HD_EINVAL),
+                         "is an event stream"));
   snprintf(want, sizeof(want), "route 'close' of handler %s is not a webhook",
            id);
-  assert_string_equal(x.msg, want);
-  x = rotate(f, "wk", id, "nope", 0, NULL);
-  assert_int_equal(x.err, HD_ENOTFOUND);
+  assert_string_equal(rotate_refused(f, "wk", id, "close", 0, HD_EUNSUPPORTED),
+                      want);
   snprintf(want, sizeof(want), "handler %s has no route 'nope'", id);
-  assert_string_equal(x.msg, want);
-  x = rotate(f, "wp", plain, "update", 0, NULL);
-  assert_int_equal(x.err, HD_ENOTFOUND);
-  x = rotate(f, "wk", "h-ffffffffffff", "", 0, NULL);
-  assert_int_equal(x.err, HD_ENOTFOUND);
-  x = rotate(f, "wp", plain, "", -1, NULL);
-  assert_int_equal(x.err, HD_EINVAL);
-  assert_non_null(strstr(x.msg, "overlap_ms"));
-  x = rotate(f, "wp", plain, "", HD_ROTATE_OVERLAP_MAX_MS + 1, NULL);
-  assert_int_equal(x.err, HD_EINVAL);
+  assert_string_equal(rotate_refused(f, "wk", id, "nope", 0, HD_ENOTFOUND),
+                      want);
+  rotate_refused(f, "wp", plain, "update", 0, HD_ENOTFOUND);
+  rotate_refused(f, "wk", "h-ffffffffffff", "", 0, HD_ENOTFOUND);
+  assert_non_null(
+      strstr(rotate_refused(f, "wp", plain, "", -1, HD_EINVAL), "overlap_ms"));
+  rotate_refused(f, "wp", plain, "", HD_ROTATE_OVERLAP_MAX_MS + 1, HD_EINVAL);
   assert_int_equal(log.calls, calls); /* nothing was built */
   request_init(&r, "lk");
   set_local(&r, "echo");
   const char *local = add_ok(f, &f->p, &r, NULL);
-  x = rotate(f, "lk", local, "", 0, NULL);
-  assert_int_equal(x.err, HD_EUNSUPPORTED);
   snprintf(want, sizeof(want), "the target of handler %s is not a webhook",
            local);
-  assert_string_equal(x.msg, want);
+  assert_string_equal(rotate_refused(f, "lk", local, "", 0, HD_EUNSUPPORTED),
+                      want);
 
   /* A route's webhook; then one without a secret: nothing to keep. */
-  x = rotate(f, "wk", id, "update", 0, NULL);
+  rotated x = rotate(f, "wk", id, "update", 0, NULL);
   assert_int_equal(x.err, HD_OK);
   assert_string_equal(log.seen[log.calls - 1].url, "http://example.test/u");
   assert_string_equal(log.seen[log.calls - 1].previous, "whsec_dQ==");

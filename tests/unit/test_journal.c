@@ -28,94 +28,17 @@
 
 #include "journal.h"
 #include "store.h"
+#include "test_delivery_rows.h"
+#include "test_store_conf.h"
 #include "test_util.h"
 
-/* ---- backends ------------------------------------------------------------ */
-
-typedef struct journal_backend {
-  const char *name;
-  /* A fresh, empty location for one test's stores, in *env; 0 on success. */
-  int (*setup)(void **env);
-  void (*teardown)(void *env);
-  /* Opens (or reopens) the store at env's location; NULL with `msg`. */
-  hd_store *(*open)(void *env, char *msg, size_t msg_size);
-} journal_backend;
-
-/* SQLite: a fresh temporary directory per test; the store's directory is
- * `<tmp>/state`. */
-typedef struct fixture {
-  char base[64];
-  char dir[96];
-  char db[128];
-  int mounted; /* a test mounted something on dir: teardown unmounts */
-} fixture;
-
-static int sqlite_setup(void **env) {
-  fixture *f = calloc(1, sizeof(*f));
-  if (!f)
-    return -1;
-  if (store_tmp_dirs("hd_journal_", f->base, sizeof(f->base), f->dir,
-                     sizeof(f->dir), f->db, sizeof(f->db)) != 0) {
-    free(f);
-    return -1;
-  }
-  *env = f;
-  return 0;
-}
-
-static void sqlite_teardown(void *env) {
-  fixture *f = env;
-  if (f->mounted)
-    ro_unmount(f->dir);
-  remove_store_dir(f->dir);
-  rmdir(f->base);
-  free(f);
-}
-
-static hd_store *sqlite_open(void *env, char *msg, size_t msg_size) {
-  fixture *f = env;
-  hd_store *s = NULL;
-  return hd_store_sqlite_open(f->dir, &s, msg, msg_size) == HD_OK ? s : NULL;
-}
-
-static const journal_backend backends[] = {
-    {"sqlite", sqlite_setup, sqlite_teardown, sqlite_open},
-};
-
-typedef struct conf {
-  const journal_backend *b;
-  void *env;
-  hd_store *s; /* the store open now, closed by teardown */
-} conf;
-
-static int conf_setup(void **state) {
-  conf *c = calloc(1, sizeof(*c));
-  if (!c)
-    return -1;
-  c->b = *state; /* the prestate: the backend row */
-  if (c->b->setup(&c->env) != 0) {
-    free(c);
-    return -1;
-  }
-  *state = c;
-  return 0;
-}
-
-static int conf_teardown(void **state) {
-  conf *c = *state;
-  hd_store_close(c->s);
-  c->b->teardown(c->env);
-  free(c);
-  return 0;
-}
+/* ---- the harness (test_store_conf.h) ------------------------------------ */
 
 /* (Re)opens c's store and returns its journal. */
-static hd_journal *conf_open(conf *c) {
-  char msg[512] = "";
+static hd_journal *conf_journal(conf *c) {
   hd_store_close(c->s);
-  c->s = c->b->open(c->env, msg, sizeof(msg));
-  if (!c->s)
-    fail_msg("%s: open: %s", c->b->name, msg);
+  c->s = NULL;
+  c->s = conf_open(c);
   if (!c->s->journal)
     fail_msg("%s: the store has no journal", c->b->name);
   return c->s->journal;
@@ -171,6 +94,13 @@ static void drow_make(drow *d, int i, const char *key, const char *handler_id,
   }
 }
 
+/* d[0..n): deliveries 0..n-1, pending, of handler "h1" under "k", made at
+ * 1000 + i. */
+static void drows_pending(drow *d, int n) {
+  for (int i = 0; i < n; i++)
+    drow_make(&d[i], i, "k", "h1", HD_DELIVERY_PENDING, 1000 + i);
+}
+
 static hd_err commit(hd_journal *j, hd_journal_batch *b, char *msg,
                      size_t msg_size) {
   return j->vt->commit(j, b, msg, msg_size);
@@ -222,77 +152,29 @@ typedef struct got {
   size_t calls;
 } got;
 
-static char *dup_str(const char *s) {
-  assert_non_null(s); /* every string handed out is non-NULL */
-  char *c = strdup(s);
-  assert_non_null(c);
-  return c;
-}
-
-static unsigned char *dup_bytes(const unsigned char *p, size_t n) {
-  unsigned char *c = malloc(n + 1);
-  assert_non_null(c);
-  if (n) {
-    assert_non_null(p);
-    memcpy(c, p, n);
-  }
-  return c;
-}
-
 static hd_err collect_row(const hd_delivery_row *r, void *ud) {
   got *g = ud;
   if (++g->calls == g->stop_at)
     return HD_EHANDLER;
-  if (g->n == g->cap) {
-    g->cap = g->cap ? 2 * g->cap : 16;
-    g->rows = realloc(g->rows, g->cap * sizeof(*g->rows));
-    assert_non_null(g->rows);
-  }
-  hd_delivery_row *c = &g->rows[g->n++];
-  *c = *r;
-  c->key = dup_str(r->key);
-  c->handler_id = dup_str(r->handler_id);
-  c->route = dup_str(r->route);
-  c->event_name = dup_str(r->event_name);
-  c->ordering_key = dup_str(r->ordering_key);
-  c->headers = dup_str(r->headers);
-  c->last_error = dup_str(r->last_error);
-  c->body = dup_bytes(r->body, r->body_len);
+  for (size_t i = 0; i < N_ROW_STRINGS; i++)
+    assert_non_null(*row_string(r, i)); /* every string handed out is set */
+  row_copy(PUSH(g->rows, g->n, g->cap), r);
   return HD_OK;
 }
 
 static hd_err collect_attempt(const hd_attempt_row *a, void *ud) {
   got *g = ud;
-  if (g->n_atts == g->cap_atts) {
-    g->cap_atts = g->cap_atts ? 2 * g->cap_atts : 8;
-    g->atts = realloc(g->atts, g->cap_atts * sizeof(*g->atts));
-    assert_non_null(g->atts);
-  }
-  hd_attempt_row *c = &g->atts[g->n_atts++];
-  *c = *a;
-  c->delivery_id = dup_str(a->delivery_id);
-  c->error = dup_str(a->error);
-  c->response_head = dup_bytes(a->response_head, a->response_head_len);
+  assert_non_null(a->delivery_id); /* every string handed out is non-NULL */
+  assert_non_null(a->error);
+  attempt_copy(PUSH(g->atts, g->n_atts, g->cap_atts), a);
   return HD_OK;
 }
 
 static void got_free(got *g) {
-  for (size_t i = 0; i < g->n; i++) {
-    hd_delivery_row *r = &g->rows[i];
-    free((void *)r->key);
-    free((void *)r->handler_id);
-    free((void *)r->route);
-    free((void *)r->event_name);
-    free((void *)r->ordering_key);
-    free((void *)r->headers);
-    free((void *)r->last_error);
-    free((void *)r->body);
-  }
-  for (size_t i = 0; i < g->n_atts; i++) {
-    free((void *)g->atts[i].delivery_id);
-    free((void *)g->atts[i].error);
-    free((void *)g->atts[i].response_head);
-  }
+  for (size_t i = 0; i < g->n; i++)
+    row_clear(&g->rows[i]);
+  for (size_t i = 0; i < g->n_atts; i++)
+    attempt_clear(&g->atts[i]);
   free(g->rows);
   free(g->atts);
   memset(g, 0, sizeof(*g));
@@ -367,11 +249,10 @@ static void assert_row(const hd_delivery_row *have, const hd_delivery_row *want,
  * empty one); commit sets increasing seqs. */
 static void test_insert_then_load_pending_in_order(void **state) {
   conf *c = *state;
-  hd_journal *j = conf_open(c);
+  hd_journal *j = conf_journal(c);
   drow d[5];
 
-  for (int i = 0; i < 5; i++)
-    drow_make(&d[i], i, "k", "h1", HD_DELIVERY_PENDING, 1000 + i);
+  drows_pending(d, 5);
   d[3].r.body_len = 0; /* an empty body is a body */
   insert_ok(j, d, 3);
   insert_ok(j, d + 3, 2); /* a second batch goes after the first */
@@ -390,7 +271,7 @@ static void test_insert_then_load_pending_in_order(void **state) {
 
 static void test_load_pending_of_a_new_journal_calls_nothing(void **state) {
   conf *c = *state;
-  hd_journal *j = conf_open(c);
+  hd_journal *j = conf_journal(c);
   got g = {0};
 
   load_pending_ok(j, &g);
@@ -406,11 +287,10 @@ static void test_load_pending_of_a_new_journal_calls_nothing(void **state) {
  * ignored. */
 static void test_updates_change_state_and_finished_leave_pending(void **state) {
   conf *c = *state;
-  hd_journal *j = conf_open(c);
+  hd_journal *j = conf_journal(c);
   drow d[5];
 
-  for (int i = 0; i < 5; i++)
-    drow_make(&d[i], i, "k", "h1", HD_DELIVERY_PENDING, 1000 + i);
+  drows_pending(d, 5);
   insert_ok(j, d, 5);
   const hd_delivery_update u[] = {
       {d[0].r.id, HD_DELIVERY_IN_FLIGHT, 1, 0, 2000, 0, ""},
@@ -458,12 +338,11 @@ static void test_updates_change_state_and_finished_leave_pending(void **state) {
 /* A walk stops at the callback's first error and returns it as is. */
 static void test_callback_error_stops_the_walk(void **state) {
   conf *c = *state;
-  hd_journal *j = conf_open(c);
+  hd_journal *j = conf_journal(c);
   drow d[4];
   char msg[64] = "";
 
-  for (int i = 0; i < 4; i++)
-    drow_make(&d[i], i, "k", "h1", HD_DELIVERY_PENDING, 1000 + i);
+  drows_pending(d, 4);
   insert_ok(j, d, 4);
   got g = {.stop_at = 2};
   assert_int_equal(j->vt->load_pending(j, collect_row, &g, msg, sizeof(msg)),
@@ -487,7 +366,7 @@ static void test_callback_error_stops_the_walk(void **state) {
  * about 29 MB): all come back, in order, once each. */
 static void test_many_rows_come_back_in_order(void **state) {
   conf *c = *state;
-  hd_journal *j = conf_open(c);
+  hd_journal *j = conf_journal(c);
   enum { N = 600, BODY = 48 * 1024 };
   drow *d = calloc(N, sizeof(*d));
   unsigned char *body = malloc(BODY);
@@ -531,7 +410,7 @@ static void test_many_rows_come_back_in_order(void **state) {
  * manual flag, the response head's bytes (NUL inside), the error. */
 static void test_attempts_round_trip_in_number_order(void **state) {
   conf *c = *state;
-  hd_journal *j = conf_open(c);
+  hd_journal *j = conf_journal(c);
   drow d[2];
   unsigned char head[HD_RESPONSE_HEAD_MAX];
 
@@ -589,7 +468,7 @@ static void test_attempts_round_trip_in_number_order(void **state) {
 /* An unknown id is HD_ENOTFOUND without a message, calling nothing. */
 static void test_get_of_unknown_id_is_enotfound(void **state) {
   conf *c = *state;
-  hd_journal *j = conf_open(c);
+  hd_journal *j = conf_journal(c);
   drow d;
   char msg[64] = "";
   got g = {0};
@@ -672,7 +551,7 @@ static void check_list(hd_journal *j, const drow *d,
 
 static void test_list_filters_newest_first(void **state) {
   conf *c = *state;
-  hd_journal *j = conf_open(c);
+  hd_journal *j = conf_journal(c);
   drow d[LN];
 
   make_list_rows(j, d);
@@ -748,7 +627,7 @@ static void page_through(hd_journal *j, const drow *d, hd_delivery_filter f,
 
 static void test_list_pages_with_before_seq(void **state) {
   conf *c = *state;
-  hd_journal *j = conf_open(c);
+  hd_journal *j = conf_journal(c);
   drow d[LN];
 
   make_list_rows(j, d);
@@ -764,7 +643,7 @@ static void test_list_pages_with_before_seq(void **state) {
  * cut, with their attempts, and nothing else; seqs are not reused. */
 static void test_prune_removes_only_finished_and_old(void **state) {
   conf *c = *state;
-  hd_journal *j = conf_open(c);
+  hd_journal *j = conf_journal(c);
   const struct {
     hd_delivery_state state;
     int64_t updated_ms;
@@ -877,7 +756,7 @@ static void assert_endpoint(const eps *x, const hd_endpoint_row *want) {
  * that one; all load back. */
 static void test_endpoints_replace_by_handler_and_route(void **state) {
   conf *c = *state;
-  hd_journal *j = conf_open(c);
+  hd_journal *j = conf_journal(c);
   eps x;
 
   load_endpoints_ok(j, &x);
@@ -915,12 +794,11 @@ static void test_endpoints_replace_by_handler_and_route(void **state) {
  * attempts or endpoint rows; the journal takes the next batch. */
 static void test_failed_commit_changes_nothing(void **state) {
   conf *c = *state;
-  hd_journal *j = conf_open(c);
+  hd_journal *j = conf_journal(c);
   drow d[4];
   char msg[512] = "";
 
-  for (int i = 0; i < 4; i++)
-    drow_make(&d[i], i, "k", "h1", HD_DELIVERY_PENDING, 1000 + i);
+  drows_pending(d, 4);
   insert_ok(j, d, 1);
   const hd_endpoint_row e0 = {"h1", "", 1, 10, 0};
   hd_journal_batch b0 = {.endpoints = &e0, .n_endpoints = 1};
@@ -972,11 +850,10 @@ static void test_failed_commit_changes_nothing(void **state) {
  * from where they were. */
 static void test_data_survives_close_and_reopen(void **state) {
   conf *c = *state;
-  hd_journal *j = conf_open(c);
+  hd_journal *j = conf_journal(c);
   drow d[4];
 
-  for (int i = 0; i < 3; i++)
-    drow_make(&d[i], i, "k", "h1", HD_DELIVERY_PENDING, 1000 + i);
+  drows_pending(d, 3);
   insert_ok(j, d, 3);
   const hd_delivery_update u = {
       d[1].r.id, HD_DELIVERY_SUCCEEDED, 1, 0, 2000, 200, ""};
@@ -993,7 +870,7 @@ static void test_data_survives_close_and_reopen(void **state) {
   d[1].r.last_status = 200;
   d[1].r.next_ms = 0;
 
-  j = conf_open(c); /* closes the store first */
+  j = conf_journal(c); /* closes the store first */
   got g = {0};
   load_pending_ok(j, &g);
   assert_int_equal(g.n, 2);
@@ -1018,46 +895,15 @@ static void test_data_survives_close_and_reopen(void **state) {
 
 /* ======== the SQLite journal's own cases ================================== */
 
-static int setup(void **state) {
-  return sqlite_setup(state);
-}
-
-static int teardown(void **state) {
-  sqlite_teardown(*state);
-  return 0;
-}
-
-static hd_store *open_store(const char *dir) {
-  hd_store *s = NULL;
-  char msg[512] = "";
-  hd_err err = hd_store_sqlite_open(dir, &s, msg, sizeof(msg));
-  if (err != HD_OK)
-    fail_msg("open %s: %s: %s", dir, hd_strerror(err), msg);
+/* The SQLite store at `dir` (open_store), which carries a journal. */
+static hd_store *journal_store(const char *dir) {
+  hd_store *s = open_store(dir);
   assert_non_null(s->journal);
   return s;
 }
 
-/* PRAGMA synchronous is per connection, so it is read on the store's own:
- * SQLite calls every automatic extension on each connection it opens, so
- * one registered around the open catches it (as test_store.c does). */
-static sqlite3 *caught_db;
-
-static int catch_connection(sqlite3 *db, const char **err,
-                            const struct sqlite3_api_routines *api) {
-  (void)err, (void)api;
-  caught_db = db;
-  return SQLITE_OK;
-}
-
-static int pragma_int(sqlite3 *db, const char *sql) {
-  sqlite3_stmt *st = NULL;
-  assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
-  assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-  int v = sqlite3_column_int(st, 0);
-  sqlite3_finalize(st);
-  return v;
-}
-
+/* PRAGMA synchronous is per connection, so it is read on the store's own
+ * (open_store_catching, test_store_conf.h). */
 /* The journal's promise (durable when commit returns) is WAL with
  * synchronous=FULL (2) on the connection its commits use: at NORMAL a
  * power loss could take an acknowledged event back. Checked for a new
@@ -1066,25 +912,15 @@ static void test_journal_connection_is_synchronous_full(void **state) {
   fixture *f = *state;
 
   for (int round = 0; round < 2; round++) {
-    caught_db = NULL;
-    assert_int_equal(sqlite3_auto_extension((void (*)(void))catch_connection),
-                     SQLITE_OK);
-    hd_store *s = open_store(f->dir);
-    sqlite3_cancel_auto_extension((void (*)(void))catch_connection);
-    sqlite3 *db = caught_db;
-    assert_non_null(db);
+    sqlite3 *db = NULL;
+    hd_store *s = open_store_catching(f->dir, &db);
+    assert_non_null(s->journal);
     assert_int_equal(pragma_int(db, "PRAGMA synchronous"), 2);
     drow d;
     drow_make(&d, round, "k", "h1", HD_DELIVERY_PENDING, 1000);
     insert_ok(s->journal, &d, 1);
     assert_int_equal(pragma_int(db, "PRAGMA synchronous"), 2);
-    sqlite3_stmt *st = NULL;
-    assert_int_equal(
-        sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, NULL),
-        SQLITE_OK);
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    assert_string_equal((const char *)sqlite3_column_text(st, 0), "wal");
-    sqlite3_finalize(st);
+    assert_wal(db);
     hd_store_close(s);
   }
 }
@@ -1101,7 +937,7 @@ static void assert_read_only_refusal(hd_err err, const char *msg,
  * nothing. Needs root (a read-only bind mount); skipped otherwise. */
 static void test_read_only_store_reads_but_refuses_writes(void **state) {
   fixture *f = *state;
-  hd_store *s = open_store(f->dir);
+  hd_store *s = journal_store(f->dir);
   drow d[2];
   char msg[512] = "";
   size_t pruned = 9;
@@ -1119,7 +955,7 @@ static void test_read_only_store_reads_but_refuses_writes(void **state) {
   }
   f->mounted = 1;
 
-  s = open_store(f->dir);
+  s = journal_store(f->dir);
   hd_journal *j = s->journal;
   drow_make(&d[0], 5, "k", "h1", HD_DELIVERY_PENDING, 1000);
   assert_read_only_refusal(insert_drows(j, d, 1, msg, sizeof(msg)), msg, f);
@@ -1149,7 +985,7 @@ static void test_read_only_store_reads_but_refuses_writes(void **state) {
  * batch once the cause is gone. */
 static void test_write_error_changes_nothing(void **state) {
   fixture *f = *state;
-  hd_store *s = open_store(f->dir);
+  hd_store *s = journal_store(f->dir);
   hd_journal *j = s->journal;
   enum { N = 8, BODY = 256 * 1024 };
   drow d[N];
@@ -1183,7 +1019,7 @@ static void test_write_error_changes_nothing(void **state) {
   got_free(&g);
   insert_ok(j, d + 1, N - 1);
   hd_store_close(s);
-  s = open_store(f->dir);
+  s = journal_store(f->dir);
   load_pending_ok(s->journal, &g);
   assert_int_equal(g.n, N);
   got_free(&g);
@@ -1217,7 +1053,7 @@ static void test_full_disk_is_ebusy_and_changes_nothing(void **state) {
   assert_non_null(fp);
   assert_int_equal(fwrite(body, 1, FILLER, fp), FILLER);
   assert_int_equal(fclose(fp), 0);
-  hd_store *s = open_store(f->dir);
+  hd_store *s = journal_store(f->dir);
   hd_journal *j = s->journal;
   for (int i = 0; i < 200 && err == HD_OK; i += 2) {
     drow d[2];
@@ -1265,7 +1101,7 @@ static hd_err mark_in_flight(const hd_delivery_row *r, void *ud) {
 
 static void test_callback_may_use_the_journal(void **state) {
   fixture *f = *state;
-  hd_store *s = open_store(f->dir);
+  hd_store *s = journal_store(f->dir);
   hd_journal *j = s->journal;
   enum { N = 260 }; /* more than one chunk */
   drow d[N];
@@ -1286,7 +1122,7 @@ static void test_callback_may_use_the_journal(void **state) {
  * message, before anything is written; NULL arguments are HD_EINVAL. */
 static void test_bad_rows_are_einval_and_change_nothing(void **state) {
   fixture *f = *state;
-  hd_store *s = open_store(f->dir);
+  hd_store *s = journal_store(f->dir);
   hd_journal *j = s->journal;
   drow d[2];
   char msg[512];
@@ -1331,14 +1167,8 @@ static void test_bad_rows_are_einval_and_change_nothing(void **state) {
 
 /* ---- main: the conformance cases once per backend, then SQLite's --------- */
 
-typedef struct conf_case {
-  const char *name;
-  CMUnitTestFunction fn;
-} conf_case;
-
 static const conf_case conformance[] = {
-#define C(fn)                                                                  \
-  { #fn, fn }
+#define C(fn) CONF_CASE(fn)
     C(test_insert_then_load_pending_in_order),
     C(test_load_pending_of_a_new_journal_calls_nothing),
     C(test_updates_change_state_and_finished_leave_pending),
@@ -1367,24 +1197,5 @@ static const struct CMUnitTest sqlite_cases[] = {
 };
 
 int main(void) {
-  enum {
-    N_BACKENDS = sizeof(backends) / sizeof(backends[0]),
-    N_CONF = sizeof(conformance) / sizeof(conformance[0]),
-    N_SQLITE = sizeof(sqlite_cases) / sizeof(sqlite_cases[0]),
-  };
-  static struct CMUnitTest tests[N_BACKENDS * N_CONF + N_SQLITE];
-  static char names[N_BACKENDS * N_CONF][128];
-  size_t n = 0;
-
-  for (size_t b = 0; b < N_BACKENDS; b++)
-    for (size_t i = 0; i < N_CONF; i++, n++) {
-      /* "sqlite: insert_then_load_pending_in_order" */
-      snprintf(names[n], sizeof(names[n]), "%s: %s", backends[b].name,
-               conformance[i].name + strlen("test_"));
-      tests[n] = (struct CMUnitTest){names[n], conformance[i].fn, conf_setup,
-                                     conf_teardown, (void *)&backends[b]};
-    }
-  for (size_t i = 0; i < N_SQLITE; i++)
-    tests[n++] = sqlite_cases[i];
-  return _cmocka_run_group_tests("journal", tests, n, NULL, NULL);
+  return CONF_RUN("journal", conformance, sqlite_cases);
 }

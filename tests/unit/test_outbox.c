@@ -2,12 +2,9 @@
  * Unit tests: the outbox (outbox/outbox.c, outbox_queue.c) on a fake
  * in-memory journal (below: it records what is committed, can fail the next
  * commit, and can hold commits at a gate), a real webhook engine and a real
- * HTTP receiver (libmicrohttpd on 127.0.0.1) that records what it gets and
- * answers as each test says. Only loopback traffic.
+ * HTTP receiver (test_rx.h: libmicrohttpd on 127.0.0.1) that records what
+ * it gets and answers as each test says. Only loopback traffic.
  */
-#include <arpa/inet.h>
-#include <microhttpd.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -17,40 +14,25 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #include "outbox.h"
+#include "test_delivery_rows.h"
 #include "webhook_engine.h"
 #include "webhook_sign.h"
 
-/* ---- time ---------------------------------------------------------------- */
+#include "test_rx.h"
 
-static int64_t mono_ms(void) {
-  struct timespec ts;
-
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+/* ---- time (mono_ms, scaled_ms: test_rx.h) -------------------------------- */
 
 static int64_t real_ms(void) {
   struct timespec ts;
 
   clock_gettime(CLOCK_REALTIME, &ts);
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* `ms` times the sanitizer factor HD_IT_SLOW (1 when unset): bounds on how
- * long something may take. */
-static int64_t scaled_ms(int64_t ms) {
-  const char *env = getenv("HD_IT_SLOW");
-  double f = env != NULL ? strtod(env, NULL) : 1;
-
-  return (int64_t)((double)ms * (f >= 1 ? f : 1));
 }
 
 /* Polls `expr` until it holds or `ms` (scaled) pass, then asserts it. */
@@ -88,49 +70,6 @@ typedef struct fake_journal {
   size_t n_pending;
 } fake_journal;
 
-#define GROW(arr, n, cap)                                                      \
-  do {                                                                         \
-    if ((n) == (cap)) {                                                        \
-      (cap) = (cap) ? (cap)*2 : 16;                                            \
-      (arr) = realloc((arr), (cap) * sizeof(*(arr)));                          \
-      assert_non_null(arr);                                                    \
-    }                                                                          \
-  } while (0)
-
-static char *dupstr(const char *s) {
-  char *p = strdup(s ? s : "");
-  assert_non_null(p);
-  return p;
-}
-
-static void row_copy(hd_delivery_row *dst, const hd_delivery_row *src) {
-  unsigned char *body = malloc(src->body_len + 1);
-
-  assert_non_null(body);
-  *dst = *src;
-  dst->key = dupstr(src->key);
-  dst->handler_id = dupstr(src->handler_id);
-  dst->route = dupstr(src->route);
-  dst->event_name = dupstr(src->event_name);
-  dst->ordering_key = dupstr(src->ordering_key);
-  dst->headers = dupstr(src->headers);
-  dst->last_error = dupstr(src->last_error);
-  if (src->body_len > 0)
-    memcpy(body, src->body, src->body_len);
-  dst->body = body;
-}
-
-static void row_clear(hd_delivery_row *r) {
-  free((char *)r->key);
-  free((char *)r->handler_id);
-  free((char *)r->route);
-  free((char *)r->event_name);
-  free((char *)r->ordering_key);
-  free((char *)r->headers);
-  free((char *)r->last_error);
-  free((void *)r->body);
-}
-
 static hd_err fj_commit(hd_journal *jj, hd_journal_batch *b, char *msg,
                         size_t msg_size) {
   fake_journal *j = jj->impl;
@@ -150,37 +89,22 @@ static hd_err fj_commit(hd_journal *jj, hd_journal_batch *b, char *msg,
   }
   for (size_t i = 0; i < b->n_inserts; i++) {
     b->inserts[i].seq = ++j->seq;
-    GROW(j->inserts, j->n_inserts, j->cap_inserts);
-    row_copy(&j->inserts[j->n_inserts++], &b->inserts[i]);
+    row_copy(PUSH(j->inserts, j->n_inserts, j->cap_inserts), &b->inserts[i]);
   }
   for (size_t i = 0; i < b->n_updates; i++) {
-    hd_delivery_update *u;
-    GROW(j->updates, j->n_updates, j->cap_updates);
-    u = &j->updates[j->n_updates++];
+    hd_delivery_update *u = PUSH(j->updates, j->n_updates, j->cap_updates);
     *u = b->updates[i];
-    u->id = dupstr(b->updates[i].id);
-    u->last_error = dupstr(b->updates[i].last_error);
+    u->id = dupstr(u->id);
+    u->last_error = dupstr(u->last_error);
   }
-  for (size_t i = 0; i < b->n_attempts; i++) {
-    hd_attempt_row *a;
-    unsigned char *head = malloc(b->attempts[i].response_head_len + 1);
-    assert_non_null(head);
-    GROW(j->attempts, j->n_attempts, j->cap_attempts);
-    a = &j->attempts[j->n_attempts++];
-    *a = b->attempts[i];
-    a->delivery_id = dupstr(b->attempts[i].delivery_id);
-    a->error = dupstr(b->attempts[i].error);
-    if (a->response_head_len > 0)
-      memcpy(head, b->attempts[i].response_head, a->response_head_len);
-    a->response_head = head;
-  }
+  for (size_t i = 0; i < b->n_attempts; i++)
+    attempt_copy(PUSH(j->attempts, j->n_attempts, j->cap_attempts),
+                 &b->attempts[i]);
   for (size_t i = 0; i < b->n_endpoints; i++) {
-    hd_endpoint_row *e;
-    GROW(j->endpoints, j->n_endpoints, j->cap_endpoints);
-    e = &j->endpoints[j->n_endpoints++];
+    hd_endpoint_row *e = PUSH(j->endpoints, j->n_endpoints, j->cap_endpoints);
     *e = b->endpoints[i];
-    e->handler_id = dupstr(b->endpoints[i].handler_id);
-    e->route = dupstr(b->endpoints[i].route);
+    e->handler_id = dupstr(e->handler_id);
+    e->route = dupstr(e->route);
   }
   j->commits++;
   j->insert_commits += b->n_inserts > 0;
@@ -272,11 +196,8 @@ static void fj_free(fake_journal *j) {
     free((char *)j->updates[i].id);
     free((char *)j->updates[i].last_error);
   }
-  for (size_t i = 0; i < j->n_attempts; i++) {
-    free((char *)j->attempts[i].delivery_id);
-    free((char *)j->attempts[i].error);
-    free((void *)j->attempts[i].response_head);
-  }
+  for (size_t i = 0; i < j->n_attempts; i++)
+    attempt_clear(&j->attempts[i]);
   for (size_t i = 0; i < j->n_endpoints; i++) {
     free((char *)j->endpoints[i].handler_id);
     free((char *)j->endpoints[i].route);
@@ -305,31 +226,33 @@ static void fj_fail_next(fake_journal *j, hd_err err, const char *msg) {
   pthread_mutex_unlock(&j->lock);
 }
 
-static int fj_held(fake_journal *j) {
-  int n;
+/* The journal's counters, read together under its lock. */
+typedef struct fj_counts {
+  int held, commits;
+  size_t n_inserts;
+} fj_counts;
+
+static fj_counts fj_counts_now(fake_journal *j) {
+  fj_counts c;
 
   pthread_mutex_lock(&j->lock);
-  n = j->held;
+  c.held = j->held;
+  c.commits = j->commits;
+  c.n_inserts = j->n_inserts;
   pthread_mutex_unlock(&j->lock);
-  return n;
+  return c;
+}
+
+static int fj_held(fake_journal *j) {
+  return fj_counts_now(j).held;
 }
 
 static int fj_commits(fake_journal *j) {
-  int n;
-
-  pthread_mutex_lock(&j->lock);
-  n = j->commits;
-  pthread_mutex_unlock(&j->lock);
-  return n;
+  return fj_counts_now(j).commits;
 }
 
 static size_t fj_n_inserts(fake_journal *j) {
-  size_t n;
-
-  pthread_mutex_lock(&j->lock);
-  n = j->n_inserts;
-  pthread_mutex_unlock(&j->lock);
-  return n;
+  return fj_counts_now(j).n_inserts;
 }
 
 /* The last update of `id` (copied into *out), or 0 when there is none. */
@@ -398,245 +321,7 @@ static void fj_add_pending(fake_journal *j, const hd_delivery_row *row) {
   row_copy(&j->pending[j->n_pending++], row);
 }
 
-/* ---- the receiver -------------------------------------------------------- */
-
-#define RX_MAX_REQS 128
-#define RX_MAX_HEADERS 64
-
-typedef struct rx_req {
-  int n_headers;
-  char *names[RX_MAX_HEADERS];
-  char *values[RX_MAX_HEADERS];
-  char *body;
-  size_t body_len;
-  int status; /* what it was answered */
-} rx_req;
-
-typedef struct rx rx;
-
-/* How to answer request `i`: its status, and how long to hold it first.
- * Called under the receiver's lock. */
-typedef void rx_answer_fn(rx *r, int i, const rx_req *q, int *status,
-                          int *delay_ms);
-
-struct rx {
-  struct MHD_Daemon *daemon;
-  char url[64];
-  pthread_mutex_t lock;
-  pthread_cond_t cond;
-  int quitting;
-  rx_answer_fn *answer;
-  int status; /* the answer when `answer` is NULL */
-  int delay_ms;
-  const char *body; /* every answer's body */
-  void *ud;
-  rx_req reqs[RX_MAX_REQS];
-  int n_reqs;
-};
-
-struct upload {
-  char *body;
-  size_t len;
-};
-
-static enum MHD_Result rx_collect(void *cls, enum MHD_ValueKind kind,
-                                  const char *key, const char *value) {
-  rx_req *q = cls;
-
-  (void)kind;
-  if (q->n_headers < RX_MAX_HEADERS) {
-    q->names[q->n_headers] = strdup(key);
-    q->values[q->n_headers] = strdup(value ? value : "");
-    q->n_headers++;
-  }
-  return MHD_YES;
-}
-
-static enum MHD_Result rx_access(void *cls, struct MHD_Connection *c,
-                                 const char *url, const char *method,
-                                 const char *version, const char *data,
-                                 size_t *data_size, void **con_cls) {
-  rx *r = cls;
-  struct upload *up = *con_cls;
-  struct MHD_Response *resp;
-  rx_req scratch;
-  rx_req *q = &scratch;
-  int status, delay_ms;
-  enum MHD_Result ret;
-
-  (void)url;
-  (void)method;
-  (void)version;
-  if (up == NULL) {
-    *con_cls = calloc(1, sizeof(struct upload));
-    return *con_cls ? MHD_YES : MHD_NO;
-  }
-  if (*data_size > 0) {
-    char *p = realloc(up->body, up->len + *data_size + 1);
-    if (p == NULL)
-      return MHD_NO;
-    memcpy(p + up->len, data, *data_size);
-    up->body = p;
-    up->len += *data_size;
-    up->body[up->len] = '\0';
-    *data_size = 0;
-    return MHD_YES;
-  }
-
-  pthread_mutex_lock(&r->lock);
-  int i = r->n_reqs;
-  memset(&scratch, 0, sizeof(scratch));
-  if (i < RX_MAX_REQS)
-    q = &r->reqs[i];
-  MHD_get_connection_values(c, MHD_HEADER_KIND, rx_collect, q);
-  q->body = up->body;
-  q->body_len = up->len;
-  up->body = NULL;
-  status = r->status;
-  delay_ms = r->delay_ms;
-  if (r->answer != NULL)
-    r->answer(r, i, q, &status, &delay_ms);
-  q->status = status;
-  r->n_reqs++;
-  pthread_cond_broadcast(&r->cond);
-  if (delay_ms > 0) {
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += delay_ms / 1000;
-    until.tv_nsec += (long)(delay_ms % 1000) * 1000000;
-    if (until.tv_nsec >= 1000000000) {
-      until.tv_sec++;
-      until.tv_nsec -= 1000000000;
-    }
-    while (!r->quitting &&
-           pthread_cond_timedwait(&r->cond, &r->lock, &until) == 0)
-      ;
-  }
-  pthread_mutex_unlock(&r->lock);
-  if (q == &scratch) {
-    for (int k = 0; k < scratch.n_headers; k++) {
-      free(scratch.names[k]);
-      free(scratch.values[k]);
-    }
-    free(scratch.body);
-  }
-
-  resp = MHD_create_response_from_buffer(strlen(r->body), (void *)r->body,
-                                         MHD_RESPMEM_MUST_COPY);
-  if (resp == NULL)
-    return MHD_NO;
-  ret = MHD_queue_response(c, (unsigned)status, resp);
-  MHD_destroy_response(resp);
-  return ret;
-}
-
-static void rx_completed(void *cls, struct MHD_Connection *c, void **con_cls,
-                         enum MHD_RequestTerminationCode toe) {
-  struct upload *up = *con_cls;
-
-  (void)cls;
-  (void)c;
-  (void)toe;
-  if (up != NULL) {
-    free(up->body);
-    free(up);
-    *con_cls = NULL;
-  }
-}
-
-/* A receiver answering `status` (or as `answer` says) with `body`. */
-static rx *rx_start(int status, rx_answer_fn *answer, const char *body) {
-  rx *r = calloc(1, sizeof(*r));
-  struct sockaddr_in sa;
-  const union MHD_DaemonInfo *info;
-
-  assert_non_null(r);
-  r->status = status;
-  r->answer = answer;
-  r->body = body;
-  pthread_mutex_init(&r->lock, NULL);
-  pthread_cond_init(&r->cond, NULL);
-  memset(&sa, 0, sizeof(sa));
-  sa.sin_family = AF_INET;
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  r->daemon = MHD_start_daemon(
-      MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL,
-      NULL, rx_access, r, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
-      MHD_OPTION_NOTIFY_COMPLETED, rx_completed, r, MHD_OPTION_END);
-  assert_non_null(r->daemon);
-  info = MHD_get_daemon_info(r->daemon, MHD_DAEMON_INFO_BIND_PORT);
-  assert_non_null(info);
-  assert_true(info->port > 0);
-  snprintf(r->url, sizeof(r->url), "http://127.0.0.1:%d/hook", info->port);
-  return r;
-}
-
-static void rx_stop(rx *r) {
-  if (r == NULL)
-    return;
-  pthread_mutex_lock(&r->lock);
-  r->quitting = 1;
-  pthread_cond_broadcast(&r->cond);
-  pthread_mutex_unlock(&r->lock);
-  MHD_stop_daemon(r->daemon);
-  for (int i = 0; i < r->n_reqs && i < RX_MAX_REQS; i++) {
-    for (int k = 0; k < r->reqs[i].n_headers; k++) {
-      free(r->reqs[i].names[k]);
-      free(r->reqs[i].values[k]);
-    }
-    free(r->reqs[i].body);
-  }
-  pthread_cond_destroy(&r->cond);
-  pthread_mutex_destroy(&r->lock);
-  free(r);
-}
-
-static int rx_count(rx *r) {
-  int n;
-
-  pthread_mutex_lock(&r->lock);
-  n = r->n_reqs;
-  pthread_mutex_unlock(&r->lock);
-  return n;
-}
-
-/* The value of header `name` in `q`, or NULL. */
-static const char *req_header(const rx_req *q, const char *name) {
-  for (int k = 0; k < q->n_headers; k++) {
-    if (strcasecmp(q->names[k], name) == 0)
-      return q->values[k];
-  }
-  return NULL;
-}
-
-/* Asserts that `q` has header `name` with value `want`. */
-static void assert_header(const rx_req *q, const char *name, const char *want) {
-  const char *v = req_header(q, name);
-
-  if (v == NULL)
-    fail_msg("no header %s", name);
-  assert_string_equal(v, want);
-}
-
-/* ---- fixtures ------------------------------------------------------------ */
-
-static hd_webhook_engine *engine;
-
-static int group_setup(void **state) {
-  hd_webhook_engine_config cfg;
-
-  (void)state;
-  hd_webhook_engine_config_init(&cfg);
-  cfg.instance = "test";
-  return hd_webhook_engine_start(&cfg, &engine) == HD_OK ? 0 : -1;
-}
-
-static int group_teardown(void **state) {
-  (void)state;
-  hd_webhook_engine_stop(engine);
-  engine = NULL;
-  return 0;
-}
+/* ---- fixtures (the engine: test_rx.h) ------------------------------------ */
 
 #define MAX_EPS 4
 
@@ -718,6 +403,20 @@ fx_endpoint(fx *f, int i, const char *id, int ordered, const uint32_t *schedule,
   return f->eps[i];
 }
 
+/* The usual start: the outbox (f->cfg) answered by receiver `r`, with
+ * endpoint slot 0 of handler `id` (no extra headers), running. */
+static hd_outbox_endpoint *fx_start(fx *f, rx *r, const char *id, int ordered,
+                                    const uint32_t *schedule,
+                                    size_t n_schedule) {
+  hd_outbox_endpoint *ep;
+
+  f->r = r;
+  fx_new(f);
+  ep = fx_endpoint(f, 0, id, ordered, schedule, n_schedule, NULL, 0);
+  fx_run(f);
+  return ep;
+}
+
 /* What an accept's callback got. */
 typedef struct acc {
   atomic_int calls;
@@ -794,10 +493,7 @@ static void test_accept_answered_after_commit(void **state) {
   hd_outbox_event ev;
   hd_delivery_row row;
 
-  f->r = rx_start(200, NULL, "");
-  fx_new(f);
-  ep = fx_endpoint(f, 0, "h-accept", 0, NULL, 0, NULL, 0);
-  fx_run(f);
+  ep = fx_start(f, rx_start_status(200, ""), "h-accept", 0, NULL, 0);
   fj_gate(f->fj, 1);
   ev = (hd_outbox_event){
       .ep = ep,
@@ -849,10 +545,7 @@ static void test_accept_commit_fails(void **state) {
   hd_outbox_stats st;
   acc a = {0}, b = {0};
 
-  f->r = rx_start(200, NULL, "");
-  fx_new(f);
-  ep = fx_endpoint(f, 0, "h-fail", 0, NULL, 0, NULL, 0);
-  fx_run(f);
+  ep = fx_start(f, rx_start_status(200, ""), "h-fail", 0, NULL, 0);
   fj_fail_next(f->fj, HD_EBUSY, "journal.db: database or disk is full");
   accept_ev(f, ep, 1, "e1", NULL, &a);
   EVENTUALLY(acc_done(&a), 2000);
@@ -907,10 +600,7 @@ static void test_group_commit(void **state) {
   size_t n_inserts;
 
   memset(accs, 0, sizeof(accs));
-  f->r = rx_start(200, NULL, "");
-  fx_new(f);
-  ep = fx_endpoint(f, 0, "h-group", 0, NULL, 0, NULL, 0);
-  fx_run(f);
+  ep = fx_start(f, rx_start_status(200, ""), "h-group", 0, NULL, 0);
   fj_gate(f->fj, 1);
   for (int t = 0; t < GC_THREADS; t++) {
     args[t] = (gc_arg){f, ep, t * GC_EACH, accs, &returned};
@@ -953,7 +643,7 @@ static void test_accept_refused(void **state) {
   char msg[256] = "";
   acc a = {0};
 
-  f->r = rx_start(200, NULL, "");
+  f->r = rx_start_status(200, "");
   fx_new(f);
   ep = fx_endpoint(f, 0, "h-refused", 0, NULL, 0, NULL, 0);
   ev.ep = ep;
@@ -997,11 +687,8 @@ static void test_batch_all_or_none(void **state) {
   acc a[3] = {{0}}, first = {0};
   int commits;
 
-  f->r = rx_start(200, NULL, "");
   f->cfg.max_pending = 3;
-  fx_new(f);
-  ep = fx_endpoint(f, 0, "h-batch", 0, NULL, 0, NULL, 0);
-  fx_run(f);
+  ep = fx_start(f, rx_start_status(200, ""), "h-batch", 0, NULL, 0);
   ev.ep = ep;
   ev.event_id = "6f1c1b1e-0000-4000-8000-000000000007";
   ev.event_name = "update";
@@ -1063,7 +750,7 @@ static void test_delivery(void **state) {
   acc a = {0};
   const rx_req *q;
 
-  f->r = rx_start(200, NULL, "{\"thanks\":true}");
+  f->r = rx_start_status(200, "{\"thanks\":true}");
   fx_new(f);
   spec = (hd_endpoint_spec){
       .handler_id = "h-deliver",
@@ -1130,10 +817,7 @@ static void test_retry_then_dead(void **state) {
   acc a = {0};
   int64_t t0 = mono_ms();
 
-  f->r = rx_start(500, NULL, "oops");
-  fx_new(f);
-  ep = fx_endpoint(f, 0, "h-dead", 0, sched, 2, NULL, 0);
-  fx_run(f);
+  ep = fx_start(f, rx_start_status(500, "oops"), "h-dead", 0, sched, 2);
   accept_ok(f, ep, 3, "e3", NULL, &a);
   EVENTUALLY(fj_has_state(f->fj, a.id, HD_DELIVERY_DEAD), 5000);
   /* Two waits of 50 ms came between the three attempts. */
@@ -1170,12 +854,9 @@ static void test_final_4xx(void **state) {
   hd_attempt_row at[4];
   acc a = {0};
 
-  f->r = rx_start(404, NULL, "no such hook");
-  fx_new(f);
   /* A schedule that would retry soon, were a 404 retried. */
-  ep =
-      fx_endpoint(f, 0, "h-404", 0, (const uint32_t[]){10, 10, 10}, 3, NULL, 0);
-  fx_run(f);
+  ep = fx_start(f, rx_start_status(404, "no such hook"), "h-404", 0,
+                (const uint32_t[]){10, 10, 10}, 3);
   accept_ok(f, ep, 4, "e4", NULL, &a);
   EVENTUALLY(fj_has_state(f->fj, a.id, HD_DELIVERY_DEAD), 5000);
   assert_true(fj_last_update(f->fj, a.id, &up));
@@ -1193,17 +874,15 @@ static void test_final_4xx(void **state) {
 }
 
 /* Ordered: the first two requests of key "a" fail. */
-static void answer_ordered(rx *r, int i, const rx_req *q, int *status,
-                           int *delay_ms) {
+static void answer_ordered(rx *r, int i, const rx_req *q, rx_step *step) {
   int *a_seen = r->ud;
   const char *ev = req_header(q, "x-ev");
 
   (void)i;
-  (void)delay_ms;
   if (ev != NULL && ev[0] == 'a' && (*a_seen)++ < 2)
-    *status = 500;
+    step->status = 500;
   else
-    *status = 200;
+    step->status = 200;
 }
 
 /* Index of the first request for `ev` answered `status` (any: 0), or -1. */
@@ -1223,17 +902,15 @@ static int rx_find(rx *r, const char *ev, int status) {
 
 static void test_ordered(void **state) {
   static const uint32_t sched[] = {100, 100, 100};
+  static const rx_step ok = {.status = 200};
   fx *f = *state;
   hd_outbox_endpoint *ep;
   acc a1 = {0}, a2 = {0}, a3 = {0}, b1 = {0};
   int a_seen = 0, s1, s2, s3;
   char order[16] = "";
 
-  f->r = rx_start(200, answer_ordered, "");
-  f->r->ud = &a_seen;
-  fx_new(f);
-  ep = fx_endpoint(f, 0, "h-ordered", 1, sched, 3, NULL, 0);
-  fx_run(f);
+  ep = fx_start(f, rx_start_fn(&ok, 1, answer_ordered, &a_seen), "h-ordered", 1,
+                sched, 3);
   accept_ev(f, ep, 11, "a1", "a", &a1);
   accept_ev(f, ep, 12, "a2", "a", &a2);
   accept_ev(f, ep, 13, "a3", "a", &a3);
@@ -1275,10 +952,7 @@ static void test_endpoint_dropped(void **state) {
   hd_delivery_update up;
   acc a = {0};
 
-  f->r = rx_start(500, NULL, "");
-  fx_new(f);
-  ep = fx_endpoint(f, 0, "h-dropped", 0, sched, 2, NULL, 0);
-  fx_run(f);
+  ep = fx_start(f, rx_start_status(500, ""), "h-dropped", 0, sched, 2);
   accept_ok(f, ep, 5, "e5", NULL, &a);
   EVENTUALLY(fj_has_state(f->fj, a.id, HD_DELIVERY_FAILED), 5000);
   /* The handler is removed before its retry is due. */
@@ -1303,7 +977,7 @@ static void test_endpoint_unsigned_null_key(void **state) {
   acc a = {0};
   const rx_req *q;
 
-  f->r = rx_start(200, NULL, "");
+  f->r = rx_start_status(200, "");
   fx_new(f);
   spec.url = f->r->url;
   f->eps[0] = hd_outbox_endpoint_add(f->o, &spec);
@@ -1323,7 +997,7 @@ static void test_run_resumes(void **state) {
   int64_t now = real_ms();
   int i1, i2;
 
-  f->r = rx_start(200, NULL, "");
+  f->r = rx_start_status(200, "");
   fx_new(f);
   memset(&row, 0, sizeof(row));
   snprintf(row.id, sizeof(row.id), "11111111-2222-4333-8444-555555555555");
@@ -1383,12 +1057,9 @@ static void test_stop_with_attempt_in_flight(void **state) {
   hd_outbox_endpoint *ep;
   acc a = {0};
   int commits;
+  static const rx_step held = {.status = 200, .delay_ms = 300};
 
-  f->r = rx_start(200, NULL, "");
-  f->r->delay_ms = 300;
-  fx_new(f);
-  ep = fx_endpoint(f, 0, "h-stop", 0, NULL, 0, NULL, 0);
-  fx_run(f);
+  ep = fx_start(f, rx_start(&held, 1), "h-stop", 0, NULL, 0);
   accept_ok(f, ep, 9, "e9", NULL, &a);
   /* The request is at the receiver, held. */
   EVENTUALLY(rx_count(f->r) == 1, 5000);
@@ -1420,10 +1091,7 @@ static void test_stop_commits_waiting_accepts(void **state) {
   acc a = {0}, b = {0};
   pthread_t th;
 
-  f->r = rx_start(200, NULL, "");
-  fx_new(f);
-  ep = fx_endpoint(f, 0, "h-stop2", 0, NULL, 0, NULL, 0);
-  fx_run(f);
+  ep = fx_start(f, rx_start_status(200, ""), "h-stop2", 0, NULL, 0);
   fj_gate(f->fj, 1);
   accept_ev(f, ep, 10, "e10", NULL, &a);
   EVENTUALLY(fj_held(f->fj) == 1, 2000);
@@ -1461,5 +1129,5 @@ int main(void) {
       T(test_endpoint_unsigned_null_key),
   };
 #undef T
-  return cmocka_run_group_tests(tests, group_setup, group_teardown);
+  return cmocka_run_group_tests(tests, engine_setup, engine_teardown);
 }

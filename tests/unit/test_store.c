@@ -34,112 +34,10 @@
 
 #include "store.h"
 #include "store_sqlite_internal.h"
+#include "test_store_conf.h"
 #include "test_store_reg.h"
 #include "test_store_rows.h"
 #include "test_util.h"
-
-/* ---- backends ------------------------------------------------------------ */
-
-typedef struct store_backend {
-  const char *name;
-  /* A fresh, empty location for one test's stores, in *env; 0 on success. */
-  int (*setup)(void **env);
-  void (*teardown)(void *env);
-  /* Opens (or reopens) the store at env's location; `round` > 0 asks for
-   * another, independent location (the durability rounds). NULL with
-   * `msg` on failure. */
-  hd_store *(*open)(void *env, int round, char *msg, size_t msg_size);
-} store_backend;
-
-/* SQLite: each test gets a fresh temporary directory; the store's own
- * directory is `<tmp>/state` (rounds: `<tmp>/roundN`), which does not
- * exist until the store creates it. */
-typedef struct fixture {
-  char base[64]; /* mkdtemp result */
-  char dir[96];  /* base/state: the store's directory */
-  char db[128];  /* dir/handlerd.db */
-  int mounted;   /* a test mounted something on dir: teardown unmounts */
-} fixture;
-
-static int sqlite_setup(void **env) {
-  fixture *f = calloc(1, sizeof(*f));
-  if (!f)
-    return -1;
-  if (store_tmp_dirs("hd_store_", f->base, sizeof(f->base), f->dir,
-                     sizeof(f->dir), f->db, sizeof(f->db)) != 0) {
-    free(f);
-    return -1;
-  }
-  *env = f;
-  return 0;
-}
-
-static void sqlite_teardown(void *env) {
-  fixture *f = env;
-  char path[160];
-  if (f->mounted)
-    ro_unmount(f->dir);
-  remove_store_dir(f->dir);
-  for (int i = 0; i < 16; i++) {
-    snprintf(path, sizeof(path), "%s/round%d", f->base, i);
-    remove_store_dir(path);
-  }
-  rmdir(f->base);
-  free(f);
-}
-
-static hd_store *sqlite_open(void *env, int round, char *msg, size_t msg_size) {
-  fixture *f = env;
-  char dir[160];
-  hd_store *s = NULL;
-  if (round > 0)
-    snprintf(dir, sizeof(dir), "%s/round%d", f->base, round);
-  else
-    snprintf(dir, sizeof(dir), "%s", f->dir);
-  return hd_store_sqlite_open(dir, &s, msg, msg_size) == HD_OK ? s : NULL;
-}
-
-static const store_backend backends[] = {
-    {"sqlite", sqlite_setup, sqlite_teardown, sqlite_open},
-};
-
-/* What each conformance case gets in *state. */
-typedef struct conf {
-  const store_backend *b;
-  void *env;
-} conf;
-
-static int conf_setup(void **state) {
-  conf *c = calloc(1, sizeof(*c));
-  if (!c)
-    return -1;
-  c->b = *state; /* the prestate: the backend row */
-  if (c->b->setup(&c->env) != 0) {
-    free(c);
-    return -1;
-  }
-  *state = c;
-  return 0;
-}
-
-static int conf_teardown(void **state) {
-  conf *c = *state;
-  c->b->teardown(c->env);
-  free(c);
-  return 0;
-}
-
-static hd_store *open_round(conf *c, int round) {
-  char msg[512] = "";
-  hd_store *s = c->b->open(c->env, round, msg, sizeof(msg));
-  if (!s)
-    fail_msg("%s: open: %s", c->b->name, msg);
-  return s;
-}
-
-static hd_store *conf_open(conf *c) {
-  return open_round(c, 0);
-}
 
 /* ---- collecting what load returns ---------------------------------------- */
 
@@ -567,26 +465,6 @@ static void test_acknowledged_puts_survive_sigkill(void **state) {
 
 /* ======== SQLite's own cases ============================================= */
 
-static int setup(void **state) {
-  return sqlite_setup(state);
-}
-
-static int teardown(void **state) {
-  sqlite_teardown(*state);
-  return 0;
-}
-
-static hd_store *open_store(const char *dir) {
-  hd_store *s = NULL;
-  char msg[512] = "";
-  hd_err err = hd_store_sqlite_open(dir, &s, msg, sizeof(msg));
-  if (err != HD_OK)
-    print_error("open %s: %s: %s\n", dir, hd_strerror(err), msg);
-  assert_int_equal(err, HD_OK);
-  assert_non_null(s);
-  return s;
-}
-
 static void assert_mode(const char *path, mode_t want) {
   struct stat st;
   if (stat(path, &st) != 0)
@@ -664,11 +542,7 @@ static void test_store_db_uses_wal_and_schema_version_3(void **state) {
 
   assert_int_equal(sqlite3_open_v2(f->db, &db, SQLITE_OPEN_READONLY, NULL),
                    SQLITE_OK);
-  assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, NULL),
-                   SQLITE_OK);
-  assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-  assert_string_equal((const char *)sqlite3_column_text(st, 0), "wal");
-  sqlite3_finalize(st);
+  assert_wal(db);
   assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL),
                    SQLITE_OK);
   assert_int_equal(sqlite3_step(st), SQLITE_ROW);
@@ -686,41 +560,6 @@ static void test_store_db_uses_wal_and_schema_version_3(void **state) {
 
 /* ---- the store's own connection ------------------------------------------ */
 
-/* PRAGMA synchronous is per connection: a second connection opened by the
- * test would report its own default, not the store's setting. SQLite calls
- * every automatic extension on each connection it opens, so one registered
- * around hd_store_sqlite_open catches the store's own. */
-static sqlite3 *caught_db;
-
-static int catch_connection(sqlite3 *db, const char **err,
-                            const struct sqlite3_api_routines *api) {
-  (void)err, (void)api;
-  caught_db = db;
-  return SQLITE_OK;
-}
-
-/* Opens a store on `dir` and returns it, with its connection in *db. */
-static hd_store *open_store_catching(const char *dir, sqlite3 **db) {
-  caught_db = NULL;
-  assert_int_equal(sqlite3_auto_extension((void (*)(void))catch_connection),
-                   SQLITE_OK);
-  hd_store *s = open_store(dir);
-  sqlite3_cancel_auto_extension((void (*)(void))catch_connection);
-  assert_non_null(caught_db);
-  *db = caught_db;
-  caught_db = NULL;
-  return s;
-}
-
-static int pragma_int(sqlite3 *db, const char *sql) {
-  sqlite3_stmt *st = NULL;
-  assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
-  assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-  int v = sqlite3_column_int(st, 0);
-  sqlite3_finalize(st);
-  return v;
-}
-
 /* The README's durability promise: WAL with synchronous=FULL (2), so the
  * WAL is synced at every commit and a put is on disk when it returns; at
  * NORMAL (1) a power loss could take acknowledged registrations back. The
@@ -737,13 +576,7 @@ static void test_store_connection_is_synchronous_full(void **state) {
     assert_int_equal(pragma_int(db, "PRAGMA secure_delete"), 1);
     assert_int_equal(put_local(s, round ? "b" : "a", "k", "req"), HD_OK);
     assert_int_equal(pragma_int(db, "PRAGMA synchronous"), 2);
-    sqlite3_stmt *st = NULL;
-    assert_int_equal(
-        sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, NULL),
-        SQLITE_OK);
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    assert_string_equal((const char *)sqlite3_column_text(st, 0), "wal");
-    sqlite3_finalize(st);
+    assert_wal(db);
     hd_store_close(s);
   }
 }
@@ -1128,14 +961,8 @@ static void test_store_read_only_schema_2_is_refused(void **state) {
 
 /* ---- main: the conformance cases once per backend, then SQLite's -------- */
 
-typedef struct conf_case {
-  const char *name;
-  CMUnitTestFunction fn;
-} conf_case;
-
 static const conf_case conformance[] = {
-#define C(fn)                                                                  \
-  { #fn, fn }
+#define C(fn) CONF_CASE(fn)
     C(test_load_returns_records_in_put_order),
     C(test_load_of_new_store_calls_nothing),
     C(test_put_same_id_updates_in_place_keeping_order),
@@ -1173,24 +1000,5 @@ static const struct CMUnitTest sqlite_cases[] = {
 };
 
 int main(void) {
-  enum {
-    N_BACKENDS = sizeof(backends) / sizeof(backends[0]),
-    N_CONF = sizeof(conformance) / sizeof(conformance[0]),
-    N_SQLITE = sizeof(sqlite_cases) / sizeof(sqlite_cases[0]),
-  };
-  static struct CMUnitTest tests[N_BACKENDS * N_CONF + N_SQLITE];
-  static char names[N_BACKENDS * N_CONF][128];
-  size_t n = 0;
-
-  for (size_t b = 0; b < N_BACKENDS; b++)
-    for (size_t i = 0; i < N_CONF; i++, n++) {
-      /* "sqlite: load_returns_records_in_put_order" */
-      snprintf(names[n], sizeof(names[n]), "%s: %s", backends[b].name,
-               conformance[i].name + strlen("test_"));
-      tests[n] = (struct CMUnitTest){names[n], conformance[i].fn, conf_setup,
-                                     conf_teardown, (void *)&backends[b]};
-    }
-  for (size_t i = 0; i < N_SQLITE; i++)
-    tests[n++] = sqlite_cases[i];
-  return _cmocka_run_group_tests("store", tests, n, NULL, NULL);
+  return CONF_RUN("store", conformance, sqlite_cases);
 }

@@ -20,6 +20,7 @@
 
 #include "handlerd/store/v1/registration.pb-c.h"
 #include "store_record.h"
+#include "test_store_reg.h"
 
 /* ---- helpers ------------------------------------------------------------- */
 
@@ -121,26 +122,16 @@ static void test_async_settings_of_a_target_round_trip(void **state) {
  * zeros (the settings of one do not leak into another). */
 static void test_async_settings_of_routes_round_trip(void **state) {
   (void)state;
-  hd_route_spec routes[3];
-  hd_registration in;
-  memset(&in, 0, sizeof(in));
-  memset(routes, 0, sizeof(routes));
-  routes[0].event = "update";
-  routes[0].target.kind = HD_TARGET_WEBHOOK;
-  routes[0].target.webhook.url = "http://example.test/u";
+  hd_route_spec routes[3] = {
+      route_webhook("update", "http://example.test/u"),
+      route_webhook("close", "http://example.test/c"),
+      route_local("error", "echo"),
+  };
   routes[0].target.webhook.async = 1;
   routes[0].target.webhook.retry_schedule_ms = route_schedule;
   routes[0].target.webhook.n_retry_schedule = 1;
   routes[0].target.webhook.max_rps = 0.25;
-  routes[1].event = "close";
-  routes[1].target.kind = HD_TARGET_WEBHOOK;
-  routes[1].target.webhook.url = "http://example.test/c";
-  routes[2].event = "error";
-  routes[2].target.kind = HD_TARGET_LOCAL;
-  routes[2].target.local = "echo";
-  in.key = "k-routes";
-  in.routes = routes;
-  in.n_routes = 3;
+  hd_registration in = reg_routes("k-routes", routes, 3);
   size_t len;
   uint8_t *buf = encode_ok(&in, &len);
   hd_arena *a = hd_arena_new(1024);
@@ -185,18 +176,9 @@ static void test_version_is_2_only_with_an_async_target(void **state) {
   assert_int_equal(version_of(buf, len), 1);
   free(buf);
 
-  hd_route_spec routes[2];
-  memset(routes, 0, sizeof(routes));
-  routes[0].event = "a";
-  routes[0].target.kind = HD_TARGET_LOCAL;
-  routes[0].target.local = "echo";
-  routes[1].event = "b";
-  routes[1].target.kind = HD_TARGET_WEBHOOK;
-  routes[1].target.webhook.url = "http://example.test/b";
-  memset(&r, 0, sizeof(r));
-  r.key = "k";
-  r.routes = routes;
-  r.n_routes = 2;
+  hd_route_spec routes[2] = {route_local("a", "echo"),
+                             route_webhook("b", "http://example.test/b")};
+  r = reg_routes("k", routes, 2);
   buf = encode_ok(&r, &len);
   assert_int_equal(version_of(buf, len), 1);
   free(buf);

@@ -107,6 +107,40 @@ static inline const char *reg_str(const hd_registration *r, int sort_maps,
 
 /* ---- registrations of every shape --------------------------------------- */
 
+/* Route `event` -> local:<where> or webhook:<where> (by `kind`), every
+ * other field zero. */
+static inline hd_route_spec route_to(const char *event, hd_target_kind kind,
+                                     const char *where) {
+  hd_route_spec rt;
+  memset(&rt, 0, sizeof(rt));
+  rt.event = event;
+  rt.target.kind = kind;
+  if (kind == HD_TARGET_WEBHOOK)
+    rt.target.webhook.url = where;
+  else
+    rt.target.local = where;
+  return rt;
+}
+
+static inline hd_route_spec route_webhook(const char *event, const char *url) {
+  return route_to(event, HD_TARGET_WEBHOOK, url);
+}
+
+static inline hd_route_spec route_local(const char *event, const char *fn) {
+  return route_to(event, HD_TARGET_LOCAL, fn);
+}
+
+/* An event stream under `key`: the `n` routes `routes` (not copied). */
+static inline hd_registration reg_routes(const char *key, hd_route_spec *routes,
+                                         size_t n) {
+  hd_registration r;
+  memset(&r, 0, sizeof(r));
+  r.key = key;
+  r.routes = routes;
+  r.n_routes = n;
+  return r;
+}
+
 static inline hd_registration reg_local(const char *key, const char *fn) {
   hd_registration r;
   memset(&r, 0, sizeof(r));
@@ -145,25 +179,13 @@ static inline hd_registration reg_full_webhook(const char *key) {
 static hd_route_spec stream_routes[3];
 
 static inline hd_registration reg_stream(const char *key) {
-  hd_registration r;
-  memset(&r, 0, sizeof(r));
-  memset(stream_routes, 0, sizeof(stream_routes));
-  stream_routes[0].event = "update";
-  stream_routes[0].target.kind = HD_TARGET_WEBHOOK;
-  stream_routes[0].target.webhook.url = "http://127.0.0.1:9/u";
+  stream_routes[0] = route_webhook("update", "http://127.0.0.1:9/u");
   stream_routes[0].target.webhook.new_secret = 1;
   stream_routes[0].target.webhook.headers = full_headers + 1;
   stream_routes[0].target.webhook.n_headers = 1;
-  stream_routes[1].event = "error";
-  stream_routes[1].target.kind = HD_TARGET_LOCAL;
-  stream_routes[1].target.local = "count";
-  stream_routes[2].event = "close";
-  stream_routes[2].target.kind = HD_TARGET_LOCAL;
-  stream_routes[2].target.local = "";
-  r.key = key;
-  r.routes = stream_routes;
-  r.n_routes = 3;
-  return r;
+  stream_routes[1] = route_local("error", "count");
+  stream_routes[2] = route_local("close", "");
+  return reg_routes(key, stream_routes, 3);
 }
 
 #endif

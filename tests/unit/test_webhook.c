@@ -1,11 +1,10 @@
 /*
  * Unit tests: webhook handlers and the delivery engine, against a real HTTP
- * receiver (libmicrohttpd on 127.0.0.1) that records what it gets and
- * answers from a script. Only loopback traffic.
+ * receiver (test_rx.h: libmicrohttpd on 127.0.0.1) that records what it
+ * gets and answers from a script. Only loopback traffic.
  */
 #include <arpa/inet.h>
 #include <jansson.h>
-#include <microhttpd.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -15,7 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -27,15 +25,9 @@
 #include "webhook_kind.h"
 #include "webhook_sign.h"
 
-/* ---- time ------------------------------------------------------------------
- */
+#include "test_rx.h"
 
-static int64_t mono_ms(void) {
-  struct timespec ts;
-
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+/* ---- time (mono_ms, scaled_ms: test_rx.h) -------------------------------- */
 
 static int64_t real_ns(void) {
   struct timespec ts;
@@ -44,262 +36,13 @@ static int64_t real_ns(void) {
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* `ms` times the sanitizer factor HD_IT_SLOW (scripts/test sets 2 under
- * ASan, 3 under TSan; 1 when unset). Every bound on how long something may
- * take is scaled, and with it the timeouts, deadlines and Retry-After it is
- * measured against, so what a bound tells apart stays apart. Bounds on how
- * long something must at least take are not. */
-static int64_t scaled_ms(int64_t ms) {
-  static double factor;
-
-  if (factor == 0) {
-    const char *env = getenv("HD_IT_SLOW");
-    double f = env != NULL ? strtod(env, NULL) : 1;
-
-    factor = f >= 1 ? f : 1;
-  }
-  return (int64_t)((double)ms * factor);
-}
-
-/* ---- the receiver
- * ------------------------------------------------------------ */
-
-#define RX_MAX_REQS 64
-#define RX_MAX_HEADERS 64
-#define RX_MAX_STEPS 8
-
-typedef struct rx_step {
-  int status;
-  int delay_ms; /* before answering; cut short when the receiver stops */
-  const char *body;
-  size_t body_len;
-  const char *retry_after; /* Retry-After header, or NULL */
-} rx_step;
-
-typedef struct rx_req {
-  char method[16];
-  int n_headers;
-  char *names[RX_MAX_HEADERS];
-  char *values[RX_MAX_HEADERS];
-  char *body;
-  size_t body_len;
-} rx_req;
-
-typedef struct rx {
-  struct MHD_Daemon *daemon;
-  int port;
-  char url[64];
-  pthread_mutex_t lock;
-  pthread_cond_t cond;
-  int quitting;
-  rx_step steps[RX_MAX_STEPS]; /* request i gets step min(i, n_steps - 1) */
-  int n_steps;
-  rx_req reqs[RX_MAX_REQS];
-  int n_reqs;
-} rx;
-
-struct upload {
-  char *body;
-  size_t len;
-};
-
-static enum MHD_Result rx_collect(void *cls, enum MHD_ValueKind kind,
-                                  const char *key, const char *value) {
-  rx_req *q = cls;
-
-  (void)kind;
-  if (q->n_headers < RX_MAX_HEADERS) {
-    q->names[q->n_headers] = strdup(key);
-    q->values[q->n_headers] = strdup(value ? value : "");
-    q->n_headers++;
-  }
-  return MHD_YES;
-}
-
-static enum MHD_Result rx_access(void *cls, struct MHD_Connection *c,
-                                 const char *url, const char *method,
-                                 const char *version, const char *data,
-                                 size_t *data_size, void **con_cls) {
-  rx *r = cls;
-  struct upload *up = *con_cls;
-  struct MHD_Response *resp;
-  rx_step step;
-  enum MHD_Result ret;
-
-  (void)url;
-  (void)version;
-  if (up == NULL) {
-    *con_cls = calloc(1, sizeof(struct upload));
-    return *con_cls ? MHD_YES : MHD_NO;
-  }
-  if (*data_size > 0) {
-    char *p = realloc(up->body, up->len + *data_size + 1);
-    if (p == NULL)
-      return MHD_NO;
-    memcpy(p + up->len, data, *data_size);
-    up->body = p;
-    up->len += *data_size;
-    up->body[up->len] = '\0';
-    *data_size = 0;
-    return MHD_YES;
-  }
-
-  pthread_mutex_lock(&r->lock);
-  int i = r->n_reqs++;
-  if (i < RX_MAX_REQS) {
-    rx_req *q = &r->reqs[i];
-    snprintf(q->method, sizeof(q->method), "%s", method);
-    MHD_get_connection_values(c, MHD_HEADER_KIND, rx_collect, q);
-    q->body = up->body;
-    q->body_len = up->len;
-    up->body = NULL;
-  }
-  step = r->steps[i < r->n_steps ? i : r->n_steps - 1];
-  pthread_cond_broadcast(&r->cond);
-  if (step.delay_ms > 0) {
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += step.delay_ms / 1000;
-    until.tv_nsec += (long)(step.delay_ms % 1000) * 1000000;
-    if (until.tv_nsec >= 1000000000) {
-      until.tv_sec++;
-      until.tv_nsec -= 1000000000;
-    }
-    while (!r->quitting &&
-           pthread_cond_timedwait(&r->cond, &r->lock, &until) == 0)
-      ;
-  }
-  pthread_mutex_unlock(&r->lock);
-
-  resp = MHD_create_response_from_buffer(step.body_len, (void *)step.body,
-                                         MHD_RESPMEM_MUST_COPY);
-  if (resp == NULL)
-    return MHD_NO;
-  if (step.retry_after != NULL)
-    MHD_add_response_header(resp, "Retry-After", step.retry_after);
-  ret = MHD_queue_response(c, (unsigned)step.status, resp);
-  MHD_destroy_response(resp);
-  return ret;
-}
-
-static void rx_completed(void *cls, struct MHD_Connection *c, void **con_cls,
-                         enum MHD_RequestTerminationCode toe) {
-  struct upload *up = *con_cls;
-
-  (void)cls;
-  (void)c;
-  (void)toe;
-  if (up != NULL) {
-    free(up->body);
-    free(up);
-    *con_cls = NULL;
-  }
-}
-
-/* Starts a receiver answering with `n` steps (the last one repeats). */
-static rx *rx_start(const rx_step *steps, int n) {
-  rx *r = calloc(1, sizeof(*r));
-  struct sockaddr_in sa;
-  const union MHD_DaemonInfo *info;
-
-  assert_non_null(r);
-  assert_true(n >= 1 && n <= RX_MAX_STEPS);
-  memcpy(r->steps, steps, (size_t)n * sizeof(*steps));
-  r->n_steps = n;
-  pthread_mutex_init(&r->lock, NULL);
-  pthread_cond_init(&r->cond, NULL);
-  memset(&sa, 0, sizeof(sa));
-  sa.sin_family = AF_INET;
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  r->daemon = MHD_start_daemon(
-      MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL,
-      NULL, rx_access, r, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
-      MHD_OPTION_NOTIFY_COMPLETED, rx_completed, r, MHD_OPTION_END);
-  assert_non_null(r->daemon);
-  info = MHD_get_daemon_info(r->daemon, MHD_DAEMON_INFO_BIND_PORT);
-  assert_non_null(info);
-  r->port = info->port;
-  assert_true(r->port > 0);
-  snprintf(r->url, sizeof(r->url), "http://127.0.0.1:%d/hook", r->port);
-  return r;
-}
-
-static void rx_stop(rx *r) {
-  if (r == NULL)
-    return;
-  pthread_mutex_lock(&r->lock);
-  r->quitting = 1;
-  pthread_cond_broadcast(&r->cond);
-  pthread_mutex_unlock(&r->lock);
-  MHD_stop_daemon(r->daemon);
-  for (int i = 0; i < r->n_reqs && i < RX_MAX_REQS; i++) {
-    for (int k = 0; k < r->reqs[i].n_headers; k++) {
-      free(r->reqs[i].names[k]);
-      free(r->reqs[i].values[k]);
-    }
-    free(r->reqs[i].body);
-  }
-  pthread_cond_destroy(&r->cond);
-  pthread_mutex_destroy(&r->lock);
-  free(r);
-}
-
-/* Waits until the receiver has seen `n` requests; returns how many it saw. */
-static int rx_wait(rx *r, int n, int timeout_ms) {
-  int64_t end = mono_ms() + timeout_ms;
-  int got;
-
-  for (;;) {
-    pthread_mutex_lock(&r->lock);
-    got = r->n_reqs;
-    pthread_mutex_unlock(&r->lock);
-    if (got >= n || mono_ms() >= end)
-      return got;
-    usleep(5000);
-  }
-}
-
-static int rx_count(rx *r) {
-  int n;
-
-  pthread_mutex_lock(&r->lock);
-  n = r->n_reqs;
-  pthread_mutex_unlock(&r->lock);
-  return n;
-}
-
-/* The value of header `name` in request `i`, or NULL. */
-static const char *rx_header(rx *r, int i, const char *name) {
-  rx_req *q = &r->reqs[i];
-
-  for (int k = 0; k < q->n_headers; k++) {
-    if (strcasecmp(q->names[k], name) == 0)
-      return q->values[k];
-  }
-  return NULL;
-}
-
 /* ---- fixtures
  * ------------------------------------------------------------------- */
 
-static hd_webhook_engine *engine;
-
+/* The engine (test_rx.h) retries fast: 10 ms, at most 100 ms. */
 static int group_setup(void **state) {
-  hd_webhook_engine_config cfg;
-
   (void)state;
-  hd_webhook_engine_config_init(&cfg);
-  cfg.instance = "test";
-  cfg.backoff_base_ms = 10;
-  cfg.backoff_max_ms = 100;
-  return hd_webhook_engine_start(&cfg, &engine) == HD_OK ? 0 : -1;
-}
-
-static int group_teardown(void **state) {
-  (void)state;
-  hd_webhook_engine_stop(engine);
-  engine = NULL;
-  return 0;
+  return engine_start(10, 100);
 }
 
 static const hd_event *update_event(void) {
@@ -1222,5 +965,5 @@ int main(void) {
           test_factory_refuses_reserved_and_malformed_headers, factory_setup),
   };
 
-  return cmocka_run_group_tests(tests, group_setup, group_teardown);
+  return cmocka_run_group_tests(tests, group_setup, engine_teardown);
 }
