@@ -45,8 +45,8 @@ static const char *conf_suite = "store";
  * directory is `<tmp>/state` (rounds: `<tmp>/roundN`), which does not
  * exist until the store creates it. */
 typedef struct fixture {
-  char base[64]; /* mkdtemp result */
-  char dir[96];  /* base/state: the store's directory */
+  char base[96]; /* mkdtemp result: TMPDIR (< 40) + prefix + XXXXXX */
+  char dir[112]; /* base/state: the store's directory */
   char db[128];  /* dir/handlerd.db */
   int mounted;   /* a test mounted something on dir: teardown unmounts */
 } fixture;
