@@ -993,8 +993,11 @@ static void fs_close(hd_store *s) {
   (void)s;
 }
 
-static const hd_store_vtable failing_ops = {"failing", fs_put, fs_del, fs_load,
-                                            fs_close};
+static const hd_store_vtable failing_ops = {.name = "failing",
+                                            .put = fs_put,
+                                            .del = fs_del,
+                                            .load = fs_load,
+                                            .close = fs_close};
 
 static void failing_store_init(failing_store *fs) {
   memset(fs, 0, sizeof(*fs));
@@ -1172,8 +1175,11 @@ static hd_err hc_load(hd_store *s, hd_store_registration_fn *fn, void *ud,
   return hd_store_load_registrations(hc->real, fn, ud, msg, msg_size);
 }
 
-static const hd_store_vtable held_ops = {"held", hc_put, hc_del, hc_load,
-                                         fs_close};
+static const hd_store_vtable held_ops = {.name = "held",
+                                         .put = hc_put,
+                                         .del = hc_del,
+                                         .load = hc_load,
+                                         .close = fs_close};
 
 static void held_call_free(void *p) {
   held_call *hc = p;

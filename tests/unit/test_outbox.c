@@ -171,7 +171,12 @@ static hd_err fj_prune(hd_journal *jj, int64_t before_ms, size_t *pruned,
 }
 
 static const hd_journal_vtable fj_vtable = {
-    fj_commit, fj_load_pending, fj_load_endpoints, fj_list, fj_get, fj_prune,
+    .commit = fj_commit,
+    .load_pending = fj_load_pending,
+    .load_endpoints = fj_load_endpoints,
+    .list = fj_list,
+    .get = fj_get,
+    .prune = fj_prune,
 };
 
 static fake_journal *fj_new(void) {

@@ -13,6 +13,7 @@
 #include "options.h"
 #include "server.h"
 #include "store.h"
+#include "store_pg.h"
 #include "webhook_kind.h"
 
 #include <errno.h>
@@ -274,6 +275,93 @@ static void stop_engine(void *ud) {
   *engine = NULL;
 }
 
+/* The watcher's call: another replica changed the registrations. */
+static void sync_registrations(void *ud) {
+  char msg[512] = "";
+  size_t changed = 0;
+  if (hd_control_sync(ud, &changed, msg, sizeof(msg)) != HD_OK)
+    hd_log(HD_LOG_WARN, "sync: cannot read the registrations: %s", msg);
+  else if (changed > 0)
+    hd_log(HD_LOG_INFO, "sync: %zu handlers changed by other replicas",
+           changed);
+}
+
+static atomic_int database_up = 1;
+
+static void on_database_state(int up, void *ud) {
+  (void)ud;
+  atomic_store(&database_up, up);
+}
+
+static int64_t gauge_database_up(void *ud) {
+  (void)ud;
+  return atomic_load(&database_up);
+}
+
+/* Opens the store (SQLite in --state-dir, or PostgreSQL), makes the outbox
+ * on its journal and loads the registrations (a shared store: the first
+ * sync, then the watcher keeps them in step). 0 on success. */
+static int open_state(hd_options *o, hd_control *ctl, hd_webhook_engine *engine,
+                      hd_webhook_kind_ctx *webhook_ctx, hd_store **store,
+                      hd_outbox **outbox) {
+  char msg[512] = "";
+  const char *where = o->state_dir ? o->state_dir : "database";
+  size_t loaded = 0;
+  hd_err err;
+
+  if (o->database) {
+    hd_store_pg_config cfg;
+    hd_store_pg_config_init(&cfg);
+    cfg.conninfo = o->database;
+    cfg.replica_id = o->replica_id;
+    cfg.lease_ms = o->delivery_lease_ms;
+    cfg.sync_interval_ms = o->sync_interval_ms;
+    cfg.on_state = on_database_state;
+    err = hd_store_pg_open(&cfg, store, msg, sizeof(msg));
+  } else {
+    err = hd_store_sqlite_open(o->state_dir, store, msg, sizeof(msg));
+  }
+  if (err != HD_OK) {
+    hd_log(HD_LOG_ERROR, "%s%s%s", o->state_dir ? o->state_dir : "",
+           o->state_dir ? ": " : "", msg);
+    return -1;
+  }
+  if (o->database)
+    where = hd_store_pg_where(*store);
+  hd_control_set_store(ctl, *store);
+  /* The outbox before the registrations: async webhooks join it as they
+   * are built; it starts delivering once they all are. */
+  if ((*store)->journal != NULL &&
+      hd_outbox_new(&o->outbox, (*store)->journal, engine, outbox) != HD_OK) {
+    hd_log(HD_LOG_ERROR, "cannot create the delivery outbox");
+    return -1;
+  }
+  webhook_ctx->outbox = *outbox;
+  err = o->database ? hd_control_sync(ctl, &loaded, msg, sizeof(msg))
+                    : hd_control_load(ctl, &loaded, msg, sizeof(msg));
+  if (err != HD_OK) {
+    hd_log(HD_LOG_ERROR, "%s: %s", where, msg);
+    return -1;
+  }
+  if (*outbox != NULL && hd_outbox_run(*outbox, msg, sizeof(msg)) != HD_OK) {
+    hd_log(HD_LOG_ERROR, "%s: cannot resume deliveries: %s", where, msg);
+    return -1;
+  }
+  if (o->database && hd_store_pg_watch(*store, sync_registrations, ctl, msg,
+                                       sizeof(msg)) != HD_OK) {
+    hd_log(HD_LOG_ERROR, "%s: %s", where, msg);
+    return -1;
+  }
+  if (o->database)
+    hd_metrics_set_gauge("handlerd_database_up",
+                         "1 while the shared database answers, 0 while it "
+                         "cannot be reached.",
+                         gauge_database_up, NULL);
+  hd_log(HD_LOG_INFO, "%s %s: %zu registrations loaded",
+         o->database ? "database" : "state dir", where, loaded);
+  return 0;
+}
+
 static int run(hd_options *o) {
   int rc = 1;
   char msg[512] = "";
@@ -317,32 +405,9 @@ static int run(hd_options *o) {
   for (size_t i = 0; i < n_kinds; i++)
     hd_metrics_add_result_kind(kinds[i]->handler_kind);
   hd_control_set_limits(ctl, &o->control);
-  if (o->state_dir) {
-    size_t loaded = 0;
-    if (hd_store_sqlite_open(o->state_dir, &store, msg, sizeof(msg)) != HD_OK) {
-      hd_log(HD_LOG_ERROR, "state dir %s: %s", o->state_dir, msg);
+  if (o->state_dir || o->database) {
+    if (open_state(o, ctl, engine, &webhook_ctx, &store, &outbox) != 0)
       goto out;
-    }
-    hd_control_set_store(ctl, store);
-    /* The outbox before the registrations: async webhooks join it as they
-     * are built; it starts delivering once they all are. */
-    if (store->journal != NULL &&
-        hd_outbox_new(&o->outbox, store->journal, engine, &outbox) != HD_OK) {
-      hd_log(HD_LOG_ERROR, "cannot create the delivery outbox");
-      goto out;
-    }
-    webhook_ctx.outbox = outbox;
-    if (hd_control_load(ctl, &loaded, msg, sizeof(msg)) != HD_OK) {
-      hd_log(HD_LOG_ERROR, "state dir %s: %s", o->state_dir, msg);
-      goto out;
-    }
-    if (outbox != NULL && hd_outbox_run(outbox, msg, sizeof(msg)) != HD_OK) {
-      hd_log(HD_LOG_ERROR, "state dir %s: cannot resume deliveries: %s",
-             o->state_dir, msg);
-      goto out;
-    }
-    hd_log(HD_LOG_INFO, "state dir %s: %zu registrations loaded", o->state_dir,
-           loaded);
   } else {
     hd_log(HD_LOG_WARN, "no --state-dir: registrations are kept in memory "
                         "only and are lost on restart");

@@ -114,6 +114,24 @@ static const opt_def defs[] = {
     {"state-dir", 's', "DIR", "HANDLERD_STATE_DIR", T_STR, F(state_dir), 0, 0,
      "keep registrations in DIR/handlerd.db (HANDLERD_STATE_DIR;\n"
      "default: in memory only)"},
+    {"database", 0, "URL", "HANDLERD_DATABASE_URL", T_STR, F(database), 0, 0,
+     "keep registrations and async deliveries in PostgreSQL, shared\n"
+     "with other replicas: postgres://user@host/db or a libpq\n"
+     "connection string; PG* variables apply (HANDLERD_DATABASE_URL;\n"
+     "instead of --state-dir)"},
+    {"replica-id", 0, "NAME", "HANDLERD_REPLICA_ID", T_STR, F(replica_id), 0, 0,
+     "this replica's name on the leases it takes (HANDLERD_REPLICA_ID,\n"
+     "default: <hostname>-<pid>)"},
+    {"delivery-lease", 0, "DURATION", "HANDLERD_DELIVERY_LEASE", T_DURATION,
+     F(delivery_lease_ms), 1000, 86400000,
+     "with --database: an async delivery claimed by a replica is its\n"
+     "own this long, renewed while it works; then another replica\n"
+     "makes it (HANDLERD_DELIVERY_LEASE, default 30s)"},
+    {"sync-interval", 0, "DURATION", "HANDLERD_SYNC_INTERVAL", T_DURATION,
+     F(sync_interval_ms), 100, 3600000,
+     "with --database: how often a replica checks for registration\n"
+     "changes it was not notified of (HANDLERD_SYNC_INTERVAL,\n"
+     "default 1s)"},
     {"retry-schedule", 0, "LIST", "HANDLERD_RETRY_SCHEDULE", T_STR,
      F(retry_schedule), 0, 0,
      "when async webhook deliveries are attempted: the first at once\n"
@@ -185,6 +203,8 @@ void hd_options_init(hd_options *o) {
   o->delivery_retention_ms = (int)o->outbox.retention_ms;
   o->disable_after_ms = (int)o->outbox.disable_after_ms;
   o->max_pending_deliveries = (int)o->outbox.max_pending;
+  o->delivery_lease_ms = (int)o->outbox.lease_ms;
+  o->sync_interval_ms = 1000;
 }
 
 void hd_options_free(hd_options *o) {
@@ -344,6 +364,12 @@ static int check(const hd_options *o) {
     fprintf(stderr, "handlerd: --tls-client-ca needs --tls-cert/--tls-key\n");
     return -1;
   }
+  if (o->state_dir && o->database) {
+    fprintf(stderr, "handlerd: --state-dir and --database exclude each other "
+                    "(HANDLERD_STATE_DIR, HANDLERD_DATABASE_URL): keep "
+                    "registrations in one place\n");
+    return -1;
+  }
   if (o->server.auth_dispatch && !o->token_file) {
     fprintf(stderr, "handlerd: --auth-dispatch needs --token-file\n");
     return -1;
@@ -404,6 +430,7 @@ int hd_options_parse(hd_options *o, int argc, char **argv) {
   o->outbox.retention_ms = o->delivery_retention_ms;
   o->outbox.disable_after_ms = o->disable_after_ms;
   o->outbox.max_pending = (size_t)o->max_pending_deliveries;
+  o->outbox.lease_ms = o->delivery_lease_ms;
   if (o->retry_schedule != NULL) {
     char msg[256];
     if (hd_outbox_parse_schedule(o->retry_schedule, &o->outbox, msg,

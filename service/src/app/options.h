@@ -24,6 +24,11 @@ typedef struct hd_options {
   const char *ready_file;
   const char *event_log;
   const char *state_dir;
+  /* PostgreSQL (instead of state_dir): the connection string, this
+   * replica's lease name, the poll of registration changes. */
+  const char *database;
+  const char *replica_id;
+  int delivery_lease_ms, sync_interval_ms;
   const char *metrics_listen;
   const char *token_file, *tls_cert, *tls_key, *tls_client_ca;
   const char *plugins[HD_MAX_PLUGINS];

@@ -56,6 +56,7 @@ void hd_control_set_limits(hd_control *c, const hd_control_limits *l) {
 void hd_control_free(hd_control *c) {
   if (!c)
     return;
+  hd_ctl_synced_free(c);
   free(c->ids);
   free(c->kinds);
   free(c->ctx);
@@ -195,7 +196,7 @@ hd_err hd_ctl_persist(hd_control *c, const hd_registration *reg, const char *id,
   char why[512] = "";
   hd_err err;
 
-  if (!c->store)
+  if (!c->store || c->applying)
     return HD_OK;
   err = hd_store_put_registration(c->store, id, reg, why, sizeof(why));
   if (err != HD_OK) {
@@ -205,6 +206,8 @@ hd_err hd_ctl_persist(hd_control *c, const hd_registration *reg, const char *id,
            reg->key, why[0] ? why : hd_strerror(err));
     return hd_ctl_store_code(err);
   }
+  if (hd_store_shared(c->store))
+    hd_ctl_synced_note(c, id, reg->key, c->store->put_version);
   return HD_OK;
 }
 
@@ -322,6 +325,11 @@ static hd_err add(hd_control *c, const hd_registration *reg, const char *id,
     unpersist(c, hid, reg->key);
   hd_built_clear(&b);
   return err;
+}
+
+hd_err hd_ctl_add_saved(hd_control *c, const hd_registration *reg,
+                        const char *id, char *msg, size_t msg_size) {
+  return add(c, reg, id, 0, NULL, NULL, msg, msg_size);
 }
 
 hd_err hd_control_add(hd_control *c, const hd_registration *reg, const char *id,

@@ -76,6 +76,18 @@ typedef struct hd_control_added {
   const char *secret;
 } hd_control_added;
 
+/* A shared store (store.h: changes, several replicas on one database):
+ * brings this replica's registry to what the store holds now, writing
+ * nothing back. A registration added elsewhere is built and registered
+ * under its id, a changed one replaces the handler in place, one removed
+ * elsewhere is removed. The first call registers everything (instead of
+ * hd_control_load). A registration this replica cannot build (a plugin it
+ * lacks) is logged and skipped. *changed (may be NULL) gets how many
+ * handlers changed. HD_EIO with `msg` when the store cannot be read (the
+ * registry stays as it was). Does nothing for a store of one process. */
+hd_err hd_control_sync(hd_control *c, size_t *changed, char *msg,
+                       size_t msg_size);
+
 /* AddHandler. Borrows `reg` for the call (copies what it keeps). `id` (may
  * be NULL) forces the handler id, for replaying saved registrations.
  * A selector (registration.h) is compiled here and the handler joins its

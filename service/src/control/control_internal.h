@@ -12,6 +12,7 @@
 
 #include "control.h"
 #include "selector.h"
+#include "strmap.h"
 
 #include <pthread.h>
 
@@ -38,7 +39,24 @@ struct hd_control {
    * or remove meanwhile. The gRPC front already runs them on one thread;
    * this makes it so for any caller. Never held by listing or dispatch. */
   pthread_mutex_t change;
+  /* A shared store (control_sync.c), all under `change`: each
+   * registration's version as this replica last wrote or applied it (id ->
+   * synced_reg), the highest version seen, the current sync's generation,
+   * and `applying`: a sync is registering what the store already holds,
+   * so nothing is written back. */
+  hd_strmap *versions;
+  int64_t synced;
+  unsigned sync_gen;
+  int applying;
 };
+
+/* One registration of a shared store as this replica has it. */
+typedef struct synced_reg {
+  int64_t version;
+  unsigned seen; /* the sync generation that last saw it */
+  char *key;
+  char id[HD_HANDLER_ID_MAX + 1];
+} synced_reg;
 
 /* How a registered handler was made: what ListHandlers shows, and the
  * registration itself (what the store has). Immutable once registered, so
@@ -169,5 +187,25 @@ void hd_ctl_drop_id(hd_control *c, const char *id);
 /* RemoveHandler with c->change held. */
 hd_err hd_ctl_remove_locked(hd_control *c, const char *key, const char *id,
                             char *msg, size_t msg_size);
+/* Replaces handler `id` under `key` by `reg` as saved (a kept registration:
+ * its secrets are in place), with c->change held: a sync's update. */
+hd_err hd_ctl_replace_locked(hd_control *c, const char *key, const char *id,
+                             const hd_registration *reg, char *msg,
+                             size_t msg_size);
+
+/* ---- control.c, for control_sync.c ---- */
+
+/* AddHandler's work with c->change held; `id` forced, nothing saved. */
+hd_err hd_ctl_add_saved(hd_control *c, const hd_registration *reg,
+                        const char *id, char *msg, size_t msg_size);
+
+/* ---- control_sync.c ---- */
+
+/* Notes that this replica wrote version `version` of `id` under `key` (a
+ * put to a shared store), or forgot it (key NULL). ENOMEM is only logged:
+ * the next sync rebuilds that handler once more. */
+void hd_ctl_synced_note(hd_control *c, const char *id, const char *key,
+                        int64_t version);
+void hd_ctl_synced_free(hd_control *c);
 
 #endif

@@ -80,7 +80,7 @@ hd_err hd_ctl_remove_locked(hd_control *c, const char *key, const char *id,
     return err;
   /* Forget it durably first: a crash between the two steps must not bring
    * back a handler whose removal was acknowledged. */
-  if (err == HD_OK && c->store &&
+  if (err == HD_OK && c->store && !c->applying &&
       (err = hd_store_del(c->store, id, why, sizeof(why))) != HD_OK &&
       err != HD_ENOTFOUND) {
     snprintf(msg, msg_size, "cannot delete the registration: %s",
@@ -98,6 +98,8 @@ hd_err hd_ctl_remove_locked(hd_control *c, const char *key, const char *id,
     snprintf(msg, msg_size, "out of memory");
   else if (err == HD_OK)
     hd_ctl_drop_id(c, id);
+  if (err == HD_OK && hd_store_shared(c->store))
+    hd_ctl_synced_note(c, id, NULL, 0);
   return err;
 }
 
@@ -140,7 +142,7 @@ static hd_err replace(hd_control *c, const char *key, const char *id,
     snprintf(msg, msg_size, "%s",
              err == HD_ENOMEM ? "out of memory"
                               : "the handler changed meanwhile");
-    if (c->store &&
+    if (c->store && !c->applying &&
         hd_store_put_registration(c->store, id, old, why, sizeof(why)) != HD_OK)
       hd_log(HD_LOG_ERROR,
              "store: handler %s under key '%s' was not updated, but its "
@@ -148,6 +150,18 @@ static hd_err replace(hd_control *c, const char *key, const char *id,
              id, key, why);
   }
   hd_built_clear(&b);
+  return err;
+}
+
+hd_err hd_ctl_replace_locked(hd_control *c, const char *key, const char *id,
+                             const hd_registration *reg, char *msg,
+                             size_t msg_size) {
+  hd_handler *member = NULL;
+  hd_err err = lookup(c, key, id, &member, msg, msg_size);
+  if (err == HD_OK)
+    err = replace(c, key, id, reg, &hd_registered_record(member)->spec, NULL,
+                  NULL, msg, msg_size);
+  hd_handler_unref(member); /* after the swap: may destroy the old one */
   return err;
 }
 

@@ -60,6 +60,13 @@ typedef struct hd_delivery_row {
   int attempts;
   int last_status;        /* HTTP status of the last attempt; 0: none */
   const char *last_error; /* "" when none */
+  /* Shared journals (insert): 1 leases the row to this process, which
+   * delivers it; 0 leaves it to whichever process claims it (ordered and
+   * rate-limited webhooks: the claim keeps their rules across processes).
+   * `ordered` says the claim must keep its ordering key's order. Ignored by
+   * single-process journals. */
+  int leased;
+  int ordered;
 } hd_delivery_row;
 
 /* A change of state of a delivery already in the journal. */
@@ -154,6 +161,27 @@ typedef struct hd_journal_vtable {
    * updated_ms < before_ms; *pruned (may be NULL) gets how many. */
   hd_err (*prune)(hd_journal *j, int64_t before_ms, size_t *pruned, char *msg,
                   size_t msg_size);
+
+  /* Shared journals only (several processes on one database, each
+   * delivering what it leases; NULL otherwise). A lease lasts the journal's
+   * lease time (its configuration) and names this process.
+   * claim: leases up to `limit` due, unfinished deliveries that no live
+   * lease holds, oldest due first, skipping rows another process is
+   * claiming (FOR UPDATE SKIP LOCKED); an ordered delivery only when no
+   * earlier delivery of its (handler, route, ordering key) is unfinished;
+   * calls fn for each (with body and headers) after the claim committed.
+   * renew: extends every lease this process holds.
+   * reap: gives expired leases back (an in-flight state becomes pending),
+   * and marks dead the unfinished deliveries of handlers no longer
+   * registered; *reaped (may be NULL) gets how many leases came back.
+   * release: gives back this process's lease on `id` (NULL: on all).
+   * A commit's update of a leased delivery ends its lease. */
+  hd_err (*claim)(hd_journal *j, int64_t now_ms, size_t limit,
+                  hd_delivery_row_fn *fn, void *ud, char *msg, size_t msg_size);
+  hd_err (*renew)(hd_journal *j, int64_t now_ms, char *msg, size_t msg_size);
+  hd_err (*reap)(hd_journal *j, int64_t now_ms, size_t *reaped, char *msg,
+                 size_t msg_size);
+  hd_err (*release)(hd_journal *j, const char *id, char *msg, size_t msg_size);
 } hd_journal_vtable;
 
 /* A backend fills vt and impl. The journal lives as long as what made it

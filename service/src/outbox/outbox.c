@@ -349,8 +349,13 @@ static hd_err turn_take(hd_outbox *o, turn *t, int64_t now) {
   t->finished = o->finished;
   o->accepts = o->accepts_tail = NULL;
   o->finished = o->finished_tail = NULL;
-  for (dlv *d = t->accepts; d; d = d->next)
+  for (dlv *d = t->accepts; d; d = d->next) {
+    /* Shared: an ordered delivery is claimed at the head of its key, by
+     * whichever replica; any other is this replica's to deliver. */
+    d->row.ordered = d->ordered;
+    d->row.leased = o->shared && !d->ordered;
     t->batch.inserts[t->batch.n_inserts++] = d->row;
+  }
   for (dlv *d = t->finished; d; d = d->next, k++) {
     t->done[k] = ob_settle(o, d, now, &ups[k], &ats[k]);
     t->batch.n_updates++;
@@ -405,10 +410,15 @@ static void answer_accepts(hd_outbox *o, dlv *list, hd_err err,
     next = d->next;
     d->next = NULL;
     d->accepted = NULL;
-    if (err == HD_OK)
-      ob_enqueue(o, d);
-    else
+    if (err == HD_OK && o->shared && !d->row.leased) {
+      hd_strmap_take(o->live, d->row.id, strlen(d->row.id));
       ob_dlv_free(d);
+      o->claim_now = 1; /* its claim may well be ours */
+    } else if (err == HD_OK) {
+      ob_enqueue(o, d);
+    } else {
+      ob_dlv_free(d);
+    }
   }
   pthread_mutex_unlock(&o->lock);
 }
@@ -466,6 +476,8 @@ static void turn_run(hd_outbox *o, int64_t *next_due) {
       answer_accepts(o, answer, err, msg[0] ? msg : hd_strerror(err));
     pthread_mutex_lock(&o->lock);
   }
+  if (o->shared && !o->stopping)
+    ob_shared_turn(o, ob_now_ms());
   if (!o->stopping) {
     *next_due = ob_start_due(o, ob_now_ms(), &jobs);
     if (jobs) {
@@ -491,10 +503,12 @@ static void *outbox_thread(void *arg) {
     turn_run(o, &next_due);
     if (o->stopping && !o->accepts && !o->finished)
       break;
-    if (o->accepts || o->finished)
+    if (o->accepts || o->finished || o->claim_now)
       continue;
     if (next_due == 0 || next_due > o->next_prune_ms)
       next_due = o->next_prune_ms;
+    if (o->shared && ob_shared_next(o) < next_due)
+      next_due = ob_shared_next(o);
     if (next_due > ob_now_ms()) {
       struct timespec until = {.tv_sec = next_due / 1000,
                                .tv_nsec = (next_due % 1000) * 1000000};
@@ -550,7 +564,14 @@ hd_err hd_outbox_run(hd_outbox *o, char *msg, size_t msg_size) {
     return HD_EINVAL;
   err = o->journal->vt->load_endpoints(o->journal, load_endpoint, o, msg,
                                        msg_size);
-  if (err == HD_OK) {
+  o->shared = o->journal->vt->claim != NULL;
+  if (err == HD_OK && o->shared) {
+    /* Nothing is loaded: what this replica delivers it claims. */
+    pthread_mutex_lock(&o->lock);
+    o->claim_now = 1;
+    n = 0;
+    pthread_mutex_unlock(&o->lock);
+  } else if (err == HD_OK) {
     pthread_mutex_lock(&o->lock);
     err = o->journal->vt->load_pending(o->journal, load_delivery, o, msg,
                                        msg_size);
@@ -590,6 +611,8 @@ void hd_outbox_stop(hd_outbox *o) {
   pthread_mutex_unlock(&o->lock);
   if (o->running)
     pthread_join(o->thread, NULL);
+  if (o->running && o->shared)
+    ob_shared_release_all(o);
   pthread_mutex_lock(&o->lock);
   o->stopped = 1;
   /* Attempts still in flight are freed by their completion (they hold a

@@ -17,6 +17,16 @@
  * succeeds, a 4xx is dead at once. When the schedule is exhausted the
  * delivery is dead (kept, listable, redeliverable).
  *
+ * Shared journals (several replicas on one database, journal.h: claim):
+ * the in-memory queue holds only what this process leases. An accepted
+ * event is leased to the replica that accepted it, except an ordered one,
+ * which any replica claims at the head of its key; a delivery that failed
+ * gives its lease back with its retry time, for whichever replica claims
+ * it when it is due. The thread claims every 200 ms (at once after an
+ * accept it did not lease), renews its leases every third of a lease, and
+ * reaps expired ones every lease. max_inflight and max_rps hold per
+ * replica.
+ *
  * The queue is in memory (one process owns it); the journal is what a
  * restart resumes from: every unfinished delivery is loaded by
  * hd_outbox_run and delivered at its scheduled time (an attempt in flight
@@ -63,6 +73,9 @@ typedef struct hd_outbox_config {
                                * held in memory) */
   int max_attempts_in_flight; /* engine jobs at once; default 1000 */
   int jitter;                 /* 1: +-20 % (default); 0 for tests */
+  /* A shared journal's lease (journal.h: claim): renewed every third of
+   * it, expired leases reaped every lease. Default 30 s. */
+  int64_t lease_ms;
 } hd_outbox_config;
 
 void hd_outbox_config_init(hd_outbox_config *cfg);

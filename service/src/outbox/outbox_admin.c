@@ -241,8 +241,14 @@ hd_err hd_outbox_redeliver(hd_outbox *o, const char *id, char *msg,
       d->row.id,         d->row.state,       d->row.attempts,  d->row.next_ms,
       d->row.updated_ms, d->row.last_status, d->row.last_error};
   err = journal_update(o, &up, msg, msg_size);
-  if (err != HD_OK) {
+  if (err != HD_OK || o->shared) {
+    /* Shared: the update ended any lease; whichever replica claims it
+     * makes the attempt (soon: this one claims at once). */
     ob_dlv_free(d);
+    pthread_mutex_lock(&o->lock);
+    o->claim_now = o->claim_now || err == HD_OK;
+    pthread_cond_signal(&o->wake);
+    pthread_mutex_unlock(&o->lock);
     return err;
   }
   pthread_mutex_lock(&o->lock);

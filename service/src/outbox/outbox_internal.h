@@ -9,6 +9,7 @@
  *   outbox_endpoint.c  async webhooks by name and their settings
  *   outbox_retry.c     the retry schedule: defaults, parsing, the delay
  *   outbox_admin.c     list, get, redeliver, replay, enable, figures
+ *   outbox_shared.c    a shared journal's leases: claim, renew, reap
  *
  * Locking: `lock` guards everything in struct hd_outbox and every dlv and
  * ob_name. The journal is called without it (it has its own), and so are
@@ -134,6 +135,10 @@ struct hd_outbox {
   int in_flight;
   uint64_t rng;
   int64_t next_prune_ms;
+  /* A shared journal (outbox_shared.c): when to claim, renew, reap next. */
+  int shared;
+  int claim_now;
+  int64_t next_claim_ms, next_renew_ms, next_reap_ms;
   hd_outbox_stats stats; /* counters; pending/in_flight are computed */
 };
 
@@ -175,6 +180,19 @@ int ob_settle(hd_outbox *o, dlv *d, int64_t now, hd_delivery_update *up,
 void ob_after_attempt(hd_outbox *o, dlv *d, int finished);
 /* Releases what waits behind the name's limits now that they may allow it. */
 void ob_unblock(hd_outbox *o, ob_name *n);
+
+/* ---- outbox_shared.c ----------------------------------------------------- */
+
+/* A shared journal's turn: renews, reaps and claims what is due (the
+ * claimed deliveries join the queue). Called locked, returns locked. */
+void ob_shared_turn(hd_outbox *o, int64_t now);
+/* The earliest of the shared turn's next times (0: not shared). Locked. */
+int64_t ob_shared_next(const hd_outbox *o);
+/* At stop: gives back every lease this process holds. */
+void ob_shared_release_all(hd_outbox *o);
+/* A delivery of a shared journal leaving this process's queue unfinished
+ * (its lease was ended by the commit, or will expire). Locked. */
+void ob_shared_drop(hd_outbox *o, dlv *d);
 
 /* ---- outbox_retry.c ------------------------------------------------------ */
 

@@ -516,10 +516,21 @@ void ob_after_attempt(hd_outbox *o, dlv *d, int finished) {
     d->row.next_ms = ob_now_ms();
     finished = 0;
   }
+  if (!finished && o->shared) {
+    ob_shared_drop(o, d);
+    return;
+  }
   if (!finished) {
     ob_heap_put(o, d);
     return;
   }
+  if (d->ordered)
+    keyq_advance(o, d);
+  hd_strmap_take(o->live, d->row.id, strlen(d->row.id));
+  ob_dlv_free(d);
+}
+
+void ob_shared_drop(hd_outbox *o, dlv *d) {
   if (d->ordered)
     keyq_advance(o, d);
   hd_strmap_take(o->live, d->row.id, strlen(d->row.id));

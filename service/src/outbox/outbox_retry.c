@@ -32,6 +32,7 @@ void hd_outbox_config_init(hd_outbox_config *cfg) {
   cfg->max_pending = 100000;
   cfg->max_attempts_in_flight = 1000;
   cfg->jitter = 1;
+  cfg->lease_ms = 30 * SECOND;
 }
 
 /* One duration: digits and a unit (ms, s, m, h, d; none: s). -1 when it

@@ -38,3 +38,11 @@ void hd_store_close(hd_store *s) {
   if (s)
     s->vt->close(s);
 }
+
+int hd_store_shared(const hd_store *s) {
+  return s && s->vt->changes != NULL;
+}
+
+int hd_store_available(hd_store *s) {
+  return !s || !s->vt->available || s->vt->available(s);
+}

@@ -29,6 +29,7 @@
 #include "registration.h"
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct hd_store hd_store;
 
@@ -39,6 +40,11 @@ typedef struct hd_store hd_store;
  * field as it was put. */
 typedef hd_err hd_store_registration_fn(const char *id,
                                         const hd_registration *reg, void *ud);
+
+/* Called by changes for each record: `reg` as for load when the record
+ * changed after `since`, NULL when it did not (the id is still there). */
+typedef hd_err hd_store_change_fn(const char *id, int64_t version,
+                                  const hd_registration *reg, void *ud);
 
 /* A backend. */
 typedef struct hd_store_vtable {
@@ -55,6 +61,15 @@ typedef struct hd_store_vtable {
   hd_err (*load)(hd_store *s, hd_store_registration_fn *fn, void *ud, char *msg,
                  size_t msg_size);
   void (*close)(hd_store *s);
+  /* Shared backends only (several processes on one database; NULL
+   * otherwise): every record now, in load order, with its version (the
+   * change that last wrote it), the registration of those changed after
+   * `since`; *latest gets the highest version seen. An id missing from the
+   * walk was deleted. */
+  hd_err (*changes)(hd_store *s, int64_t since, hd_store_change_fn *fn,
+                    void *ud, int64_t *latest, char *msg, size_t msg_size);
+  /* 0 while the database cannot be reached (NULL: always reachable). */
+  int (*available)(hd_store *s);
 } hd_store_vtable;
 
 /* A backend fills in vt and impl (its own state); callers use only the
@@ -65,6 +80,9 @@ struct hd_store {
   /* The backend's journal of async deliveries (outbox/journal.h), freed
    * with the store; NULL when the backend keeps none. */
   hd_journal *journal;
+  /* Shared backends: the version the last successful put wrote (the
+   * caller serialises its puts and reads it right after). */
+  int64_t put_version;
 };
 
 /* Opens (creating if needed) `<dir>/handlerd.db`: mode 0600, WAL,
@@ -106,5 +124,9 @@ hd_err hd_store_del(hd_store *s, const char *id, char *msg, size_t msg_size);
 hd_err hd_store_load_registrations(hd_store *s, hd_store_registration_fn *fn,
                                    void *ud, char *msg, size_t msg_size);
 void hd_store_close(hd_store *s);
+/* 1 when the store is shared with other processes (it has changes). */
+int hd_store_shared(const hd_store *s);
+/* 0 while the store's database cannot be reached; NULL store: 1. */
+int hd_store_available(hd_store *s);
 
 #endif
