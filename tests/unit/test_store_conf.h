@@ -19,9 +19,11 @@
 
 #include <cmocka.h>
 
+#include <libpq-fe.h>
 #include <sqlite3.h>
 
 #include "store.h"
+#include "store_pg.h"
 #include "test_util.h"
 
 /* ---- backends ------------------------------------------------------------ */
@@ -92,8 +94,145 @@ static inline hd_store *sqlite_open(void *env, int round, char *msg,
   return hd_store_sqlite_open(dir, &s, msg, msg_size) == HD_OK ? s : NULL;
 }
 
+/* PostgreSQL: HANDLERD_TEST_PG_URL names a server and an admin database
+ * (tests/pg_run.py starts one and sets it); each test gets a fresh
+ * database, `<suite>_<pid>_<n>` (rounds: `..._rN`), dropped at teardown. */
+typedef struct pg_fixture {
+  char base[64];
+  int rounds; /* the highest round opened */
+} pg_fixture;
+
+/* "key=value" connection string of the admin URL with dbname = `db`. */
+static inline int pg_conninfo(const char *db, char *out, size_t size) {
+  const char *url = getenv("HANDLERD_TEST_PG_URL");
+  char *err = NULL;
+  PQconninfoOption *opts;
+  size_t n = 0;
+
+  if (!url || !*url)
+    return -1;
+  if (!(opts = PQconninfoParse(url, &err))) {
+    PQfreemem(err);
+    return -1;
+  }
+  out[0] = '\0';
+  for (PQconninfoOption *o = opts; o->keyword; o++) {
+    const char *v = strcmp(o->keyword, "dbname") == 0 ? db : o->val;
+    if (v && *v && n < size)
+      n += (size_t)snprintf(out + n, size - n, "%s='%s' ", o->keyword, v);
+  }
+  PQconninfoFree(opts);
+  return n < size ? 0 : -1;
+}
+
+/* Runs `sql` on the admin database; 0 on success. */
+static inline int pg_admin(const char *sql) {
+  const char *url = getenv("HANDLERD_TEST_PG_URL");
+  PGconn *c = PQconnectdb(url ? url : "");
+  int ok = PQstatus(c) == CONNECTION_OK;
+  if (ok) {
+    PGresult *r = PQexec(c, sql);
+    ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok)
+      fprintf(stderr, "%s: %s", sql, PQresultErrorMessage(r));
+    PQclear(r);
+  } else {
+    fprintf(stderr, "HANDLERD_TEST_PG_URL: %s", PQerrorMessage(c));
+  }
+  PQfinish(c);
+  return ok ? 0 : -1;
+}
+
+/* How many rows `sql` gives on the admin database; -1 on failure. */
+static inline int pg_admin_count(const char *sql) {
+  const char *url = getenv("HANDLERD_TEST_PG_URL");
+  PGconn *c = PQconnectdb(url ? url : "");
+  int n = -1;
+  if (PQstatus(c) == CONNECTION_OK) {
+    PGresult *r = PQexec(c, sql);
+    if (PQresultStatus(r) == PGRES_TUPLES_OK)
+      n = PQntuples(r);
+    PQclear(r);
+  }
+  PQfinish(c);
+  return n;
+}
+
+static inline int pg_setup(void **env) {
+  static int counter;
+  char sql[128];
+  pg_fixture *f = calloc(1, sizeof(*f));
+
+  if (!getenv("HANDLERD_TEST_PG_URL")) {
+    fprintf(stderr, "HANDLERD_TEST_PG_URL is not set: run the suite under "
+                    "tests/pg_run.py (ctest does)\n");
+    free(f);
+    return -1;
+  }
+  if (!f)
+    return -1;
+  snprintf(f->base, sizeof(f->base), "hd_%s_%ld_%d", conf_suite, (long)getpid(),
+           ++counter);
+  snprintf(sql, sizeof(sql), "CREATE DATABASE %s", f->base);
+  if (pg_admin(sql) != 0) {
+    free(f);
+    return -1;
+  }
+  *env = f;
+  return 0;
+}
+
+static inline void pg_teardown(void *env) {
+  pg_fixture *f = env;
+  char sql[160];
+  snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s WITH (FORCE)",
+           f->base);
+  pg_admin(sql);
+  for (int i = 1; i <= f->rounds; i++) {
+    snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s_r%d WITH (FORCE)",
+             f->base, i);
+    pg_admin(sql);
+  }
+  free(f);
+}
+
+static inline hd_store *pg_open(void *env, int round, char *msg,
+                                size_t msg_size) {
+  pg_fixture *f = env;
+  char db[80], conninfo[512], sql[128];
+  hd_store_pg_config cfg;
+  hd_store *s = NULL;
+
+  if (round > 0) {
+    snprintf(db, sizeof(db), "%s_r%d", f->base, round);
+    if (round > f->rounds) {
+      /* A forked child (the durability rounds) may have made it already:
+       * its count is its own. A database that is not there fails the
+       * open below. */
+      f->rounds = round;
+      snprintf(sql, sizeof(sql),
+               "SELECT 1 FROM pg_database WHERE datname = '%s'", db);
+      if (pg_admin_count(sql) == 0) {
+        snprintf(sql, sizeof(sql), "CREATE DATABASE %s", db);
+        pg_admin(sql);
+      }
+    }
+  } else {
+    snprintf(db, sizeof(db), "%s", f->base);
+  }
+  if (pg_conninfo(db, conninfo, sizeof(conninfo)) != 0) {
+    snprintf(msg, msg_size, "bad HANDLERD_TEST_PG_URL");
+    return NULL;
+  }
+  hd_store_pg_config_init(&cfg);
+  cfg.conninfo = conninfo;
+  cfg.replica_id = "conformance";
+  return hd_store_pg_open(&cfg, &s, msg, msg_size) == HD_OK ? s : NULL;
+}
+
 static const store_backend backends[] = {
     {"sqlite", sqlite_setup, sqlite_teardown, sqlite_open},
+    {"postgres", pg_setup, pg_teardown, pg_open},
 };
 
 /* ---- what each conformance case gets in *state --------------------------- */

@@ -139,6 +139,7 @@ struct hd_outbox {
   int shared;
   int claim_now;
   int64_t next_claim_ms, next_renew_ms, next_reap_ms;
+  int64_t shared_quiet_ms; /* no warning before: outbox_shared.c */
   hd_outbox_stats stats; /* counters; pending/in_flight are computed */
 };
 

@@ -52,9 +52,18 @@ static int queue_claimed(hd_outbox *o, dlv *d) {
   return 1;
 }
 
-static void log_failure(const char *what, hd_err err, const char *msg) {
-  hd_log(HD_LOG_WARN, "outbox: cannot %s: %s", what,
-         msg[0] ? msg : hd_strerror(err));
+/* At most one warning per QUIET_MS: a database outage would otherwise say
+ * so five times a second (the store logs the outage and its end). */
+#define QUIET_MS 10000
+
+static void log_failure(hd_outbox *o, const char *what, hd_err err,
+                        const char *msg) {
+  int64_t now = ob_now_ms();
+  if (now < o->shared_quiet_ms)
+    return;
+  o->shared_quiet_ms = now + QUIET_MS;
+  hd_log(HD_LOG_WARN, "outbox: cannot %s: %s (further failures quiet for %d s)",
+         what, msg[0] ? msg : hd_strerror(err), QUIET_MS / 1000);
 }
 
 static void claim(hd_outbox *o, int64_t now) {
@@ -75,7 +84,7 @@ static void claim(hd_outbox *o, int64_t now) {
   err = o->journal->vt->claim(o->journal, now, room, take_claimed, &c, msg,
                               sizeof(msg));
   if (err != HD_OK)
-    log_failure("claim deliveries", err, msg);
+    log_failure(o, "claim deliveries", err, msg);
   pthread_mutex_lock(&o->lock);
   for (dlv *d = c.head; d; d = next) {
     next = d->next;
@@ -94,7 +103,7 @@ static void claim(hd_outbox *o, int64_t now) {
     next = d->next;
     if (o->journal->vt->release(o->journal, d->row.id, msg, sizeof(msg)) !=
         HD_OK)
-      log_failure("give a lease back", HD_EIO, msg);
+      log_failure(o, "give a lease back", HD_EIO, msg);
     ob_dlv_free(d);
   }
   pthread_mutex_lock(&o->lock);
@@ -109,7 +118,7 @@ void ob_shared_turn(hd_outbox *o, int64_t now) {
     pthread_mutex_unlock(&o->lock);
     if ((err = o->journal->vt->renew(o->journal, now, msg, sizeof(msg))) !=
         HD_OK)
-      log_failure("renew leases", err, msg);
+      log_failure(o, "renew leases", err, msg);
     pthread_mutex_lock(&o->lock);
   }
   if (now >= o->next_reap_ms) {
@@ -118,7 +127,7 @@ void ob_shared_turn(hd_outbox *o, int64_t now) {
     pthread_mutex_unlock(&o->lock);
     err = o->journal->vt->reap(o->journal, now, &reaped, msg, sizeof(msg));
     if (err != HD_OK)
-      log_failure("reap expired leases", err, msg);
+      log_failure(o, "reap expired leases", err, msg);
     else if (reaped > 0)
       hd_log(HD_LOG_WARN,
              "outbox: %zu deliveries leased by a replica that stopped "
@@ -143,5 +152,5 @@ void ob_shared_release_all(hd_outbox *o) {
   char msg[512] = "";
   hd_err err = o->journal->vt->release(o->journal, NULL, msg, sizeof(msg));
   if (err != HD_OK)
-    log_failure("give leases back at stop", err, msg);
+    log_failure(o, "give leases back at stop", err, msg);
 }

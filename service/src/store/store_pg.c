@@ -82,7 +82,8 @@ static hd_err pg_put(hd_store *hs, const char *id, const hd_registration *reg,
   if (err != HD_OK)
     return hd_errmsg(msg, msg_size, err, "%s", why[0] ? why : hd_strerror(err));
   pp_text(&p, id);
-  pp_text(&p, reg->key);
+  pp_bin(&p, reg->key, strlen(reg->key)); /* bytea: older keys may not be
+                                           * UTF-8 */
   pp_bin(&p, rec, len);
   pp_i64(&p, (int64_t)time(NULL));
   pthread_mutex_lock(&s->link.lock);

@@ -14,7 +14,7 @@
 #include <string.h>
 
 #define BACKOFF_FIRST_MS 250
-#define BACKOFF_MAX_MS 5000
+#define BACKOFF_MAX_MS 2000
 
 int64_t pg_mono_ms(void) {
   return mono_ns() / 1000000;
@@ -81,7 +81,9 @@ PGconn *pg_link_conn(pg_link *l, hd_err *err, char *msg, size_t msg_size) {
 
   if (l->conn && PQstatus(l->conn) == CONNECTION_OK)
     return l->conn;
-  if (now < l->retry_ms) {
+  /* Within the backoff, unless another link has reached the database
+   * since: then it is back, and so is this one. */
+  if (now < l->retry_ms && !atomic_load(&l->db->up)) {
     *err = hd_errmsg(msg, msg_size, HD_EIO,
                      "database %s unavailable (reconnecting)", l->db->where);
     return NULL;
@@ -164,8 +166,8 @@ PGresult *pg_run(pg_link *l, const char *sql, const pg_params *p,
   if (PQstatus(c) != CONNECTION_OK) {
     pg_db_set_up(l->db, 0, why);
     *err = HD_EIO;
-    hd_errmsg(msg, msg_size, *err, "database %s unavailable: %s: %s",
-              l->db->where, what, why);
+    hd_errmsg(msg, msg_size, *err, "database %s unavailable: %s", l->db->where,
+              why);
   } else {
     hd_errmsg(msg, msg_size, *err, "database %s: %s: %s", l->db->where, what,
               why);

@@ -10,9 +10,10 @@
  *
  * Schema (table handlerd_schema(version)): 1, every table prefixed
  * handlerd_ so the database may be shared with other software:
- *   handlerd_registrations(id PRIMARY KEY, seq bigserial, key, record bytea,
- *     version bigint, created_at bigint): record is store_record.h's
- *     format; version is handlerd_change_seq's value at the row's last
+ *   handlerd_registrations(id PRIMARY KEY, seq bigserial, key bytea,
+ *     record bytea, version bigint, created_at bigint): record is
+ *     store_record.h's format (the key a copy for people: bytea, since keys
+ *     saved by older releases need not be UTF-8); version is handlerd_change_seq's value at the row's last
  *     change: what a replica compares with its own (store.h, changes).
  *   handlerd_change_seq: advanced by every put and del; its last_value is
  *     what the watcher polls.
@@ -63,7 +64,7 @@ typedef struct pg_link {
 void pg_link_init(pg_link *l, pg_db *db, const char *role);
 void pg_link_close(pg_link *l);
 /* The link's connection, (re)connecting when it is missing or broken,
- * at most once per backoff (250 ms doubling to 5 s). NULL with HD_EIO and
+ * at most once per backoff (250 ms doubling to 2 s; at once when another link got through). NULL with HD_EIO and
  * "database <where> unavailable: ..." in msg. Holds l->lock. */
 PGconn *pg_link_conn(pg_link *l, hd_err *err, char *msg, size_t msg_size);
 

@@ -14,7 +14,7 @@
 static const char *const schema_1[] = {
     "CREATE SEQUENCE handlerd_change_seq",
     "CREATE TABLE handlerd_registrations ("
-    " id text PRIMARY KEY, seq bigserial NOT NULL, key text NOT NULL,"
+    " id text PRIMARY KEY, seq bigserial NOT NULL, key bytea NOT NULL,"
     " record bytea NOT NULL, version bigint NOT NULL,"
     " created_at bigint NOT NULL)",
     "CREATE TABLE handlerd_deliveries ("
