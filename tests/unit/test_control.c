@@ -2090,6 +2090,30 @@ static void test_rotate_secret_refusals(void **state) {
 /* ---- selectors and derive_old_value ----------------------------------------
  */
 
+/* Handlers that keep state between events say it is the replica's own:
+ * count and last_value, derive_old_value's memory; echo keeps none. */
+static void test_stateful_handlers_list_their_state_scope(void **state) {
+  fixture *f = *state;
+  static const struct {
+    const char *fn;
+    int derive;
+    const char *scope;
+  } cases[] = {{"count", 0, "replica"},
+               {"last_value", 0, "replica"},
+               {"echo", 0, ""},
+               {"echo", 1, "replica"}};
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    request r;
+    char key[16];
+    snprintf(key, sizeof(key), "k%zu", i);
+    local_request(&r, key, cases[i].fn);
+    r.req.derive_old_value = cases[i].derive;
+    const char *id = add_ok(f, &f->p, &r, NULL);
+    assert_string_equal(only_handler(f, &f->p, key, id)->state_scope,
+                        cases[i].scope);
+  }
+}
+
 /* derive_old_value is listed, applied (the wrapper hands the update on,
  * the handler's kind stays its own in results and in the registry) and
  * saved; an update without it drops it. */
@@ -2233,6 +2257,7 @@ int main(void) {
       T(test_rotate_secret_keeps_the_old_one_for_the_overlap),
       T(test_rotate_secret_refusals),
       T(test_derive_old_value_is_listed_applied_and_saved),
+      T(test_stateful_handlers_list_their_state_scope),
       T(test_selector_that_is_not_utf8_is_einval),
       T(test_selector_and_derive_old_value),
   };

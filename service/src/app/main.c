@@ -432,6 +432,7 @@ static int run(hd_options *o) {
     goto out;
   }
   o->server.outbox = outbox;
+  o->server.store = store;
   hd_outbox_set_metrics(outbox);
   if (hd_server_start(&o->server, reg, ctl, &srv, msg, sizeof(msg)) != HD_OK) {
     hd_log(HD_LOG_ERROR, "%s", msg[0] ? msg : "cannot start the gRPC server");

@@ -196,6 +196,10 @@ typedef struct hd_handler_info {
   int async;            /* the target, or a route's, is delivered out of band */
   const char *selector; /* the topic selector; "" when none */
   int derive_old_value;
+  /* "replica" when the handler keeps state between events (count,
+   * last_value, derive_old_value's memory): per process, not shared by
+   * replicas; "" when it keeps none. Static. */
+  const char *state_scope;
 } hd_handler_info;
 
 /* The listing: handlers in key order, then in the order they were added. */

@@ -186,6 +186,22 @@ static char *list_strdup(hd_arena *a, const char *s) {
   return d;
 }
 
+/* 1 when `target` is a built-in that keeps state between events. */
+static int stateful_target(const char *target) {
+  return target && (strcmp(target, "local:count") == 0 ||
+                    strcmp(target, "local:last_value") == 0);
+}
+
+/* Where the handler's state lives: "replica" when it has any (a stateful
+ * built-in, derive_old_value's memory): each process keeps its own, so
+ * replicas on one database count apart. "" when it has none. */
+static const char *state_scope(const record *r) {
+  int stateful = r->spec.derive_old_value || stateful_target(r->target);
+  for (size_t i = 0; !stateful && i < r->n_routes; i++)
+    stateful = stateful_target(r->route_targets[i]);
+  return stateful ? "replica" : "";
+}
+
 /* Fills `hi` from `r` (registered as `id`), every string copied into the
  * arena. HD_ENOMEM. */
 static hd_err info_from(hd_arena *a, const record *r, const char *id,
@@ -195,6 +211,7 @@ static hd_err info_from(hd_arena *a, const record *r, const char *id,
   hi->secret_set = r->secret_set != 0;
   hi->async = r->async != 0;
   hi->derive_old_value = r->spec.derive_old_value != 0;
+  hi->state_scope = state_scope(r);
   hi->key = list_strdup(a, r->key);
   hi->handler_id = hd_arena_strdup(a, id);
   hi->target = list_strdup(a, r->target ? r->target : "");

@@ -22,8 +22,23 @@ void rpc_health_destroy(rpc_health_state *h) {
   pthread_mutex_destroy(&h->lock);
 }
 
+/* "handlerd.database": the store's database (a replica's PostgreSQL) is
+ * reachable. The service itself stays SERVING while it is not: dispatch
+ * to sync handlers goes on. */
+#define DATABASE_SERVICE "handlerd.database"
+
 static int known_service(const char *name) {
-  return name[0] == '\0' || strcmp(name, "handlers.v1.Handlers") == 0;
+  return name[0] == '\0' || strcmp(name, "handlers.v1.Handlers") == 0 ||
+         strcmp(name, DATABASE_SERVICE) == 0;
+}
+
+static int serving(call *c, const char *name) {
+  if (atomic_load(&c->srv->shutting_down))
+    return HEALTH_NOT_SERVING;
+  if (strcmp(name, DATABASE_SERVICE) == 0 &&
+      !hd_store_available(c->srv->cfg.store))
+    return HEALTH_NOT_SERVING;
+  return HEALTH_SERVING;
 }
 
 static Grpc__Health__V1__HealthCheckRequest *unpack_health(call *c,
@@ -42,8 +57,7 @@ static void handle_check(call *c, grpc_slice body) {
   }
   Grpc__Health__V1__HealthCheckResponse reply =
       GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
-  reply.status =
-      atomic_load(&c->srv->shutting_down) ? HEALTH_NOT_SERVING : HEALTH_SERVING;
+  reply.status = serving(c, req->service);
   call_send_reply(c, &reply.base);
 }
 

@@ -1,6 +1,8 @@
 /*
  * grpc.health.v1: Check, and Watch streams that hear NOT_SERVING when
- * shutdown starts.
+ * shutdown starts. Services: "" and "handlers.v1.Handlers" (the server),
+ * "handlerd.database" (Check: NOT_SERVING while the shared database cannot
+ * be reached).
  */
 #ifndef HD_HEALTH_H
 #define HD_HEALTH_H

@@ -276,6 +276,7 @@ hd_err hd_handler_list_to_pb(hd_arena *a, const hd_handler_list *l,
     pi->async = hi->async != 0;
     pi->selector = (char *)(hi->selector ? hi->selector : "");
     pi->derive_old_value = hi->derive_old_value != 0;
+    pi->state_scope = (char *)(hi->state_scope ? hi->state_scope : "");
     /* pi->disabled is the outbox's to say: grpc/admin.c fills it. */
     pi->events = (char **)hi->events;
     pi->n_events = hi->n_events;

@@ -8,6 +8,7 @@
 #include "control.h"
 #include "handlerd/handlerd.h"
 #include "outbox.h"
+#include "store.h"
 
 typedef struct hd_server hd_server;
 
@@ -36,6 +37,9 @@ typedef struct hd_server_config {
    * delivery RPCs and ListHandlers' disabled webhooks; NULL: no
    * --state-dir, those RPCs answer FAILED_PRECONDITION. */
   hd_outbox *outbox;
+  /* The store (borrowed; outlives the server): grpc.health.v1 Check of
+   * service "handlerd.database" says whether it answers. NULL: none. */
+  hd_store *store;
 } hd_server_config;
 
 /* How much of the `left_ns` before a call's deadline handlerd keeps for
