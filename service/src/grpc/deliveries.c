@@ -31,7 +31,7 @@ static hd_outbox *outbox_or_finish(call *c) {
   hd_outbox *o = c->srv->cfg.outbox;
   if (!o)
     call_finish(c, GRPC_STATUS_FAILED_PRECONDITION,
-                "async delivery needs --state-dir");
+                "async delivery needs --state-dir or --database");
   return o;
 }
 

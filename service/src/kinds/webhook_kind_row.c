@@ -147,7 +147,7 @@ hd_err hd_wk_check_async(const hd_webhook_kind_ctx *ctx,
     return hd_errmsg(
         msg, msg_size, HD_EINVAL,
         "webhook.async: async delivery keeps events in a database: "
-        "start handlerd with --state-dir");
+        "start handlerd with --state-dir or --database");
   if (id == NULL || id[0] == '\0')
     return hd_errmsg(msg, msg_size, HD_EINVAL,
                      "webhook.async: the handler has no id");
