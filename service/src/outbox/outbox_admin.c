@@ -336,18 +336,30 @@ hd_err hd_outbox_enable(hd_outbox *o, const char *handler_id, size_t *enabled,
                         char *msg, size_t msg_size) {
   hd_endpoint_row rows[64];
   hd_journal_batch b;
-  size_t n = 0;
+  size_t n = 0, shared_rows = 0;
 
   if (o == NULL || handler_id == NULL || enabled == NULL)
     return HD_EINVAL;
   pthread_mutex_lock(&o->lock);
-  for (ob_name *nm = o->all_names; nm && n < 64; nm = nm->next_all) {
-    if (strcmp(nm->handler_id, handler_id) != 0 || nm->disabled_ms == 0)
+  for (ob_name *nm = o->all_names; nm && n + shared_rows < 64;
+       nm = nm->next_all) {
+    if (strcmp(nm->handler_id, handler_id) != 0)
+      continue;
+    /* Shared: another replica may have disabled it; its health row going
+     * back to healthy is what tells it (outbox_shared.c). */
+    if (nm->disabled_ms == 0 && o->shared && nm->ep != NULL) {
+      rows[n + shared_rows++] =
+          (hd_endpoint_row){nm->handler_id, nm->route, 0, 0, 0};
+      continue;
+    }
+    if (nm->disabled_ms == 0)
       continue;
     nm->disabled_ms = 0;
     nm->failures = 0;
     nm->first_failure_ms = 0;
-    rows[n++] = (hd_endpoint_row){nm->handler_id, nm->route, 0, 0, 0};
+    rows[n + shared_rows] =
+        (hd_endpoint_row){nm->handler_id, nm->route, 0, 0, 0};
+    n++;
     ob_unblock(o, nm);
     hd_log(HD_LOG_INFO, "outbox: webhook of handler %s%s%s enabled",
            nm->handler_id, nm->route[0] ? " route " : "", nm->route);
@@ -355,12 +367,12 @@ hd_err hd_outbox_enable(hd_outbox *o, const char *handler_id, size_t *enabled,
   pthread_cond_signal(&o->wake);
   pthread_mutex_unlock(&o->lock);
   *enabled = n;
-  if (n == 0)
+  if (n + shared_rows == 0)
     return HD_OK;
   /* Names are never freed while the outbox runs: the rows stay valid. */
   memset(&b, 0, sizeof(b));
   b.endpoints = rows;
-  b.n_endpoints = n;
+  b.n_endpoints = n + shared_rows;
   return o->journal->vt->commit(o->journal, &b, msg, msg_size);
 }
 

@@ -4,8 +4,10 @@
  * leases. Each turn of the outbox thread renews its leases (every third of
  * a lease), reaps expired ones (every lease: a replica that died gives its
  * deliveries back this way) and claims what is due (every 200 ms, or at
- * once when an accept left a delivery to the claim). The journal is called
- * without the lock, as everywhere in the outbox.
+ * once when an accept left a delivery to the claim), and then, while it has
+ * a webhook disabled, reads the webhooks' health to follow an EnableWebhook
+ * made on another replica. The journal is called without the lock, as
+ * everywhere in the outbox.
  */
 #include "handlerd/log.h"
 #include "outbox_internal.h"
@@ -109,6 +111,53 @@ static void claim(hd_outbox *o, int64_t now) {
   pthread_mutex_lock(&o->lock);
 }
 
+/* A webhook this replica disabled whose health row says healthy again:
+ * EnableWebhook was called on another replica, or another replica's
+ * delivery succeeded since. Unlocked (the journal's
+ * callback); the lock is taken per row. */
+static hd_err enable_from_row(const hd_endpoint_row *row, void *ud) {
+  hd_outbox *o = ud;
+  ob_name *n;
+
+  /* Healthy: enabled, or delivered to by another replica since. A row
+   * with failures is another replica's run of them, not an enable. */
+  if (row->disabled_ms != 0 || row->failures != 0)
+    return HD_OK;
+  pthread_mutex_lock(&o->lock);
+  n = ob_name_get(o, row->handler_id, row->route, 0);
+  /* health_dirty: our own disable is not journaled yet; the row is older. */
+  if (n != NULL && n->disabled_ms != 0 && !n->health_dirty) {
+    n->disabled_ms = 0;
+    n->failures = 0;
+    n->first_failure_ms = 0;
+    ob_unblock(o, n);
+    hd_log(HD_LOG_INFO,
+           "outbox: webhook of handler %s%s%s enabled (by another replica)",
+           n->handler_id, n->route[0] ? " route " : "", n->route);
+  }
+  pthread_mutex_unlock(&o->lock);
+  return HD_OK;
+}
+
+/* Enables what another replica enabled, when this one has something
+ * disabled. Locked on entry and return. */
+static void follow_enables(hd_outbox *o) {
+  char msg[512] = "";
+  int any = 0;
+  hd_err err;
+
+  for (ob_name *n = o->all_names; n && !any; n = n->next_all)
+    any = n->disabled_ms != 0;
+  if (!any)
+    return;
+  pthread_mutex_unlock(&o->lock);
+  err = o->journal->vt->load_endpoints(o->journal, enable_from_row, o, msg,
+                                       sizeof(msg));
+  if (err != HD_OK)
+    log_failure(o, "read webhooks' health", err, msg);
+  pthread_mutex_lock(&o->lock);
+}
+
 void ob_shared_turn(hd_outbox *o, int64_t now) {
   char msg[512] = "";
   hd_err err;
@@ -135,8 +184,10 @@ void ob_shared_turn(hd_outbox *o, int64_t now) {
              reaped);
     pthread_mutex_lock(&o->lock);
   }
-  if (o->claim_now || now >= o->next_claim_ms)
+  if (o->claim_now || now >= o->next_claim_ms) {
     claim(o, now);
+    follow_enables(o);
+  }
 }
 
 int64_t ob_shared_next(const hd_outbox *o) {
