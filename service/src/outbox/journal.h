@@ -67,6 +67,10 @@ typedef struct hd_delivery_row {
    * single-process journals. */
   int leased;
   int ordered;
+  /* Shared journals (insert): the webhook's max_inflight and max_rps when
+   * it was accepted (0: none), which the claim holds across processes. */
+  uint32_t max_inflight;
+  double max_rps;
 } hd_delivery_row;
 
 /* A change of state of a delivery already in the journal. */
@@ -169,6 +173,9 @@ typedef struct hd_journal_vtable {
    * lease holds, oldest due first, skipping rows another process is
    * claiming (FOR UPDATE SKIP LOCKED); an ordered delivery only when no
    * earlier delivery of its (handler, route, ordering key) is unfinished;
+   * of a webhook with max_inflight, only while fewer of its deliveries
+   * are leased; of one with max_rps, only as many as its shared token
+   * bucket holds;
    * calls fn for each (with body and headers) after the claim committed.
    * renew: extends every lease this process holds.
    * reap: gives expired leases back (an in-flight state becomes pending),

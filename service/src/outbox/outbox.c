@@ -173,6 +173,8 @@ static dlv *accept_make(const hd_outbox_event *ev, hd_outbox_accepted_fn *cb,
   row.created_ms = row.next_ms = row.updated_ms = ob_now_ms();
   row.state = HD_DELIVERY_PENDING;
   row.last_error = "";
+  row.max_inflight = ep->max_inflight;
+  row.max_rps = ep->max_rps;
   d = dlv_from_row(&row);
   if (d == NULL)
     return NULL;
@@ -350,10 +352,12 @@ static hd_err turn_take(hd_outbox *o, turn *t, int64_t now) {
   o->accepts = o->accepts_tail = NULL;
   o->finished = o->finished_tail = NULL;
   for (dlv *d = t->accepts; d; d = d->next) {
-    /* Shared: an ordered delivery is claimed at the head of its key, by
-     * whichever replica; any other is this replica's to deliver. */
+    /* Shared: an ordered or rate-limited delivery is claimed (at the head
+     * of its key, within the webhook's limits) by whichever replica; any
+     * other is this replica's to deliver. */
     d->row.ordered = d->ordered;
-    d->row.leased = o->shared && !d->ordered;
+    d->row.leased =
+        o->shared && !d->ordered && !d->row.max_inflight && d->row.max_rps <= 0;
     t->batch.inserts[t->batch.n_inserts++] = d->row;
   }
   for (dlv *d = t->finished; d; d = d->next, k++) {

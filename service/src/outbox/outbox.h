@@ -20,12 +20,13 @@
  * Shared journals (several replicas on one database, journal.h: claim):
  * the in-memory queue holds only what this process leases. An accepted
  * event is leased to the replica that accepted it, except an ordered one,
- * which any replica claims at the head of its key; a delivery that failed
+ * which any replica claims at the head of its key, and one of a webhook
+ * with max_inflight or max_rps, which any replica claims within those
+ * limits (they hold across replicas); a delivery that failed
  * gives its lease back with its retry time, for whichever replica claims
  * it when it is due. The thread claims every 200 ms (at once after an
  * accept it did not lease), renews its leases every third of a lease, and
- * reaps expired ones every lease. max_inflight and max_rps hold per
- * replica.
+ * reaps expired ones every lease.
  *
  * The queue is in memory (one process owns it); the journal is what a
  * restart resumes from: every unfinished delivery is loaded by

@@ -16,8 +16,9 @@
  *
  * A database outage: every operation fails at once with HD_EIO and a
  * message saying the database is unavailable; the links reconnect by
- * themselves with a backoff (250 ms doubling to 2 s; at once when another link got through), logging the loss
- * and the return once each. Nothing is retried behind the caller's back.
+ * themselves with a backoff (250 ms doubling to 2 s; at once when another link
+ * got through), logging the loss and the return once each. Nothing is retried
+ * behind the caller's back.
  */
 #ifndef HD_STORE_PG_H
 #define HD_STORE_PG_H

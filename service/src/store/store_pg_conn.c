@@ -125,6 +125,11 @@ void pp_i64(pg_params *p, int64_t v) {
   pp_text(p, p->num[p->n]);
 }
 
+void pp_f64(pg_params *p, double v) {
+  snprintf(p->num[p->n], sizeof(p->num[p->n]), "%.17g", v);
+  pp_text(p, p->num[p->n]);
+}
+
 void pp_bin(pg_params *p, const void *b, size_t len) {
   p->v[p->n] = len ? b : "";
   p->len[p->n] = (int)len;
@@ -204,6 +209,15 @@ int64_t pg_i64(const PGresult *r, int row, int col) {
   if (len == 1)
     return v[0];
   return (int64_t)x;
+}
+
+double pg_f64(const PGresult *r, int row, int col) {
+  union {
+    uint64_t u;
+    double d;
+  } v;
+  v.u = (uint64_t)pg_i64(r, row, col);
+  return v.d;
 }
 
 const char *pg_str(const PGresult *r, int row, int col) {

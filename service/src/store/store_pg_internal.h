@@ -13,16 +13,17 @@
  *   handlerd_registrations(id PRIMARY KEY, seq bigserial, key bytea,
  *     record bytea, version bigint, created_at bigint): record is
  *     store_record.h's format (the key a copy for people: bytea, since keys
- *     saved by older releases need not be UTF-8); version is handlerd_change_seq's value at the row's last
- *     change: what a replica compares with its own (store.h, changes).
- *   handlerd_change_seq: advanced by every put and del; its last_value is
- *     what the watcher polls.
- *   handlerd_deliveries: the columns of hd_delivery_row (journal.h), and
- *     lease_owner (the replica that holds it) and lease_until (Unix ms).
- *   handlerd_attempts, handlerd_endpoints: as SQLite's attempts and
- *     endpoints.
- * A migration runs in one transaction under an advisory lock, so replicas
- * starting at once on an empty database make one schema.
+ *     saved by older releases need not be UTF-8); version is
+ * handlerd_change_seq's value at the row's last change: what a replica compares
+ * with its own (store.h, changes). handlerd_change_seq: advanced by every put
+ * and del; its last_value is what the watcher polls. handlerd_deliveries: the
+ * columns of hd_delivery_row (journal.h), and lease_owner (the replica that
+ * holds it) and lease_until (Unix ms); max_inflight and max_rps are the
+ * webhook's when it was accepted. handlerd_attempts, handlerd_endpoints: as
+ * SQLite's attempts and endpoints. handlerd_buckets(handler_id, route, tokens,
+ * at_ms): each rate-limited webhook's token bucket, shared by the replicas'
+ * claims. A migration runs in one transaction under an advisory lock, so
+ * replicas starting at once on an empty database make one schema.
  */
 #ifndef HD_STORE_PG_INTERNAL_H
 #define HD_STORE_PG_INTERNAL_H
@@ -37,6 +38,9 @@
 #define PG_SCHEMA_VERSION 1
 /* The advisory lock a migration holds: "handlerd" in ASCII. */
 #define PG_SCHEMA_LOCK 0x68616e646c657264LL
+/* The one the claims of rate-limited deliveries hold ("handlerl"), so
+ * two replicas never both see room under the same limit. */
+#define PG_LIMITS_LOCK 0x68616e646c65726cLL
 #define PG_NOTIFY_CHANNEL "handlerd_registrations"
 
 /* The database a store works on; shared by its links. */
@@ -64,8 +68,9 @@ typedef struct pg_link {
 void pg_link_init(pg_link *l, pg_db *db, const char *role);
 void pg_link_close(pg_link *l);
 /* The link's connection, (re)connecting when it is missing or broken,
- * at most once per backoff (250 ms doubling to 2 s; at once when another link got through). NULL with HD_EIO and
- * "database <where> unavailable: ..." in msg. Holds l->lock. */
+ * at most once per backoff (250 ms doubling to 2 s; at once when another link
+ * got through). NULL with HD_EIO and "database <where> unavailable: ..." in
+ * msg. Holds l->lock. */
 PGconn *pg_link_conn(pg_link *l, hd_err *err, char *msg, size_t msg_size);
 
 /* Statement parameters: text, or binary for bytea. */
@@ -80,6 +85,7 @@ typedef struct pg_params {
 
 void pp_text(pg_params *p, const char *s);
 void pp_i64(pg_params *p, int64_t v);
+void pp_f64(pg_params *p, double v);
 void pp_bin(pg_params *p, const void *b, size_t len);
 
 /* Runs `sql` on the link's connection (held: l->lock) with binary
@@ -98,6 +104,7 @@ void pg_rollback(pg_link *l);
 
 /* Binary result columns. */
 int64_t pg_i64(const PGresult *r, int row, int col);
+double pg_f64(const PGresult *r, int row, int col); /* float8 */
 const char *pg_str(const PGresult *r, int row, int col);
 
 void pg_db_set_up(pg_db *db, int up, const char *why);

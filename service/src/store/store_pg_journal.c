@@ -23,8 +23,9 @@ static const char insert_sql[] =
     "INSERT INTO handlerd_deliveries (id, event_id, key, handler_id, route,"
     " event_name, ordering_key, body, headers, created_ms, next_ms,"
     " updated_ms, state, attempts, last_status, last_error, ordered,"
-    " lease_owner, lease_until) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,"
-    " $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) RETURNING seq";
+    " lease_owner, lease_until, max_inflight, max_rps) VALUES ($1, $2, $3,"
+    " $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,"
+    " $19, $20, $21) RETURNING seq";
 static const char update_sql[] =
     "UPDATE handlerd_deliveries SET state = $2, attempts = $3, next_ms = $4,"
     " updated_ms = $5, last_status = $6, last_error = $7,"
@@ -56,6 +57,7 @@ static const char claim_sql[] =
     "WITH due AS (SELECT d.seq FROM handlerd_deliveries d"
     " WHERE d.state IN (1, 2, 4) AND d.next_ms <= $1"
     " AND (d.lease_until IS NULL OR d.lease_until < $1)"
+    " AND d.max_inflight = 0 AND d.max_rps = 0"
     " AND (NOT d.ordered OR NOT EXISTS (SELECT 1 FROM handlerd_deliveries e"
     " WHERE e.handler_id = d.handler_id AND e.route = d.route"
     " AND e.ordering_key = d.ordering_key AND e.seq < d.seq"
@@ -66,7 +68,7 @@ static const char claim_sql[] =
     " FROM due WHERE d.seq = due.seq RETURNING d.seq, d.id, d.event_id,"
     " d.key, d.handler_id, d.route, d.event_name, d.ordering_key, d.body,"
     " d.headers, d.created_ms, d.next_ms, d.updated_ms, d.state, d.attempts,"
-    " d.last_status, d.last_error, d.ordered";
+    " d.last_status, d.last_error, d.ordered, d.max_inflight, d.max_rps";
 static const char renew_sql[] =
     "UPDATE handlerd_deliveries SET lease_until = $2"
     " WHERE lease_owner = $1 AND state IN (1, 2, 4)";
@@ -115,6 +117,8 @@ static hd_err insert_row(pg_journal *j, hd_delivery_row *row, char *msg,
     pp_i64(&p, row->created_ms + j->db->lease_ms);
   else
     pp_text(&p, NULL);
+  pp_i64(&p, row->max_inflight);
+  pp_f64(&p, row->max_rps);
   r = pg_run(&j->write, insert_sql, &p, "cannot journal a delivery", &err, msg,
              msg_size);
   if (r && PQntuples(r) == 1)
@@ -211,11 +215,16 @@ static hd_err pgj_claim(hd_journal *hj, int64_t now_ms, size_t limit,
                         size_t msg_size) {
   pg_journal *j = hj->impl;
   pg_params p = {0};
+  size_t limited = 0;
   hd_err err;
   PGresult *r;
 
+  /* Rate-limited webhooks first: their claim holds the limits' lock. */
+  err = pg_claim_limited(j, now_ms, limit, fn, ud, &limited, msg, msg_size);
+  if (err != HD_OK || limited >= limit)
+    return err;
   pp_i64(&p, now_ms);
-  pp_i64(&p, (int64_t)limit);
+  pp_i64(&p, (int64_t)(limit - limited));
   pp_text(&p, j->db->replica);
   pp_i64(&p, now_ms + j->db->lease_ms);
   pthread_mutex_lock(&j->write.lock);

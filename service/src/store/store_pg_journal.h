@@ -21,7 +21,7 @@ typedef struct pg_journal {
 #define PG_DLV_COLS                                                            \
   "seq, id, event_id, key, handler_id, route, event_name, ordering_key,"       \
   " body, headers, created_ms, next_ms, updated_ms, state, attempts,"          \
-  " last_status, last_error, ordered"
+  " last_status, last_error, ordered, max_inflight, max_rps"
 #define PG_DLV_LIST_COLS                                                       \
   "seq, id, event_id, key, handler_id, route, event_name, ordering_key,"       \
   " ''::bytea, '', created_ms, next_ms, updated_ms, state, attempts,"          \
@@ -32,6 +32,13 @@ typedef struct pg_journal {
 void pg_row_from(const PGresult *r, int i, hd_delivery_row *row);
 /* Calls fn for every row of `r`, stopping at the first non-OK return. */
 hd_err pg_rows_each(const PGresult *r, hd_delivery_row_fn *fn, void *ud);
+
+/* store_pg_claim.c: claims due deliveries of webhooks with max_inflight
+ * or max_rps within their limits (journal.h: claim); *claimed gets how
+ * many fn was called for. */
+hd_err pg_claim_limited(pg_journal *j, int64_t now_ms, size_t limit,
+                        hd_delivery_row_fn *fn, void *ud, size_t *claimed,
+                        char *msg, size_t msg_size);
 
 hd_err pg_j_load_pending(hd_journal *j, hd_delivery_row_fn *fn, void *ud,
                          char *msg, size_t msg_size);

@@ -61,6 +61,8 @@ void pg_row_from(const PGresult *r, int i, hd_delivery_row *row) {
   row->last_status = (int)pg_i64(r, i, 15);
   row->last_error = pg_str(r, i, 16);
   row->ordered = (int)pg_i64(r, i, 17);
+  row->max_inflight = (uint32_t)pg_i64(r, i, 18);
+  row->max_rps = pg_f64(r, i, 19);
 }
 
 hd_err pg_rows_each(const PGresult *r, hd_delivery_row_fn *fn, void *ud) {

@@ -25,7 +25,9 @@ static const char *const schema_1[] = {
     " created_ms bigint NOT NULL, next_ms bigint NOT NULL,"
     " updated_ms bigint NOT NULL, state int NOT NULL, attempts int NOT NULL,"
     " last_status int NOT NULL, last_error text NOT NULL,"
-    " ordered boolean NOT NULL, lease_owner text, lease_until bigint)",
+    " ordered boolean NOT NULL, max_inflight int NOT NULL,"
+    " max_rps double precision NOT NULL, lease_owner text,"
+    " lease_until bigint)",
     /* The claim's scan: unfinished, by due time. */
     "CREATE INDEX handlerd_deliveries_due ON handlerd_deliveries (next_ms)"
     " WHERE state IN (1, 2, 4)",
@@ -44,6 +46,12 @@ static const char *const schema_1[] = {
     " started_ms bigint NOT NULL, duration_ms bigint NOT NULL,"
     " http_status int NOT NULL, error text NOT NULL,"
     " response_head bytea NOT NULL, PRIMARY KEY (delivery_id, number))",
+    /* max_rps across replicas: one token bucket per webhook, taken from
+     * under the claim's advisory lock. */
+    "CREATE TABLE handlerd_buckets ("
+    " handler_id text NOT NULL, route text NOT NULL,"
+    " tokens double precision NOT NULL, at_ms bigint NOT NULL,"
+    " PRIMARY KEY (handler_id, route))",
     "CREATE TABLE handlerd_endpoints ("
     " handler_id text NOT NULL, route text NOT NULL, failures int NOT NULL,"
     " first_failure_ms bigint NOT NULL, disabled_ms bigint NOT NULL,"
