@@ -94,15 +94,16 @@ static hd_err apply_one(const char *id, int64_t version,
     err = hd_ctl_add_saved(c, reg, id, msg, sizeof(msg));
   }
   if (err == HD_OK) {
-    hd_ctl_synced_note(c, id, reg->key, version);
     sc->changed++;
   } else {
-    /* e.g. a plugin this replica lacks: the others serve it. */
+    /* e.g. a plugin this replica lacks: the others serve it. Noted all
+     * the same, so it is said once per version, not at every sync. */
     hd_log(HD_LOG_ERROR,
            "sync: handler %s under key '%s' from the database cannot be "
            "registered on this replica: %s",
            id, reg->key, msg[0] ? msg : hd_strerror(err));
   }
+  hd_ctl_synced_note(c, id, reg->key, version);
   return HD_OK;
 }
 
