@@ -45,8 +45,9 @@ typedef enum hcli_output { HCLI_OUT_TABLE, HCLI_OUT_JSON } hcli_output;
 
 /* Global options, filled from the environment and the flags. */
 typedef struct hcli {
-  const char *cmd; /* the subcommand's name, for messages */
-  const char *addr;
+  const char *cmd;   /* the subcommand's name, for messages */
+  const char *addr;  /* one HOST:PORT, a gRPC URI or IP:PORT,IP:PORT,... */
+  int addr_from_env; /* nonzero: `addr` is HANDLERD_ADDR's */
   const char *token;
   const char *tls_ca;
   const char *tls_server_name;

@@ -60,7 +60,9 @@ static const char main_help[] =
     "\n"
     "global options (also accepted after COMMAND):\n"
     "  --addr HOST:PORT       server address (env HANDLERD_ADDR; default "
-    "127.0.0.1:50051)\n"
+    "127.0.0.1:50051);\n"
+    "                         several replicas: IP:PORT,IP:PORT,... "
+    "(round robin)\n"
     "  --token TOKEN          bearer token (env HANDLERD_TOKEN)\n"
     "  --tls-ca PATH          use TLS, trusting the CA certificates in PATH "
     "(PEM)\n"
@@ -115,6 +117,7 @@ static int apply_global(hcli *g, int opt, const char *arg) {
     if (*arg == '\0')
       return hcli_usage_error(g, "--addr needs a non-empty HOST:PORT");
     g->addr = arg;
+    g->addr_from_env = 0;
     return 0;
   case G_TOKEN:
     g->token = *arg != '\0' ? arg : NULL;
@@ -256,10 +259,21 @@ hc_conn *hcli_connect(const hcli *g, int *exit_code) {
                       : "");
     *exit_code = HCLI_EXIT_UNREACHABLE;
     break;
+  case HC_EINVAL: {
+    char why[512];
+    if (hc_addr_check(g->addr, why, sizeof why) == HC_EINVAL)
+      fprintf(stderr, "handlerctl: bad %s: %s\n",
+              g->addr_from_env ? "HANDLERD_ADDR" : "--addr", why);
+    else
+      fprintf(stderr, "handlerctl: cannot connect to '%s': %s\n", g->addr,
+              hc_strerror(err));
+    *exit_code = HCLI_EXIT_USAGE;
+    break;
+  }
   default:
     fprintf(stderr, "handlerctl: cannot connect to '%s': %s\n", g->addr,
             hc_strerror(err));
-    *exit_code = err == HC_EINVAL ? HCLI_EXIT_USAGE : HCLI_EXIT_RPC;
+    *exit_code = HCLI_EXIT_RPC;
     break;
   }
   return NULL;
@@ -313,7 +327,8 @@ static const hcli_command *find_command(const char *name) {
 int main(int argc, char **argv) {
   hcli g = {0};
   g.addr = getenv("HANDLERD_ADDR");
-  if (g.addr == NULL || *g.addr == '\0')
+  g.addr_from_env = g.addr != NULL && *g.addr != '\0';
+  if (!g.addr_from_env)
     g.addr = DEFAULT_ADDR;
   g.token = getenv("HANDLERD_TOKEN");
   if (g.token != NULL && *g.token == '\0')

@@ -7,6 +7,7 @@
  * calls on one connection may run from several threads at once.
  */
 #include "internal.h"
+#include "target.h"
 
 #include "handlerd/grpc_status_names.h"
 
@@ -209,6 +210,15 @@ static hc_err wait_connected(grpc_channel *ch, gpr_timespec deadline) {
   return err;
 }
 
+hc_err hc_addr_check(const char *addr, char *msg, size_t msg_len) {
+  hc_channel_target t;
+  hc_err err = hc__target_from_addrs(addr, &t, msg, msg_len);
+  if (err == HC_ENOMEM && msg != NULL && msg_len > 0)
+    snprintf(msg, msg_len, "%s", hc_strerror(err));
+  hc__channel_target_clear(&t);
+  return err;
+}
+
 hc_err hc_connect(const char *addr, const hc_options *opts, hc_conn **out) {
   if (out != NULL)
     *out = NULL;
@@ -219,12 +229,18 @@ hc_err hc_connect(const char *addr, const hc_options *opts, hc_conn **out) {
     opts = &none;
   if (opts->default_deadline_ms < 0)
     return HC_EINVAL;
+  hc_channel_target target;
+  hc_err terr = hc__target_from_addrs(addr, &target, NULL, 0);
+  if (terr != HC_OK)
+    return terr;
 
   char *pem = NULL;
   if (opts->tls_ca_pem != NULL) {
     hc_err err = read_file(opts->tls_ca_pem, &pem);
-    if (err != HC_OK)
+    if (err != HC_OK) {
+      hc__channel_target_clear(&target);
       return err;
+    }
   }
   hc_conn *c = calloc(1, sizeof *c);
   char *auth = NULL;
@@ -241,12 +257,29 @@ hc_err hc_connect(const char *addr, const hc_options *opts, hc_conn **out) {
   }
 
   grpc_init();
-  grpc_arg args[2];
+  grpc_arg args[5];
   size_t nargs = 0;
   args[nargs].type = GRPC_ARG_INTEGER;
   args[nargs].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
   args[nargs].value.integer = 64 * 1024 * 1024;
   nargs++;
+  /* Retries of UNAVAILABLE on the idempotent calls (the service config's
+   * retryPolicy) and, for several addresses, round_robin over them. */
+  args[nargs].type = GRPC_ARG_INTEGER;
+  args[nargs].key = (char *)GRPC_ARG_ENABLE_RETRIES;
+  args[nargs].value.integer = 1;
+  nargs++;
+  args[nargs].type = GRPC_ARG_STRING;
+  args[nargs].key = (char *)GRPC_ARG_SERVICE_CONFIG;
+  args[nargs].value.string = (char *)hc__service_config(target.round_robin);
+  nargs++;
+  if (target.authority != NULL) {
+    /* Not "a:1,b:2": the first address, as a single one would be. */
+    args[nargs].type = GRPC_ARG_STRING;
+    args[nargs].key = (char *)GRPC_ARG_DEFAULT_AUTHORITY;
+    args[nargs].value.string = target.authority;
+    nargs++;
+  }
   if (pem != NULL && opts->tls_server_name != NULL) {
     args[nargs].type = GRPC_ARG_STRING;
     args[nargs].key = (char *)GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;
@@ -261,12 +294,14 @@ hc_err hc_connect(const char *addr, const hc_options *opts, hc_conn **out) {
   pem = NULL;
   if (creds == NULL) {
     grpc_shutdown();
+    hc__channel_target_clear(&target);
     free(auth);
     free(c);
     return HC_ECONNECT;
   }
-  c->channel = grpc_channel_create(addr, creds, &chargs);
+  c->channel = grpc_channel_create(target.target, creds, &chargs);
   grpc_channel_credentials_release(creds);
+  hc__channel_target_clear(&target);
   if (c->channel == NULL) {
     grpc_shutdown();
     free(auth);
@@ -290,6 +325,7 @@ hc_err hc_connect(const char *addr, const hc_options *opts, hc_conn **out) {
   return HC_OK;
 
 nomem:
+  hc__channel_target_clear(&target);
   free(pem);
   free(auth);
   free(c);

@@ -6,6 +6,8 @@
  *   convert.c - hc_event -> protobuf bytes, protobuf results -> hc_results,
  *               repeated strings -> plain C;
  *   stream.c  - the DispatchStream session;
+ *   target.c  - the address (one, a gRPC URI or a list of replicas) as a
+ *               gRPC target and service config (target.h);
  *   deliveries.c - async deliveries (handlerctl/deliveries.h).
  */
 #ifndef HANDLERCTL_INTERNAL_H

@@ -91,15 +91,36 @@ typedef struct hc_options {
 } hc_options;
 
 /*
- * Opens a channel to `addr` ("host:port", or any gRPC target URI such as
- * "unix:/path"). `opts` may be NULL (insecure, no token, 10 s deadline); it
- * is read during the call only. Initialises gRPC (reference counted).
+ * Opens a channel to `addr`: "host:port", any gRPC target URI such as
+ * "unix:/path" or "dns:///name:port" (passed to gRPC unchanged), or several
+ * replicas as a comma-separated list of IP addresses with ports, all IPv4
+ * ("10.0.0.1:50051,10.0.0.2:50051") or all IPv6 ("[::1]:7001,[::1]:7002"),
+ * at most 32; a list takes no host names (gRPC resolves one name per
+ * target: give "dns:///name:port" alone for a name with several addresses).
+ * Several addresses (a list, an "ipv4:"/"ipv6:" URI listing several) and
+ * "dns:" names use gRPC's round_robin policy: calls are spread over the
+ * replicas that are up. One "host:port" uses gRPC's default, pick_first.
+ * On every channel the idempotent calls (hc_health_check,
+ * hc_list_handlers, hc_get_stats, hc_list_deliveries, hc_get_delivery) are
+ * retried by gRPC when they fail with UNAVAILABLE (up to 4 attempts within
+ * their deadline, backoff 0.1 s doubling up to 1 s); the others never are.
+ * `opts` may be NULL (insecure, no token, 10 s deadline); it is read during
+ * the call only. Initialises gRPC (reference counted).
  * On success *out owns the connection: release it with hc_close().
- * Errors: HC_EINVAL (NULL addr/out), HC_EIO (tls_ca_pem unreadable),
- * HC_ENOMEM, HC_ECONNECT (the server could not be reached or the TLS
- * handshake failed, unless lazy_connect). *out is NULL on error.
+ * Errors: HC_EINVAL (NULL addr/out, a bad address list: hc_addr_check says
+ * why), HC_EIO (tls_ca_pem unreadable), HC_ENOMEM, HC_ECONNECT (the server
+ * could not be reached or the TLS handshake failed, unless lazy_connect;
+ * with several addresses: none could be). *out is NULL on error.
  */
 hc_err hc_connect(const char *addr, const hc_options *opts, hc_conn **out);
+
+/*
+ * Checks `addr` as hc_connect reads it, without connecting: HC_OK, or
+ * HC_EINVAL with the reason in `msg` (NUL-terminated, cut to fit; may be
+ * NULL), naming the address at fault: an empty entry, a space, a missing or
+ * bad port, a host name in a list, IPv4 and IPv6 mixed, too many entries.
+ */
+hc_err hc_addr_check(const char *addr, char *msg, size_t msg_len);
 
 /* Closes the channel and frees `c` (NULL is ignored). Every hc_stream opened
  * on `c` must have been freed before. Drops the gRPC reference taken by
