@@ -3,7 +3,7 @@ directory on a free loopback port, started and stopped by the test.
 
     with Postgres() as pg:               # initdb + start (well under 3 s)
         pg.createdb("t1")
-        url = pg.url("t1")               # postgres://handlerd@127.0.0.1:PORT/t1
+        url = pg.url("t1")       # postgres://handlerd@127.0.0.1:PORT/t1
         pg.psql("select 1", db="t1")     # -> "1\\n"
         pg.stop(); pg.start_again()      # same data, same port
         pg.kill9(); pg.start_again()     # a crash, then crash recovery
@@ -11,7 +11,8 @@ directory on a free loopback port, started and stopped by the test.
 The binaries: `pg_config --bindir`, else /usr/lib/postgresql/15/bin (where
 Debian's postgresql-15 puts initdb, pg_ctl and postgres: not on PATH), else
 PATH; HD_PG_BINDIR=DIR forces one directory (another version; a directory
-without them is how the self-test checks the "missing" path). None found: PgMissing; a suite calls require_postgres(), which follows
+without them is how the self-test checks the "missing" path). None found:
+PgMissing; a suite calls require_postgres(), which follows
 hd_harness.require_or_skip(): with CI=true that is a failure, elsewhere a
 loud skip.
 
@@ -155,7 +156,7 @@ def require_postgres(whole_suite=False):
         hd_harness.require_or_skip(str(e), whole_suite=whole_suite)
 
 
-# -- helpers -------------------------------------------------------------------
+# -- helpers ---------------------------------------------------------------
 
 def free_port():
     """A loopback TCP port nothing listens on now."""
@@ -276,7 +277,7 @@ def _close_all():
             sys.stderr.write("pg_harness: close at exit: %s\n" % e)
 
 
-# -- the cluster ---------------------------------------------------------------
+# -- the cluster -----------------------------------------------------------
 
 class Postgres:
     """One PostgreSQL cluster of this test's own (see the module's doc)."""
