@@ -12,12 +12,23 @@
 #      registered and an event dispatched; the receiver gets a POST whose
 #      Standard Webhooks signature verifies;
 #   4. `podman stop` delivers SIGTERM and handlerd exits 0 within 10 s;
-#   5. a new container on the same state volume still lists the registrations.
+#   5. a new container on the same state volume still lists the registrations;
+#   6. two replicas (read-only, no state dir) on one PostgreSQL
+#      (HANDLERD_DATABASE_URL), started at once: a local handler, a webhook
+#      and an async webhook registered through replica A serve an event
+#      dispatched through replica B; both exit 0 on SIGTERM;
+#   7. nginx with docker/nginx-grpc.conf in front of both replicas: health and
+#      dispatches through it, spread over both replicas.
 # Any failure stops the script with "FAIL: ..." and a non-zero exit; the
 # containers, the volume and the receiver are removed in every case.
 #
 # The base image tarball is cached in docker/.cache/ (gitignored): delete it
 # to rebuild the base. HD_IMAGE_MAX_MB (default 120) bounds the image size.
+# Checks 6 and 7 need PostgreSQL and nginx images, which no registry serves
+# here: docker/postgres-test.Containerfile and docker/nginx-test.Containerfile
+# build them from the same base. They stay in podman's storage
+# (localhost/handlerd-test-postgres, localhost/handlerd-test-nginx) and are
+# rebuilt only when their Containerfile or the base changes.
 # HANDLERCTL=path picks the host's handlerctl (default: build/client/ or
 # build-test/client/handlerctl, else a Python grpcio client).
 set -euo pipefail
@@ -39,10 +50,15 @@ log() { printf '[test-image %4ss] %s\n' $(($(date +%s) - t0)) "$*"; }
 ok() { printf '[test-image %4ss] ok: %s\n' $(($(date +%s) - t0)) "$*"; }
 fail() {
   printf '\n[test-image] FAIL: %s\n' "$*" >&2
-  if [ -n "${ctr:-}" ] && "${PODMAN[@]}" container exists "$ctr" 2>/dev/null; then
-    printf '[test-image] last log lines of %s:\n' "$ctr" >&2
-    "${PODMAN[@]}" logs --tail 40 "$ctr" >&2 2>&1 || true
-  fi
+  local c shown=" "
+  for c in ${ctr:-} "${log_ctrs[@]}"; do
+    case $shown in *" $c "*) continue ;; esac
+    shown="$shown$c "
+    if "${PODMAN[@]}" container exists "$c" 2>/dev/null; then
+      printf '[test-image] last log lines of %s:\n' "$c" >&2
+      "${PODMAN[@]}" logs --tail 40 "$c" >&2 2>&1 || true
+    fi
+  done
   exit 1
 }
 
@@ -50,6 +66,7 @@ fail() {
 tmp=$(mktemp -d /tmp/handlerd-image-test.XXXXXX)
 volume=handlerd-test-state-$$
 containers=()
+log_ctrs=() # more containers whose last log lines a failure shows
 receiver_pid=
 ctr=
 cleanup() {
@@ -233,7 +250,8 @@ import hd_health_pb2 as health_pb2, hd_health_pb2_grpc as health_pb2_grpc
 ch = grpc.insecure_channel(os.environ["HANDLERD_ADDR"])
 md = [("authorization", "Bearer " + os.environ["HANDLERD_TOKEN"])]
 stub = pbg.HandlersStub(ch)
-cmd, args = sys.argv[1], dict(zip(sys.argv[2::2], sys.argv[3::2]))
+cmd, argv = sys.argv[1], [a for a in sys.argv[2:] if a != "--async"]
+args, is_async = dict(zip(argv[0::2], argv[1::2])), "--async" in sys.argv[2:]
 try:
     if cmd == "health":
         r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5)
@@ -241,7 +259,8 @@ try:
         sys.exit(0 if r.status == health_pb2.HealthCheckResponse.SERVING else 1)
     if cmd == "add":
         if "--webhook" in args:
-            t = pb.Target(webhook=pb.Webhook(url=args["--webhook"], secret=args.get("--secret", "")))
+            t = pb.Target(webhook=pb.Webhook(url=args["--webhook"], secret=args.get("--secret", ""),
+                                             **{"async": is_async}))
         else:
             t = pb.Target(local=args["--local"])
         print(stub.AddHandler(pb.AddHandlerRequest(key=args["--key"], target=t), metadata=md, timeout=10))
@@ -264,6 +283,11 @@ client() { # client health|add|dispatch|list ARGS...: one call to the container
   else
     HANDLERD_ADDR=127.0.0.1:$port HANDLERD_TOKEN=$token PYTHONPATH="$tmp/py" "$PY" "$tmp/py/client.py" "$@"
   fi
+}
+client_to() { # client_to PORT health|add|dispatch|list ARGS...: one call to 127.0.0.1:PORT
+  local port=$1
+  shift
+  client "$@"
 }
 log "host client: ${hctl:-python3 grpcio}"
 
@@ -358,6 +382,169 @@ grep -q "$webhook_url" "$tmp/list.out" ||
 if grep -qF "${secret#whsec_}" "$tmp/list.out"; then fail "list shows the webhook secret"; fi
 ok "persistence: a new container on volume $volume lists the registrations"
 "${PODMAN[@]}" stop -t 10 "$ctr" >/dev/null 2>&1 || true
+
+# ---- 6. two replicas on one PostgreSQL --------------------------------------
+ctr= # the containers of checks 1-5 are done with
+# test_image NAME CONTAINERFILE: builds localhost/NAME from docker/CONTAINERFILE
+# (it copies nothing: an empty context), unless the image there already comes from this
+# Containerfile on this base (label handlerd.test.key).
+test_image() {
+  local name=localhost/$1 file=docker/$2 key have old
+  key=$(sha256sum <"$file" | cut -c1-16)-$base_sum
+  have=$("${PODMAN[@]}" image inspect --format '{{index .Labels "handlerd.test.key"}}' "$name" 2>/dev/null || true)
+  if [ "$have" = "$key" ]; then
+    log "$name: up to date with ${file#docker/}"
+    return 0
+  fi
+  log "podman build -f $file -t $name"
+  mkdir -p "$tmp/empty"
+  old=$("${PODMAN[@]}" image inspect --format '{{.Id}}' "$name" 2>/dev/null || true)
+  "${PODMAN[@]}" build --pull=never --isolation chroot --layers=false --label "handlerd.test.key=$key" \
+    -f "$file" -t "$name" "$tmp/empty" >"$tmp/build-$1.log" 2>&1 ||
+    { tail -30 "$tmp/build-$1.log" >&2; fail "podman build of $name failed (last lines above)"; }
+  if [ -n "$old" ]; then "${PODMAN[@]}" rmi "$old" >/dev/null 2>&1 || true; fi
+}
+PG_IMAGE=localhost/handlerd-test-postgres
+NGINX_IMAGE=localhost/handlerd-test-nginx
+test_image handlerd-test-postgres postgres-test.Containerfile
+test_image handlerd-test-nginx nginx-test.Containerfile
+
+wait_port() { # wait_port CONTAINER PORT WHAT: it listens on 127.0.0.1:PORT within 20 s
+  for _ in $(seq 1 100); do
+    port_open "$2" && return 0
+    if [ "$("${PODMAN[@]}" inspect -f '{{.State.Running}}' "$1")" != true ]; then
+      ctr=$1
+      fail "$3: container $1 exited (code $("${PODMAN[@]}" inspect -f '{{.State.ExitCode}}' "$1"))"
+    fi
+    sleep 0.2
+  done
+  ctr=$1
+  fail "$3: nothing listens on 127.0.0.1:$2 after 20 s"
+}
+
+pgport=$(free_port)
+pg=handlerd-test-$$-postgres
+containers+=("$pg")
+log_ctrs+=("$pg")
+"${PODMAN[@]}" run -d --name "$pg" "${RUN_OPTS[@]}" "$PG_IMAGE" -p "$pgport" >"$tmp/run.log" 2>&1 ||
+  fail "podman run $pg failed: $(cat "$tmp/run.log")"
+wait_port "$pg" "$pgport" "PostgreSQL"
+for _ in $(seq 1 50); do
+  "${PODMAN[@]}" exec "$pg" pg_isready -q -h 127.0.0.1 -p "$pgport" -U handlerd -d handlerd && break
+  sleep 0.2
+done
+"${PODMAN[@]}" exec "$pg" pg_isready -h 127.0.0.1 -p "$pgport" -U handlerd -d handlerd >"$tmp/pg.out" 2>&1 ||
+  fail "PostgreSQL is not ready: $(cat "$tmp/pg.out")"
+database_url="postgres://handlerd:secret@127.0.0.1:$pgport/handlerd"
+log "PostgreSQL 15 ($pg) ready on 127.0.0.1:$pgport"
+
+# As in docker/compose.yaml: no state dir (HANDLERD_STATE_DIR empty: the
+# image's default and --database exclude each other) and a read-only root
+# (--image-volume ignore: no anonymous volume for the image's VOLUME), so
+# what they keep is in PostgreSQL. Both start at once: each creates the
+# schema if it is not there yet.
+run_replica() { # run_replica NAME PORT REPLICA_ID
+  containers+=("$1")
+  log_ctrs+=("$1")
+  "${PODMAN[@]}" run -d --name "$1" "${RUN_OPTS[@]}" --read-only --image-volume ignore \
+    --cap-drop ALL --security-opt no-new-privileges \
+    -v "$tmp/token:/run/secrets/handlerd_token:ro" \
+    -e HANDLERD_DATABASE_URL="$database_url" -e HANDLERD_STATE_DIR= \
+    -e HANDLERD_REPLICA_ID="$3" -e HANDLERD_DELIVERY_LEASE=30s \
+    -e HANDLERD_LISTEN="127.0.0.1:$2" -e HANDLERD_ADDR="127.0.0.1:$2" \
+    -e HANDLERD_TOKEN_FILE=/run/secrets/handlerd_token \
+    "$IMAGE" >"$tmp/run.log" 2>&1 || fail "podman run $1 failed: $(cat "$tmp/run.log")"
+}
+pa=$(free_port)
+pb=$(free_port)
+while [ "$pb" = "$pa" ]; do pb=$(free_port); done
+ra=handlerd-test-$$-replica-a
+rb=handlerd-test-$$-replica-b
+run_replica "$ra" "$pa" replica-a
+run_replica "$rb" "$pb" replica-b
+wait_port "$ra" "$pa" "replica A"
+wait_port "$rb" "$pb" "replica B"
+for r in "$ra" "$rb"; do
+  "${PODMAN[@]}" healthcheck run "$r" >"$tmp/hc.out" 2>&1 ||
+    { ctr=$r; fail "the HEALTHCHECK of $r failed: $(cat "$tmp/hc.out")"; }
+done
+ok "replicas: A on 127.0.0.1:$pa and B on 127.0.0.1:$pb, one database, both healthy"
+
+# Registered through A ...
+REPLICA_KEY=docker-test-replicas
+client_to "$pa" add --key "$REPLICA_KEY" --local echo >"$tmp/add-r.out" 2>&1 ||
+  fail "add --local echo through replica A failed: $(cat "$tmp/add-r.out")"
+client_to "$pa" add --key "$REPLICA_KEY" --webhook "http://127.0.0.1:$rport/replicas" --secret "$secret" \
+  >"$tmp/add-r.out" 2>&1 || fail "add --webhook through replica A failed: $(cat "$tmp/add-r.out")"
+client_to "$pa" add --key "$REPLICA_KEY" --webhook "http://127.0.0.1:$rport/replicas-async" --secret "$secret" \
+  --async >"$tmp/add-r.out" 2>&1 || fail "add --webhook --async through replica A failed: $(cat "$tmp/add-r.out")"
+# ... dispatched through B, once B lists them: it learns of them from the
+# database (at once when notified, else within HANDLERD_SYNC_INTERVAL, 1 s).
+for _ in $(seq 1 50); do
+  client_to "$pb" list >"$tmp/list-r.out" 2>&1 && grep -q "/replicas-async" "$tmp/list-r.out" && break
+  sleep 0.2
+done
+grep -q "/replicas-async" "$tmp/list-r.out" ||
+  fail "replica B does not list the handlers added through A after 10 s: $(cat "$tmp/list-r.out")"
+client_to "$pb" dispatch --key "$REPLICA_KEY" --event update --topic replicas/check --value '{"via":"b"}' \
+  >"$tmp/dispatch-r.out" 2>&1 || fail "dispatch through replica B failed: $(cat "$tmp/dispatch-r.out")"
+grep -q 'replicas/check' "$tmp/dispatch-r.out" ||
+  fail "dispatch through replica B: no echo result: $(cat "$tmp/dispatch-r.out")"
+# The sync webhook's POST comes from B's dispatch, the async one from the
+# shared outbox (the replica holding the delivery's lease).
+received() { # received PATH: the host receiver got a POST to PATH carrying replicas/check
+  "$PY" - "$tmp/requests.jsonl" "$1" <<'EOF'
+import json, sys
+reqs = [json.loads(l) for l in open(sys.argv[1])]
+sys.exit(0 if any(r["method"] == "POST" and r["path"] == sys.argv[2] and "replicas/check" in r["body"]
+                  for r in reqs) else 1)
+EOF
+}
+for _ in $(seq 1 150); do received /replicas && received /replicas-async && break; sleep 0.1; done
+received /replicas || fail "the webhook added through A got no POST from B's dispatch: $(cat "$tmp/dispatch-r.out")"
+received /replicas-async ||
+  fail "the async webhook added through A got no delivery within 15 s: $(cat "$tmp/dispatch-r.out")"
+ok "replicas: echo, a webhook and an async webhook added through A served an event dispatched through B"
+
+# ---- 7. nginx in front of both replicas (docker/nginx-grpc.conf) -----------
+# The compose file's configuration with its upstream servers and listen
+# address rewritten to the replicas' and a free port on 127.0.0.1.
+pn=$(free_port)
+sed -e "s/server handlerd-a:50051 /server 127.0.0.1:$pa /" \
+  -e "s/server handlerd-b:50051 /server 127.0.0.1:$pb /" \
+  -e "s/listen 50051 http2;/listen 127.0.0.1:$pn http2;/" docker/nginx-grpc.conf >"$tmp/nginx.conf"
+[ "$(grep -cE "server 127\.0\.0\.1:($pa|$pb) |listen 127\.0\.0\.1:$pn http2;" "$tmp/nginx.conf")" = 3 ] ||
+  fail "docker/nginx-grpc.conf lacks 'server handlerd-a:50051 ', 'server handlerd-b:50051 ' or 'listen 50051 http2;'"
+chmod 0444 "$tmp/nginx.conf"
+ngx=handlerd-test-$$-nginx
+containers+=("$ngx")
+log_ctrs+=("$ngx")
+"${PODMAN[@]}" run -d --name "$ngx" "${RUN_OPTS[@]}" --read-only \
+  -v "$tmp/nginx.conf:/etc/nginx/nginx.conf:ro" "$NGINX_IMAGE" >"$tmp/run.log" 2>&1 ||
+  fail "podman run $ngx failed: $(cat "$tmp/run.log")"
+wait_port "$ngx" "$pn" "nginx"
+client_to "$pn" health >"$tmp/health-n.out" 2>&1 || fail "health through nginx failed: $(cat "$tmp/health-n.out")"
+for i in 1 2 3 4; do
+  client_to "$pn" dispatch --key "$REPLICA_KEY" --event update --topic replicas/check \
+    --value "{\"via\":\"nginx-$i\"}" >"$tmp/dispatch-n.out" 2>&1 ||
+    fail "dispatch $i through nginx failed: $(cat "$tmp/dispatch-n.out")"
+  grep -q "nginx-$i" "$tmp/dispatch-n.out" || fail "dispatch $i through nginx: no echo result: $(cat "$tmp/dispatch-n.out")"
+done
+"${PODMAN[@]}" logs "$ngx" >"$tmp/nginx.log" 2>&1 || true
+for p in "$pa" "$pb"; do
+  grep 'Handlers/Dispatch' "$tmp/nginx.log" | grep -q "upstream=127.0.0.1:$p " ||
+    fail "nginx sent no Dispatch to 127.0.0.1:$p; its log: $(grep 'Handlers/Dispatch' "$tmp/nginx.log")"
+done
+ok "nginx: health and 4 dispatches through 127.0.0.1:$pn, served by both replicas"
+"${PODMAN[@]}" stop -t 5 "$ngx" >/dev/null 2>&1 || true
+
+for r in "$ra" "$rb"; do
+  "${PODMAN[@]}" stop -t 10 "$r" >/dev/null 2>"$tmp/podman.err" || fail "podman stop $r failed: $(cat "$tmp/podman.err")"
+  code=$("${PODMAN[@]}" inspect -f '{{.State.ExitCode}}' "$r")
+  [ "$code" = 0 ] || { ctr=$r; fail "$r exited with code $code on SIGTERM"; }
+done
+"${PODMAN[@]}" stop -t 10 "$pg" >/dev/null 2>&1 || true
+ok "replicas: both exited 0 on SIGTERM"
 
 echo
 log "image size: $size_mb MB ($size bytes)"
