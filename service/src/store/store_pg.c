@@ -376,6 +376,7 @@ hd_err hd_store_pg_open(const hd_store_pg_config *cfg, hd_store **out,
   s->base.impl = s;
   s->base.vt = &pg_vtable;
 
+  s->db.opening = 1;
   pthread_mutex_lock(&s->link.lock);
   if (pg_link_conn(&s->link, &err, msg, msg_size)) {
     describe(&s->db, PQuser(s->link.conn), PQhost(s->link.conn),
@@ -383,6 +384,8 @@ hd_err hd_store_pg_open(const hd_store_pg_config *cfg, hd_store **out,
     err = pg_schema_apply(&s->link, msg, msg_size);
   }
   pthread_mutex_unlock(&s->link.lock);
+  s->db.opening = 0;
+  atomic_store(&s->db.up, err == HD_OK);
   if (err == HD_OK)
     err = pg_journal_new(&s->db, &s->base.journal);
   if (err != HD_OK) {

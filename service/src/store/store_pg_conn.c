@@ -22,7 +22,7 @@ int64_t pg_mono_ms(void) {
 
 void pg_db_set_up(pg_db *db, int up, const char *why) {
   int was = atomic_exchange(&db->up, up);
-  if (was == up)
+  if (was == up || db->opening)
     return;
   if (up) {
     hd_log(HD_LOG_INFO, "database %s: reachable again", db->where);

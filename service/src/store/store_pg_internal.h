@@ -50,6 +50,8 @@ typedef struct pg_db {
   char replica[HD_REPLICA_ID_MAX + 1];
   int64_t lease_ms;
   atomic_int up;    /* the last attempt to reach it worked */
+  int opening;      /* hd_store_pg_open is running: its failure is the
+                     * open's message, not an outage to log */
   atomic_long lost; /* times the database was lost */
   hd_store_pg_state_fn *on_state;
   void *on_state_ud;
