@@ -64,6 +64,17 @@ static hd_err lookup(hd_control *c, const char *key, const char *id,
   return err;
 }
 
+/* lookup, and the registration the handler keeps (*cur, NULL on failure)
+ * copied into *next for a change to start from. */
+static hd_err lookup_saved(hd_control *c, const char *key, const char *id,
+                           hd_handler **member, const hd_registration **cur,
+                           hd_registration *next, char *msg, size_t msg_size) {
+  hd_err err = lookup(c, key, id, member, msg, msg_size);
+  *cur = err == HD_OK ? &hd_registered_record(*member)->spec : NULL;
+  *next = *cur ? **cur : (hd_registration){0};
+  return err;
+}
+
 /* ---- RemoveHandler --------------------------------------------------------
  */
 
@@ -228,10 +239,9 @@ hd_err hd_control_remove_route(hd_control *c, const char *key, const char *id,
     return HD_ENOMEM;
   }
   pthread_mutex_lock(&c->change);
-  err = lookup(c, key, id, &member, msg, msg_size);
-  const hd_registration *cur =
-      err == HD_OK ? &hd_registered_record(member)->spec : NULL;
-  hd_registration next = cur ? *cur : (hd_registration){0};
+  const hd_registration *cur;
+  hd_registration next;
+  err = lookup_saved(c, key, id, &member, &cur, &next, msg, msg_size);
   if (err == HD_OK && cur->n_routes &&
       !(next.routes =
             hd_arena_calloc(tmp, cur->n_routes, sizeof(*next.routes))))
@@ -333,10 +343,9 @@ hd_err hd_control_rotate_secret(hd_control *c, const char *key, const char *id,
     return HD_ENOMEM;
   }
   pthread_mutex_lock(&c->change);
-  err = lookup(c, key, id, &member, msg, msg_size);
-  const hd_registration *cur =
-      err == HD_OK ? &hd_registered_record(member)->spec : NULL;
-  hd_registration next = cur ? *cur : (hd_registration){0};
+  const hd_registration *cur;
+  hd_registration next;
+  err = lookup_saved(c, key, id, &member, &cur, &next, msg, msg_size);
   if (err == HD_OK)
     err = rotate_place(tmp, &next, id, route ? route : "", &t, msg, msg_size);
   if (err == HD_OK) {
