@@ -502,8 +502,11 @@ class TestKillOneOfThree(ReplicaCase):
         self.assertFalse(any(t.is_alive() for t in threads))
         self.assertEqual(errors, [], "\n".join(r.describe() for r in reps))
         self.assertTrue(st["killed"], "the burst ended before the kill")
-        # The test's own premise: the kill came while deliveries lagged.
-        self.assertLess(st["received_at_kill"], st["acked_at_kill"], st)
+        # The test's own premise: the kill came while deliveries were under
+        # way (some acknowledged and not received, or some held at the
+        # receiver; under valgrind the receiver keeps up).
+        self.assertTrue(st["received_at_kill"] < st["acked_at_kill"]
+                        or st["held_at_kill"] > 0, st)
         victim.kill9()
 
         def missing():

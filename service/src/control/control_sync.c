@@ -154,11 +154,13 @@ hd_err hd_control_sync(hd_control *c, size_t *changed, char *msg,
     for (size_t i = 0; i < g.n; i++) {
       char why[256] = "";
       synced_reg *r = g.items[i];
+      /* Out of the map first: the removal forgets the id there too. */
+      hd_strmap_take(c->versions, r->id, strlen(r->id));
       hd_err rerr = hd_ctl_remove_locked(c, r->key, r->id, why, sizeof(why));
       if (rerr != HD_OK && rerr != HD_ENOTFOUND && rerr != HD_ENOKEY)
         hd_log(HD_LOG_ERROR, "sync: cannot remove handler %s: %s", r->id,
                why[0] ? why : hd_strerror(rerr));
-      synced_free(hd_strmap_take(c->versions, r->id, strlen(r->id)));
+      synced_free(r);
       sc.changed++;
     }
     free(g.items);
