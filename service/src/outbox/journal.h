@@ -170,7 +170,9 @@ typedef struct hd_journal_vtable {
    * delivering what it leases; NULL otherwise). A lease lasts the journal's
    * lease time (its configuration) and names this process.
    * claim: leases up to `limit` due, unfinished deliveries that no live
-   * lease holds, oldest due first, skipping rows another process is
+   * lease holds, oldest due first (those of webhooks with max_inflight or
+   * max_rps before the others, so a backlog without limits cannot starve
+   * them), skipping rows another process is
    * claiming (FOR UPDATE SKIP LOCKED); an ordered delivery only when no
    * earlier delivery of its (handler, route, ordering key) is unfinished;
    * of a webhook with max_inflight, only while fewer of its deliveries

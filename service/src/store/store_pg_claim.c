@@ -17,8 +17,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Due candidates, at most max_inflight minus those leased per webhook, in
- * due order per webhook. */
+/* Due candidates, at most max_inflight minus those leased and at most a
+ * full bucket per webhook (so one webhook's backlog cannot crowd the
+ * others out of the LIMIT), in due order per webhook. The lease rechecks
+ * state and lease: a candidate finished or leased meanwhile (the SELECT
+ * takes no row locks; the UPDATE rechecks after waiting for one) is not
+ * handed out. */
 static const char candidates_sql[] =
     "WITH busy AS (SELECT handler_id, route, count(*) AS n"
     " FROM handlerd_deliveries WHERE state IN (1, 2, 4)"
@@ -37,8 +41,9 @@ static const char candidates_sql[] =
     " SELECT cand.seq, cand.handler_id, cand.route, cand.max_rps FROM cand"
     " LEFT JOIN busy ON busy.handler_id = cand.handler_id"
     " AND busy.route = cand.route"
-    " WHERE cand.max_inflight = 0"
-    " OR cand.rn <= cand.max_inflight - coalesce(busy.n, 0)"
+    " WHERE (cand.max_inflight = 0"
+    " OR cand.rn <= cand.max_inflight - coalesce(busy.n, 0))"
+    " AND (cand.max_rps = 0 OR cand.rn <= greatest(1, ceil(cand.max_rps)))"
     " ORDER BY cand.handler_id, cand.route, cand.rn LIMIT $2";
 static const char bucket_sql[] = "SELECT tokens, at_ms FROM handlerd_buckets"
                                  " WHERE handler_id = $1 AND route = $2";
@@ -49,7 +54,9 @@ static const char bucket_put_sql[] =
 static const char lease_sql[] =
     "UPDATE handlerd_deliveries d SET lease_owner = $1, lease_until = $2,"
     " state = CASE WHEN d.state = 2 THEN 1 ELSE d.state END"
-    " WHERE d.seq = ANY($3::bigint[]) RETURNING d.seq, d.id, d.event_id,"
+    " WHERE d.seq = ANY($3::bigint[]) AND d.state IN (1, 2, 4)"
+    " AND (d.lease_until IS NULL OR d.lease_until < $4)"
+    " RETURNING d.seq, d.id, d.event_id,"
     " d.key, d.handler_id, d.route, d.event_name, d.ordering_key, d.body,"
     " d.headers, d.created_ms, d.next_ms, d.updated_ms, d.state, d.attempts,"
     " d.last_status, d.last_error, d.ordered, d.max_inflight, d.max_rps";
@@ -157,6 +164,7 @@ hd_err pg_claim_limited(pg_journal *j, int64_t now_ms, size_t limit,
     pp_text(&q, j->db->replica);
     pp_i64(&q, now_ms + j->db->lease_ms);
     pp_text(&q, seqs);
+    pp_i64(&q, now_ms);
     got = pg_run(&j->write, lease_sql, &q, "cannot claim deliveries", &err, msg,
                  msg_size);
   }
