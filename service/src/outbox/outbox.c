@@ -507,7 +507,7 @@ static void *outbox_thread(void *arg) {
     turn_run(o, &next_due);
     if (o->stopping && !o->accepts && !o->finished)
       break;
-    if (o->accepts || o->finished || o->claim_now)
+    if (o->accepts || o->finished || (o->shared && o->claim_now))
       continue;
     if (next_due == 0 || next_due > o->next_prune_ms)
       next_due = o->next_prune_ms;

@@ -526,8 +526,9 @@ void ob_after_attempt(hd_outbox *o, dlv *d, int finished) {
   }
   if (d->ordered)
     keyq_advance(o, d);
-  /* Its lease is back: room under the webhook's limits, claimable now. */
-  if (d->row.max_inflight || d->row.max_rps > 0)
+  /* Shared: the next of its key, or under its limits, is in the
+   * database, claimable now. */
+  if (o->shared && (d->ordered || d->row.max_inflight || d->row.max_rps > 0))
     o->claim_now = 1;
   hd_strmap_take(o->live, d->row.id, strlen(d->row.id));
   ob_dlv_free(d);
