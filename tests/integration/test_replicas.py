@@ -19,7 +19,9 @@ What is checked:
   adds and async accepts work, deliveries flow (those accepted before the
   outage too), handlerd_database_up is 1;
 * an ordered async webhook fed alternately through two replicas delivers
-  each topic path's events one at a time in dispatch order.
+  each topic path's events one at a time in dispatch order;
+* a replica holds at most 2048 deliveries leased (each renewal rewrites
+  them all): past that, accepted deliveries wait unleased for a claim.
 
 Needs PostgreSQL's server binaries: with CI=true a missing PostgreSQL
 fails the suite, elsewhere it is a loud skip (hd_harness.require_or_skip).
@@ -815,6 +817,49 @@ class TestOrderedAcrossReplicas(ReplicaCase):
             "dispatched in %.2f s, all delivered in order %.2f s after the "
             "first; %d duplicate(s)\n" % (self.EVENTS, self.PATHS,
                                          dispatch_s, all_s, dups))
+
+
+class TestLeaseAhead(ReplicaCase):
+
+    HANDLERS = 50
+    EVENTS = 60  # 3 000 deliveries: more than a replica leases ahead
+    LEASE_AHEAD = 2048
+
+    def test_a_replica_leases_at_most_2048(self):
+        url = new_database(PG, "ahead")
+        rx = self.receiver()
+        release = threading.Event()
+        self.addCleanup(release.set)  # before the receiver stops
+
+        def hold(req):
+            release.wait(60)
+            return (200, {}, b"", 0)
+        rx.respond("/hold", hold)
+        a = self.replica(url, "a")
+        for i in range(self.HANDLERS):
+            a.add("wide", async_webhook(rx.url("/hold"), timeout_ms=60000))
+        for i in range(self.EVENTS):
+            reply = a.dispatch(event("wide", "w/%d" % i, "w-%d" % i))
+            self.assertEqual(len(reply.results), self.HANDLERS)
+            self.assertTrue(all(r.accepted for r in reply.results), reply)
+        total = self.HANDLERS * self.EVENTS
+        db = url.rsplit("/", 1)[1]
+
+        def counts():
+            out = PG.psql("SELECT count(*) FILTER (WHERE lease_owner = 'a'),"
+                          " count(*) FROM handlerd_deliveries"
+                          " WHERE state IN (1, 2, 4)", db=db).strip()
+            leased, unfinished = (int(x) for x in out.split("|"))
+            return leased, unfinished
+        leased, unfinished = eventually(
+            lambda: (lambda c: c if c[1] == total else None)(counts()),
+            10.0, "%d deliveries journaled" % total, a.describe)
+        self.assertLessEqual(leased, self.LEASE_AHEAD,
+                             "leased %d of %d" % (leased, unfinished))
+        self.assertGreaterEqual(unfinished - leased, total - self.LEASE_AHEAD)
+        sys.stderr.write("lease ahead: %d of %d unfinished deliveries leased "
+                         "by the replica\n" % (leased, unfinished))
+        release.set()
 
 
 if __name__ == "__main__":

@@ -351,13 +351,17 @@ static hd_err turn_take(hd_outbox *o, turn *t, int64_t now) {
   t->finished = o->finished;
   o->accepts = o->accepts_tail = NULL;
   o->finished = o->finished_tail = NULL;
+  size_t held = hd_strmap_count(o->live) - t->n_accepts;
   for (dlv *d = t->accepts; d; d = d->next) {
     /* Shared: an ordered or rate-limited delivery is claimed (at the head
      * of its key, within the webhook's limits) by whichever replica; any
-     * other is this replica's to deliver. */
+     * other is this replica's to deliver, up to OB_LEASE_AHEAD held at
+     * once: the rest wait unleased for a claim (this replica's as its
+     * queue drains, or another's), so renewing stays cheap. */
     d->row.ordered = d->ordered;
-    d->row.leased =
-        o->shared && !d->ordered && !d->row.max_inflight && d->row.max_rps <= 0;
+    d->row.leased = o->shared && !d->ordered && !d->row.max_inflight &&
+                    d->row.max_rps <= 0 && held < OB_LEASE_AHEAD;
+    held += d->row.leased;
     t->batch.inserts[t->batch.n_inserts++] = d->row;
   }
   for (dlv *d = t->finished; d; d = d->next, k++) {

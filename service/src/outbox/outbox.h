@@ -22,8 +22,9 @@
  * event is leased to the replica that accepted it, except an ordered one,
  * which any replica claims at the head of its key, and one of a webhook
  * with max_inflight or max_rps, which any replica claims within those
- * limits (they hold across replicas); a delivery that failed
- * gives its lease back with its retry time, for whichever replica claims
+ * limits (they hold across replicas), and any past the 2048 a replica
+ * holds leased at once (each renewal rewrites them all); a delivery that
+ * failed gives its lease back with its retry time, for whichever replica claims
  * it when it is due. The thread claims every 200 ms (at once after an
  * accept it did not lease), renews its leases every third of a lease, and
  * reaps expired ones every lease.

@@ -140,7 +140,7 @@ struct hd_outbox {
   int claim_now;
   int64_t next_claim_ms, next_renew_ms, next_reap_ms;
   int64_t shared_quiet_ms; /* no warning before: outbox_shared.c */
-  hd_outbox_stats stats; /* counters; pending/in_flight are computed */
+  hd_outbox_stats stats;   /* counters; pending/in_flight are computed */
 };
 
 /* ---- outbox.c ------------------------------------------------------------ */
@@ -181,6 +181,10 @@ int ob_settle(hd_outbox *o, dlv *d, int64_t now, hd_delivery_update *up,
 void ob_after_attempt(hd_outbox *o, dlv *d, int finished);
 /* Releases what waits behind the name's limits now that they may allow it. */
 void ob_unblock(hd_outbox *o, ob_name *n);
+
+/* A shared journal: the deliveries this replica holds leased at most (its
+ * queue; each renewal rewrites them all). */
+#define OB_LEASE_AHEAD 2048
 
 /* ---- outbox_shared.c ----------------------------------------------------- */
 

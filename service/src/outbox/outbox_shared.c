@@ -70,7 +70,9 @@ static void log_failure(hd_outbox *o, const char *what, hd_err err,
 
 static void claim(hd_outbox *o, int64_t now) {
   size_t live = hd_strmap_count(o->live);
-  size_t room = live < o->cfg.max_pending ? o->cfg.max_pending - live : 0;
+  size_t most =
+      o->cfg.max_pending < OB_LEASE_AHEAD ? o->cfg.max_pending : OB_LEASE_AHEAD;
+  size_t room = live < most ? most - live : 0;
   claimed c = {NULL, 0};
   char msg[512] = "";
   hd_err err;

@@ -45,6 +45,11 @@ static const char candidates_sql[] =
     " OR cand.rn <= cand.max_inflight - coalesce(busy.n, 0))"
     " AND (cand.max_rps = 0 OR cand.rn <= greatest(1, ceil(cand.max_rps)))"
     " ORDER BY cand.handler_id, cand.route, cand.rn LIMIT $2";
+/* Whether any limited delivery is due at all: without one, no lock and no
+ * transaction (handlerd_deliveries_limited makes it an index probe). */
+static const char any_sql[] =
+    "SELECT 1 FROM handlerd_deliveries WHERE state IN (1, 2, 4)"
+    " AND (max_inflight > 0 OR max_rps > 0) AND next_ms <= $1 LIMIT 1";
 static const char bucket_sql[] = "SELECT tokens, at_ms FROM handlerd_buckets"
                                  " WHERE handler_id = $1 AND route = $2";
 static const char bucket_put_sql[] =
@@ -139,7 +144,7 @@ hd_err pg_claim_limited(pg_journal *j, int64_t now_ms, size_t limit,
                         hd_delivery_row_fn *fn, void *ud, size_t *claimed,
                         char *msg, size_t msg_size) {
   char lock[96], *seqs = NULL;
-  pg_params p = {0};
+  pg_params p = {0}, due = {0};
   PGresult *cand = NULL, *got = NULL;
   size_t n = 0;
   hd_err err;
@@ -149,7 +154,17 @@ hd_err pg_claim_limited(pg_journal *j, int64_t now_ms, size_t limit,
            (long long)PG_LIMITS_LOCK);
   pp_i64(&p, now_ms);
   pp_i64(&p, (int64_t)limit);
+  pp_i64(&due, now_ms);
   pthread_mutex_lock(&j->write.lock);
+  cand = pg_run(&j->write, any_sql, &due, "cannot claim deliveries", &err, msg,
+                msg_size);
+  if (!cand || PQntuples(cand) == 0) {
+    pthread_mutex_unlock(&j->write.lock);
+    PQclear(cand);
+    return err;
+  }
+  PQclear(cand);
+  cand = NULL;
   err = pg_exec(&j->write, "BEGIN", NULL, "cannot begin", msg, msg_size);
   if (err == HD_OK)
     err =

@@ -34,6 +34,10 @@ static const char *const schema_1[] = {
     /* An ordered delivery's predecessors in its key. */
     "CREATE INDEX handlerd_deliveries_order ON handlerd_deliveries"
     " (handler_id, route, ordering_key, seq) WHERE state IN (1, 2, 4)",
+    /* The limited claim's probe (store_pg_claim.c). */
+    "CREATE INDEX handlerd_deliveries_limited ON handlerd_deliveries"
+    " (next_ms) WHERE state IN (1, 2, 4)"
+    " AND (max_inflight > 0 OR max_rps > 0)",
     "CREATE INDEX handlerd_deliveries_owner ON handlerd_deliveries"
     " (lease_owner) WHERE lease_owner IS NOT NULL",
     "CREATE INDEX handlerd_deliveries_finished ON handlerd_deliveries"
