@@ -497,6 +497,10 @@ out:
     free(secrets[i]);
   }
   hd_metrics_server_stop(metrics);
+  /* Other replicas' changes stop arriving before anything they touch
+   * (registry, outbox, control) is stopped or freed. */
+  if (o->database && store)
+    hd_store_pg_unwatch(store);
   /* Order matters: stop accepting and drain; then stop the webhook engine,
    * which completes what is still pending while the queue threads can
    * still send (or drop) those replies; then free the server once its last

@@ -288,15 +288,21 @@ hd_err hd_store_pg_watch(hd_store *hs, void (*fn)(void *ud), void *ud,
 
 /* ---- open and close ------------------------------------------------------ */
 
+void hd_store_pg_unwatch(hd_store *hs) {
+  pg_store *s = hs ? hs->impl : NULL;
+  if (!s || !s->watching)
+    return;
+  atomic_store(&s->stop, 1);
+  (void)!write(s->wake[1], "x", 1);
+  pthread_join(s->thread, NULL);
+  close(s->wake[0]);
+  close(s->wake[1]);
+  s->watching = 0;
+}
+
 static void pg_close(hd_store *hs) {
   pg_store *s = hs->impl;
-  if (s->watching) {
-    atomic_store(&s->stop, 1);
-    (void)!write(s->wake[1], "x", 1);
-    pthread_join(s->thread, NULL);
-    close(s->wake[0]);
-    close(s->wake[1]);
-  }
+  hd_store_pg_unwatch(hs);
   pg_journal_free(hs->journal);
   pg_link_close(&s->link);
   pg_link_close(&s->watch);

@@ -61,6 +61,12 @@ hd_err hd_store_pg_open(const hd_store_pg_config *cfg, hd_store **out,
 hd_err hd_store_pg_watch(hd_store *s, void (*fn)(void *ud), void *ud, char *msg,
                          size_t msg_size);
 
+/* Stops the watcher (waiting for a sync under way to end); nothing more
+ * changes the registry behind the caller's back. Shutdown calls it before
+ * anything the sync uses is stopped. NULL, or a store not watched: no-op.
+ * Only for a store hd_store_pg_open made. */
+void hd_store_pg_unwatch(hd_store *s);
+
 /* The name the store's messages give the database: "user@host:port/db".
  * Valid while the store is. */
 const char *hd_store_pg_where(const hd_store *s);
