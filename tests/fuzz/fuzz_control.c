@@ -148,8 +148,11 @@ static void mem_close(hd_store *s) {
   m->n = 0;
 }
 
-static const hd_store_vtable mem_ops = {"memory", mem_put, mem_del, mem_load,
-                                        mem_close};
+static const hd_store_vtable mem_ops = {.name = "memory",
+                                        .put = mem_put,
+                                        .del = mem_del,
+                                        .load = mem_load,
+                                        .close = mem_close};
 
 /* ---- setup --------------------------------------------------------------- */
 

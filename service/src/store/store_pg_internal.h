@@ -65,6 +65,7 @@ typedef struct pg_link {
   const char *role; /* "store", "journal", "watcher": for logs */
   int64_t retry_ms; /* no new connection before (monotonic ms) */
   int64_t backoff_ms;
+  uint32_t prepared; /* the statement slots prepared on this connection */
 } pg_link;
 
 void pg_link_init(pg_link *l, pg_db *db, const char *role);
@@ -97,6 +98,13 @@ void pp_bin(pg_params *p, const void *b, size_t len);
  * down). */
 PGresult *pg_run(pg_link *l, const char *sql, const pg_params *p,
                  const char *what, hd_err *err, char *msg, size_t msg_size);
+/* As pg_run, for a statement run often: prepared on the link's connection
+ * the first time (as "hd<slot>"; again after a reconnection), then
+ * executed by name. `slot` (0..31) names the statement on that link: one
+ * slot, one `sql`, always. */
+PGresult *pg_run_stmt(pg_link *l, int slot, const char *sql, const pg_params *p,
+                      const char *what, hd_err *err, char *msg,
+                      size_t msg_size);
 /* As pg_run for a statement whose rows are not wanted. */
 hd_err pg_exec(pg_link *l, const char *sql, const pg_params *p,
                const char *what, char *msg, size_t msg_size);

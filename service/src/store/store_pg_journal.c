@@ -89,6 +89,17 @@ static const char release_sql[] =
     " WHERE lease_owner = $1 AND ($2::text IS NULL OR id = $2)"
     " AND state IN (1, 2, 4)";
 
+/* The write link's prepared statements (pg_run_stmt). */
+enum { S_INSERT, S_UPDATE, S_ATTEMPT, S_ENDPOINT, S_CLAIM, S_RENEW };
+
+static hd_err exec_stmt(pg_journal *j, int slot, const char *sql,
+                        const pg_params *p, const char *what, char *msg,
+                        size_t msg_size) {
+  hd_err err;
+  PQclear(pg_run_stmt(&j->write, slot, sql, p, what, &err, msg, msg_size));
+  return err;
+}
+
 static hd_err insert_row(pg_journal *j, hd_delivery_row *row, char *msg,
                          size_t msg_size) {
   pg_params p = {0};
@@ -119,8 +130,8 @@ static hd_err insert_row(pg_journal *j, hd_delivery_row *row, char *msg,
     pp_text(&p, NULL);
   pp_i64(&p, row->max_inflight);
   pp_f64(&p, row->max_rps);
-  r = pg_run(&j->write, insert_sql, &p, "cannot journal a delivery", &err, msg,
-             msg_size);
+  r = pg_run_stmt(&j->write, S_INSERT, insert_sql, &p,
+                  "cannot journal a delivery", &err, msg, msg_size);
   if (r && PQntuples(r) == 1)
     row->seq = pg_i64(r, 0, 0);
   PQclear(r);
@@ -137,8 +148,8 @@ static hd_err update_row(pg_journal *j, const hd_delivery_update *u, char *msg,
   pp_i64(&p, u->updated_ms);
   pp_i64(&p, u->last_status);
   pp_text(&p, u->last_error ? u->last_error : "");
-  return pg_exec(&j->write, update_sql, &p, "cannot journal a delivery", msg,
-                 msg_size);
+  return exec_stmt(j, S_UPDATE, update_sql, &p, "cannot journal a delivery",
+                   msg, msg_size);
 }
 
 static hd_err attempt_row(pg_journal *j, const hd_attempt_row *a, char *msg,
@@ -152,8 +163,8 @@ static hd_err attempt_row(pg_journal *j, const hd_attempt_row *a, char *msg,
   pp_i64(&p, a->http_status);
   pp_text(&p, a->error ? a->error : "");
   pp_bin(&p, a->response_head, a->response_head_len);
-  return pg_exec(&j->write, attempt_sql, &p, "cannot journal an attempt", msg,
-                 msg_size);
+  return exec_stmt(j, S_ATTEMPT, attempt_sql, &p, "cannot journal an attempt",
+                   msg, msg_size);
 }
 
 static hd_err endpoint_row(pg_journal *j, const hd_endpoint_row *e, char *msg,
@@ -164,8 +175,8 @@ static hd_err endpoint_row(pg_journal *j, const hd_endpoint_row *e, char *msg,
   pp_i64(&p, e->failures);
   pp_i64(&p, e->first_failure_ms);
   pp_i64(&p, e->disabled_ms);
-  return pg_exec(&j->write, endpoint_sql, &p,
-                 "cannot journal a webhook's health", msg, msg_size);
+  return exec_stmt(j, S_ENDPOINT, endpoint_sql, &p,
+                   "cannot journal a webhook's health", msg, msg_size);
 }
 
 static hd_err pgj_commit(hd_journal *hj, hd_journal_batch *b, char *msg,
@@ -228,8 +239,8 @@ static hd_err pgj_claim(hd_journal *hj, int64_t now_ms, size_t limit,
   pp_text(&p, j->db->replica);
   pp_i64(&p, now_ms + j->db->lease_ms);
   pthread_mutex_lock(&j->write.lock);
-  r = pg_run(&j->write, claim_sql, &p, "cannot claim deliveries", &err, msg,
-             msg_size);
+  r = pg_run_stmt(&j->write, S_CLAIM, claim_sql, &p, "cannot claim deliveries",
+                  &err, msg, msg_size);
   pthread_mutex_unlock(&j->write.lock);
   if (r)
     err = pg_rows_each(r, fn, ud);
@@ -246,7 +257,8 @@ static hd_err pgj_renew(hd_journal *hj, int64_t now_ms, char *msg,
   pp_text(&p, j->db->replica);
   pp_i64(&p, now_ms + j->db->lease_ms);
   pthread_mutex_lock(&j->write.lock);
-  err = pg_exec(&j->write, renew_sql, &p, "cannot renew leases", msg, msg_size);
+  err = exec_stmt(j, S_RENEW, renew_sql, &p, "cannot renew leases", msg,
+                  msg_size);
   pthread_mutex_unlock(&j->write.lock);
   return err;
 }
