@@ -107,44 +107,13 @@ hpid=$!
 wait_file "$tmp/ready"
 addr=$(cat "$tmp/ready")
 
-http_get() { # port path -> body
-  local body
-  exec 3<>"/dev/tcp/127.0.0.1/$1" || return 1
-  printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' "$2" >&3
-  body=$(cat <&3)
-  exec 3>&-
-  printf '%s\n' "${body#*$'\r\n\r\n'}"
-}
-recv_count() { http_get "$rport" /count | sed -n 's/.*"requests":\([0-9]*\).*/\1/p'; }
-# The outbox's figures: "accepted attempts failed succeeded dead waiting in_flight commits"
-metrics() {
-  http_get "$mport" /metrics | awk '
-    /^handlerd_async_accepted /            {a = $2}
-    /^handlerd_async_attempts /            {t = $2}
-    /^handlerd_async_failed_attempts /     {f = $2}
-    /^handlerd_async_succeeded /           {s = $2}
-    /^handlerd_async_dead /                {x = $2}
-    /^handlerd_async_deliveries_waiting /  {w = $2}
-    /^handlerd_async_deliveries_in_flight / {i = $2}
-    /^handlerd_async_journal_commits /     {c = $2}
-    BEGIN {c = -1} # -1: not exported
-    END {printf "%d %d %d %d %d %d %d %d\n", a, t, f, s, x, w, i, c}'
-}
+. "$(dirname "$0")/async_lib.sh"
+metrics() { async_metrics "$mport"; }
 mfield() { # "metrics line" n -> field n
   awk -v n="$2" '{print $n}' <<<"$1"
 }
 # handlerd's CPU time per thread (ticks): "tid name ticks" lines.
-thread_cpu() {
-  local f tid
-  for f in /proc/"$hpid"/task/*/stat; do
-    tid=${f%/stat} tid=${tid##*/}
-    awk -v tid="$tid" -v pid="$hpid" '{
-      line = $0; name = line; sub(/^[^(]*\(/, "", name); sub(/\).*$/, "", name)
-      sub(/^.*\) /, "", line); split(line, v, " ")
-      gsub(/ /, "_", name); if (tid == pid) name = "main"
-      print tid, name, v[12] + v[13]}' "$f" 2>/dev/null || true
-  done
-}
+thread_cpu() { thread_ticks "$hpid"; }
 # thread_cpu before, after, seconds -> the busiest threads, % of one core
 cpu_report() {
   awk -v secs="$3" -v hz="$(getconf CLK_TCK)" '

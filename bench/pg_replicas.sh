@@ -167,29 +167,9 @@ if [ $need_pg = 1 ] && [ "$rtt_s" -gt 0 ] && [ -x "$pg_bindir/pgbench" ]; then
 fi
 
 # ---- counters ---------------------------------------------------------------
-http_get() { # port path -> body
-  local body
-  exec 3<>"/dev/tcp/127.0.0.1/$1" || return 1
-  printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' "$2" >&3
-  body=$(cat <&3)
-  exec 3>&-
-  printf '%s\n' "${body#*$'\r\n\r\n'}"
-}
-recv_count() { http_get "$rport" /count | sed -n 's/.*"requests":\([0-9]*\).*/\1/p'; }
-# One replica's outbox: "accepted attempts failed succeeded dead waiting in_flight commits"
-metrics() {
-  http_get "$1" /metrics | awk '
-    /^handlerd_async_accepted /            {a = $2}
-    /^handlerd_async_attempts /            {t = $2}
-    /^handlerd_async_failed_attempts /     {f = $2}
-    /^handlerd_async_succeeded /           {s = $2}
-    /^handlerd_async_dead /                {x = $2}
-    /^handlerd_async_deliveries_waiting /  {w = $2}
-    /^handlerd_async_deliveries_in_flight / {i = $2}
-    /^handlerd_async_journal_commits /     {c = $2}
-    BEGIN {c = -1}
-    END {printf "%d %d %d %d %d %d %d %d\n", a, t, f, s, x, w, i, c}'
-}
+. "$(dirname "$0")/async_lib.sh"
+# One replica's outbox (async_lib.sh).
+metrics() { async_metrics "$1"; }
 # Every replica's outbox figures summed (field n of metrics()).
 metrics_all() {
   local i
@@ -216,18 +196,8 @@ cpu_delta() {
 }
 # The machine: "busy total" jiffies from /proc/stat.
 machine() { awk '/^cpu / {b = $2 + $3 + $4 + $7 + $8 + $9; print b, b + $5 + $6}' /proc/stat; }
-# handlerd's threads, % of one core between two snapshots ("name:NN%").
-thread_ticks() {
-  local f tid
-  for f in /proc/"$1"/task/*/stat; do
-    tid=${f%/stat} tid=${tid##*/}
-    awk -v tid="$tid" -v pid="$1" '{
-      line = $0; name = line; sub(/^[^(]*\(/, "", name); sub(/\).*$/, "", name)
-      sub(/^.*\) /, "", line); split(line, v, " ")
-      gsub(/ /, "_", name); if (tid == pid) name = "main"
-      print tid, name, v[12] + v[13]}' "$f" 2>/dev/null || true
-  done
-}
+# handlerd's threads, % of one core between two snapshots ("name:NN%"):
+# thread_ticks (async_lib.sh) before and after, then thread_report.
 thread_report() { # before after seconds
   awk -v secs="$3" -v hz="$(getconf CLK_TCK)" '
     NR == FNR {b[$1] = $3; next}
