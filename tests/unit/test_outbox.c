@@ -684,6 +684,12 @@ static void test_accept_refused(void **state) {
 
 /* One Dispatch's deliveries (a batch) are committed together or refused
  * together: never some acknowledged and the rest lost. */
+static size_t pending_of(hd_outbox *o) {
+  hd_outbox_stats st;
+  hd_outbox_get_stats(o, 0, &st);
+  return st.pending;
+}
+
 static void test_batch_all_or_none(void **state) {
   fx *f = *state;
   hd_outbox_endpoint *ep;
@@ -720,9 +726,12 @@ static void test_batch_all_or_none(void **state) {
   assert_int_equal(f->fj->insert_commits, commits + 1);
   pthread_mutex_unlock(&f->fj->lock);
 
-  /* Held by the receiver? No: wait until they are delivered, then fill one
-   * place of max_pending 3 and offer a batch of three: all are refused. */
+  /* Wait until they are delivered and finished (the receiver sees them
+   * before the outbox has recorded their answers and let their places go),
+   * then fill one place of max_pending 3 and offer a batch of three: all
+   * are refused. */
   EVENTUALLY(rx_count(f->r) >= 3, 5000);
+  EVENTUALLY(pending_of(f->o) == 0, 5000);
   fj_gate(f->fj, 1);
   accept_ev(f, ep, 8, "first", NULL, &first);
   memset(a, 0, sizeof(a));
