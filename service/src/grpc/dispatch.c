@@ -3,6 +3,7 @@
  */
 #include "dispatch.h"
 #include "clock.h"
+#include "frame.h"
 #include "proto_event.h"
 #include "rpc.h"
 
@@ -100,7 +101,12 @@ grpc_status_code rpc_start_dispatch(hd_server *srv, hd_arena *a,
     deadline -= hd_server_reply_margin_ns(left);
   }
   ev->deadline_ns = deadline;
+  /* Every level's bookkeeping goes in the call's arena beside the event,
+   * which lives as long (frame.h). */
+  hd_frame_scope frames;
+  hd_frame_begin(&frames, a, ev);
   err = hd_registry_dispatch(srv->reg, ev, done, done_data);
+  hd_frame_end(&frames);
   if (err == HD_ENOKEY)
     snprintf(msg, msg_size, "no handler registered for key '%s'", ev->key);
   else if (err != HD_OK)

@@ -4,6 +4,7 @@
  */
 #include "handlerd/handlerd.h"
 #include "clock.h"
+#include "frame.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -121,13 +122,14 @@ const hd_handler_ops *hd_handler_ops_of(const hd_handler *h) {
 
 /* ---- timed dispatch ----------------------------------------------------- */
 
-/* The completion we interpose to time the call. It is the only state a
- * handle() needs beyond the caller's, hence one small malloc per call. */
+/* The completion we interpose to time the call: the only state a handle()
+ * needs beyond the caller's, a frame of the dispatch (frame.h). */
 struct timed_call {
   hd_done_fn *done;
   void *done_data;
   int64_t start_ns;
   const char *kind;
+  unsigned char heap;
 };
 
 static void timed_done(hd_results *results, void *data) {
@@ -135,7 +137,7 @@ static void timed_done(hd_results *results, void *data) {
   int64_t elapsed = mono_ns() - call.start_ns;
   size_t n = hd_results_count(results);
 
-  free(data);
+  hd_frame_free(data, call.heap);
   /* Kinds that time themselves more precisely (a simple function, a set's
    * members) have already set a duration; only fill the blanks. */
   for (size_t i = 0; i < n; i++) {
@@ -155,9 +157,11 @@ hd_err hd_handler_handle(hd_handler *h, const hd_event *ev, hd_done_fn *done,
 
   if (h == NULL || ev == NULL || done == NULL)
     return HD_EINVAL;
-  call = malloc(sizeof(*call));
+  unsigned char heap;
+  call = hd_frame_alloc(ev, sizeof(*call), &heap);
   if (call == NULL)
     return HD_ENOMEM;
+  call->heap = heap;
   call->done = done;
   call->done_data = done_data;
   call->start_ns = mono_ns();
@@ -166,7 +170,7 @@ hd_err hd_handler_handle(hd_handler *h, const hd_event *ev, hd_done_fn *done,
    * freed `call`: it must not be touched again on that path. */
   err = h->ops->handle(h, ev, timed_done, call);
   if (err != HD_OK)
-    free(call);
+    hd_frame_free(call, heap);
   return err;
 }
 

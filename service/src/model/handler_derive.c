@@ -11,6 +11,7 @@
  * value is still remembered.
  */
 #include "handlerd/handlerd.h"
+#include "frame.h"
 #include "handler_forward.h"
 #include "handler_locked.h"
 #include "registry_select.h"
@@ -70,6 +71,7 @@ struct derived {
   hd_value *old; /* owned */
   hd_done_fn *done;
   void *done_data;
+  unsigned char heap; /* a frame of the dispatch (frame.h) */
 };
 
 static void derived_done(hd_results *rs, void *data) {
@@ -78,7 +80,7 @@ static void derived_done(hd_results *rs, void *data) {
   void *done_data = d->done_data;
 
   value_free(d->old);
-  free(d);
+  hd_frame_free(d, d->heap);
   done(rs, done_data);
 }
 
@@ -130,20 +132,26 @@ static hd_err derive_handle(hd_handler *h, const hd_event *ev, hd_done_fn *done,
     return err;
   if (old == NULL)
     return hd_handler_forward(hd_handler_ref(s->inner), ev, done, done_data);
-  d = malloc(sizeof(*d));
+  unsigned char heap;
+  d = hd_frame_alloc(ev, sizeof(*d), &heap);
   if (d == NULL) {
     value_free(old);
     return HD_ENOMEM;
   }
+  d->heap = heap;
   d->ev = *ev;
   d->ev.topic.old_value = *old;
   d->old = old;
   d->done = done;
   d->done_data = done_data;
+  /* The levels below take their frames where this one did (frame.h). */
+  hd_frame_scope scope;
+  hd_frame_follow(&scope, ev, &d->ev);
   err = hd_handler_forward(hd_handler_ref(s->inner), &d->ev, derived_done, d);
+  hd_frame_end(&scope);
   if (err != HD_OK) {
     value_free(old);
-    free(d);
+    hd_frame_free(d, heap);
   }
   return err;
 }

@@ -17,6 +17,7 @@
 
 #include "array.h"
 #include "fanout.h"
+#include "frame.h"
 #include "handler_locked.h"
 #include "registry_select.h"
 #include "set_index.h"
@@ -54,15 +55,18 @@ static struct set *set_of(hd_handler *h) {
 
 /* Copies the members under the lock, taking a reference on each, so they
  * can be used unlocked. Returns the count, or (size_t)-1 when out of memory;
- * `*out` is NULL for an empty set. */
-static size_t snapshot(struct set *s, hd_handler ***out) {
+ * `*out` is NULL for an empty set, else a frame of the dispatch of `ev`
+ * (frame.h; `ev` NULL: from the heap) to free with hd_frame_free(*out,
+ * *heap). */
+static size_t snapshot(struct set *s, const hd_event *ev, hd_handler ***out,
+                       unsigned char *heap) {
   hd_handler **snap = NULL;
   size_t n;
 
   pthread_mutex_lock(&s->lock);
   n = s->count;
   if (n > 0) {
-    snap = malloc(n * sizeof(*snap));
+    snap = hd_frame_alloc(ev, n * sizeof(*snap), heap);
     if (snap == NULL) {
       pthread_mutex_unlock(&s->lock);
       return (size_t)-1;
@@ -85,7 +89,7 @@ static int by_order(const void *a, const void *b) {
  * the path) are taken under the lock with references; their selectors are
  * matched after it. */
 static size_t select_members(struct set *s, const hd_event *ev,
-                             hd_handler ***out) {
+                             hd_handler ***out, unsigned char *heap) {
   /* Events without a topic path reach every member. */
   const char *path = hd_event_topic_path(ev);
   set_entry *c = NULL;
@@ -93,11 +97,11 @@ static size_t select_members(struct set *s, const hd_event *ev,
   hd_handler **snap;
 
   if (path == NULL)
-    return snapshot(s, out);
+    return snapshot(s, ev, out, heap);
   pthread_mutex_lock(&s->lock);
   if (s->n_selected == 0) {
     pthread_mutex_unlock(&s->lock);
-    return snapshot(s, out);
+    return snapshot(s, ev, out, heap);
   }
   cap = s->n_plain + 16;
   c = malloc(cap * sizeof(*c));
@@ -144,7 +148,7 @@ static size_t select_members(struct set *s, const hd_event *ev,
     else
       c[kept++] = c[i];
   }
-  snap = kept ? malloc(kept * sizeof(*snap)) : NULL;
+  snap = kept ? hd_frame_alloc(ev, kept * sizeof(*snap), heap) : NULL;
   if (kept && snap == NULL) {
     for (size_t i = 0; i < kept; i++)
       hd_handler_unref(c[i].member);
@@ -170,6 +174,7 @@ struct slot {
 
 struct gather {
   atomic_size_t remaining; /* members not done yet, +1 for handle() itself */
+  unsigned char heap;      /* a frame of the dispatch (frame.h) */
   hd_done_fn *done;
   void *done_data;
   hd_results *out; /* allocated up front: assembling must not fail */
@@ -190,8 +195,12 @@ static void gather_release(struct gather *g) {
              g->set_id, hd_results_count(rs));
     hd_results_free(rs);
   }
-  g->done(g->out, g->done_data);
-  free(g);
+  /* Once done has run the dispatch's frames, `g` among them, may be gone. */
+  hd_done_fn *done = g->done;
+  void *done_data = g->done_data;
+  hd_results *out = g->out;
+  hd_frame_free(g, g->heap);
+  done(out, done_data);
 }
 
 static void member_done(hd_results *results, void *data) {
@@ -233,7 +242,8 @@ static hd_err set_handle(hd_handler *h, const hd_event *ev, hd_done_fn *done,
   struct set *s = hd_handler_user_data(h);
   hd_handler **members;
   struct gather *g;
-  size_t n = select_members(s, ev, &members);
+  unsigned char members_heap = 1, g_heap;
+  size_t n = select_members(s, ev, &members, &members_heap);
 
   if (n == (size_t)-1)
     return HD_ENOMEM;
@@ -245,17 +255,18 @@ static hd_err set_handle(hd_handler *h, const hd_event *ev, hd_done_fn *done,
     return HD_OK;
   }
 
-  g = malloc(sizeof(*g) + n * sizeof(g->slots[0]));
+  g = hd_frame_alloc(ev, sizeof(*g) + n * sizeof(g->slots[0]), &g_heap);
   if (g != NULL && (g->out = hd_results_new()) == NULL) {
-    free(g);
+    hd_frame_free(g, g_heap);
     g = NULL;
   }
   if (g == NULL) {
     for (size_t i = 0; i < n; i++)
       hd_handler_unref(members[i]);
-    free(members);
+    hd_frame_free(members, members_heap);
     return HD_ENOMEM;
   }
+  g->heap = g_heap;
   atomic_init(&g->remaining, n + 1);
   g->done = done;
   g->done_data = done_data;
@@ -266,7 +277,7 @@ static hd_err set_handle(hd_handler *h, const hd_event *ev, hd_done_fn *done,
     g->slots[i].member = members[i]; /* the snapshot's reference moves here */
     g->slots[i].results = NULL;
   }
-  free(members);
+  hd_frame_free(members, members_heap);
 
   /* The extra count keeps `g` alive through this loop however fast the
    * members complete. A slot is not read here after its member started.
@@ -470,11 +481,12 @@ void hd_set_foreach(hd_handler *set, void (*fn)(hd_handler *member, void *ud),
                     void *ud) {
   struct set *s = set_of(set);
   hd_handler **members;
+  unsigned char heap = 1;
   size_t n;
 
   if (s == NULL || fn == NULL)
     return;
-  n = snapshot(s, &members);
+  n = snapshot(s, NULL, &members, &heap);
   if (n == (size_t)-1) {
     hd_log(HD_LOG_ERROR, "set %s: out of memory listing members",
            hd_handler_id(set));
@@ -484,7 +496,7 @@ void hd_set_foreach(hd_handler *set, void (*fn)(hd_handler *member, void *ud),
     fn(members[i], ud);
   for (size_t i = 0; i < n; i++)
     hd_handler_unref(members[i]);
-  free(members);
+  hd_frame_free(members, heap);
 }
 
 /* ---- lifetime

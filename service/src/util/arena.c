@@ -110,6 +110,13 @@ char *hd_arena_strdup(hd_arena *a, const char *s) {
   return p;
 }
 
+size_t hd_arena_used(const hd_arena *a) {
+  size_t n = 0;
+  for (const block *b = a->head; b; b = b->next)
+    n += b->used;
+  return n;
+}
+
 ProtobufCAllocator *hd_arena_pb_allocator(hd_arena *a) {
   return &a->pb;
 }

@@ -23,6 +23,8 @@ void hd_arena_wipe(hd_arena *a);
 void *hd_arena_alloc(hd_arena *a, size_t size);
 void *hd_arena_calloc(hd_arena *a, size_t n, size_t size);
 char *hd_arena_strdup(hd_arena *a, const char *s);
+/* Bytes handed out so far (rounded up to the alignment). */
+size_t hd_arena_used(const hd_arena *a);
 /* A protobuf-c allocator drawing from `a` (free is a no-op). Valid for the
  * arena's lifetime. */
 ProtobufCAllocator *hd_arena_pb_allocator(hd_arena *a);
