@@ -758,7 +758,7 @@ static void test_delivery(void **state) {
   fx *f = *state;
   hd_endpoint_spec spec;
   hd_outbox_endpoint *ep;
-  hd_delivery_update up;
+  hd_delivery_update up = {0};
   hd_attempt_row at[4];
   char id[HD_DELIVERY_ID_LEN + 1], sig[HD_SIGNATURE_MAX];
   acc a = {0};
@@ -826,7 +826,7 @@ static void test_retry_then_dead(void **state) {
   static const uint32_t sched[] = {50, 50};
   fx *f = *state;
   hd_outbox_endpoint *ep;
-  hd_delivery_update up;
+  hd_delivery_update up = {0};
   hd_attempt_row at[8];
   acc a = {0};
   int64_t t0 = mono_ms();
@@ -864,7 +864,7 @@ static void test_retry_then_dead(void **state) {
 static void test_final_4xx(void **state) {
   fx *f = *state;
   hd_outbox_endpoint *ep;
-  hd_delivery_update up;
+  hd_delivery_update up = {0};
   hd_attempt_row at[4];
   acc a = {0};
 
@@ -963,7 +963,7 @@ static void test_endpoint_dropped(void **state) {
   static const uint32_t sched[] = {300, 300};
   fx *f = *state;
   hd_outbox_endpoint *ep;
-  hd_delivery_update up;
+  hd_delivery_update up = {0};
   acc a = {0};
 
   ep = fx_start(f, rx_start_status(500, ""), "h-dropped", 0, sched, 2);
@@ -1006,7 +1006,7 @@ static void test_endpoint_unsigned_null_key(void **state) {
 static void test_run_resumes(void **state) {
   fx *f = *state;
   hd_delivery_row row;
-  hd_delivery_update up;
+  hd_delivery_update up = {0};
   hd_attempt_row at[4];
   int64_t now = real_ms();
   int i1, i2;
