@@ -846,6 +846,47 @@ static void test_failed_commit_changes_nothing(void **state) {
   assert_endpoint(&x, &e[0]);
 }
 
+/* A batch longer than a backend sends at once (PostgreSQL syncs its
+ * pipeline every 64 statements, inside the transaction) whose last insert
+ * repeats its first id fails whole: none of the 149 before the repeat is
+ * there. Without the repeat it goes in whole, every seq in order. */
+static void test_long_failed_commit_changes_nothing(void **state) {
+  conf *c = *state;
+  hd_journal *j = conf_journal(c);
+  enum { N = 150 };
+  drow *d = calloc(N, sizeof(*d));
+  char msg[512] = "";
+
+  assert_non_null(d);
+  drows_pending(d, N);
+  hd_delivery_row *rows = calloc(N, sizeof(*rows));
+  assert_non_null(rows);
+  for (int i = 0; i < N - 1; i++)
+    rows[i] = d[i].r;
+  rows[N - 1] = d[0].r;
+  hd_journal_batch b = {.inserts = rows, .n_inserts = N};
+  hd_err err = commit(j, &b, msg, sizeof(msg));
+  print_message("  %s: %s\n", hd_strerror(err), msg);
+  assert_int_not_equal(err, HD_OK);
+  assert_true(msg[0] != '\0');
+  for (int i = 0; i < N - 1; i++)
+    assert_not_found(j, d[i].r.id);
+
+  b.n_inserts = N - 1;
+  commit_ok(j, &b);
+  got g = {0};
+  load_pending_ok(j, &g);
+  assert_int_equal(g.n, N - 1);
+  for (int i = 0; i < N - 1; i++) {
+    d[i].r.seq = rows[i].seq;
+    assert_true(i == 0 || d[i].r.seq > d[i - 1].r.seq);
+    assert_row(&g.rows[i], &d[i].r, 1);
+  }
+  got_free(&g);
+  free(rows);
+  free(d);
+}
+
 /* Everything committed is there after close and reopen, and seqs go on
  * from where they were. */
 static void test_data_survives_close_and_reopen(void **state) {
@@ -1181,6 +1222,7 @@ static const conf_case conformance[] = {
     C(test_prune_removes_only_finished_and_old),
     C(test_endpoints_replace_by_handler_and_route),
     C(test_failed_commit_changes_nothing),
+    C(test_long_failed_commit_changes_nothing),
     C(test_data_survives_close_and_reopen),
 #undef C
 };

@@ -146,10 +146,8 @@ static hd_err state_err(const char *state) {
   return HD_EIO;
 }
 
-/* The outcome of a statement: r when it worked, else NULL with *err and
- * msg (r is freed). */
-static PGresult *outcome(pg_link *l, PGconn *c, PGresult *r, const char *what,
-                         hd_err *err, char *msg, size_t msg_size) {
+PGresult *pg_outcome(pg_link *l, PGconn *c, PGresult *r, const char *what,
+                     hd_err *err, char *msg, size_t msg_size) {
   ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
   char why[256];
 
@@ -191,22 +189,23 @@ PGresult *pg_run_stmt(pg_link *l, int slot, const char *sql, const pg_params *p,
   if (!p)
     p = &none;
   if (slot < 0)
-    return outcome(l, c,
-                   PQexecParams(c, sql, p->n, NULL, p->v, p->len, p->fmt, 1),
-                   what, err, msg, msg_size);
+    return pg_outcome(l, c,
+                      PQexecParams(c, sql, p->n, NULL, p->v, p->len, p->fmt, 1),
+                      what, err, msg, msg_size);
   /* Prepared once per connection: parsed and planned once, not per call
    * (about half of the server's time per statement otherwise). */
   snprintf(name, sizeof(name), "hd%d", slot);
   if (!(l->prepared & (1u << slot))) {
-    PGresult *r = outcome(l, c, PQprepare(c, name, sql, p->n, NULL), what, err,
-                          msg, msg_size);
+    PGresult *r = pg_outcome(l, c, PQprepare(c, name, sql, p->n, NULL), what,
+                             err, msg, msg_size);
     if (!r)
       return NULL;
     PQclear(r);
     l->prepared |= 1u << slot;
   }
-  return outcome(l, c, PQexecPrepared(c, name, p->n, p->v, p->len, p->fmt, 1),
-                 what, err, msg, msg_size);
+  return pg_outcome(l, c,
+                    PQexecPrepared(c, name, p->n, p->v, p->len, p->fmt, 1),
+                    what, err, msg, msg_size);
 }
 
 hd_err pg_exec(pg_link *l, const char *sql, const pg_params *p,

@@ -105,6 +105,54 @@ PGresult *pg_run(pg_link *l, const char *sql, const pg_params *p,
 PGresult *pg_run_stmt(pg_link *l, int slot, const char *sql, const pg_params *p,
                       const char *what, hd_err *err, char *msg,
                       size_t msg_size);
+/* The outcome of a statement's result `r` on `c`: r when it worked, else
+ * NULL with *err and msg as pg_run says (r is freed). */
+PGresult *pg_outcome(pg_link *l, PGconn *c, PGresult *r, const char *what,
+                     hd_err *err, char *msg, size_t msg_size);
+
+/* A pipeline (libpq's pipeline mode) on a link, held (l->lock) from
+ * pg_pipe_open to pg_pipe_close: statements go out without waiting for
+ * each other's answers, and their results are read at each sync, so a
+ * batch of statements costs one round trip instead of one each. A sync
+ * comes by itself every PG_PIPE_MAX statements, which keeps both sides'
+ * buffers small (no deadlock on a blocking socket). After the first
+ * failure the server skips the rest up to the sync; what the caller sends
+ * afterwards is not sent, and pg_pipe_close returns that failure. */
+#define PG_PIPE_MAX 64
+typedef void pg_pipe_rows_fn(const PGresult *r, void *ud);
+typedef struct pg_pipe {
+  pg_link *l;
+  PGconn *c;
+  int n; /* sent since the last sync */
+  struct {
+    const char *what;
+    pg_pipe_rows_fn *fn;
+    void *ud;
+    int prepares; /* the slot this entry prepares, or -1 */
+  } q[PG_PIPE_MAX];
+  hd_err err; /* the first failure */
+  char *msg;
+  size_t msg_size;
+} pg_pipe;
+
+/* Enters pipeline mode on the link's connection (connecting as
+ * pg_link_conn does). The first failure goes to msg. */
+hd_err pg_pipe_open(pg_pipe *p, pg_link *l, char *msg, size_t msg_size);
+/* Sends the statement of `slot` (prepared in the pipeline the first time
+ * on this connection, as pg_run_stmt); `fn` (may be NULL) gets its result
+ * when it is read. */
+hd_err pg_pipe_stmt(pg_pipe *p, int slot, const char *sql,
+                    const pg_params *params, const char *what,
+                    pg_pipe_rows_fn *fn, void *ud);
+/* Sends a statement without parameters, unprepared (BEGIN, COMMIT). */
+hd_err pg_pipe_exec(pg_pipe *p, const char *sql, const char *what);
+/* Sends a sync and reads every result up to it. */
+hd_err pg_pipe_sync(pg_pipe *p);
+/* Syncs what is still unread and leaves pipeline mode; a connection that
+ * cannot leave it is dropped (the next use reconnects). Returns the first
+ * failure of the pipeline. */
+hd_err pg_pipe_close(pg_pipe *p);
+
 /* As pg_run for a statement whose rows are not wanted. */
 hd_err pg_exec(pg_link *l, const char *sql, const pg_params *p,
                const char *what, char *msg, size_t msg_size);

@@ -100,11 +100,16 @@ static hd_err exec_stmt(pg_journal *j, int slot, const char *sql,
   return err;
 }
 
-static hd_err insert_row(pg_journal *j, hd_delivery_row *row, char *msg,
-                         size_t msg_size) {
+static void take_seq(const PGresult *r, void *ud) {
+  hd_delivery_row *row = ud;
+  if (PQntuples(r) == 1)
+    row->seq = pg_i64(r, 0, 0);
+}
+
+/* A commit's statements go out in one pipeline: one round trip per
+ * PG_PIPE_MAX statements, not one each. */
+static hd_err insert_row(pg_journal *j, pg_pipe *pipe, hd_delivery_row *row) {
   pg_params p = {0};
-  hd_err err;
-  PGresult *r;
 
   pp_text(&p, row->id);
   pp_text(&p, row->event_id);
@@ -130,16 +135,11 @@ static hd_err insert_row(pg_journal *j, hd_delivery_row *row, char *msg,
     pp_text(&p, NULL);
   pp_i64(&p, row->max_inflight);
   pp_f64(&p, row->max_rps);
-  r = pg_run_stmt(&j->write, S_INSERT, insert_sql, &p,
-                  "cannot journal a delivery", &err, msg, msg_size);
-  if (r && PQntuples(r) == 1)
-    row->seq = pg_i64(r, 0, 0);
-  PQclear(r);
-  return err;
+  return pg_pipe_stmt(pipe, S_INSERT, insert_sql, &p,
+                      "cannot journal a delivery", take_seq, row);
 }
 
-static hd_err update_row(pg_journal *j, const hd_delivery_update *u, char *msg,
-                         size_t msg_size) {
+static hd_err update_row(pg_pipe *pipe, const hd_delivery_update *u) {
   pg_params p = {0};
   pp_text(&p, u->id);
   pp_i64(&p, u->state);
@@ -148,12 +148,11 @@ static hd_err update_row(pg_journal *j, const hd_delivery_update *u, char *msg,
   pp_i64(&p, u->updated_ms);
   pp_i64(&p, u->last_status);
   pp_text(&p, u->last_error ? u->last_error : "");
-  return exec_stmt(j, S_UPDATE, update_sql, &p, "cannot journal a delivery",
-                   msg, msg_size);
+  return pg_pipe_stmt(pipe, S_UPDATE, update_sql, &p,
+                      "cannot journal a delivery", NULL, NULL);
 }
 
-static hd_err attempt_row(pg_journal *j, const hd_attempt_row *a, char *msg,
-                          size_t msg_size) {
+static hd_err attempt_row(pg_pipe *pipe, const hd_attempt_row *a) {
   pg_params p = {0};
   pp_text(&p, a->delivery_id);
   pp_i64(&p, a->number);
@@ -163,20 +162,19 @@ static hd_err attempt_row(pg_journal *j, const hd_attempt_row *a, char *msg,
   pp_i64(&p, a->http_status);
   pp_text(&p, a->error ? a->error : "");
   pp_bin(&p, a->response_head, a->response_head_len);
-  return exec_stmt(j, S_ATTEMPT, attempt_sql, &p, "cannot journal an attempt",
-                   msg, msg_size);
+  return pg_pipe_stmt(pipe, S_ATTEMPT, attempt_sql, &p,
+                      "cannot journal an attempt", NULL, NULL);
 }
 
-static hd_err endpoint_row(pg_journal *j, const hd_endpoint_row *e, char *msg,
-                           size_t msg_size) {
+static hd_err endpoint_row(pg_pipe *pipe, const hd_endpoint_row *e) {
   pg_params p = {0};
   pp_text(&p, e->handler_id);
   pp_text(&p, e->route);
   pp_i64(&p, e->failures);
   pp_i64(&p, e->first_failure_ms);
   pp_i64(&p, e->disabled_ms);
-  return exec_stmt(j, S_ENDPOINT, endpoint_sql, &p,
-                   "cannot journal a webhook's health", msg, msg_size);
+  return pg_pipe_stmt(pipe, S_ENDPOINT, endpoint_sql, &p,
+                      "cannot journal a webhook's health", NULL, NULL);
 }
 
 static hd_err pgj_commit(hd_journal *hj, hd_journal_batch *b, char *msg,
@@ -184,18 +182,26 @@ static hd_err pgj_commit(hd_journal *hj, hd_journal_batch *b, char *msg,
   pg_journal *j = hj->impl;
   hd_err err;
 
+  pg_pipe pipe;
+
   pthread_mutex_lock(&j->write.lock);
-  err = pg_exec(&j->write, "BEGIN", NULL, "cannot begin", msg, msg_size);
-  for (size_t i = 0; err == HD_OK && i < b->n_inserts; i++)
-    err = insert_row(j, &b->inserts[i], msg, msg_size);
-  for (size_t i = 0; err == HD_OK && i < b->n_updates; i++)
-    err = update_row(j, &b->updates[i], msg, msg_size);
-  for (size_t i = 0; err == HD_OK && i < b->n_attempts; i++)
-    err = attempt_row(j, &b->attempts[i], msg, msg_size);
-  for (size_t i = 0; err == HD_OK && i < b->n_endpoints; i++)
-    err = endpoint_row(j, &b->endpoints[i], msg, msg_size);
+  err = pg_pipe_open(&pipe, &j->write, msg, msg_size);
   if (err == HD_OK)
-    err = pg_exec(&j->write, "COMMIT", NULL, "cannot commit", msg, msg_size);
+    err = pg_pipe_exec(&pipe, "BEGIN", "cannot begin");
+  for (size_t i = 0; err == HD_OK && i < b->n_inserts; i++)
+    err = insert_row(j, &pipe, &b->inserts[i]);
+  for (size_t i = 0; err == HD_OK && i < b->n_updates; i++)
+    err = update_row(&pipe, &b->updates[i]);
+  for (size_t i = 0; err == HD_OK && i < b->n_attempts; i++)
+    err = attempt_row(&pipe, &b->attempts[i]);
+  for (size_t i = 0; err == HD_OK && i < b->n_endpoints; i++)
+    err = endpoint_row(&pipe, &b->endpoints[i]);
+  if (err == HD_OK)
+    err = pg_pipe_exec(&pipe, "COMMIT", "cannot commit");
+  /* Durable only once COMMIT's answer is read (close syncs and reads). */
+  hd_err closed = pg_pipe_close(&pipe);
+  if (err == HD_OK)
+    err = closed;
   if (err != HD_OK)
     pg_rollback(&j->write);
   pthread_mutex_unlock(&j->write.lock);
