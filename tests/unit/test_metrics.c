@@ -278,6 +278,23 @@ static void test_gauge_renders_its_callbacks_value(void **state) {
                        minus_seven, NULL);
 }
 
+/* A counter reads like a gauge and says TYPE counter: Prometheus' rate()
+ * and increase() need that. */
+static void test_counter_renders_as_a_counter(void **state) {
+  static int64_t v = 42;
+  (void)state;
+
+  hd_metrics_set_counter("handlerd_test_things_total", "Things so far.",
+                         read_int64, &v);
+  char *text = hd_metrics_render();
+  assert_non_null(text);
+  assert_non_null(strstr(text, "# HELP handlerd_test_things_total Things so "
+                               "far.\n"
+                               "# TYPE handlerd_test_things_total counter\n"
+                               "handlerd_test_things_total 42\n"));
+  free(text);
+}
+
 /* handlerd registers 14 gauges with --state-dir (main.c and the outbox):
  * every one must be rendered (a cap of 8 once dropped six in silence). */
 static void test_twenty_gauges_all_render(void **state) {
@@ -523,6 +540,7 @@ int main(void) {
       cmocka_unit_test(test_build_info),
       cmocka_unit_test(test_webhook_attempts_retries_and_deliveries),
       cmocka_unit_test(test_gauge_renders_its_callbacks_value),
+      cmocka_unit_test(test_counter_renders_as_a_counter),
       cmocka_unit_test(test_reregistering_a_gauge_replaces_its_callback),
       cmocka_unit_test(test_server_serves_metrics_and_404_elsewhere),
       cmocka_unit_test(test_twenty_gauges_all_render),

@@ -847,6 +847,75 @@ static void test_limited_claim_skips_what_finished_meanwhile(void **state) {
   assert_state(t, d[0].r.id, HD_DELIVERY_SUCCEEDED, NULL);
 }
 
+/* A commit's statements go out in one pipeline: 200 inserts, 200 updates
+ * and 200 attempts cost a round trip per 64 statements (and the warm-up's
+ * prepares), not one each; the store counts them for
+ * handlerd_database_round_trips_total. */
+static void test_commit_is_pipelined(void **state) {
+  pgt *t = *state;
+  enum { N = 200 };
+  drow *d = calloc(N, sizeof(*d));
+  hd_delivery_row *rows = calloc(N, sizeof(*rows));
+  hd_delivery_update *ups = calloc(N, sizeof(*ups));
+  hd_attempt_row *atts = calloc(N, sizeof(*atts));
+  char msg[512] = "";
+  uint64_t before;
+
+  assert_non_null(d);
+  assert_non_null(rows);
+  assert_non_null(ups);
+  assert_non_null(atts);
+  open_pair(t, 1000);
+  register_handler(t->a, "h1");
+  for (int i = 0; i < N; i++) {
+    drow_make(&d[i], 100 + i, "h1", T0 + i);
+    rows[i] = d[i].r;
+    ups[i] = (hd_delivery_update){.id = d[i].r.id,
+                                  .state = HD_DELIVERY_SUCCEEDED,
+                                  .attempts = 1,
+                                  .updated_ms = T0 + N + i,
+                                  .last_status = 200,
+                                  .last_error = ""};
+    atts[i] = (hd_attempt_row){.delivery_id = d[i].r.id,
+                               .number = 1,
+                               .started_ms = T0 + N + i,
+                               .duration_ms = 1,
+                               .http_status = 200,
+                               .error = ""};
+  }
+  /* The first commit prepares the statements on the connection. */
+  insert_ok(t->ja, d, 1);
+  rows[0] = d[0].r;
+
+  before = hd_store_pg_round_trips(t->a);
+  hd_journal_batch b = {.inserts = rows + 1, .n_inserts = N - 1};
+  assert_int_equal(t->ja->vt->commit(t->ja, &b, msg, sizeof(msg)), HD_OK);
+  /* BEGIN, 199 inserts, COMMIT: 201 statements, 4 syncs (prepared once,
+   * at most 3 more prepares on the way: 7 at most). */
+  assert_in_range(hd_store_pg_round_trips(t->a) - before, 1, 7);
+  for (int i = 1; i < N; i++)
+    assert_true(rows[i].seq > rows[i - 1].seq); /* every seq came back */
+
+  before = hd_store_pg_round_trips(t->a);
+  b = (hd_journal_batch){
+      .updates = ups, .n_updates = N, .attempts = atts, .n_attempts = N};
+  assert_int_equal(t->ja->vt->commit(t->ja, &b, msg, sizeof(msg)), HD_OK);
+  assert_in_range(hd_store_pg_round_trips(t->a) - before, 1, 9);
+
+  got g;
+  get_ok(t->jb, d[N - 1].r.id, &g);
+  assert_int_equal(g.rows[0].state, HD_DELIVERY_SUCCEEDED);
+  got_free(&g);
+  PGresult *r = PQexec(t->sql, "SELECT count(*) FROM handlerd_attempts");
+  assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+  assert_int_equal(strtol(PQgetvalue(r, 0, 0), NULL, 10), N);
+  PQclear(r);
+  free(atts);
+  free(ups);
+  free(rows);
+  free(d);
+}
+
 static const struct CMUnitTest tests[] = {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, pgt_setup, pgt_teardown)
     T(test_limited_claim_skips_what_finished_meanwhile),
@@ -859,6 +928,7 @@ static const struct CMUnitTest tests[] = {
     T(test_release_gives_leases_back),
     T(test_reap_ends_deliveries_of_removed_handlers),
     T(test_commit_update_ends_the_lease),
+    T(test_commit_is_pipelined),
 #undef T
 };
 

@@ -298,6 +298,10 @@ static int64_t gauge_database_up(void *ud) {
   return atomic_load(&database_up);
 }
 
+static int64_t counter_database_round_trips(void *ud) {
+  return (int64_t)hd_store_pg_round_trips(ud);
+}
+
 /* Opens the store (SQLite in --state-dir, or PostgreSQL), makes the outbox
  * on its journal and loads the registrations (a shared store: the first
  * sync, then the watcher keeps them in step). 0 on success. */
@@ -357,6 +361,12 @@ static int open_state(hd_options *o, hd_control *ctl, hd_webhook_engine *engine,
                          "1 while the shared database answers, 0 while it "
                          "cannot be reached.",
                          gauge_database_up, NULL);
+  if (o->database)
+    hd_metrics_set_counter("handlerd_database_round_trips_total",
+                           "Requests this replica sent to the shared "
+                           "database and waited for: a statement alone is "
+                           "one, a pipelined batch one per 64.",
+                           counter_database_round_trips, *store);
   hd_log(HD_LOG_INFO, "%s %s: %zu registrations loaded",
          o->database ? "database" : "state dir", where, loaded);
   return 0;

@@ -66,6 +66,7 @@ static struct {
   const char *name, *help;
   hd_gauge_fn *fn;
   void *ud;
+  int counter;
 } gauges[GAUGES];
 static atomic_int n_gauges;
 
@@ -152,8 +153,8 @@ void hd_metrics_webhook_delivery(int code, int64_t duration_ns) {
   observe(&webhook_latency, duration_ns);
 }
 
-void hd_metrics_set_gauge(const char *name, const char *help, hd_gauge_fn *fn,
-                          void *ud) {
+static void set_reading(const char *name, const char *help, hd_gauge_fn *fn,
+                        void *ud, int counter) {
   int i = atomic_load(&n_gauges);
   for (int k = 0; k < i; k++)
     if (strcmp(gauges[k].name, name) == 0) {
@@ -169,7 +170,18 @@ void hd_metrics_set_gauge(const char *name, const char *help, hd_gauge_fn *fn,
   gauges[i].help = help;
   gauges[i].fn = fn;
   gauges[i].ud = ud;
+  gauges[i].counter = counter;
   atomic_store(&n_gauges, i + 1);
+}
+
+void hd_metrics_set_gauge(const char *name, const char *help, hd_gauge_fn *fn,
+                          void *ud) {
+  set_reading(name, help, fn, ud, 0);
+}
+
+void hd_metrics_set_counter(const char *name, const char *help, hd_gauge_fn *fn,
+                            void *ud) {
+  set_reading(name, help, fn, ud, 1);
 }
 
 static void render_histogram(FILE *f, const char *name, const char *help,
@@ -276,8 +288,9 @@ char *hd_metrics_render(void) {
                    &webhook_latency);
   int n = atomic_load(&n_gauges);
   for (int i = 0; i < n; i++)
-    fprintf(f, "# HELP %s %s\n# TYPE %s gauge\n%s %lld\n", gauges[i].name,
-            gauges[i].help, gauges[i].name, gauges[i].name,
+    fprintf(f, "# HELP %s %s\n# TYPE %s %s\n%s %lld\n", gauges[i].name,
+            gauges[i].help, gauges[i].name,
+            gauges[i].counter ? "counter" : "gauge", gauges[i].name,
             (long long)gauges[i].fn(gauges[i].ud));
   if (fclose(f) != 0) {
     free(buf);

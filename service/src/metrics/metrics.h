@@ -47,6 +47,10 @@ void hd_metrics_call_refused(const char *reason);
 typedef int64_t hd_gauge_fn(void *ud);
 void hd_metrics_set_gauge(const char *name, const char *help, hd_gauge_fn *fn,
                           void *ud);
+/* As a gauge, for a value that only grows (rendered with TYPE counter;
+ * `name` ends in _total). */
+void hd_metrics_set_counter(const char *name, const char *help, hd_gauge_fn *fn,
+                            void *ud);
 
 /* The exposition text; malloc'd, caller frees. NULL on ENOMEM. */
 char *hd_metrics_render(void);

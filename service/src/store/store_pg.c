@@ -47,6 +47,11 @@ const char *hd_store_pg_where(const hd_store *s) {
   return ((const pg_store *)s->impl)->db.where;
 }
 
+uint64_t hd_store_pg_round_trips(const hd_store *s) {
+  pg_store *ps = s->impl;
+  return atomic_load_explicit(&ps->db.round_trips, memory_order_relaxed);
+}
+
 /* ---- registrations ------------------------------------------------------- */
 
 static const char put_sql[] =

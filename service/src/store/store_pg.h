@@ -67,6 +67,12 @@ hd_err hd_store_pg_watch(hd_store *s, void (*fn)(void *ud), void *ud, char *msg,
  * Only for a store hd_store_pg_open made. */
 void hd_store_pg_unwatch(hd_store *s);
 
+/* Round trips to the database so far, every link of the store counted
+ * (a statement run alone is one; a pipeline is one per sync). For
+ * handlerd_database_round_trips_total. Only for a store hd_store_pg_open
+ * made. */
+uint64_t hd_store_pg_round_trips(const hd_store *s);
+
 /* The name the store's messages give the database: "user@host:port/db".
  * Valid while the store is. */
 const char *hd_store_pg_where(const hd_store *s);

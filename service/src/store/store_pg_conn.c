@@ -188,6 +188,7 @@ PGresult *pg_run_stmt(pg_link *l, int slot, const char *sql, const pg_params *p,
     return NULL;
   if (!p)
     p = &none;
+  atomic_fetch_add_explicit(&l->db->round_trips, 1, memory_order_relaxed);
   if (slot < 0)
     return pg_outcome(l, c,
                       PQexecParams(c, sql, p->n, NULL, p->v, p->len, p->fmt, 1),
@@ -196,6 +197,7 @@ PGresult *pg_run_stmt(pg_link *l, int slot, const char *sql, const pg_params *p,
    * (about half of the server's time per statement otherwise). */
   snprintf(name, sizeof(name), "hd%d", slot);
   if (!(l->prepared & (1u << slot))) {
+    atomic_fetch_add_explicit(&l->db->round_trips, 1, memory_order_relaxed);
     PGresult *r = pg_outcome(l, c, PQprepare(c, name, sql, p->n, NULL), what,
                              err, msg, msg_size);
     if (!r)
@@ -217,8 +219,10 @@ hd_err pg_exec(pg_link *l, const char *sql, const pg_params *p,
 }
 
 void pg_rollback(pg_link *l) {
-  if (l->conn && PQstatus(l->conn) == CONNECTION_OK)
+  if (l->conn && PQstatus(l->conn) == CONNECTION_OK) {
+    atomic_fetch_add_explicit(&l->db->round_trips, 1, memory_order_relaxed);
     PQclear(PQexec(l->conn, "ROLLBACK"));
+  }
 }
 
 int64_t pg_i64(const PGresult *r, int row, int col) {

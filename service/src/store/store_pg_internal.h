@@ -49,10 +49,11 @@ typedef struct pg_db {
   char where[160]; /* "user@host:port/db", for messages and logs */
   char replica[HD_REPLICA_ID_MAX + 1];
   int64_t lease_ms;
-  atomic_int up;    /* the last attempt to reach it worked */
-  int opening;      /* hd_store_pg_open is running: its failure is the
-                     * open's message, not an outage to log */
-  atomic_long lost; /* times the database was lost */
+  atomic_int up;             /* the last attempt to reach it worked */
+  int opening;               /* hd_store_pg_open is running: its failure is the
+                              * open's message, not an outage to log */
+  atomic_long lost;          /* times the database was lost */
+  atomic_ullong round_trips; /* requests sent that waited for an answer */
   hd_store_pg_state_fn *on_state;
   void *on_state_ud;
 } pg_db;

@@ -117,6 +117,7 @@ hd_err pg_pipe_sync(pg_pipe *p) {
   p->n = 0;
   if (!p->c)
     return p->err;
+  atomic_fetch_add_explicit(&p->l->db->round_trips, 1, memory_order_relaxed);
   if (!PQpipelineSync(p->c))
     return fail(p, "cannot sync");
   for (int i = 0; i < n; i++) {
