@@ -29,8 +29,10 @@
 #
 # On PostgreSQL, pg_stat_statements (reset after the warm-up) gives calls,
 # rows, mean execution ms and WAL bytes per statement kind; calls /
-# deliveries = database round trips per delivery (every statement is one:
-# libpq's PQexec/PQexecParams, no pipelining), rows of INSERT/UPDATE/DELETE
+# deliveries = statements per delivery; the replicas'
+# handlerd_database_round_trips_total (read after the warm-up and once
+# drained) / deliveries = round trips per delivery (a journal commit's
+# statements go out in one libpq pipeline); rows of INSERT/UPDATE/DELETE
 # / deliveries = rows written per delivery. Also: WAL bytes per delivery
 # (pg_current_wal_lsn), fdatasync calls of PostgreSQL (perf stat, when it
 # can trace syscalls), the CPU of handlerd, of PostgreSQL (postmaster and
@@ -52,8 +54,9 @@
 #   RESULT sqlite_accepted_per_s=.. sqlite_delivered_per_s=..
 #          pg1_accepted_per_s=.. pg1_delivered_per_s=.. pg2_accepted_per_s=..
 #          pg2_delivered_per_s=.. pg1_vs_sqlite=.. pg2_vs_pg1=..
-#          pg1_round_trips_per_delivery=.. pg1_rows_written_per_delivery=..
-#          pg2_round_trips_per_delivery=.. pg2_rows_written_per_delivery=..
+#          pg1_round_trips_per_delivery=.. pg1_statements_per_delivery=..
+#          pg1_rows_written_per_delivery=.. pg2_round_trips_per_delivery=..
+#          pg2_statements_per_delivery=.. pg2_rows_written_per_delivery=..
 #          pg1_wal_bytes_per_delivery=.. pg1_pg_cpu_us_per_delivery=..
 #          pg1_hd_cpu_us_per_delivery=.. check=ok|<what failed>
 set -euo pipefail
@@ -177,6 +180,12 @@ metrics_all() {
     awk '{for (j = 1; j <= NF; j++) s[j] += $j} END {for (j = 1; j <= 8; j++) printf "%d ", s[j]; print ""}'
 }
 mfield() { awk -v n="$2" '{print $n}' <<<"$1"; }
+# Every replica's handlerd_database_round_trips_total summed.
+round_trips_all() {
+  local i
+  for i in "${!hd_mport[@]}"; do http_get "${hd_mport[$i]}" /metrics; done |
+    awk '/^handlerd_database_round_trips_total / {s += $2} END {printf "%d\n", s}'
+}
 # CPU ticks: "pid ticks" for each pid given.
 ticks() {
   local p
@@ -313,7 +322,7 @@ add() { R[$1,$2]+=" $3"; }
 
 run_phase() { # round ph
   local r=$1 ph=$2 store=pg nrep=1 db='' url='' i rows
-  local mm0 mm1 mm2 r0 r1 r2 rw hd0 hd1 pg0 pg1 mc0 mc1 t0 t1 t2 th0 th1 lsn0 lsn1
+  local mm0 mm1 mm2 r0 r1 r2 rw hd0 hd1 pg0 pg1 mc0 mc1 t0 t1 t2 th0 th1 lsn0 lsn1 rt0 rt1
   case $ph in
   sqlite) store=sqlite ;;
   pg1) ;;
@@ -357,6 +366,7 @@ run_phase() { # round ph
   if [ $store = pg ]; then
     pq handlerd "SELECT pg_stat_statements_reset()" >/dev/null
     lsn0=$(pq handlerd "SELECT pg_current_wal_lsn()")
+    rt0=$(round_trips_all)
     fsync_start
   fi
   local prof=0
@@ -393,7 +403,7 @@ run_phase() { # round ph
   hd1=$(ticks "${hd_pid[@]}") pg1=$(ticks $(pg_pids)) mc1=$(machine)
   mm2=$(metrics_all) r2=$(recv_count)
   [ $store = pg ] && fsync_stop
-  [ $store = pg ] && lsn1=$(pq handlerd "SELECT pg_current_wal_lsn()")
+  [ $store = pg ] && lsn1=$(pq handlerd "SELECT pg_current_wal_lsn()") rt1=$(round_trips_all)
   if [ $store = pg ]; then
     # Read before any query of ours on the phase's database.
     # Statement kinds of this database's pg_stat_statements, since the reset.
@@ -523,7 +533,8 @@ run_phase() { # round ph
       END {print c + 0, w + 0, b + 0}' "$tmp/pss.$ph.$r")
     local wal_bytes
     wal_bytes=$(pq handlerd "SELECT pg_wal_lsn_diff('$lsn1', '$lsn0')::bigint")
-    add "$ph" round_trips "$(per "$calls" "$delivered" %.3f)"
+    add "$ph" round_trips "$(per "$((rt1 - rt0))" "$delivered" %.3f)"
+    add "$ph" statements "$(per "$calls" "$delivered" %.3f)"
     add "$ph" rows_written "$(per "$wrows" "$delivered" %.3f)"
     add "$ph" wal_bytes "$(per "$wal_bytes" "$delivered" %.0f)"
     add "$ph" statements_per_s "$(per "$calls" "$drain_s" %.0f)"
@@ -536,8 +547,9 @@ run_phase() { # round ph
         substr($1, 1, 28), $2, $2 / n, $3, $3 / n, $2 ? $4 / $2 : 0, $2 ? $7 / $2 : 0, $4 + $7, $5 / n,
         ($6 == "t" ? "  (writes)" : "")}' "$tmp/pss.$ph.$r"
       printf '    (exec and plan ms: the mean per call inside PostgreSQL, from pg_stat_statements; a COMMIT'"'"'s WAL flush is not in it)\n'
-      printf '    round trips per delivery %s (%d statements, %s/s from the load'"'"'s start until drained);' \
-        "$(per "$calls" "$delivered" %.3f)" "$calls" "$(per "$calls" "$drain_s" %.0f)"
+      printf '    statements per delivery %s (%d statements, %s/s from the load'"'"'s start until drained); round trips per delivery %s (%d);' \
+        "$(per "$calls" "$delivered" %.3f)" "$calls" "$(per "$calls" "$drain_s" %.0f)" \
+        "$(per "$((rt1 - rt0))" "$delivered" %.3f)" "$((rt1 - rt0))"
       printf ' rows written per delivery %s; WAL %s bytes per delivery (%s in statements);' \
         "$(per "$wrows" "$delivered" %.3f)" "$(per "$wal_bytes" "$delivered" %.0f)" \
         "$(per "$wal_stmt" "$delivered" %.0f)"
@@ -604,8 +616,8 @@ printf '(c)/(b) two replicas vs one (2 replicas on %s shared cores): delivered %
   "$(nproc)" "$(ratio "$c_d" "$b_d")" "$(ratio "$c_a" "$b_a")"
 for ph in pg1 pg2; do
   [[ " $phases " == *" $ph "* ]] || continue
-  printf '%s per delivery: %s database round trips, %s rows written, %s WAL bytes, %s fsyncs per 1000;' \
-    "$ph" "$(med $ph round_trips)" "$(med $ph rows_written)" "$(med $ph wal_bytes)" "$(med $ph fsyncs_per_1000)"
+  printf '%s per delivery: %s database round trips, %s statements, %s rows written, %s WAL bytes, %s fsyncs per 1000;' \
+    "$ph" "$(med $ph round_trips)" "$(med $ph statements)" "$(med $ph rows_written)" "$(med $ph wal_bytes)" "$(med $ph fsyncs_per_1000)"
   printf ' PostgreSQL CPU %s us, handlerd CPU %s us; %s statements/s (%s of the 1-connection ceiling per replica); %s events per commit\n' \
     "$(med $ph pg_cpu_us)" "$(med $ph hd_cpu_us)" "$(med $ph statements_per_s)" \
     "$(ratio "$(med $ph statements_per_s)" "$(awk -v r="${rtt[1]:-0}" -v n="$([ $ph = pg2 ] && echo 2 || echo 1)" 'BEGIN {print r * n}')")" \
@@ -616,10 +628,10 @@ printf 'RESULT sqlite_accepted_per_s=%s sqlite_delivered_per_s=%s pg1_accepted_p
   "$a_a" "$a_d" "$b_a" "$b_d"
 printf ' pg2_accepted_per_s=%s pg2_delivered_per_s=%s pg1_vs_sqlite=%s pg2_vs_pg1=%s' \
   "$c_a" "$c_d" "$(ratio "$b_d" "$a_d")" "$(ratio "$c_d" "$b_d")"
-printf ' pg1_round_trips_per_delivery=%s pg1_rows_written_per_delivery=%s' \
-  "$(med pg1 round_trips)" "$(med pg1 rows_written)"
-printf ' pg2_round_trips_per_delivery=%s pg2_rows_written_per_delivery=%s' \
-  "$(med pg2 round_trips)" "$(med pg2 rows_written)"
+printf ' pg1_round_trips_per_delivery=%s pg1_statements_per_delivery=%s pg1_rows_written_per_delivery=%s' \
+  "$(med pg1 round_trips)" "$(med pg1 statements)" "$(med pg1 rows_written)"
+printf ' pg2_round_trips_per_delivery=%s pg2_statements_per_delivery=%s pg2_rows_written_per_delivery=%s' \
+  "$(med pg2 round_trips)" "$(med pg2 statements)" "$(med pg2 rows_written)"
 printf ' pg1_wal_bytes_per_delivery=%s pg1_pg_cpu_us_per_delivery=%s pg1_hd_cpu_us_per_delivery=%s check=%s\n' \
   "$(med pg1 wal_bytes)" "$(med pg1 pg_cpu_us)" "$(med pg1 hd_cpu_us)" "$checks"
 [ "$checks" = ok ]
