@@ -17,6 +17,7 @@
  * for both and heap/arena (above 1: the arena is cheaper).
  */
 #include "handlerd/handlerd.h"
+#include "bench_util.h"
 #include "arena.h"
 #include "frame.h"
 #include "registry_select.h"
@@ -27,17 +28,6 @@
 #include <string.h>
 #include <time.h>
 
-static hd_err nothing(const hd_event *ev, void *ud, hd_result *out) {
-  (void)ev, (void)ud, (void)out;
-  return HD_OK;
-}
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static void must(hd_err err, const char *what) {
   if (err != HD_OK) {
     fprintf(stderr, "frame_bench: %s: %s\n", what, hd_strerror(err));
@@ -47,7 +37,7 @@ static void must(hd_err err, const char *what) {
 
 static hd_handler *function(void) {
   hd_handler *h = NULL;
-  must(hd_simple_new(nothing, NULL, NULL, &h), "hd_simple_new");
+  must(hd_simple_new(bench_nothing, NULL, NULL, &h), "hd_simple_new");
   return h;
 }
 
@@ -119,7 +109,7 @@ static void *dispatch_loop(void *arg) {
 static double measure(hd_registry *reg, long events, int arena, int threads) {
   pthread_t t[16];
   struct run runs[16];
-  double start = now_s();
+  double start = bench_now_s();
 
   for (int i = 0; i < threads; i++) {
     runs[i] = (struct run){reg, events, arena, i, 0};
@@ -133,7 +123,7 @@ static double measure(hd_registry *reg, long events, int arena, int threads) {
       exit(1);
     }
   }
-  return (now_s() - start) * 1e9 / ((double)events * threads);
+  return (bench_now_s() - start) * 1e9 / ((double)events * threads);
 }
 
 int main(int argc, char **argv) {

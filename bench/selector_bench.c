@@ -17,23 +17,13 @@
  * does not grow with N.
  */
 #include "handlerd/handlerd.h"
+#include "bench_util.h"
 #include "registry_select.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static hd_err nothing(const hd_event *ev, void *ud, hd_result *out) {
-  (void)ev, (void)ud, (void)out;
-  return HD_OK;
-}
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static hd_selector *selector_for(int i) {
   char text[96], msg[256];
@@ -66,7 +56,7 @@ static hd_handler *make_set(int n, hd_selector ***sels) {
     exit(1);
   for (int i = 0; i < n; i++) {
     hd_handler *h = NULL;
-    if (hd_simple_new(nothing, NULL, NULL, &h) != HD_OK)
+    if (hd_simple_new(bench_nothing, NULL, NULL, &h) != HD_OK)
       exit(1);
     (*sels)[i] = selector_for(i);
     if (hd_set_add_selected(set, h, (*sels)[i]) != HD_OK)
@@ -80,7 +70,7 @@ static hd_handler *make_set(int n, hd_selector ***sels) {
 static double run_set(hd_handler *set, int range, int events, size_t *hits) {
   char path[64];
   hd_event ev = {.key = "k", .name = "update", .args_kind = HD_ARGS_UPDATE};
-  double t0 = now_s();
+  double t0 = bench_now_s();
 
   *hits = 0;
   ev.topic.path = path;
@@ -93,13 +83,13 @@ static double run_set(hd_handler *set, int range, int events, size_t *hits) {
     *hits += hd_results_count(rs);
     hd_results_free(rs);
   }
-  return (now_s() - t0) * 1e9 / events;
+  return (bench_now_s() - t0) * 1e9 / events;
 }
 
 /* ns per event matching every selector, as a set without an index would. */
 static double run_scan(hd_selector **sels, int n, int events, size_t *hits) {
   char path[64];
-  double t0 = now_s();
+  double t0 = bench_now_s();
 
   *hits = 0;
   srand(7);
@@ -109,7 +99,7 @@ static double run_scan(hd_selector **sels, int n, int events, size_t *hits) {
     for (int i = 0; i < n; i++)
       *hits += (size_t)hd_selector_matches(sels[i], path, len);
   }
-  return (now_s() - t0) * 1e9 / events;
+  return (bench_now_s() - t0) * 1e9 / events;
 }
 
 int main(int argc, char **argv) {

@@ -257,6 +257,16 @@ static hd_registry *nested_registry(hd_handler *last) {
   return reg;
 }
 
+/* An update of `path` with a value, so derive_old_value remembers it. */
+static hd_event update_of(const char *path) {
+  return (hd_event){.key = "k",
+                    .name = "update",
+                    .args_kind = HD_ARGS_UPDATE,
+                    .topic = {.path = path,
+                              .value = {.type = HD_VALUE_STRING,
+                                        .u.bytes = {.data = "v", .len = 1}}}};
+}
+
 static void assert_words(const hd_results *rs, const char *const *words,
                          size_t n) {
   assert_int_equal(hd_results_count(rs), n);
@@ -277,12 +287,7 @@ static void assert_words(const hd_results *rs, const char *const *words,
 static void test_dispatch_takes_frames_from_the_arena(void **state) {
   static const char *const words[] = {"one", "two", "three"};
   hd_registry *reg = nested_registry(sayer("three"));
-  hd_event ev = {.key = "k",
-                 .name = "update",
-                 .args_kind = HD_ARGS_UPDATE,
-                 .topic = {.path = "a/b",
-                           .value = {.type = HD_VALUE_STRING,
-                                     .u.bytes = {.data = "v", .len = 1}}}};
+  hd_event ev = update_of("a/b");
   struct caller c = {.lock = PTHREAD_MUTEX_INITIALIZER,
                      .cond = PTHREAD_COND_INITIALIZER};
   hd_frame_scope s;
@@ -325,12 +330,7 @@ static void test_arena_freed_by_a_late_completion(void **state) {
                     .cond = PTHREAD_COND_INITIALIZER};
   hd_handler *late = NULL;
   hd_registry *reg;
-  hd_event ev = {.key = "k",
-                 .name = "update",
-                 .args_kind = HD_ARGS_UPDATE,
-                 .topic = {.path = "a/b",
-                           .value = {.type = HD_VALUE_STRING,
-                                     .u.bytes = {.data = "v", .len = 1}}}};
+  hd_event ev = update_of("a/b");
   struct caller c = {.lock = PTHREAD_MUTEX_INITIALIZER,
                      .cond = PTHREAD_COND_INITIALIZER};
   hd_frame_scope s;
