@@ -916,6 +916,63 @@ static void test_commit_is_pipelined(void **state) {
   free(d);
 }
 
+/* The journal's connection dies under it (the server ends every handlerd
+ * session): the next commit fails with the database named, nothing of it
+ * is kept, and a later commit reconnects and goes in whole, pipelined as
+ * before. */
+static void test_commit_after_a_lost_connection(void **state) {
+  pgt *t = *state;
+  enum { N = 100 };
+  drow *d = calloc(N, sizeof(*d));
+  hd_delivery_row *rows = calloc(N, sizeof(*rows));
+  char msg[512] = "";
+  hd_err err = HD_OK;
+
+  assert_non_null(d);
+  assert_non_null(rows);
+  open_pair(t, 1000);
+  register_handler(t->a, "h1");
+  for (int i = 0; i < N; i++) {
+    drow_make(&d[i], 300 + i, "h1", T0 + i);
+    rows[i] = d[i].r;
+  }
+  insert_ok(t->ja, d, 1); /* the link is up and its statements prepared */
+
+  PGresult *r = PQexec(t->sql, "SELECT count(pg_terminate_backend(pid))"
+                               " FROM pg_stat_activity"
+                               " WHERE application_name = 'handlerd'");
+  assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+  assert_true(strtol(PQgetvalue(r, 0, 0), NULL, 10) >= 1);
+  PQclear(r);
+
+  hd_journal_batch b = {.inserts = rows + 1, .n_inserts = N - 1};
+  err = t->ja->vt->commit(t->ja, &b, msg, sizeof(msg));
+  print_message("  %s: %s\n", hd_strerror(err), msg);
+  assert_int_equal(err, HD_EIO);
+  assert_non_null(strstr(msg, "database "));
+  r = PQexec(t->sql, "SELECT count(*) FROM handlerd_deliveries");
+  assert_int_equal(strtol(PQgetvalue(r, 0, 0), NULL, 10), 1);
+  PQclear(r);
+
+  /* Reconnects after its backoff (at most 2 s). */
+  for (int tries = 0; tries < 60; tries++) {
+    msg[0] = '\0';
+    err = t->ja->vt->commit(t->ja, &b, msg, sizeof(msg));
+    if (err == HD_OK)
+      break;
+    usleep(100 * 1000);
+  }
+  if (err != HD_OK)
+    fail_msg("no reconnection: %s: %s", hd_strerror(err), msg);
+  r = PQexec(t->sql, "SELECT count(*) FROM handlerd_deliveries");
+  assert_int_equal(strtol(PQgetvalue(r, 0, 0), NULL, 10), N);
+  PQclear(r);
+  for (int i = 2; i < N; i++)
+    assert_true(rows[i].seq > rows[i - 1].seq);
+  free(rows);
+  free(d);
+}
+
 static const struct CMUnitTest tests[] = {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, pgt_setup, pgt_teardown)
     T(test_limited_claim_skips_what_finished_meanwhile),
@@ -929,6 +986,7 @@ static const struct CMUnitTest tests[] = {
     T(test_reap_ends_deliveries_of_removed_handlers),
     T(test_commit_update_ends_the_lease),
     T(test_commit_is_pipelined),
+    T(test_commit_after_a_lost_connection),
 #undef T
 };
 

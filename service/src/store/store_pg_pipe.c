@@ -142,8 +142,12 @@ hd_err pg_pipe_close(pg_pipe *p) {
     /* Not back in normal mode: a fresh connection is simpler than
      * knowing what is left on this one. */
     fail(p, "cannot leave pipeline mode");
-    if (PQstatus(p->c) != CONNECTION_OK)
-      pg_db_set_up(p->l->db, 0, p->msg);
+    if (PQstatus(p->c) != CONNECTION_OK) {
+      char why[256];
+      const char *e = PQerrorMessage(p->c);
+      snprintf(why, sizeof(why), "%.*s", (int)strcspn(e, "\n"), e);
+      pg_db_set_up(p->l->db, 0, why);
+    }
     PQfinish(p->c);
     p->l->conn = NULL;
     p->l->prepared = 0;
