@@ -274,6 +274,38 @@ static void test_set_member_handle_error_becomes_failed_result(void **state) {
   hd_handler_unref(set);
 }
 
+static hd_err sleep_200ms(const hd_event *ev, void *ud, hd_result *out) {
+  (void)ev, (void)ud, (void)out;
+  usleep(200 * 1000);
+  return HD_OK;
+}
+
+/* A member that fails to start is timed alone: not with the 200 ms a
+ * sibling before it spent running. */
+static void test_set_failed_member_is_timed_alone(void **state) {
+  static const hd_handler_ops refusing_ops = {.kind = "refusing",
+                                              .handle = refusing_handle};
+  hd_handler *set, *slow = NULL, *bad;
+  hd_results *rs = NULL;
+
+  (void)state;
+  assert_int_equal(hd_simple_new(sleep_200ms, NULL, NULL, &slow), HD_OK);
+  assert_int_equal(hd_handler_new(&refusing_ops, NULL, &bad), HD_OK);
+  assert_int_equal(hd_set_new(&set), HD_OK);
+  assert_int_equal(hd_set_add(set, slow), HD_OK);
+  assert_int_equal(hd_set_add(set, bad), HD_OK);
+  assert_int_equal(hd_handler_run_sync(set, &update_ev, &rs), HD_OK);
+  assert_int_equal(hd_results_count(rs), 2);
+  assert_true(hd_results_at(rs, 0)->duration_ns >= 200 * 1000000LL);
+  assert_int_equal(hd_results_at(rs, 1)->err, HD_EBUSY);
+  assert_true(hd_results_at(rs, 1)->duration_ns > 0);
+  assert_true(hd_results_at(rs, 1)->duration_ns < 100 * 1000000LL);
+  hd_results_free(rs);
+  hd_handler_unref(slow);
+  hd_handler_unref(bad);
+  hd_handler_unref(set);
+}
+
 static void test_set_completes_when_async_member_completes_later(void **state) {
   struct async a;
   struct waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0,
@@ -491,6 +523,7 @@ int main(void) {
       cmocka_unit_test(test_set_remove_unknown_member_fails),
       cmocka_unit_test(test_set_removed_member_is_released_and_not_called),
       cmocka_unit_test(test_set_member_handle_error_becomes_failed_result),
+      cmocka_unit_test(test_set_failed_member_is_timed_alone),
       cmocka_unit_test(test_set_completes_when_async_member_completes_later),
       cmocka_unit_test(test_set_concurrent_completions_complete_once),
       cmocka_unit_test(test_set_foreach_in_insertion_order),

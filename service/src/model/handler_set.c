@@ -285,13 +285,13 @@ static hd_err set_handle(hd_handler *h, const hd_event *ev, hd_done_fn *done,
    * one member builds from the event (a CloudEvents body) the next reuses;
    * it ends, releasing the scope's share, before we return. */
   hd_fanout scope;
-  /* A member that fails to start is timed from the loop's start: one clock
-   * read per set, not one per member. */
-  int64_t start = mono_ns();
   if (n > 1)
     hd_fanout_begin(&scope, ev);
   for (size_t i = 0; i < n; i++) {
     struct slot *slot = &g->slots[i];
+    /* Per member: a member that fails to start is timed alone, not with
+     * the siblings that ran before it. */
+    int64_t start = mono_ns();
     hd_err err = hd_handler_handle(slot->member, ev, member_done, slot);
     if (err != HD_OK) {
       member_failed(slot, err, start);

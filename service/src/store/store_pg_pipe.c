@@ -55,12 +55,13 @@ hd_err pg_pipe_stmt(pg_pipe *p, int slot, const char *sql,
     return p->err;
   snprintf(name, sizeof(name), "hd%d", slot);
   if (!(p->l->prepared & (1u << slot))) {
-    /* Counted as prepared from here; if the server skips or refuses it,
+    /* Counted as prepared once sent; if the server skips or refuses it,
      * read_one clears it again (a prepared statement outlives a rolled
      * back transaction: one that was made stays counted). */
-    p->l->prepared |= 1u << slot;
-    if (queued(p, PQsendPrepare(p->c, name, sql, params->n, NULL), what, NULL,
-               NULL, slot) != HD_OK)
+    int sent = PQsendPrepare(p->c, name, sql, params->n, NULL);
+    if (sent)
+      p->l->prepared |= 1u << slot;
+    if (queued(p, sent, what, NULL, NULL, slot) != HD_OK)
       return p->err;
   }
   return queued(p,
