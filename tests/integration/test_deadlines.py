@@ -142,7 +142,7 @@ class DeadlineTest(unittest.TestCase):
 
     def test_metrics_count_what_the_caller_saw(self):
         before = self.metric_sum('code="OK"')
-        self.run_calls("set", 1.0)
+        self.run_calls("set", 1.0 * SLOW)
         after = self.metric_sum('code="OK"')
         self.assertGreaterEqual(after - before, CALLS)
         # A local function that outlasts the deadline cannot be interrupted:
@@ -156,7 +156,13 @@ class DeadlineTest(unittest.TestCase):
                 timeout=0.2)
         self.assertEqual(cm.exception.code(),
                          grpc.StatusCode.DEADLINE_EXCEEDED)
-        time.sleep(0.6)
+        # The reply is late by the function's 400 ms (more under valgrind):
+        # wait until it is counted, whichever way.
+        hd_harness.eventually(
+            lambda: (self.metric_sum('code="OK"') != after or
+                     self.metric_sum('code="DEADLINE_EXCEEDED"')
+                     != late_before),
+            2.0, "the late reply counted in handlerd_dispatches_total")
         self.assertEqual(self.metric_sum('code="OK"'), after,
                          "a late reply was counted as OK")
         self.assertEqual(self.metric_sum('code="DEADLINE_EXCEEDED"'),
