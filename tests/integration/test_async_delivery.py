@@ -194,7 +194,11 @@ class TestReceiverDown(_AsyncCase):
         accepted at once; once the receiver is up, every event arrives."""
         d = self.start()
         port = wr.closed_port()
-        d.add("down", async_webhook("http://127.0.0.1:%d/down" % port))
+        # Retries for ~30 s, so none goes dead before the receiver is up
+        # (the daemon's SCHEDULE would end them after ~4 s; slower builds
+        # take longer to get there).
+        d.add("down", async_webhook("http://127.0.0.1:%d/down" % port,
+                                    retry_schedule_ms=[1000] * 30))
         ids = {}  # marker -> delivery id
         for i in range(20):
             marker = "down-%02d" % i
@@ -248,7 +252,7 @@ class TestOrdered(_AsyncCase):
             return (status, {}, b"", 0)
         rx.respond("/ordered", answer)
         d.add("ordered", async_webhook(rx.url("/ordered"), ordered=True,
-                                       retry_schedule_ms=[400] * 6))
+                                       retry_schedule_ms=[int(400 * SLOW)] * 6))
         for i in range(1, 6):
             for topic in ("a", "b"):
                 reply, _ = d.dispatch(event("ordered", topic,
@@ -649,7 +653,7 @@ class TestRestartResumes(_AsyncCase):
         # Long enough that the retry is still ahead after a stop (slow
         # under valgrind: SLOW).
         d.add("resume", async_webhook("http://127.0.0.1:%d/resume" % port,
-                                      retry_schedule_ms=[int(2000 * SLOW)]))
+                                      retry_schedule_ms=[int(5000 * SLOW)]))
         did = self.assert_accepted(d.dispatch(event("resume", "r/1",
                                                     "resume-1"))[0])
         got = self.wait_state(d, did, pb.FAILED, timeout=5.0)

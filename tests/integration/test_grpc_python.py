@@ -17,6 +17,7 @@ import hd_harness  # noqa: E402
 grpc, pb, pb_grpc = hd_harness.import_grpc("test_grpc_python")
 
 RPC_TIMEOUT = 10.0
+SLOW = hd_harness.SLOW
 STREAM_TIMEOUT = 120.0
 
 
@@ -383,7 +384,8 @@ class TestHandlers(_ServerCase):
         replies = []
         try:
             with self.assertRaises(grpc.RpcError) as cm:
-                for r in self.stub.DispatchStream(requests(), timeout=1.0):
+                for r in self.stub.DispatchStream(requests(),
+                                                  timeout=1.0 * SLOW):
                     replies.append(r)
         finally:
             done.set()

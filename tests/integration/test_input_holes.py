@@ -380,6 +380,9 @@ class Probe:
 
     def __exit__(self, *exc):
         time.sleep(0.1)
+        # A few calls at least, however slow the build (check() needs them).
+        hd_harness.eventually(lambda: len(self.latencies) > 5, 10.0,
+                              "6 probe calls answered")
         self.stop.set()
         self.thread.join()
         self.channel.close()
@@ -395,6 +398,14 @@ class Probe:
         test.assertLess(max(self.latencies), 0.5 * SLOW,
                         "a Dispatch took %.3f s while %s"
                         % (max(self.latencies), what))
+
+
+def assert_quick(test, took, what):
+    """A CPU-bound step that was once quadratic now takes well under 2 s.
+    Not under valgrind, which slows such work far more than SLOW (4x);
+    the plain, ASan and TSan runs check it."""
+    if not hd_harness.WRAPPER:
+        test.assertLess(took, 2.0 * SLOW, "%s took %.2f s" % (what, took))
 
 
 class TestRegistrationSize(InputCase):
@@ -423,7 +434,7 @@ class TestRegistrationSize(InputCase):
                 self.assertEqual(e.code(), INVALID)
                 self.assertIn("300000 event names, the limit is 256 "
                               "(--max-events-per-handler)", e.details())
-            self.assertLess(took, 2.0 * SLOW, "refusing took %.2f s" % took)
+            assert_quick(self, took, "refusing")
             probe.check(self, "the registrations were refused")
             self.assertEqual([h.key for h in s.list_all()], ["probe"])
 
@@ -441,7 +452,7 @@ class TestRegistrationSize(InputCase):
                     key="e", target=local(), events=many_events(n)),
                     timeout=60)
                 took = time.monotonic() - t0
-            self.assertLess(took, 2.0 * SLOW, "adding took %.2f s" % took)
+            assert_quick(self, took, "adding")
             probe.check(self, "%d event names were registered" % n)
             for name in ("ev000000", "ev054321", "ev%06d" % (n - 1)):
                 r = s.stub.Dispatch(pb.DispatchRequest(key="e", event=name),

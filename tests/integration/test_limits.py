@@ -19,6 +19,7 @@ import hd_harness  # noqa: E402
 grpc, pb, _ = hd_harness.import_grpc("test_limits")
 
 TIMEOUT = 10.0
+SLOW = hd_harness.SLOW
 
 
 def update(key, path="t/p", json_value='{"v":1}'):
@@ -160,7 +161,7 @@ class TestLimits(unittest.TestCase):
         with Server() as s:
             s.stub.AddHandler(pb.AddHandlerRequest(
                 key="k", target=pb.Target(local="count")), timeout=TIMEOUT)
-            futures = [s.stub.Dispatch.future(update("k"), timeout=30)
+            futures = [s.stub.Dispatch.future(update("k"), timeout=30 * SLOW)
                        for _ in range(2000)]
             counts = sorted(f.result().results[0].value.int64_value
                             for f in futures)
@@ -188,8 +189,8 @@ class TestLimits(unittest.TestCase):
             next(stream)
             started = time.time()
             os.kill(s.h.proc.pid, signal.SIGTERM)
-            self.assertEqual(s.h.proc.wait(TIMEOUT), 0)
-            self.assertLess(time.time() - started, 5)
+            self.assertEqual(s.h.proc.wait(hd_harness.STOP_TIMEOUT_S), 0)
+            self.assertLess(time.time() - started, 5 * SLOW)
             with self.assertRaises(grpc.RpcError) as cm:
                 list(stream)
             self.assertIn(cm.exception.code(), (grpc.StatusCode.CANCELLED,
@@ -222,9 +223,9 @@ class TestShutdownWithPendingWebhooks(unittest.TestCase):
             time.sleep(0.2)
             started = time.time()
             os.kill(s.h.proc.pid, signal.SIGTERM)
-            self.assertEqual(s.h.proc.wait(TIMEOUT), 0,
+            self.assertEqual(s.h.proc.wait(hd_harness.STOP_TIMEOUT_S), 0,
                              s.h.stderr_text())
-            self.assertLess(time.time() - started, 5)
+            self.assertLess(time.time() - started, 5 * SLOW)
 
     def test_cancelled_dispatch(self):
         self.check(lambda s: s.stub.Dispatch.future(update("w")))

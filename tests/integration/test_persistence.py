@@ -233,6 +233,8 @@ class TestKill9(_StateDirCase):
         for t in threads:
             t.start()
         time.sleep(BURST_BEFORE_KILL_S)
+        hd_harness.eventually(lambda: counter[0] >= 20, 10.0,
+                              "20 AddHandler acknowledged before the kill")
         alive_before = sum(t.is_alive() for t in threads)
         n_before = counter[0]
         rc = d.kill9()

@@ -627,10 +627,12 @@ class TestDatabaseOutage(ReplicaCase):
 
         # Local functions and sync webhooks go on.
         for r in reps:
-            reply = r.dispatch(event("local", "l/1", "during"), timeout=5.0)
+            reply = r.dispatch(event("local", "l/1", "during"),
+                                timeout=5.0 * SLOW)
             self.assertTrue(reply.results[0].ok, reply)
             self.assertEqual(reply.results[0].handler_id, echo_id)
-            reply = r.dispatch(event("sync", "s/1", "during"), timeout=5.0)
+            reply = r.dispatch(event("sync", "s/1", "during"),
+                                timeout=5.0 * SLOW)
             self.assertTrue(reply.results[0].ok, reply)
             self.assertEqual(reply.results[0].value.json_value.replace(
                 " ", ""), '{"sync":true}', reply)
@@ -657,7 +659,8 @@ class TestDatabaseOutage(ReplicaCase):
                 key="local", handler_id=echo_id), timeout=RPC_TIMEOUT))
         # Nothing changed: echo still answers on both.
         for r in reps:
-            reply = r.dispatch(event("local", "l/1", "still"), timeout=5.0)
+            reply = r.dispatch(event("local", "l/1", "still"),
+                                timeout=5.0 * SLOW)
             self.assertEqual(reply.results[0].handler_id, echo_id)
             self.assertIn("still", reply.results[0].value.json_value)
         outage_logs = {r.name: [line for line in r.log(log_at[r.name])
