@@ -14,6 +14,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import faulty_servers  # noqa: E402
 import hd_harness  # noqa: E402
 
 grpc, pb, _ = hd_harness.import_grpc("test_limits")
@@ -156,6 +157,43 @@ class TestLimits(unittest.TestCase):
                             or time.time() > deadline):
                         raise
                     time.sleep(0.05)
+
+    def test_an_answered_call_has_given_its_slot_back(self):
+        # A caller that has its answer may call again at once: the slot is
+        # given back before the status goes out, not when gRPC is done with
+        # the call afterwards (which can be later, and was, under valgrind).
+        with Server("--max-calls", "1") as s:
+            added = s.stub.AddHandler(pb.AddHandlerRequest(
+                key="k", target=pb.Target(local="count")), timeout=TIMEOUT)
+            for i in range(1, 301):
+                r = s.stub.Dispatch(update("k"), timeout=TIMEOUT)
+                self.assertEqual(r.results[0].value.int64_value, i)
+            replies = list(s.stub.DispatchStream(iter([update("k")]),
+                                                 timeout=TIMEOUT))
+            self.assertEqual(replies[0].results[0].value.int64_value, 301)
+            s.stub.RemoveHandler(pb.RemoveHandlerRequest(
+                key="k", handler_id=added.handler_id), timeout=TIMEOUT)
+
+    def test_a_call_cut_at_its_deadline_has_given_its_slot_back(self):
+        # The caller has its answer at the deadline while the webhook it
+        # waited for is still being called: the call no longer counts.
+        hanging = faulty_servers.FaultyServer(faulty_servers.hang).start()
+        try:
+            with Server("--max-calls", "1") as s:
+                s.stub.AddHandler(pb.AddHandlerRequest(
+                    key="hangs", target=pb.Target(webhook=pb.Webhook(
+                        url=hanging.url(), timeout_ms=int(20000 * SLOW),
+                        max_attempts=1))), timeout=TIMEOUT)
+                s.stub.AddHandler(pb.AddHandlerRequest(
+                    key="k", target=pb.Target(local="count")),
+                    timeout=TIMEOUT)
+                r = s.stub.Dispatch(update("hangs"), timeout=1.0 * SLOW)
+                self.assertEqual(r.results[0].error.code,
+                                 grpc.StatusCode.DEADLINE_EXCEEDED.value[0])
+                r = s.stub.Dispatch(update("k"), timeout=TIMEOUT)
+                self.assertEqual(r.results[0].value.int64_value, 1)
+        finally:
+            hanging.stop()
 
     def test_concurrent_unary_calls_all_answered(self):
         with Server() as s:

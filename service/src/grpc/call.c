@@ -40,6 +40,7 @@ void call_free(call *c) {
   if (c->method && c->method->secret)
     hd_arena_wipe(c->arena);
   hd_arena_free(c->arena);
+  call_release_slot(c);
   hd_server *srv = c->srv;
   int counted = c->counted;
   if (c->counted_watch)
@@ -111,7 +112,13 @@ void call_add_close(call *c, grpc_op *ops, size_t *n) {
   (*n)++;
 }
 
-void call_count(const call *c, int code) {
+void call_release_slot(call *c) {
+  if (atomic_exchange(&c->holds_slot, 0))
+    atomic_fetch_sub(&c->srv->holding_slots, 1);
+}
+
+void call_count(call *c, int code) {
+  call_release_slot(c);
   hd_metrics_call(c->method ? (int)c->m_index : HD_METRICS_METHODS - 1, code);
 }
 

@@ -91,8 +91,9 @@ struct call {
   size_t m_index;           /* into srv->methods; n_methods when unknown */
   gpr_timespec deadline;
   atomic_int refs;
-  int counted;       /* included in srv->in_flight */
-  int counted_watch; /* included in srv->watches */
+  int counted;           /* included in srv->in_flight */
+  int counted_watch;     /* included in srv->watches */
+  atomic_int holds_slot; /* included in srv->holding_slots */
   int md_sent;
   int close_started; /* RECV_CLOSE_ON_SERVER is in a batch */
   int cancelled;     /* written by RECV_CLOSE_ON_SERVER */
@@ -142,7 +143,12 @@ void call_add_initial_metadata(call *c, grpc_op *ops, size_t *n);
 void call_add_close(call *c, grpc_op *ops, size_t *n);
 
 /* Counts the call's end with `code` in the metrics. */
-void call_count(const call *c, int code);
+/* Counts the call's final status and gives back its --max-calls slot:
+ * called just before the status batch is started, once per call. */
+void call_count(call *c, int code);
+/* Gives back the call's --max-calls slot if it still holds one; safe from
+ * any thread and more than once. */
+void call_release_slot(call *c);
 /* Ends the call with a status (a message for a non-OK one). */
 void call_finish(call *c, grpc_status_code code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -71,6 +71,11 @@ struct hd_server {
   int port;
   atomic_int in_flight;
   atomic_int watches; /* Health/Watch streams, also in in_flight */
+  /* Calls under --max-calls whose final status is not handed to gRPC yet.
+   * A call leaves in_flight only when its last batch completes, which can
+   * be after its caller has the status; counting the limit on this instead
+   * means a caller that waited for its answer always finds the slot free. */
+  atomic_int holding_slots;
   /* Set just before gRPC's shutdown: until then calls keep being requested,
    * so a call arriving while draining is answered, not left pending. */
   atomic_int grpc_stopping;

@@ -98,7 +98,7 @@ static void on_new_call(void *owner, int ok) {
   call *c = owner;
   hd_server *srv = c->srv;
   const rpc_method *m = c->method;
-  int watches = 0;
+  int watches = 0, slots = 0;
   /* Shutting down, or gRPC gave up on this request (a call that went away
    * before it was matched): keep the slot filled either way, or calls of
    * this method would stop being accepted once the slots ran out. */
@@ -111,10 +111,13 @@ static void on_new_call(void *owner, int ok) {
 
   atomic_store(&c->refs, 1); /* this function's own reference */
   c->counted = 1;
-  int in_flight = atomic_fetch_add(&srv->in_flight, 1) + 1;
+  atomic_fetch_add(&srv->in_flight, 1);
   if (m && m->watch) {
     c->counted_watch = 1;
     watches = atomic_fetch_add(&srv->watches, 1) + 1;
+  } else if (m) {
+    atomic_store(&c->holds_slot, 1);
+    slots = atomic_fetch_add(&srv->holding_slots, 1) + 1;
   }
   if (!m)
     c->deadline = c->details.deadline;
@@ -152,8 +155,7 @@ static void on_new_call(void *owner, int ok) {
                 "too many health Watch streams (limit %d, "
                 "--max-health-watches)",
                 srv->cfg.max_health_watches);
-  } else if (!m->watch &&
-             in_flight - atomic_load(&srv->watches) > srv->cfg.max_calls) {
+  } else if (!m->watch && slots > srv->cfg.max_calls) {
     hd_log(HD_LOG_DEBUG, "refused a call: --max-calls reached");
     hd_metrics_call_refused("max_calls");
     call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
