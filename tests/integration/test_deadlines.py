@@ -163,8 +163,8 @@ class DeadlineTest(unittest.TestCase):
             self.stub.Dispatch(pb.DispatchRequest(
                 key="slow", event="update", update=pb.UpdateArgs(
                     topic_path="t/p",
-                    topic_value=pb.TopicValue(int64_value=400))),
-                timeout=0.2)
+                    topic_value=pb.TopicValue(int64_value=int(400 * SLOW)))),
+                timeout=0.2 * SLOW)
         self.assertEqual(cm.exception.code(),
                          grpc.StatusCode.DEADLINE_EXCEEDED)
         # The reply is late by the function's 400 ms (more under valgrind):

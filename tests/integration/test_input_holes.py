@@ -461,12 +461,13 @@ class TestRegistrationSize(InputCase):
             r = s.stub.Dispatch(pb.DispatchRequest(key="e", event="other"),
                                 timeout=TIMEOUT)
             self.assertEqual(len(r.results), 0)
+            # 3.5 MB each way: the time a slow build needs, as for the add.
             listed = s.stub.ListHandlers(pb.ListHandlersRequest(key="e"),
-                                         timeout=TIMEOUT).handlers
+                                         timeout=60 * SLOW).handlers
             self.assertEqual(list(listed[0].events), many_events(n))
             self.refused(s.stub.AddHandler, pb.AddHandlerRequest(
                 key="e2", target=local(), events=many_events(n + 1)),
-                want=("300001 event names, the limit is 300000 "
+                timeout=60 * SLOW, want=("300001 event names, the limit is 300000 "
                       "(--max-events-per-handler)",))
 
     def test_default_limits(self):

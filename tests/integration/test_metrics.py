@@ -231,7 +231,8 @@ class TestMetrics(unittest.TestCase):
                 subscribe=pb.SubHandlerArgs(topic_path="a")),
                 timeout=TIMEOUT)
         out = subprocess.run([ctl, "--addr", self.server.address, "stats"],
-                             capture_output=True, text=True, timeout=TIMEOUT)
+                             capture_output=True, text=True,
+                             timeout=hd_harness.CLI_TIMEOUT)
         self.assertEqual(out.returncode, 0, out.stderr)
         rows = [l.split() for l in out.stdout.splitlines()]
         self.assertEqual(rows[0], ["FIGURE", "LABELS", "VALUE"])
@@ -244,7 +245,7 @@ class TestMetrics(unittest.TestCase):
         self.assertFalse(any(r[0].endswith("_bucket") for r in rows))
         js = subprocess.run([ctl, "--addr", self.server.address, "-o", "json",
                              "stats"], capture_output=True, text=True,
-                            timeout=TIMEOUT)
+                            timeout=hd_harness.CLI_TIMEOUT)
         self.assertEqual(js.returncode, 0, js.stderr)
         import json
         names = {x["name"] for x in json.loads(js.stdout)["stats"]}

@@ -112,6 +112,12 @@ class SlowDaemon:
         grpc.channel_ready_future(self.channel).result(timeout=RPC_TIMEOUT)
         self.stub = pb_grpc.HandlersStub(self.channel)
 
+    def calls_being_served(self):
+        """handlerd_calls_in_flight, less the GetStats call asking."""
+        reply = self.stub.GetStats(pb.GetStatsRequest(), timeout=RPC_TIMEOUT)
+        return int(sum(smp.value for smp in reply.samples
+                       if smp.name == "handlerd_calls_in_flight")) - 1
+
     def add(self, key):
         t0 = time.monotonic()
         self.stub.AddHandler(
@@ -218,8 +224,15 @@ class SlowStoreTest(unittest.TestCase):
         threads = [threading.Thread(target=add, args=(i,)) for i in range(n)]
         for t in threads:
             t.start()
-        # All of them arrived; most wait behind the first commit.
-        time.sleep(SLOW_FSYNC_MS / 2000.0)
+        # All of them arrived (most wait behind the first commit) before
+        # the SIGTERM: answered ones, read first, plus those being served.
+        # A call leaves the gauge before its answer goes out, so none is
+        # counted twice.
+        def arrived():
+            answered = sum(r is not None for r in results)
+            return answered + d.calls_being_served() >= n
+
+        hd_harness.eventually(arrived, 10.0, "%d AddHandler calls in" % n)
         d.h.proc.send_signal(signal.SIGTERM)
         for t in threads:
             t.join()

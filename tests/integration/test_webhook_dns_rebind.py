@@ -211,7 +211,8 @@ class _RebindCase(unittest.TestCase):
     def add_webhook(self, key, url):
         return self.stub.AddHandler(
             pb.AddHandlerRequest(key=key, target=pb.Target(webhook=pb.Webhook(
-                url=url, timeout_ms=1000, max_attempts=3))),
+                url=url, timeout_ms=int(5000 * hd_harness.SLOW),
+                max_attempts=3))),
             timeout=RPC_TIMEOUT)
 
     def dispatch_one(self, key):

@@ -4,7 +4,9 @@
  * starts, so a caller that has its answer never finds its own call still
  * holding the slot; gRPC may complete that batch, and the call be freed,
  * after the caller has called again. Freeing a call that never answered
- * gives the slot back too, and no path gives it back twice.
+ * gives the slot back too, and no path gives it back twice. The
+ * handlerd_calls_in_flight gauge counts the same calls (and Health/Watch
+ * streams), not those gRPC still holds after their answer.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -17,6 +19,7 @@
 
 #include "call.h"
 #include "rpc.h"
+#include "server.h"
 
 static call *admitted(hd_server *srv) {
   call *c = call_new(srv, NULL, 0);
@@ -62,10 +65,24 @@ static void test_a_call_without_a_slot_gives_nothing_back(void **state) {
   assert_int_equal(atomic_load(&srv.holding_slots), 0);
 }
 
+static void test_the_gauge_counts_calls_not_yet_answered(void **state) {
+  hd_server srv;
+  (void)state;
+  memset(&srv, 0, sizeof(srv));
+  call *c = admitted(&srv);
+  atomic_store(&srv.in_flight, 3); /* c, an answered call, a watch */
+  atomic_store(&srv.watches, 1);
+  assert_int_equal(hd_server_calls_in_flight(&srv), 2);
+  call_count(c, 0);
+  assert_int_equal(hd_server_calls_in_flight(&srv), 1);
+  call_free(c);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_the_status_gives_the_slot_back),
       cmocka_unit_test(test_a_call_without_a_slot_gives_nothing_back),
+      cmocka_unit_test(test_the_gauge_counts_calls_not_yet_answered),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

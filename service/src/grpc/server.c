@@ -341,7 +341,10 @@ hd_err hd_server_start(const hd_server_config *cfg, hd_registry *reg,
 }
 
 int hd_server_calls_in_flight(const hd_server *s) {
-  return atomic_load(&((hd_server *)s)->in_flight);
+  hd_server *srv = (hd_server *)s;
+  /* Not srv->in_flight: a call answered stays there until gRPC is done
+   * with it, after its caller has the answer. */
+  return atomic_load(&srv->holding_slots) + atomic_load(&srv->watches);
 }
 
 int hd_server_port(const hd_server *s) {

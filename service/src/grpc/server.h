@@ -62,7 +62,8 @@ hd_err hd_server_start(const hd_server_config *cfg, hd_registry *reg,
  * at the next handshake (logged by gRPC) and the old one stays. */
 hd_err hd_server_reload(hd_server *s, const char *token, const char *cert_pem,
                         const char *key_pem, const char *client_ca_pem);
-/* Calls being served now (a gauge for /metrics). */
+/* Calls being served now, received and not yet answered, Health/Watch
+ * streams included (a gauge for /metrics). */
 int hd_server_calls_in_flight(const hd_server *s);
 /* The bound port (useful with port 0). */
 int hd_server_port(const hd_server *s);
