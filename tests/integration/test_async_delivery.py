@@ -651,9 +651,10 @@ class TestRestartResumes(_AsyncCase):
         d = self.start()
         port = wr.closed_port()
         # Long enough that the retry is still ahead after a stop (slow
-        # under valgrind: SLOW).
+        # under valgrind, with its leak check: 8 s and more were seen).
+        resume_ms = int(5000 * SLOW * (2 if hd_harness.WRAPPER else 1))
         d.add("resume", async_webhook("http://127.0.0.1:%d/resume" % port,
-                                      retry_schedule_ms=[int(5000 * SLOW)]))
+                                      retry_schedule_ms=[resume_ms]))
         did = self.assert_accepted(d.dispatch(event("resume", "r/1",
                                                     "resume-1"))[0])
         got = self.wait_state(d, did, pb.FAILED, timeout=5.0)
@@ -672,7 +673,8 @@ class TestRestartResumes(_AsyncCase):
         # it started), it is the second attempt and it succeeds.
         rx = self.receiver(port)
         d2 = self.start()
-        reqs = eventually(lambda: rx.requests("/resume"), 10.0,
+        reqs = eventually(lambda: rx.requests("/resume"),
+                          resume_ms / 1000.0 / SLOW + 10.0,
                           "the event delivered after the restart",
                           lambda: "%s\n%s" % (d2.get(did), d2.stderr()))
         self.assertEqual(marker_of(reqs[0]), "resume-1")
