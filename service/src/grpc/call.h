@@ -142,8 +142,8 @@ void call_add_initial_metadata(call *c, grpc_op *ops, size_t *n);
  * per call. */
 void call_add_close(call *c, grpc_op *ops, size_t *n);
 
-/* Counts the call's final status in the metrics and gives back its --max-calls slot:
- * called just before the status batch is started, once per call. */
+/* Counts the call's final status in the metrics and gives back its --max-calls
+ * slot: called just before the status batch is started, once per call. */
 void call_count(call *c, int code);
 /* Gives back the call's --max-calls slot if it still holds one; safe from
  * any thread and more than once. */
